@@ -1,0 +1,81 @@
+"""Paged KV-cache memory of one replica.
+
+The GPU memory left for the KV cache is cut into blocks of ``block_size`` tokens (PagedAttention). A request
+holds exactly ``ceil(num_computed_tokens / block_size)`` blocks after each step's allocation; blocks return to
+the pool when the request finishes or is preempted. As in vLLM, block 0 is a reserved null block that is never
+handed out, so ``num_gpu_blocks - 1`` blocks are usable.
+
+This manager counts blocks; it does not track block identities, because without prefix caching only the
+counts decide anything (see :mod:`llmsim.engine.prefix_cache` for the hashed, reference-counted variant).
+"""
+
+from __future__ import annotations
+
+from llmsim.engine.request import Request
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class KVCacheManager:
+    """Allocates and frees KV blocks; never lets blocks in use exceed the usable capacity."""
+
+    def __init__(self, num_gpu_blocks: int, block_size: int, watermark: float = 0.0) -> None:
+        if num_gpu_blocks < 2:
+            raise ValueError("num_gpu_blocks must be at least 2 (block 0 is reserved)")
+        self.num_gpu_blocks = num_gpu_blocks
+        self.block_size = block_size
+        self.num_usable_blocks = num_gpu_blocks - 1
+        self.num_free_blocks = self.num_usable_blocks
+        # vLLM: int(watermark × num_gpu_blocks) blocks kept free when admitting (see the scheduler).
+        self.watermark_blocks = int(watermark * num_gpu_blocks)
+        self._blocks: dict[str, int] = {}
+
+    # -- queries ---------------------------------------------------------------------------------
+    def num_blocks_of(self, request: Request) -> int:
+        return self._blocks.get(request.request_id, 0)
+
+    def blocks_for_tokens(self, num_tokens: int) -> int:
+        return cdiv(num_tokens, self.block_size)
+
+    def num_new_blocks_needed(self, request: Request, num_new_tokens: int) -> int:
+        """Blocks to add so that ``num_computed_tokens + num_new_tokens`` tokens have slots."""
+        need = cdiv(request.num_computed_tokens + num_new_tokens, self.block_size)
+        return max(0, need - self._blocks.get(request.request_id, 0))
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_usable_blocks - self.num_free_blocks
+
+    @property
+    def usage(self) -> float:
+        return self.num_used_blocks / self.num_usable_blocks
+
+    # -- mutations -------------------------------------------------------------------------------
+    def allocate_slots(self, request: Request, num_new_tokens: int, reserve_blocks: int = 0) -> bool:
+        """Give ``request`` the blocks for ``num_new_tokens`` more tokens, keeping ``reserve_blocks`` free.
+
+        Returns False (allocating nothing) when the pool cannot supply them.
+        """
+        needed = self.num_new_blocks_needed(request, num_new_tokens)
+        if needed + reserve_blocks > self.num_free_blocks:
+            return False
+        if needed:
+            self._blocks[request.request_id] = self._blocks.get(request.request_id, 0) + needed
+            self.num_free_blocks -= needed
+        return True
+
+    def free(self, request: Request) -> int:
+        """Return all of ``request``'s blocks to the pool; returns how many."""
+        held = self._blocks.pop(request.request_id, 0)
+        self.num_free_blocks += held
+        return held
+
+    def take_blocks(self, request: Request, num_blocks: int) -> bool:
+        """Hand ``num_blocks`` blocks to ``request`` directly (swap-in, KV transfer). False if they are not free."""
+        if num_blocks > self.num_free_blocks:
+            return False
+        self._blocks[request.request_id] = self._blocks.get(request.request_id, 0) + num_blocks
+        self.num_free_blocks -= num_blocks
+        return True

@@ -1,0 +1,190 @@
+"""Replay a scheduler scenario tick by tick and write a trace in the vLLM golden format.
+
+This is llmsim's conformance check against the real vLLM V1 scheduler: the scenario and trace formats are
+those of ``../shared/goldens/vllm_v1`` (see its README). Ticks are abstract engine steps; no timing model is
+involved, only the scheduler, the KV cache and the engine loop (sync or async).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmsim.engine.config import SchedulerConfig
+from llmsim.engine.core import EngineLoop
+from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.request import Request
+from llmsim.engine.schedulers import make_scheduler
+from llmsim.errors import UserError
+
+_SCENARIO_CONFIG_KEYS = {
+    "num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
+    "long_prefill_token_threshold", "enable_prefix_caching", "max_model_len", "scheduler_reserve_full_isl",
+    "watermark",
+}
+
+
+def load_scenario(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: scenario file not found")
+    try:
+        scenario = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    for key in ("config", "requests"):
+        if key not in scenario:
+            raise UserError(f"{path}: missing top-level field {key!r}")
+    for i, req in enumerate(scenario["requests"]):
+        for key in ("id", "arrival_step", "prompt_len", "output_len"):
+            value = req.get(key)
+            if value is None:
+                raise UserError(f"{path}: requests[{i}] is missing field {key!r}")
+            if key != "id" and (not isinstance(value, int) or value < (1 if key == "output_len" else 0)):
+                raise UserError(f"{path}: requests[{i}].{key}: expected a non-negative integer, got {value!r}")
+    return scenario
+
+
+def scheduler_config_from_scenario(config: dict[str, Any], async_scheduling: bool, source: str) -> SchedulerConfig:
+    fields = {k: v for k, v in config.items() if k in _SCENARIO_CONFIG_KEYS}
+    policy = config.get("policy", "fcfs")
+    if policy != "fcfs":
+        raise UserError(f"{source}: config.policy {policy!r} is not supported by replay (only 'fcfs')")
+    try:
+        return SchedulerConfig(policy="vllm-v1", async_scheduling=async_scheduling, **fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"{source}: config.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str = "scenario") -> dict[str, Any]:
+    """Run the scenario through llmsim's ``vllm-v1`` scheduler; return the golden-format trace."""
+    if engine not in ("sync", "async"):
+        raise UserError(f"--engine {engine!r}: expected 'sync' or 'async'")
+    async_mode = engine == "async"
+    cfg = scheduler_config_from_scenario(scenario["config"], async_mode, source)
+    max_model_len = cfg.max_model_len or 1 << 30
+    kv = KVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
+    scheduler = make_scheduler(cfg, kv, max_model_len)
+    loop = EngineLoop(scheduler, async_mode)
+
+    specs = sorted(scenario["requests"], key=lambda r: r["arrival_step"])  # stable: list order within a tick
+    requests = [Request(r["id"], r["arrival_step"], r["prompt_len"], r["output_len"], index=i) for i, r in enumerate(specs)]
+    delivered_first: dict[str, int] = {}
+    delivered_finish: dict[str, int] = {}
+    steps: list[dict[str, Any]] = []
+    next_arrival = 0
+    num_finished = 0
+    tick = 0
+    while num_finished < len(requests):
+        arrived = []
+        while next_arrival < len(requests) and specs[next_arrival]["arrival_step"] == tick:
+            scheduler.add_request(requests[next_arrival])
+            arrived.append(requests[next_arrival].request_id)
+            next_arrival += 1
+        scheduler.step_index = tick
+        plan = loop.schedule()
+        to_update = loop.next_to_update(plan)
+        outcome = scheduler.update_from_output(to_update) if to_update is not None else None
+        if outcome is not None:
+            num_finished += len(outcome.finished)
+            for r in outcome.emitted:
+                if r.num_output_tokens == 1:
+                    delivered_first[r.request_id] = tick
+            for r in outcome.finished:
+                delivered_finish[r.request_id] = tick
+        steps.append(_step_record(tick, arrived, plan, to_update, outcome, kv, scheduler, async_mode))
+        tick += 1
+        if tick > 10_000_000:
+            raise RuntimeError("replay did not terminate")
+    return _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish)
+
+
+def _ids(requests) -> list[str]:
+    return [r.request_id for r in requests]
+
+
+def _step_record(tick, arrived, plan, updated, outcome, kv, scheduler, async_mode) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "step": tick,
+        "arrived": arrived,
+        "idle": plan is None and updated is None,
+        "scheduled": [[r.request_id, n] for r, n in plan.scheduled] if plan else [],
+        "new": _ids(plan.new) if plan else [],
+        "resumed": _ids(plan.resumed) if plan else [],
+        "preempted": _ids(plan.preempted) if plan else [],
+        "num_scheduled_tokens": plan.num_scheduled_tokens if plan else 0,
+        "free_blocks_after_schedule": plan.free_blocks_after_schedule if plan else kv.num_free_blocks,
+        "num_running": plan.num_running if plan else scheduler.num_running,
+        "num_waiting": plan.num_waiting if plan else scheduler.num_waiting,
+        "emitted": _ids(outcome.emitted) if outcome else [],
+        "finished": _ids(outcome.finished) if outcome else [],
+    }
+    if async_mode:
+        record["update_of_step"] = updated.step if updated is not None else None
+    record["free_blocks_after_update"] = kv.num_free_blocks
+    return record
+
+
+def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish) -> dict[str, Any]:
+    busy = [s for s in steps if s["num_scheduled_tokens"] > 0]
+    per_request: dict[str, Any] = {}
+    for r, spec in zip(requests, specs):
+        entry = {
+            "arrival_step": spec["arrival_step"],
+            "prompt_len": r.prompt_tokens,
+            "output_len": r.max_output_tokens,
+            "first_scheduled_step": r.first_scheduled_step,
+            "first_token_step": r.first_token_step,
+            "finish_step": r.finish_step,
+            "num_preemptions": r.num_preemptions,
+            "preempted_at_steps": r.preempted_at_steps,
+            "resumed_at_steps": r.resumed_at_steps,
+            "num_output_tokens": r.num_output_tokens,
+            "finish_reason": r.reason,
+            "total_scheduled_tokens": r.num_scheduled_tokens_total,
+        }
+        if async_mode:
+            entry["first_token_delivered_step"] = delivered_first.get(r.request_id)
+            entry["finish_delivered_step"] = delivered_finish.get(r.request_id)
+        per_request[r.request_id] = entry
+    config = dict(scenario["config"])
+    config.update(
+        usable_kv_blocks=kv.num_usable_blocks,
+        max_num_scheduled_tokens=cfg.max_num_batched_tokens,
+        long_prefill_token_threshold_adaptive=False,
+        watermark=cfg.watermark,
+        watermark_blocks=kv.watermark_blocks,
+        scheduler_reserve_full_isl=cfg.scheduler_reserve_full_isl,
+        async_scheduling=async_mode,
+        num_speculative_tokens=0,
+        num_lookahead_tokens=0,
+    )
+    return {
+        "format_version": 1,
+        "scenario": scenario.get("name", ""),
+        "description": scenario.get("description", ""),
+        "generator": {"simulator": "llmsim", "scheduler_class": "llmsim.engine.schedulers.vllm_v1.VLLMV1Scheduler",
+                      "engine_loop": "async" if async_mode else "sync"},
+        "config": config,
+        "summary": {
+            "num_requests": len(requests),
+            "num_steps": len(steps),
+            "num_busy_steps": len(busy),
+            "num_schedule_calls": sum(1 for s in steps if not s["idle"]),
+            "last_step": len(steps) - 1,
+            "total_preemptions": sum(r.num_preemptions for r in requests),
+            "num_requests_preempted": sum(1 for r in requests if r.num_preemptions),
+            "max_preemptions_of_one_request": max((r.num_preemptions for r in requests), default=0),
+            "total_scheduled_tokens": sum(r.num_scheduled_tokens_total for r in requests),
+            "total_prompt_tokens": sum(r.prompt_tokens for r in requests),
+            "total_output_tokens": sum(r.num_output_tokens for r in requests),
+            "min_free_blocks_after_schedule": min((s["free_blocks_after_schedule"] for s in busy), default=kv.num_usable_blocks),
+            "max_running": max((s["num_running"] for s in steps), default=0),
+        },
+        "steps": steps,
+        "requests": per_request,
+    }

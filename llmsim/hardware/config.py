@@ -1,0 +1,23 @@
+"""The `hardware:` section: which GPU, which model, how it is parallelised."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from llmsim.configbase import StrictModel
+
+Precision = Literal["auto", "fp16", "bf16", "fp8", "int8", "int4"]
+
+
+class HardwareConfig(StrictModel):
+    gpu: str = Field("A100-80GB", description="GPU profile name, or a path to a GPU profile YAML")
+    model: str = Field("Llama-2-7B", description="model profile name, or a path to a model profile YAML / HF config.json")
+    tp: int = Field(1, ge=1, description="tensor-parallel degree (GPUs per pipeline stage)")
+    pp: int = Field(1, ge=1, description="pipeline-parallel degree (stages)")
+    weight_dtype: Precision = Field("auto", description="weight precision; auto = the model's dtype")
+    kv_cache_dtype: Precision = Field("auto", description="KV-cache precision; auto = the model's dtype")
+    activation_reserve_gib: Optional[float] = Field(
+        None, ge=0, description="memory kept for activations and non-torch allocations per GPU; profile default when omitted"
+    )

@@ -1,0 +1,35 @@
+"""The `slo:`, `metrics:` and `output:` sections."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field, field_validator
+
+from llmsim.configbase import StrictModel
+
+
+class SLOConfig(StrictModel):
+    """Service-level objectives; a request is good if it meets every one given (vLLM's --goodput)."""
+
+    ttft_s: Optional[float] = Field(None, gt=0)
+    tpot_s: Optional[float] = Field(None, gt=0)
+    e2el_s: Optional[float] = Field(None, gt=0)
+
+
+class MetricsConfig(StrictModel):
+    percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
+    step_detail: bool = Field(True, description="keep the per-step table (the summary is exact either way)")
+    timeseries_interval_s: float = Field(1.0, gt=0, description="bin width of KV-usage and queue time series")
+
+    @field_validator("percentiles")
+    @classmethod
+    def _in_range(cls, values: list[float]) -> list[float]:
+        for p in values:
+            if not 0 <= p <= 100:
+                raise ValueError(f"percentile {p} is outside 0..100")
+        return values
+
+
+class OutputConfig(StrictModel):
+    dir: Optional[str] = Field(None, description="write summary.json, requests.parquet, steps.parquet here")

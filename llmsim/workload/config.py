@@ -1,0 +1,39 @@
+"""The `workload:` section of a config: where requests come from."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field, model_validator
+
+from llmsim.configbase import StrictModel
+
+
+class WorkloadConfig(StrictModel):
+    """Either a trace file (`trace`) or a synthetic preset (`preset`).
+
+    The default is the bundled bursty workload: the `burstgpt` preset (gamma inter-arrivals with
+    vLLM's burstiness, BurstGPT-like correlated lengths) generated from the config's seed, so a run
+    needs no download.
+    """
+
+    preset: Optional[str] = Field("burstgpt", description="synthetic preset: burstgpt, poisson, gamma, servegen:<client>")
+    trace: Optional[str] = Field(None, description="path of a trace file; overrides preset")
+    format: Optional[str] = Field(None, description="trace format; auto-detected from the header when omitted")
+    num_requests: Optional[int] = Field(2000, ge=1, description="number of requests (synthetic) or first N rows (trace)")
+    rate: Optional[float] = Field(None, gt=0, description="mean arrival rate, requests/s (synthetic; preset default when omitted)")
+    burstiness: Optional[float] = Field(None, gt=0, description="gamma shape of inter-arrivals: 1 = Poisson, < 1 burstier")
+    duration_s: Optional[float] = Field(None, gt=0, description="synthetic: generate arrivals for this long instead of num_requests")
+    time_scale: float = Field(1.0, gt=0, description="trace: multiply arrival times (naive time compression < 1)")
+    model: Optional[str] = Field(None, description="trace filter: keep rows of this model")
+    service: Optional[str] = Field(None, description="trace filter: keep rows of this service / log type")
+    start_s: Optional[float] = Field(None, description="trace filter: keep arrivals at or after this time")
+    end_s: Optional[float] = Field(None, description="trace filter: keep arrivals before this time")
+    include_failures: bool = Field(False, description="trace: keep rows the trace marks as failed")
+    sort: bool = Field(False, description="trace: sort timestamps that go backwards (with a warning) instead of failing")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WorkloadConfig":
+        if self.trace is None and self.preset is None:
+            raise ValueError("give workload.trace or workload.preset")
+        return self
