@@ -1,0 +1,156 @@
+"""The ``llmsim`` command. Each subcommand's logic lives in its package; this module only wires them.
+
+User errors (:class:`llmsim.errors.UserError`, bad flags) are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from llmsim.errors import UserError
+
+app = typer.Typer(
+    name="llmsim",
+    help="Discrete-event simulator of LLM serving clusters under bursty workloads.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+err_console = Console(stderr=True)
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="YAML config; the bundled bursty default when omitted"),
+    set_: List[str] = typer.Option([], "--set", help="override a config field: PATH=VALUE (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="write summary.json, requests.parquet, steps.parquet here"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as JSON instead of a table"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Simulate one configuration and print its summary."""
+    from llmsim.config import load_config
+    from llmsim.metrics.display import print_summary
+    from llmsim.simulation import simulate
+
+    cfg = load_config(config, set_)
+    out_dir = out or (Path(cfg.output.dir) if cfg.output.dir else None)
+    result = _with_progress(lambda cb: simulate(cfg, progress=cb), "simulating", enabled=not quiet and not json_out)
+    if out_dir is not None:
+        result.write(out_dir)
+    if json_out:
+        typer.echo(json.dumps(result.summary, indent=2))
+    else:
+        print_summary(result.summary)
+        if out_dir is not None:
+            typer.echo(f"wrote {out_dir}/summary.json, requests.parquet, steps.parquet")
+
+
+@app.command("replay-scheduler")
+def replay_scheduler(
+    scenario: Path = typer.Argument(..., help="scenario JSON in the vLLM goldens' format"),
+    engine: str = typer.Option("sync", "--engine", help="engine loop: sync or async"),
+    out: Path = typer.Option(..., "-o", "--out", help="trace JSON to write (golden format)"),
+) -> None:
+    """Replay a scheduler scenario tick by tick and write the trace in the golden format."""
+    from llmsim.engine.replay import load_scenario, replay_scenario
+    from llmsim.fileio import atomic_write_text
+
+    trace = replay_scenario(load_scenario(scenario), engine, source=str(scenario))
+    atomic_write_text(out, json.dumps(trace, indent=1) + "\n")
+    s = trace["summary"]
+    typer.echo(f"wrote {out}: {s['num_steps']} steps, {s['total_preemptions']} preemptions")
+
+
+@app.command("config")
+def show_config(
+    config: Optional[Path] = typer.Argument(None, help="YAML config; the bundled default when omitted"),
+    set_: List[str] = typer.Option([], "--set", help="override a config field: PATH=VALUE (repeatable)"),
+) -> None:
+    """Print the fully resolved config (every field with its value)."""
+    from llmsim.config import config_to_yaml, load_config
+
+    typer.echo(config_to_yaml(load_config(config, set_)), nl=False)
+
+
+def _with_progress(work, label: str, enabled: bool):
+    """Run ``work(callback)`` with a progress bar that appears only if the work takes a while."""
+    if not enabled or not sys.stderr.isatty():
+        return work(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def callback(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return work(callback)
+
+
+def _mount_subcommands() -> None:
+    """Attach the subcommands that live in other packages (each optional until its package provides it)."""
+    import importlib
+
+    for module_name, attr, name in (
+        ("llmsim.workload.cli", "analyze_command", "analyze"),
+        ("llmsim.workload.cli", "generate_command", "generate"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, attr):
+            app.command(name)(getattr(module, attr))
+    for module_name, attr, name in (
+        ("llmsim.workload.cli", "trace_app", "trace"),
+        ("llmsim.hardware.cli", "calibrate_app", "calibrate"),
+        ("llmsim.hardware.cli", "profiles_app", "profiles"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, attr):
+            app.add_typer(getattr(module, attr), name=name)
+
+
+_mount_subcommands()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the console script: one line and exit 2 for every user error, no traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - click/typer usage errors, whichever click they vendor
+        kind = type(exc).__name__
+        if kind == "Exit":
+            return getattr(exc, "exit_code", 0)
+        if kind == "NoArgsIsHelpError":
+            err_console.print(exc.format_message(), markup=False, highlight=False)
+            return 0
+        if kind == "Abort":
+            err_console.print("aborted", markup=False)
+            return 130
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            err_console.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

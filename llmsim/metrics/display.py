@@ -1,0 +1,45 @@
+"""Human-readable rendering of a run summary (the table `llmsim run` prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value * 1000:,.1f}"
+
+
+def summary_table(summary: dict[str, Any], title: str = "llmsim run summary") -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    dep = summary.get("deployment", {})
+    if dep:
+        table.add_row("deployment", f"{dep.get('model')} on {dep.get('gpu')} tp={dep.get('tp')} pp={dep.get('pp')}, "
+                                    f"{dep.get('num_gpu_blocks'):,} KV blocks")
+    table.add_row("requests (completed / rejected / failed)",
+                  f"{summary['num_requests']:,} ({summary['completed']:,} / {summary['rejected']:,} / {summary['failed']:,})")
+    table.add_row("duration (s)", f"{summary['duration_s']:,.1f}")
+    table.add_row("request throughput (req/s)", f"{summary['request_throughput']:.2f}")
+    table.add_row("output token throughput (tok/s)", f"{summary['output_throughput']:,.0f}")
+    table.add_row("total token throughput (tok/s)", f"{summary['total_token_throughput']:,.0f}")
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2el_s", "E2EL"), ("queue_s", "queueing delay")):
+        d = summary[key]
+        table.add_row(f"{label} mean / median / p99 (ms)", f"{_ms(d['mean'])} / {_ms(d['median'])} / {_ms(d.get('p99'))}")
+    table.add_row("preemptions (requests preempted)", f"{summary['preemptions']:,} ({summary.get('preempted_requests', 0):,})")
+    table.add_row("peak KV-cache usage", f"{summary.get('peak_kv_usage', 0.0):.1%}")
+    table.add_row("max waiting requests", f"{summary.get('max_num_waiting', 0):,}")
+    if summary.get("slo_attainment") is not None:
+        table.add_row("SLO attainment", f"{summary['slo_attainment']:.1%}")
+        table.add_row("goodput (req/s)", f"{summary['goodput']:.2f}")
+    reasons = summary.get("not_completed_by_reason") or {}
+    if reasons:
+        table.add_row("not completed, by reason", ", ".join(f"{k}: {v}" for k, v in reasons.items()))
+    return table
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(summary))

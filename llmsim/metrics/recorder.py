@@ -1,0 +1,160 @@
+"""Records what happened, as it happens; metrics are computed afterwards from these records.
+
+Per-request records are appended to column buffers when a request ends (finished, rejected or failed), so a
+run keeps no per-request objects for requests that are done. Inter-token latencies are stored exactly but
+compactly: in a step where many requests emit a token whose previous token came from the step just before,
+all of those gaps are the same number, so the step stores it once with a count (a weighted sample).
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from llmsim.engine.request import Request
+
+REQUEST_COLUMNS = (
+    "request_id", "replica", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",
+    "e2el_s", "queue_s", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
+    "recomputed_tokens", "cached_tokens", "status", "reason",
+)
+
+STEP_COLUMNS = (
+    "replica", "step", "start_s", "duration_s", "batch_size", "prefill_tokens", "decode_tokens", "free_blocks",
+    "used_blocks", "num_running", "num_waiting", "num_preempted", "num_finished",
+)
+
+
+def _nan(value: Optional[float]) -> float:
+    return float("nan") if value is None else value
+
+
+class Recorder:
+    """Collects request outcomes, per-step records and inter-token gaps for one simulation run."""
+
+    def __init__(self, keep_steps: bool = True) -> None:
+        self.keep_steps = keep_steps
+        self._req: dict[str, list] = {name: [] for name in REQUEST_COLUMNS}
+        self._step: dict[str, array | list] = {
+            name: array("d") if name in ("start_s", "duration_s") else array("q") for name in STEP_COLUMNS
+        }
+        self.itl_values = array("d")
+        self.itl_weights = array("q")
+        self.num_steps = 0
+        self.busy_time_s = 0.0
+        self.total_preemptions = 0
+        self.peak_kv_usage = 0.0
+        self.kv_usage_time_s = 0.0  # ∫ usage dt over busy steps, for the time-weighted mean
+        self.max_num_waiting = 0
+        self.max_batch_size = 0
+
+    # -- request lifecycle -----------------------------------------------------------------------
+    def request_ended(self, request: Request) -> None:
+        """Called exactly once per request, when it finishes, is rejected or fails."""
+        col = self._req
+        first_token = request.first_token_s
+        ttft = None if first_token is None else first_token - request.arrival_s
+        e2el = None if request.finish_s is None or first_token is None else request.last_token_s - request.arrival_s
+        tpot = None
+        if e2el is not None and request.num_output_tokens > 1:
+            tpot = (e2el - ttft) / (request.num_output_tokens - 1)
+        queue = None if request.first_scheduled_s is None else request.first_scheduled_s - request.arrival_s
+        col["request_id"].append(request.request_id)
+        col["replica"].append(request.replica)
+        col["arrival_s"].append(request.arrival_s)
+        col["first_scheduled_s"].append(_nan(request.first_scheduled_s))
+        col["first_token_s"].append(_nan(first_token))
+        col["finish_s"].append(_nan(request.finish_s))
+        col["ttft_s"].append(_nan(ttft))
+        col["tpot_s"].append(_nan(tpot))
+        col["e2el_s"].append(_nan(e2el))
+        col["queue_s"].append(_nan(queue))
+        col["prompt_tokens"].append(request.prompt_tokens)
+        col["output_tokens"].append(request.max_output_tokens)
+        col["num_output_tokens"].append(request.num_output_tokens)
+        col["num_preemptions"].append(request.num_preemptions)
+        col["recomputed_tokens"].append(request.num_recomputed_tokens)
+        col["cached_tokens"].append(request.num_cached_tokens)
+        col["status"].append(request.status.value)
+        col["reason"].append(request.reason)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None:
+        self.num_steps += 1
+        duration = plan.end_s - plan.start_s
+        self.busy_time_s += duration
+        self.total_preemptions += len(plan.preempted)
+        usage = used_blocks / (used_blocks + free_blocks)
+        if usage > self.peak_kv_usage:
+            self.peak_kv_usage = usage
+        self.kv_usage_time_s += usage * duration
+        if plan.num_waiting > self.max_num_waiting:
+            self.max_num_waiting = plan.num_waiting
+        if len(plan.scheduled) > self.max_batch_size:
+            self.max_batch_size = len(plan.scheduled)
+        if not self.keep_steps:
+            return
+        s = self._step
+        s["replica"].append(replica)
+        s["step"].append(plan.step)
+        s["start_s"].append(plan.start_s)
+        s["duration_s"].append(duration)
+        s["batch_size"].append(len(plan.scheduled))
+        s["prefill_tokens"].append(plan.num_prefill_tokens)
+        s["decode_tokens"].append(plan.num_scheduled_tokens - plan.num_prefill_tokens)
+        s["free_blocks"].append(free_blocks)
+        s["used_blocks"].append(used_blocks)
+        s["num_running"].append(plan.num_running)
+        s["num_waiting"].append(plan.num_waiting)
+        s["num_preempted"].append(len(plan.preempted))
+        s["num_finished"].append(len(outcome.finished) if outcome is not None else 0)
+
+    def tokens_emitted(self, emitted: list[Request], time_s: float, previous_step_end_s: Optional[float]) -> None:
+        """Stamp each emitted token; store its gap to the request's previous token (ITL)."""
+        same_gap = 0
+        for request in emitted:
+            last = request.last_token_s
+            if last is None:
+                request.first_token_s = time_s
+            elif last == previous_step_end_s:
+                same_gap += 1
+            else:
+                self.itl_values.append(time_s - last)
+                self.itl_weights.append(1)
+            request.last_token_s = time_s
+        if same_gap:
+            self.itl_values.append(time_s - previous_step_end_s)
+            self.itl_weights.append(same_gap)
+
+    # -- results ---------------------------------------------------------------------------------
+    def requests_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame({name: self._req[name] for name in REQUEST_COLUMNS})
+        for name in ("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
+                     "recomputed_tokens", "cached_tokens"):
+            frame[name] = frame[name].astype("int64")
+        frame["request_id"] = frame["request_id"].astype(str)
+        frame["status"] = frame["status"].astype(str)
+        frame["reason"] = frame["reason"].astype(str)
+        return frame.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
+
+    def steps_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({name: np.frombuffer(self._step[name], dtype=np.float64 if name in ("start_s", "duration_s") else np.int64)
+                             if len(self._step[name]) else np.array([], dtype=np.float64 if name in ("start_s", "duration_s") else np.int64)
+                             for name in STEP_COLUMNS})
+
+    def step_stats(self) -> dict:
+        """Exact aggregates over every step, kept even when per-step detail is off."""
+        return {
+            "num_steps": self.num_steps,
+            "busy_time_s": self.busy_time_s,
+            "peak_kv_usage": self.peak_kv_usage,
+            "mean_kv_usage_busy": self.kv_usage_time_s / self.busy_time_s if self.busy_time_s else 0.0,
+            "max_num_waiting": self.max_num_waiting,
+            "max_batch_size": self.max_batch_size,
+        }
+
+    def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.frombuffer(self.itl_values, dtype=np.float64).copy(), np.frombuffer(self.itl_weights, dtype=np.int64).copy()

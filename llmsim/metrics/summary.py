@@ -1,0 +1,122 @@
+"""The run summary, by the conventions of ``vllm bench serve`` (see ../shared/DESIGN.md §5).
+
+TTFT = first token − arrival; E2EL = last token − arrival; TPOT = (E2EL − TTFT)/(output tokens − 1) per
+request with more than one output token; ITL = every gap between consecutive tokens, pooled. Percentiles use
+numpy's default (linear) interpolation as vLLM does. Throughputs are over the makespan (first arrival → last
+finish). Goodput counts requests per second that meet every SLO given; rejected and failed requests count
+against SLO attainment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from llmsim.metrics.config import SLOConfig
+
+
+def percentile_key(p: float) -> str:
+    if p == 50:
+        return "median"
+    return "p" + (f"{p:g}")
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: list[float]) -> list[float]:
+    """``np.percentile(np.repeat(values, weights), q)`` without materialising the repeat."""
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    cum = np.cumsum(weights[order])
+    n = int(cum[-1])
+    out = []
+    for q in percentiles:
+        h = (n - 1) * q / 100.0
+        lo, hi = math.floor(h), math.ceil(h)
+        v_lo = v[np.searchsorted(cum, lo, side="right")]
+        v_hi = v[np.searchsorted(cum, hi, side="right")]
+        out.append(float(v_lo + (h - lo) * (v_hi - v_lo)))
+    return out
+
+
+def distribution(values: np.ndarray, percentiles: list[float], weights: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """mean, std and the chosen percentiles (median for p50) of ``values``; None entries when empty."""
+    keys = ["mean", "std"] + [percentile_key(p) for p in percentiles]
+    if "median" not in keys:
+        keys.append("median")
+    if values.size == 0:
+        return {k: None for k in keys}
+    wanted = sorted(set(percentiles) | {50.0})
+    if weights is None:
+        pct = np.percentile(values, wanted).tolist()
+        mean, std = float(values.mean()), float(values.std())
+    else:
+        pct = weighted_percentiles(values, weights, wanted)
+        mean = float(np.average(values, weights=weights))
+        std = float(math.sqrt(np.average((values - mean) ** 2, weights=weights)))
+    by_p = dict(zip(wanted, pct))
+    result = {"mean": mean, "std": std}
+    for p in percentiles:
+        result[percentile_key(p)] = float(by_p[p])
+    result["median"] = float(by_p[50.0])
+    return result
+
+
+def meets_slo(requests: pd.DataFrame, slo: SLOConfig) -> np.ndarray:
+    """Boolean per request: completed and within every SLO given (TPOT counts as 0 with one output token)."""
+    good = (requests["status"] == "finished").to_numpy().copy()
+    if slo.ttft_s is not None:
+        good &= (requests["ttft_s"] <= slo.ttft_s).to_numpy()
+    if slo.tpot_s is not None:
+        good &= (requests["tpot_s"].fillna(0.0) <= slo.tpot_s).to_numpy()
+    if slo.e2el_s is not None:
+        good &= (requests["e2el_s"] <= slo.e2el_s).to_numpy()
+    return good
+
+
+def summarize(
+    requests: pd.DataFrame,
+    itl_values: np.ndarray,
+    itl_weights: np.ndarray,
+    steps_info: dict[str, Any],
+    slo: SLOConfig,
+    percentiles: list[float],
+) -> dict[str, Any]:
+    done = requests[requests["status"] == "finished"]
+    num = len(requests)
+    start = float(requests["arrival_s"].min()) if num else 0.0
+    end = float(done["finish_s"].max()) if len(done) else start
+    duration = max(end - start, 0.0)
+    per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
+    out_tokens = int(done["num_output_tokens"].sum())
+    in_tokens = int(done["prompt_tokens"].sum())
+    summary: dict[str, Any] = {
+        "num_requests": num,
+        "completed": int(len(done)),
+        "rejected": int((requests["status"] == "rejected").sum()),
+        "failed": int((requests["status"] == "failed").sum()),
+        "duration_s": duration,
+        "request_throughput": per_s(len(done)),
+        "output_throughput": per_s(out_tokens),
+        "total_token_throughput": per_s(in_tokens + out_tokens),
+        "ttft_s": distribution(done["ttft_s"].to_numpy(), percentiles),
+        "tpot_s": distribution(done["tpot_s"].dropna().to_numpy(), percentiles),
+        "itl_s": distribution(itl_values, percentiles, itl_weights if itl_values.size else None),
+        "e2el_s": distribution(done["e2el_s"].to_numpy(), percentiles),
+        "queue_s": distribution(done["queue_s"].to_numpy(), percentiles),
+        "preemptions": int(requests["num_preemptions"].sum()),
+        "preempted_requests": int((requests["num_preemptions"] > 0).sum()),
+        "recomputed_tokens": int(requests["recomputed_tokens"].sum()),
+    }
+    if any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2el_s)):
+        good = meets_slo(requests, slo)
+        summary["slo_attainment"] = float(good.mean()) if num else None
+        summary["goodput"] = per_s(int(good.sum()))
+    else:
+        summary["slo_attainment"] = None
+        summary["goodput"] = None
+    reasons = requests.loc[requests["status"] != "finished", "reason"].value_counts().sort_index()
+    summary["not_completed_by_reason"] = {str(k): int(v) for k, v in reasons.items()}
+    summary.update(steps_info)
+    return summary
