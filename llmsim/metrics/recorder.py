@@ -19,7 +19,7 @@ from llmsim.engine.request import Request
 REQUEST_COLUMNS = (
     "request_id", "replica", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",
     "e2el_s", "queue_s", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
-    "recomputed_tokens", "cached_tokens", "status", "reason",
+    "scheduled_tokens", "recomputed_tokens", "cached_tokens", "status", "reason",
 )
 
 STEP_COLUMNS = (
@@ -76,6 +76,7 @@ class Recorder:
         col["output_tokens"].append(request.max_output_tokens)
         col["num_output_tokens"].append(request.num_output_tokens)
         col["num_preemptions"].append(request.num_preemptions)
+        col["scheduled_tokens"].append(request.num_scheduled_tokens_total)
         col["recomputed_tokens"].append(request.num_recomputed_tokens)
         col["cached_tokens"].append(request.num_cached_tokens)
         col["status"].append(request.status.value)
@@ -133,7 +134,7 @@ class Recorder:
     def requests_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame({name: self._req[name] for name in REQUEST_COLUMNS})
         for name in ("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
-                     "recomputed_tokens", "cached_tokens"):
+                     "scheduled_tokens", "recomputed_tokens", "cached_tokens"):
             frame[name] = frame[name].astype("int64")
         frame["request_id"] = frame["request_id"].astype(str)
         frame["status"] = frame["status"].astype(str)
