@@ -1,0 +1,177 @@
+"""Synthetic workloads from a seed: arrival process × length model, chosen by preset name.
+
+**Arrivals** follow ``vllm bench serve``: inter-arrival gaps are Gamma(shape=b, scale=1/(rate·b)), where
+``b`` is the *burstiness*. The mean gap is 1/rate whatever ``b``; the coefficient of variation of the gaps is
+1/sqrt(b), so b = 1 is a Poisson process and b < 1 is burstier (clusters of arrivals separated by long
+quiet gaps). As in recent vLLM (the variant with ``target_total_delay_s``), a workload of N requests
+rescales the cumulative arrival times so that the last one lands exactly at N/rate: the realised mean rate
+is then exactly ``rate`` while the gaps keep their shape (rescaling multiplies every gap by one factor, so
+the CV is unchanged). The first request arrives after one gap, not at 0, as in vLLM. When generating for a
+``duration_s`` instead, gaps are drawn until the duration is filled and are not rescaled.
+
+**Lengths** follow the BurstGPT study (Wang et al., arXiv:2401.17644): request lengths are heavy-tailed
+("Zipf-like"), responses are bimodal and correlated with the request. See :class:`BurstGPTLengths`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+from llmsim.errors import ConfigError
+from llmsim.workload.workload import Workload, canonical_frame
+
+# ---- Defaults of the bundled workload: the lead tunes these (one place). ------------------------------
+#: Mean arrival rate of the bundled default (req/s). One Llama-2-7B replica on an A100-80GB serves roughly
+#: 5-8 req/s of these lengths (mean ~850 prompt + ~300 output tokens: ~110k KV tokens hold ~100 running
+#: requests, decode steps of ~100 requests take ~40 ms), so 4 req/s is a moderate 50-70 % mean load.
+DEFAULT_RATE_RPS = 4.0
+#: Burstiness of the bundled default: gamma shape 0.2 → inter-arrival CV = 1/sqrt(0.2) ≈ 2.2, bursty enough
+#: that arrival clusters fill the KV cache (preemptions, queueing) while the mean load stays moderate.
+DEFAULT_BURSTINESS = 0.2
+#: Number of requests when neither num_requests nor duration_s is given.
+DEFAULT_NUM_REQUESTS = 2000
+#: Llama-2's context window (max_model_len 4096): every synthetic request must fit it.
+MAX_MODEL_LEN = 4096
+
+
+@dataclass(frozen=True)
+class BurstGPTLengths:
+    """Request and response lengths shaped like BurstGPT's ChatGPT conversation logs.
+
+    The BurstGPT study reports (arXiv:2401.17644, §"Response lengths"): request lengths are heavy-tailed
+    (it fits a Zipf law; its generator samples Zipf(1.1)), responses are *bimodal* and depend on the
+    request, the median response growing roughly linearly with the request to about 450 tokens at 2,000
+    request tokens for ChatGPT conversations. The paper publishes figures, not numbered parameters, so:
+
+    - requests: a two-component lognormal — a short-prompt mode (~22 % of requests, median 40 tokens) and a
+      main mode (median 900, sigma 0.6). Weights and medians are fitted to the 38 successful rows of the
+      BurstGPT_1 sample in ../shared/traces/burstgpt (9 of 38 prompts are under 100 tokens; the others have
+      median ≈ 950); a lognormal, unlike an untruncated Zipf(1.1), has a finite mean and a 4k-token window.
+    - responses: with probability ``short_response_frac`` a short answer (median 20 tokens: the paper's
+      lower mode), else lognormal around the linear median ``response_base + response_slope × request``:
+      150 + 0.17 × 2000 = 490 for the main mode at 2,000 request tokens, which puts the median over both
+      modes at ≈ 450 (the paper's anchor above: 0.9·F(m) + 0.1 ≈ 0.5 gives m ≈ 0.92 × 490).
+    Everything is clipped so prompt ≤ ``max_prompt_tokens`` and prompt + output ≤ ``max_model_len``.
+    """
+
+    short_prompt_frac: float = 0.22
+    short_prompt_median: float = 40.0
+    short_prompt_sigma: float = 0.7
+    prompt_median: float = 900.0
+    prompt_sigma: float = 0.6
+    short_response_frac: float = 0.10
+    short_response_median: float = 20.0
+    response_base: float = 150.0
+    response_slope: float = 0.17
+    response_sigma: float = 0.6
+    max_prompt_tokens: int = 3584
+    max_model_len: int = MAX_MODEL_LEN
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        short = rng.random(n) < self.short_prompt_frac
+        median = np.where(short, self.short_prompt_median, self.prompt_median)
+        sigma = np.where(short, self.short_prompt_sigma, self.prompt_sigma)
+        prompt = np.rint(median * np.exp(sigma * rng.standard_normal(n)))
+        prompt = np.clip(prompt, 1, self.max_prompt_tokens).astype(np.int64)
+        short_answer = rng.random(n) < self.short_response_frac
+        response_median = np.where(short_answer, self.short_response_median,
+                                   self.response_base + self.response_slope * prompt)
+        output = np.rint(response_median * np.exp(self.response_sigma * rng.standard_normal(n)))
+        output = np.clip(output, 1, self.max_model_len - prompt).astype(np.int64)
+        return prompt, output
+
+
+@dataclass(frozen=True)
+class GammaArrivals:
+    """Gamma renewal arrivals with vLLM's burstiness (see the module docstring)."""
+
+    rate_rps: float
+    burstiness: float
+    rescale_to_rate: bool = True
+
+    def for_count(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        gaps = rng.gamma(shape=self.burstiness, scale=1.0 / (self.rate_rps * self.burstiness), size=n)
+        times = np.cumsum(gaps)
+        if self.rescale_to_rate and n and times[-1] > 0:
+            times *= (n / self.rate_rps) / times[-1]
+        return times
+
+    def for_duration(self, rng: np.random.Generator, duration_s: float) -> np.ndarray:
+        expected = self.rate_rps * duration_s
+        # Draw in blocks sized for the expected count plus a generous margin (CV can be large).
+        block = int(expected + 10 * np.sqrt(expected / self.burstiness) + 16)
+        times = np.empty(0)
+        last = 0.0
+        while last < duration_s:
+            gaps = rng.gamma(shape=self.burstiness, scale=1.0 / (self.rate_rps * self.burstiness), size=block)
+            new = last + np.cumsum(gaps)
+            times = np.concatenate([times, new])
+            last = float(new[-1])
+        return times[times < duration_s]
+
+
+@dataclass(frozen=True)
+class SyntheticPreset:
+    """A named arrival process with default rate/burstiness and a length model."""
+
+    name: str
+    description: str
+    rate_rps: float
+    burstiness: float
+    lengths: BurstGPTLengths = BurstGPTLengths()
+    fixed_burstiness: bool = False  # poisson: burstiness is 1 by definition
+
+
+#: Preset name → definition. ``servegen:<client>`` names are handled by :mod:`llmsim.workload.servegen`.
+PRESETS: dict[str, SyntheticPreset] = {
+    "burstgpt": SyntheticPreset(
+        "burstgpt", "bundled default: bursty gamma arrivals, BurstGPT-like correlated lengths",
+        DEFAULT_RATE_RPS, DEFAULT_BURSTINESS),
+    "gamma": SyntheticPreset(
+        "gamma", "gamma arrivals with vllm bench serve's burstiness (default 0.5), BurstGPT-like lengths",
+        DEFAULT_RATE_RPS, 0.5),
+    "poisson": SyntheticPreset(
+        "poisson", "Poisson arrivals (gamma with burstiness 1), BurstGPT-like lengths",
+        DEFAULT_RATE_RPS, 1.0, fixed_burstiness=True),
+}
+
+
+def get_preset(name: str) -> SyntheticPreset:
+    if name not in PRESETS:
+        raise ConfigError(f"workload.preset: unknown preset {name!r}; valid presets: "
+                          f"{', '.join(PRESETS)}, servegen:<client>")
+    return PRESETS[name]
+
+
+def synthetic_workload(preset: str = "burstgpt", *, num_requests: Optional[int] = None,
+                       duration_s: Optional[float] = None, rate: Optional[float] = None,
+                       burstiness: Optional[float] = None, seed: int = 0) -> Workload:
+    """Generate a workload from a preset. Same arguments and seed ⇒ identical frame.
+
+    Give ``num_requests`` (arrival times rescaled so the last lands at N/rate, as vLLM does) or
+    ``duration_s`` (arrivals in [0, duration_s), not rescaled); with both, the first N within the
+    duration; with neither, :data:`DEFAULT_NUM_REQUESTS`. Arrivals and lengths use independent random
+    streams derived from ``seed``, so changing the rate does not change the lengths.
+    """
+    spec = get_preset(preset)
+    if spec.fixed_burstiness and burstiness not in (None, 1.0):
+        raise ConfigError(f"workload.burstiness: the poisson preset has burstiness 1, got {burstiness}; "
+                          "use the gamma preset for other values")
+    spec = replace(spec, rate_rps=rate or spec.rate_rps, burstiness=burstiness or spec.burstiness)
+    arrivals_rng, lengths_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    process = GammaArrivals(spec.rate_rps, spec.burstiness)
+    if duration_s is not None:
+        times = process.for_duration(arrivals_rng, duration_s)
+        if num_requests is not None:
+            times = times[:num_requests]
+    else:
+        times = process.for_count(arrivals_rng, num_requests or DEFAULT_NUM_REQUESTS)
+    prompt, output = spec.lengths.sample(lengths_rng, len(times))
+    source = f"preset:{spec.name}(rate={spec.rate_rps:g}, burstiness={spec.burstiness:g}, seed={seed})"
+    workload = Workload(canonical_frame({"arrival_s": times, "prompt_tokens": prompt, "output_tokens": output}),
+                        source, meta={"preset": spec.name, "rate_rps": spec.rate_rps,
+                                      "burstiness": spec.burstiness})
+    return workload.validate()
