@@ -1,0 +1,97 @@
+"""How many KV-cache blocks a replica gets: vLLM's memory budget, computed instead of profiled.
+
+vLLM reserves ``gpu_memory_utilization`` of each GPU's *total* memory, subtracts what a profiling forward
+pass shows is taken (weights, activation peak, non-torch memory such as NCCL and cuBLAS workspaces) and
+cuts the rest into pages of ``block_size`` tokens (REFERENCE.md section 2, ``vllm/v1/worker/gpu_worker.py``):
+
+    available = utilization × GPU memory − weights / (tp · pp) − activation reserve
+    num_gpu_blocks = available // (block_size × KV bytes per token on one GPU)
+
+Every GPU of a replica holds the same number of blocks (each holds its share of the KV heads of its own
+pipeline stage's layers), so ``num_gpu_blocks`` is per replica. Block 0 is reserved later by the engine.
+The activation reserve is a profile parameter (default 5.0 GiB at TP 1, +0.4 GiB of NCCL buffers when TP
+or PP > 1; REFERENCE.md section 2 worked numbers), overridable as ``hardware.activation_reserve_gib``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llmsim.errors import ProfileError
+from llmsim.hardware.config import HardwareConfig
+from llmsim.hardware.specs import GIB, GPUSpec, ModelSpec
+
+# Non-torch memory grows with NCCL communicators (llm-d measured 0.55 GiB at TP 2 vs 0.13 at TP 1).
+NCCL_RESERVE_GIB = 0.4
+
+
+@dataclass(frozen=True)
+class KVCapacity:
+    """The KV-cache budget of one replica, with the numbers it was computed from."""
+
+    num_gpu_blocks: int
+    block_size: int
+    kv_bytes_per_token: float  # whole model, all layers, all KV heads (what one token costs a replica)
+    kv_bytes_per_token_per_gpu: float  # this GPU's layers (PP) and KV heads (TP)
+    weight_bytes_per_gpu: float
+    activation_reserve_bytes: float
+    usable_bytes_per_gpu: float  # utilization × GPU memory
+    available_kv_bytes_per_gpu: float
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_gpu_blocks * self.block_size
+
+    @property
+    def block_bytes_per_gpu(self) -> float:
+        return self.block_size * self.kv_bytes_per_token_per_gpu
+
+
+def layers_per_stage(num_layers: int, pp: int) -> list[int]:
+    """Split layers over pipeline stages as evenly as possible (earlier stages take the remainder).
+
+    Every layer belongs to exactly one stage; vLLM's default partition does the same.
+    """
+    if pp < 1 or pp > num_layers:
+        raise ProfileError(f"hardware.pp: expected 1 to {num_layers} (the model's layers), got {pp}")
+    base, extra = divmod(num_layers, pp)
+    return [base + (1 if stage < extra else 0) for stage in range(pp)]
+
+
+def activation_reserve_gib(gpu: GPUSpec, hw: HardwareConfig) -> float:
+    if hw.activation_reserve_gib is not None:
+        return hw.activation_reserve_gib
+    return gpu.activation_reserve_gib + (NCCL_RESERVE_GIB if hw.tp * hw.pp > 1 else 0.0)
+
+
+def kv_cache_capacity(
+    model: ModelSpec, gpu: GPUSpec, hw: HardwareConfig, block_size: int, gpu_memory_utilization: float
+) -> KVCapacity:
+    """KV blocks per replica for ``model`` on ``tp × pp`` GPUs of kind ``gpu`` (raises if weights don't fit)."""
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ProfileError(f"scheduler.gpu_memory_utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
+    weight_per_gpu = model.weight_bytes(hw.weight_dtype) / (hw.tp * hw.pp)
+    usable = gpu_memory_utilization * gpu.memory_bytes
+    reserve = activation_reserve_gib(gpu, hw) * GIB
+    available = usable - weight_per_gpu - reserve
+    if available <= 0:
+        short = (weight_per_gpu + reserve - usable) / GIB
+        raise ProfileError(
+            f"{model.name} needs {weight_per_gpu / GIB:.1f} GiB of weights per GPU at tp={hw.tp}, pp={hw.pp} "
+            f"(plus {reserve / GIB:.1f} GiB activation reserve) but {gpu.name} offers {usable / GIB:.1f} GiB at "
+            f"gpu_memory_utilization={gpu_memory_utilization}: {short:.1f} GiB short; raise hardware.tp or hardware.pp"
+        )
+    stage_layers = max(layers_per_stage(model.num_layers, hw.pp))
+    per_gpu_token = model.kv_bytes_per_token(hw.kv_cache_dtype, tp=hw.tp, num_layers=stage_layers)
+    blocks = math.floor(available / (block_size * per_gpu_token))
+    return KVCapacity(
+        num_gpu_blocks=blocks,
+        block_size=block_size,
+        kv_bytes_per_token=model.kv_bytes_per_token(hw.kv_cache_dtype),
+        kv_bytes_per_token_per_gpu=per_gpu_token,
+        weight_bytes_per_gpu=weight_per_gpu,
+        activation_reserve_bytes=reserve,
+        usable_bytes_per_gpu=usable,
+        available_kv_bytes_per_gpu=available,
+    )

@@ -1,0 +1,239 @@
+"""What a GPU and a model *are*, as numbers: the inputs of the memory and timing models.
+
+A :class:`GPUSpec` holds datasheet peaks (dense bf16 FLOP/s, HBM bytes and bandwidth, links) plus the
+*efficiency factors* that say how much of those peaks real kernels reach (fitted on measurements, see
+``llmsim.hardware.calibration``). A :class:`ModelSpec` holds a transformer's shape as its Hugging Face
+``config.json`` gives it; everything else (parameter count, weight bytes, KV-cache bytes per token) is
+derived here from that shape, never typed in, so a new model needs only its config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Bytes per element of each precision. int4 packs two weights per byte (group scales are ignored: they add
+# ~3% at group size 128, well below the accuracy of the rest of the model).
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4.0,
+    "float32": 4.0,
+    "fp16": 2.0,
+    "float16": 2.0,
+    "bf16": 2.0,
+    "bfloat16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+}
+
+GIB = 1024**3
+
+
+def dtype_bytes(dtype: str) -> float:
+    """Bytes per element of a precision name (``bf16``, ``fp8``, ``int4`` ...)."""
+    try:
+        return DTYPE_BYTES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown precision {dtype!r}; expected one of {sorted(DTYPE_BYTES)}") from None
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achieved fractions of peak and fixed costs, per operator class.
+
+    A roofline says an operator takes max(FLOPs / peak_flops, bytes / peak_bandwidth); real kernels reach
+    only a fraction of each peak (``*_mfu``: model FLOPs utilisation, ``*_mbu``: memory bandwidth
+    utilisation) and every kernel launch costs a fixed few microseconds (``*_overhead_s``).
+    """
+
+    linear_mfu: float = 0.6
+    linear_mbu: float = 0.8
+    linear_overhead_s: float = 6e-6
+    # GEMM kernels work on tiles of rows: a batch of 130 tokens costs as much compute as 192 with 64-row tiles
+    # (tile/wave quantisation), which shows as steps in measured GEMM times.
+    linear_token_tile: int = 128  # cuBLAS/CUTLASS tiles of 128 rows (chosen over 32 and 64 on the mlp.csv fits)
+    elementwise_mbu: float = 0.6
+    elementwise_overhead_s: float = 4e-6
+    attn_prefill_mfu: float = 0.45
+    attn_decode_mbu: float = 0.7
+    attn_overhead_s: float = 10e-6
+    allreduce_bus_efficiency: float = 0.7
+    allreduce_latency_s: float = 15e-6
+    slow_link_efficiency: float = 0.5  # collectives that leave the NVLink group (PCIe or network)
+    send_recv_efficiency: float = 0.7
+    send_recv_latency_s: float = 15e-6
+    cpu_step_overhead_s: float = 2e-3
+    cpu_per_request_overhead_s: float = 2e-5
+    fitted_on: str = "not fitted: typical values (REFERENCE.md section 3)"
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    """One accelerator: datasheet peaks in SI units (FLOP/s, bytes, bytes/s) and achieved efficiencies."""
+
+    name: str
+    peak_flops: float  # dense bf16 FLOP/s
+    memory_bytes: float  # as the driver reports it (what gpu_memory_utilization multiplies)
+    hbm_bandwidth: float  # bytes/s
+    interconnect: str  # "NVLink", "PCIe", "InfinityFabric"
+    interconnect_bandwidth: float  # bytes/s per direction, per GPU
+    pcie_bandwidth: float  # bytes/s per direction host<->GPU (KV swap)
+    cost_per_hour_usd: float
+    efficiency: Efficiency = field(default_factory=Efficiency)
+    aliases: tuple[str, ...] = ()
+    peak_fp8_flops: Optional[float] = None
+    peak_int8_ops: Optional[float] = None
+    activation_reserve_gib: float = 5.0
+    interconnect_group_size: int = 8  # GPUs that reach each other at interconnect speed (NVSwitch 8, bridge pairs 2)
+    gpus_per_node: int = 8
+    internode_bandwidth: float = 25e9  # bytes/s per GPU to other nodes (InfiniBand HDR 200 Gb/s per GPU)
+    source_file: str = ""
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_bytes / GIB
+
+    def peak_flops_for(self, weight_dtype: str) -> float:
+        """Peak dense FLOP/s of the GEMMs for weights of this precision.
+
+        fp8 weights run fp8 tensor-core GEMMs where the GPU has them; int8/int4 weight-only kernels
+        dequantise to bf16, so they keep the bf16 compute peak and only save bandwidth.
+        """
+        if weight_dtype == "fp8" and self.peak_fp8_flops:
+            return self.peak_fp8_flops
+        return self.peak_flops
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer's shape (Hugging Face config field names in comments)."""
+
+    name: str
+    hidden_size: int  # hidden_size
+    num_layers: int  # num_hidden_layers
+    num_heads: int  # num_attention_heads
+    num_kv_heads: int  # num_key_value_heads (== num_heads without GQA)
+    intermediate_size: int  # intermediate_size (per projection of the gated MLP)
+    vocab_size: int
+    dtype: str = "bf16"  # torch_dtype
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    gated_mlp: bool = True  # SwiGLU: gate + up + down
+    head_dim_override: Optional[int] = None  # head_dim when it is not hidden_size / num_heads
+    # Mixture of experts: every MoE layer holds num_experts MLPs; each token runs experts_per_token of them.
+    num_experts: int = 0  # num_local_experts / n_routed_experts
+    experts_per_token: int = 0  # num_experts_per_tok
+    moe_intermediate_size: Optional[int] = None  # per expert (DeepSeek); Mixtral uses intermediate_size
+    num_shared_experts: int = 0  # n_shared_experts (DeepSeek)
+    first_dense_layers: int = 0  # first_k_dense_replace (DeepSeek): leading layers with a dense MLP
+    # Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds one compressed latent per token.
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    parallel_attn_mlp: bool = False  # phi-2: attention and MLP read the same normed input
+    aliases: tuple[str, ...] = ()
+    source_file: str = ""
+
+    # ---- derived shape ---------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        if self.head_dim_override:
+            return self.head_dim_override
+        return self.hidden_size // self.num_heads
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def uses_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def num_moe_layers(self) -> int:
+        return self.num_layers - self.first_dense_layers if self.is_moe else 0
+
+    @property
+    def expert_intermediate_size(self) -> int:
+        return self.moe_intermediate_size or self.intermediate_size
+
+    # ---- parameter counts (per layer, then whole model) -------------------------------------------
+    def attention_params(self) -> int:
+        """Q, K, V and output projection weights (and QKV biases) of one layer."""
+        h, d = self.hidden_size, self.head_dim
+        if self.uses_mla:
+            qk_head = self.qk_nope_head_dim + self.qk_rope_head_dim
+            if self.q_lora_rank:
+                q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * self.num_heads * qk_head
+            else:
+                q = h * self.num_heads * qk_head
+            kv_down = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+            kv_up = self.kv_lora_rank * self.num_heads * (self.qk_nope_head_dim + self.v_head_dim)
+            out = self.num_heads * self.v_head_dim * h
+            return q + kv_down + kv_up + out
+        qkv_out = (self.num_heads + 2 * self.num_kv_heads) * d
+        params = h * qkv_out + self.num_heads * d * h
+        if self.qkv_bias:
+            params += qkv_out
+        return params
+
+    def mlp_params(self, intermediate: int) -> int:
+        """One MLP (dense, or one expert): gate+up+down when gated, else up+down."""
+        return (3 if self.gated_mlp else 2) * self.hidden_size * intermediate
+
+    def layer_params(self, layer: int) -> int:
+        """All weights of layer ``layer`` (0-based), all experts included."""
+        params = self.attention_params() + 2 * self.hidden_size  # two norms
+        if self.is_moe and layer >= self.first_dense_layers:
+            params += self.num_experts * self.mlp_params(self.expert_intermediate_size)
+            params += self.num_shared_experts * self.mlp_params(self.expert_intermediate_size)
+            params += self.hidden_size * self.num_experts  # router
+        else:
+            params += self.mlp_params(self.intermediate_size)
+        return params
+
+    @property
+    def embedding_params(self) -> int:
+        """Token embedding, plus the LM head when it is not tied to it, plus the final norm."""
+        heads = 1 if self.tie_word_embeddings else 2
+        return heads * self.vocab_size * self.hidden_size + self.hidden_size
+
+    @property
+    def num_params(self) -> int:
+        return self.embedding_params + sum(self.layer_params(i) for i in range(self.num_layers))
+
+    @property
+    def active_params_per_token(self) -> int:
+        """Parameters one token actually multiplies (MoE: only its routed experts)."""
+        if not self.is_moe:
+            return self.num_params
+        inactive = (self.num_experts - self.experts_per_token) * self.mlp_params(self.expert_intermediate_size)
+        return self.num_params - self.num_moe_layers * inactive
+
+    def weight_bytes(self, dtype: str = "auto") -> float:
+        """Bytes of all weights at a precision (``auto`` = the model's own dtype)."""
+        return self.num_params * dtype_bytes(self.resolve_dtype(dtype))
+
+    def resolve_dtype(self, dtype: str) -> str:
+        return self.dtype if dtype == "auto" else dtype
+
+    # ---- KV cache ----------------------------------------------------------------------------------
+    def kv_elements_per_token_per_layer(self, tp: int = 1) -> int:
+        """Cached elements per token per layer on one TP rank.
+
+        Standard attention caches a key and a value vector per KV head: 2·n_kv·head_dim, with the KV heads
+        split across TP ranks (replicated when TP exceeds the number of KV heads, as vLLM does). MLA caches
+        one latent (kv_lora_rank + rope dims), not split by TP.
+        """
+        if self.uses_mla:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        kv_heads_per_rank = max(1, self.num_kv_heads // tp)
+        return 2 * kv_heads_per_rank * self.head_dim
+
+    def kv_bytes_per_token(self, kv_dtype: str = "auto", tp: int = 1, num_layers: Optional[int] = None) -> float:
+        """KV-cache bytes one token occupies on one TP rank across ``num_layers`` layers (default all)."""
+        layers = self.num_layers if num_layers is None else num_layers
+        return layers * self.kv_elements_per_token_per_layer(tp) * dtype_bytes(self.resolve_dtype(kv_dtype))

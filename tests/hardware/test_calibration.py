@@ -1,0 +1,95 @@
+"""The fitted profiles predict the shared Vidur measurements (and models they were not fitted on)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from llmsim.errors import UserError
+from llmsim.hardware import calibration as cal
+from llmsim.hardware.cli import calibrate_app, profiles_app
+from llmsim.hardware.profiles import load_gpu, profiles_dir
+from tests.conftest import shared_path
+
+MLP_FILES = [
+    ("A100-80GB", "compute/a100/meta-llama/Llama-2-7b-hf/mlp.csv"),
+    ("A100-80GB", "compute/a100/meta-llama/Meta-Llama-3-70B/mlp.csv"),
+    ("A100-80GB", "compute/a100/microsoft/phi-2/mlp.csv"),
+    ("H100-80GB", "compute/h100/Qwen/Qwen-72B/mlp.csv"),
+    ("H100-80GB", "compute/h100/microsoft/phi-2/mlp.csv"),
+    ("A40", "compute/a40/codellama/CodeLlama-34b-Instruct-hf/mlp.csv"),
+    ("A30", "a30_fork/compute/a30/meta-llama/Llama-2-7b-hf/mlp.csv"),
+]
+
+
+@pytest.mark.parametrize("gpu, rel", MLP_FILES)
+def test_per_layer_mape_within_ten_percent(gpu, rel):
+    result = cal.check_mlp(shared_path("vidur_profiling", *rel.split("/")), load_gpu(gpu))
+    assert result["mape_layer"] <= 0.10
+    assert set(result["mape_by_op"]) == {"projections", "mlp", "elementwise"}
+
+
+def test_leave_one_model_out_still_within_ten_percent():
+    held = shared_path("vidur_profiling", "compute", "h100", "microsoft", "phi-2", "mlp.csv")
+    others = [p for p in held.parents[2].glob("*/*/mlp.csv") if p != held]
+    gpu = load_gpu("H100")
+    eff = cal.fit_mlp(others, gpu)
+    assert cal.check_mlp(held, dataclasses.replace(gpu, efficiency=eff))["mape_layer"] <= 0.10
+
+
+@pytest.mark.parametrize(
+    "gpu, setup",
+    [("A100-80GB", "a100_dgx"), ("H100-80GB", "h100_dgx"), ("A100-80GB-PCIe", "a100_pairwise_nvlink"), ("H100-NVL", "h100_pairwise_nvlink")],
+)
+def test_intra_node_all_reduce_within_fifteen_percent(gpu, setup):
+    result = cal.check_collective(shared_path("vidur_profiling", "network", setup, "all_reduce.csv"), load_gpu(gpu))
+    assert result["mape_intra_node"] <= 0.15
+
+
+def test_attention_fit_on_a30():
+    path = shared_path("vidur_profiling", "a30_fork", "compute", "a30", "Qwen", "Qwen-2-7B", "attention.csv")
+    result = cal.check_attention(path, load_gpu("A30"))
+    assert result["mape_attention"] <= 0.10 and result["mape_decode"] <= 0.10
+
+
+def test_calibrate_check_cli_writes_json(tmp_path):
+    path = shared_path("vidur_profiling", "compute", "a40", "microsoft", "phi-2", "mlp.csv")
+    out = tmp_path / "r.json"
+    run = CliRunner().invoke(calibrate_app, ["check", str(path), "--gpu", "A40", "--json", str(out)])
+    assert run.exit_code == 0, run.output
+    data = json.loads(out.read_text())
+    assert 0 < data["mape_layer"] <= 0.10 and "mlp" in data["mape_by_op"]
+    assert "per-layer MAPE" in run.output
+
+
+def test_bad_measurement_file_names_missing_column(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="mlp.csv: column 'n_head' is missing"):
+        cal.check_mlp(path, load_gpu("A100"))
+
+
+def test_profiles_list_and_show():
+    runner = CliRunner()
+    listing = runner.invoke(profiles_app, ["list"])
+    assert "H100-80GB" in listing.output and "Mixtral-8x7B" in listing.output
+    shown = runner.invoke(profiles_app, ["show", "Mixtral-8x7B"])
+    assert "46.70B" in shown.output and "KV cache: 128.0 KiB per token" in shown.output
+
+
+def test_profiles_add_model_from_config_json(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512, "vocab_size": 1000}))
+    name = "zz-test-tiny-model"
+    target = profiles_dir() / "models" / f"{name}.yaml"
+    try:
+        run = CliRunner().invoke(profiles_app, ["add-model", str(config), "--name", name])
+        assert run.exit_code == 0, run.output
+        from llmsim.hardware.profiles import load_model
+
+        assert load_model(name).hidden_size == 256
+    finally:
+        target.unlink(missing_ok=True)

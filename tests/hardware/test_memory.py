@@ -1,0 +1,102 @@
+"""KV-cache capacity against hand-computed budgets (REFERENCE.md section 2 worked table)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmsim.errors import ProfileError
+from llmsim.hardware.config import HardwareConfig
+from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
+from llmsim.hardware.profiles import load_gpu, load_model
+
+GIB = 1024**3
+
+
+def capacity(model, gpu, tp=1, pp=1, util=0.9, block=16, **kw):
+    hw = HardwareConfig(gpu=gpu, model=model, tp=tp, pp=pp, **kw)
+    return kv_cache_capacity(load_model(model), load_gpu(gpu), hw, block, util)
+
+
+def test_llama2_7b_on_a100_80gb_by_hand():
+    cap = capacity("Llama-2-7B", "A100-80GB")
+    weights = 6_738_415_616 * 2
+    available = 0.9 * 79.15 * GIB - weights - 5.0 * GIB  # util × memory − weights − 5 GiB reserve
+    assert cap.weight_bytes_per_gpu == weights
+    assert cap.available_kv_bytes_per_gpu == pytest.approx(available)
+    assert cap.kv_bytes_per_token == 524_288
+    assert cap.num_gpu_blocks == int(available // (16 * 524_288)) == 6871
+
+
+@pytest.mark.parametrize(
+    "model, tp, blocks",
+    [  # REFERENCE.md section 2 table (H100, 79.18 GiB, util 0.9, 5.0 GiB reserve at TP 1, 5.4 at TP > 1)
+        ("Llama-2-7B", 1, 6_874),
+        ("Llama-2-13B", 1, 3_442),
+        ("Llama-3-8B", 1, 26_267),
+        ("Llama-3-70B", 4, 27_040),
+        ("Mixtral-8x7B", 2, 22_903),
+        ("Qwen2.5-7B", 1, 60_944),
+    ],
+)
+def test_h100_blocks_match_reference_table(model, tp, blocks):
+    assert capacity(model, "H100", tp=tp).num_gpu_blocks == blocks
+
+
+@pytest.mark.parametrize(
+    "model, tp, kv_per_gpu_token, weights_params",
+    [
+        ("Llama-3-70B", 4, 2 * 80 * 2 * 128 * 2, 70_553_706_496),  # 8 KV heads / 4 ranks = 2 per GPU
+        ("Mixtral-8x7B", 2, 2 * 32 * 4 * 128 * 2, 46_702_792_704),
+    ],
+)
+def test_a100_capacity_by_hand(model, tp, kv_per_gpu_token, weights_params):
+    cap = capacity(model, "A100-80GB", tp=tp)
+    available = 0.9 * 79.15 * GIB - weights_params * 2 / tp - 5.4 * GIB
+    assert cap.kv_bytes_per_token_per_gpu == kv_per_gpu_token
+    assert cap.num_gpu_blocks == int(available // (16 * kv_per_gpu_token))
+
+
+def test_tp_halves_weight_bytes_per_gpu():
+    one = capacity("Llama-2-13B", "A100-80GB", tp=1)
+    two = capacity("Llama-2-13B", "A100-80GB", tp=2)
+    assert two.weight_bytes_per_gpu == one.weight_bytes_per_gpu / 2
+    assert two.kv_bytes_per_token_per_gpu == one.kv_bytes_per_token_per_gpu / 2
+
+
+def test_quantised_kv_doubles_and_quadruples_blocks():
+    base = capacity("Llama-2-7B", "A100-80GB")
+    fp8 = capacity("Llama-2-7B", "A100-80GB", kv_cache_dtype="fp8")
+    int4 = capacity("Llama-2-7B", "A100-80GB", kv_cache_dtype="int4")
+    assert fp8.num_gpu_blocks in (2 * base.num_gpu_blocks, 2 * base.num_gpu_blocks + 1)
+    assert 4 * base.num_gpu_blocks <= int4.num_gpu_blocks <= 4 * base.num_gpu_blocks + 3
+
+
+def test_quantised_weights_free_memory_for_kv():
+    assert capacity("Llama-2-7B", "A100-80GB", weight_dtype="int4").num_gpu_blocks > 8000
+
+
+def test_model_that_does_not_fit_says_by_how_much():
+    with pytest.raises(ProfileError) as info:
+        capacity("Llama-2-70B", "A100-80GB")
+    message = str(info.value)
+    assert "Llama-2-70B needs 128.5 GiB of weights per GPU at tp=1" in message
+    assert "A100-80GB offers 71.2 GiB at gpu_memory_utilization=0.9" in message
+    assert "62.2 GiB short" in message and "hardware.tp" in message
+
+
+def test_activation_reserve_override():
+    default = capacity("Llama-2-7B", "A100-80GB")
+    small = capacity("Llama-2-7B", "A100-80GB", activation_reserve_gib=2.0)
+    assert small.available_kv_bytes_per_gpu - default.available_kv_bytes_per_gpu == pytest.approx(3.0 * GIB)
+
+
+@pytest.mark.parametrize("layers, pp", [(32, 1), (32, 4), (80, 3), (61, 8), (5, 5)])
+def test_pipeline_split_covers_every_layer_once(layers, pp):
+    split = layers_per_stage(layers, pp)
+    assert len(split) == pp and sum(split) == layers and max(split) - min(split) <= 1
+
+
+def test_pipeline_stage_holds_its_layers_kv_only():
+    one = capacity("Llama-2-13B", "A100-80GB", pp=1)
+    two = capacity("Llama-2-13B", "A100-80GB", pp=2)
+    assert two.kv_bytes_per_token_per_gpu == one.kv_bytes_per_token_per_gpu / 2
