@@ -33,17 +33,37 @@ def run(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="write summary.json, requests.parquet, steps.parquet here"),
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    report: Optional[Path] = typer.Option(None, "--report", help="also write an HTML report (plots as PNG beside it)"),
+    timeline: Optional[Path] = typer.Option(None, "--timeline", help="also write a Chrome trace-event JSON (Perfetto)"),
 ) -> None:
     """Simulate one configuration and print its summary."""
+    from contextlib import nullcontext
+
     from llmsim.config import load_config
     from llmsim.metrics.display import print_summary
     from llmsim.simulation import simulate
 
     cfg = load_config(config, set_)
     out_dir = out or (Path(cfg.output.dir) if cfg.output.dir else None)
-    result = _with_progress(lambda cb: simulate(cfg, progress=cb), "simulating", enabled=not quiet and not json_out)
+    listening, recorder = nullcontext(), None
+    if timeline is not None:
+        from llmsim.metrics.recorder import recorder_listeners
+        from llmsim.metrics.timeline import TimelineRecorder
+
+        recorder = TimelineRecorder()
+        listening = recorder_listeners(recorder)
+    with listening:
+        result = _with_progress(lambda cb: simulate(cfg, progress=cb), "simulating", enabled=not quiet and not json_out)
     if out_dir is not None:
         result.write(out_dir)
+    if recorder is not None:
+        recorder.write(timeline)
+        err_console.print(f"wrote timeline {timeline} (open in https://ui.perfetto.dev)", markup=False, highlight=False)
+    if report is not None:
+        from llmsim.metrics.report import write_report
+
+        write_report(result, report)
+        err_console.print(f"wrote report {report}", markup=False, highlight=False)
     if json_out:
         typer.echo(json.dumps(result.summary, indent=2))
     else:
@@ -102,6 +122,9 @@ def _mount_subcommands() -> None:
     for module_name, attr, name in (
         ("llmsim.workload.cli", "analyze_command", "analyze"),
         ("llmsim.workload.cli", "generate_command", "generate"),
+        ("llmsim.sweep.cli", "sweep_command", "sweep"),
+        ("llmsim.planner", "plan_command", "plan"),
+        ("llmsim.metrics.report", "report_command", "report"),
     ):
         try:
             module = importlib.import_module(module_name)
@@ -128,7 +151,7 @@ _mount_subcommands()
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script: one line and exit 2 for every user error, no traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except UserError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

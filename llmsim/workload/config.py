@@ -17,10 +17,10 @@ class WorkloadConfig(StrictModel):
     needs no download.
     """
 
-    preset: Optional[str] = Field("burstgpt", description="synthetic preset: burstgpt, poisson, gamma, servegen:<client>")
+    preset: Optional[str] = Field("burstgpt", description="synthetic preset: burstgpt, poisson, gamma, servegen:<pool>/<id>, fit:<trace file>")
     trace: Optional[str] = Field(None, description="path of a trace file; overrides preset")
     format: Optional[str] = Field(None, description="trace format; auto-detected from the header when omitted")
-    num_requests: Optional[int] = Field(2000, ge=1, description="number of requests (synthetic) or first N rows (trace)")
+    num_requests: Optional[int] = Field(2000, ge=1, description="number of requests (synthetic; ignored with duration_s unless set) or, when set, first N rows of a trace")
     rate: Optional[float] = Field(None, gt=0, description="mean arrival rate, requests/s (synthetic; preset default when omitted)")
     burstiness: Optional[float] = Field(None, gt=0, description="gamma shape of inter-arrivals: 1 = Poisson, < 1 burstier")
     duration_s: Optional[float] = Field(None, gt=0, description="synthetic: generate arrivals for this long instead of num_requests")

@@ -187,10 +187,14 @@ class GenericTableLoader:
 
 
 def _session_codes(values: np.ndarray) -> np.ndarray:
+    """Session ids as int64 codes; a row without an id (e.g. an API call) is a session of its own."""
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
-    codes, _ = pd.factorize(pd.Series(values).astype(str))
-    return codes.astype(np.int64)
+    codes, _ = pd.factorize(pd.Series(values).replace("", None))
+    codes = codes.astype(np.int64)
+    missing = codes < 0
+    codes[missing] = codes.max(initial=-1) + 1 + np.arange(int(missing.sum()))
+    return codes
 
 
 def _optional_column(canon: str, values: pd.Series, where: P.Where, column: str, lines) -> object:
@@ -210,7 +214,7 @@ LOADERS: dict[str, TraceLoader] = {
     "burstgpt": BurstGPTLoader(),
     "azure": AzureLoader(),
     "mooncake": MooncakeLoader(),
-    "csv": GenericTableLoader("csv", (".csv", ".txt", ".gz")),
+    "csv": GenericTableLoader("csv", (".csv", ".txt")),
     "parquet": GenericTableLoader("parquet", (".parquet", ".pq")),
     "jsonl": GenericTableLoader("jsonl", (".jsonl", ".json", ".ndjson")),
 }

@@ -94,7 +94,7 @@ def parse_datetimes(values: pd.Series, where: Where, column: str, first_row: int
     if bad is not None:
         raise TraceError(f"{where.at(first_row + bad, column)}: expected a date-time such as "
                          f"'2023-11-16 18:17:03.98', got {str(values.iloc[bad])!r}")
-    return pd.DatetimeIndex(parsed).tz_localize(None)
+    return pd.DatetimeIndex(parsed).tz_localize(None).as_unit("ns")  # pandas may infer µs; callers use ns
 
 
 def read_csv_header(path: Path) -> list[str]:

@@ -180,3 +180,21 @@ def test_large_csv_streams_in_chunks(tmp_path, monkeypatch):
     path.write_text(BURST_HEADER + "\n".join(rows) + "\n")
     with pytest.raises(TraceError, match="row 41, column 'Request tokens'"):
         load_trace(path)
+
+
+def test_azure_2024_format_with_utc_offset(tmp_path):
+    path = tmp_path / "az24.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                    "2024-05-10 00:00:00.009930+00:00,374,44\n2024-05-10 00:00:01.509930+00:00,396,109\n")
+    w = load_trace(path)
+    assert list(w.df["arrival_s"]) == pytest.approx([0.0, 1.5])
+    assert w.start_datetime == pd.Timestamp("2024-05-10 00:00:00.009930")
+
+
+def test_rows_without_session_id_are_sessions_of_their_own(tmp_path):
+    path = tmp_path / "b3.csv"
+    path.write_text("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                    "1,,0,ChatGPT,10,2,12,API log\n2,5,0,ChatGPT,10,2,12,Conversation log\n"
+                    "3,,0,ChatGPT,10,2,12,API log\n4,5,1,ChatGPT,10,2,12,Conversation log\n")
+    ids = load_trace(path).df["session_id"]
+    assert ids[1] == ids[3] and len({ids[0], ids[1], ids[2]}) == 3
