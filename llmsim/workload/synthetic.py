@@ -24,13 +24,12 @@ from llmsim.errors import ConfigError
 from llmsim.workload.workload import Workload, canonical_frame
 
 # ---- Defaults of the bundled workload: the lead tunes these (one place). ------------------------------
-#: Mean arrival rate of the bundled default (req/s). One Llama-2-7B replica on an A100-80GB serves roughly
-#: 5-8 req/s of these lengths (mean ~850 prompt + ~300 output tokens: ~110k KV tokens hold ~100 running
-#: requests, decode steps of ~100 requests take ~40 ms), so 4 req/s is a moderate 50-70 % mean load.
-DEFAULT_RATE_RPS = 4.0
-#: Burstiness of the bundled default: gamma shape 0.2 → inter-arrival CV = 1/sqrt(0.2) ≈ 2.2, bursty enough
-#: that arrival clusters fill the KV cache (preemptions, queueing) while the mean load stays moderate.
-DEFAULT_BURSTINESS = 0.2
+#: Mean arrival rate of the bundled default (req/s). One Llama-2-7B replica on an A100-80GB saturates at about
+#: 3.7 req/s of these lengths (measured: `llmsim run --set workload.rate=5`), so 2.2 req/s is a moderate ~60 %
+#: mean load; the burst episodes of the `burstgpt` preset run at ~2.5× the mean and overload it for a minute.
+DEFAULT_RATE_RPS = 2.2
+#: Burstiness (gamma shape) inside calm spells and burst episodes: 0.5 → gap CV ≈ 1.4.
+DEFAULT_BURSTINESS = 0.5
 #: Number of requests when neither num_requests nor duration_s is given.
 DEFAULT_NUM_REQUESTS = 2000
 #: Llama-2's context window (max_model_len 4096): every synthetic request must fit it.
@@ -114,6 +113,61 @@ class GammaArrivals:
 
 
 @dataclass(frozen=True)
+class BurstEpisodeArrivals:
+    """Gamma arrivals whose rate switches between calm spells and burst episodes.
+
+    A renewal process with one fixed rate has bursts of a few requests at most; the BurstGPT study's traces
+    (Wang et al., arXiv:2401.17644, the per-minute request-rate figures) show minutes-long stretches at a
+    multiple of the mean rate, and those are what exhaust KV-cache memory. This process alternates calm spells
+    and burst episodes with exponentially distributed lengths (means ``mean_calm_s`` and ``mean_burst_s``);
+    during an episode the rate is ``burst_factor`` × the calm rate. The calm rate is set so the long-run mean
+    is ``rate_rps``; inside each spell, gaps are gamma with vLLM's ``burstiness``. The episode parameters are
+    illustrative (the study publishes rate traces, not a fitted episode model): fit a real trace with
+    ``llmsim generate --fit`` to reproduce a specific one.
+    """
+
+    rate_rps: float
+    burstiness: float
+    burst_factor: float = 4.0
+    mean_burst_s: float = 45.0
+    mean_calm_s: float = 180.0
+    rescale_to_rate: bool = True
+
+    def _rates(self) -> tuple[float, float]:
+        burst_share = self.mean_burst_s / (self.mean_burst_s + self.mean_calm_s)
+        calm = self.rate_rps / (1.0 - burst_share + self.burst_factor * burst_share)
+        return calm, calm * self.burst_factor
+
+    def _until(self, rng: np.random.Generator, horizon_s: float, min_count: int = 0) -> np.ndarray:
+        calm_rate, burst_rate = self._rates()
+        chunks, t, in_burst = [], 0.0, False
+        count = 0
+        while t < horizon_s or count < min_count:
+            length = rng.exponential(self.mean_burst_s if in_burst else self.mean_calm_s)
+            rate = burst_rate if in_burst else calm_rate
+            expected = rate * length
+            n = int(expected + 10 * np.sqrt(expected / self.burstiness + 1) + 8)
+            gaps = rng.gamma(shape=self.burstiness, scale=1.0 / (rate * self.burstiness), size=n)
+            times = t + np.cumsum(gaps)
+            times = times[times < t + length]
+            chunks.append(times)
+            count += len(times)
+            t += length
+            in_burst = not in_burst
+        return np.concatenate(chunks) if chunks else np.empty(0)
+
+    def for_count(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        times = self._until(rng, 0.0, min_count=n)[:n]
+        if self.rescale_to_rate and n and times[-1] > 0:
+            times *= (n / self.rate_rps) / times[-1]
+        return times
+
+    def for_duration(self, rng: np.random.Generator, duration_s: float) -> np.ndarray:
+        times = self._until(rng, duration_s)
+        return times[times < duration_s]
+
+
+@dataclass(frozen=True)
 class SyntheticPreset:
     """A named arrival process with default rate/burstiness and a length model."""
 
@@ -123,13 +177,19 @@ class SyntheticPreset:
     burstiness: float
     lengths: BurstGPTLengths = BurstGPTLengths()
     fixed_burstiness: bool = False  # poisson: burstiness is 1 by definition
+    burst_episodes: bool = False  # burstgpt: calm spells and minutes-long burst episodes
+
+    def arrivals(self):
+        if self.burst_episodes:
+            return BurstEpisodeArrivals(self.rate_rps, self.burstiness)
+        return GammaArrivals(self.rate_rps, self.burstiness)
 
 
 #: Preset name → definition. ``servegen:<client>`` names are handled by :mod:`llmsim.workload.servegen`.
 PRESETS: dict[str, SyntheticPreset] = {
     "burstgpt": SyntheticPreset(
-        "burstgpt", "bundled default: bursty gamma arrivals, BurstGPT-like correlated lengths",
-        DEFAULT_RATE_RPS, DEFAULT_BURSTINESS),
+        "burstgpt", "bundled default: gamma arrivals with minutes-long burst episodes, BurstGPT-like lengths",
+        DEFAULT_RATE_RPS, DEFAULT_BURSTINESS, burst_episodes=True),
     "gamma": SyntheticPreset(
         "gamma", "gamma arrivals with vllm bench serve's burstiness (default 0.5), BurstGPT-like lengths",
         DEFAULT_RATE_RPS, 0.5),
@@ -162,7 +222,7 @@ def synthetic_workload(preset: str = "burstgpt", *, num_requests: Optional[int] 
                           "use the gamma preset for other values")
     spec = replace(spec, rate_rps=rate or spec.rate_rps, burstiness=burstiness or spec.burstiness)
     arrivals_rng, lengths_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    process = GammaArrivals(spec.rate_rps, spec.burstiness)
+    process = spec.arrivals()
     if duration_s is not None:
         times = process.for_duration(arrivals_rng, duration_s)
         if num_requests is not None:

@@ -78,3 +78,19 @@ def test_build_workload_uses_preset_or_trace(tmp_path):
     w = build_workload(WorkloadConfig(trace=str(path), time_scale=0.5), seed=0)
     assert list(w.df["arrival_s"]) == [0.0, 1.0, 2.0] and "naive time compression" in w.source
     assert len(build_workload(WorkloadConfig(trace=str(path), num_requests=2), seed=0)) == 2
+
+
+def test_burstgpt_preset_has_minutes_long_burst_episodes_at_the_same_mean_rate():
+    from llmsim.workload.synthetic import BurstEpisodeArrivals
+
+    rng = np.random.default_rng(11)
+    process = BurstEpisodeArrivals(rate_rps=2.0, burstiness=0.5)
+    times = process.for_duration(rng, 200_000.0)
+    assert len(times) / 200_000.0 == pytest.approx(2.0, rel=0.05)
+    per_minute = np.bincount((times // 60).astype(int)) / 60.0
+    # Burst episodes run at burst_factor × the calm rate: ~2.5× the mean here; a plain gamma process with
+    # the same shape would almost never hold twice its mean for a whole minute.
+    assert np.quantile(per_minute, 0.95) > 1.8 * 2.0
+    plain = np.random.default_rng(11).gamma(0.5, 1.0 / (2.0 * 0.5), size=len(times)).cumsum()
+    plain_minute = np.bincount((plain // 60).astype(int)) / 60.0
+    assert np.quantile(plain_minute, 0.95) < 1.5 * 2.0
