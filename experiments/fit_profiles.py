@@ -30,6 +30,7 @@ MEASURED = {
                       send_recv=files("network/h100_dgx/send_recv.csv")),
     "A40": dict(mlp=files("compute/a40/**/mlp.csv"), send_recv=files("network/a40_pairwise_nvlink/send_recv.csv")),
     "A30": dict(mlp=files("a30_fork/compute/a30/**/mlp.csv"), attention=files("a30_fork/compute/a30/**/attention.csv"),
+                collective=files("a30_fork/network/a30_single_gpu/all_reduce.csv"),
                 send_recv=files("a30_fork/network/a30_single_gpu/send_recv.csv")),
 }
 # measured H100 SXM link fits are reused for the NVL card's compute (same chip family, no mlp.csv for it)

@@ -75,9 +75,15 @@ def efficiency_block(eff: Efficiency) -> str:
     lines = ["efficiency:"]
     for field in dataclasses.fields(eff):
         value = getattr(eff, field.name)
-        if field.name.endswith("_s"):
+        if field.name == "network_by_gpus":
+            lines.append(f"  {field.name}:" + ("" if value else " []"))
+            for per_node, efficiency, latency in value:
+                lines.append(f"    - {{gpus_per_node: {per_node}, efficiency: {round(efficiency, 4)}, latency_us: {round(latency * 1e6, 3)}}}")
+        elif field.name.endswith("_s"):
             unit = "_ms" if field.name.startswith("cpu_step") else "_us"
             lines.append(f"  {field.name[:-2]}{unit}: {round(value * (1e3 if unit == '_ms' else 1e6), 3)}")
+        elif field.name.endswith("_bytes"):
+            lines.append(f"  {field.name[:-6]}_mb: {round(value / 1e6, 3)}")
         elif isinstance(value, str):
             lines.append(f"  {field.name}: {json.dumps(value)}")
         elif isinstance(value, float):

@@ -16,6 +16,9 @@ class HardwareConfig(StrictModel):
     model: str = Field("Llama-2-7B", description="model profile name, or a path to a model profile YAML / HF config.json")
     tp: int = Field(1, ge=1, description="tensor-parallel degree (GPUs per pipeline stage)")
     pp: int = Field(1, ge=1, description="pipeline-parallel degree (stages)")
+    ep: int = Field(
+        1, ge=1, description="expert-parallel degree of MoE layers: experts split over ep of each stage's tp GPUs (divides tp)"
+    )
     weight_dtype: Precision = Field("auto", description="weight precision; auto = the model's dtype")
     kv_cache_dtype: Precision = Field("auto", description="KV-cache precision; auto = the model's dtype")
     activation_reserve_gib: Optional[float] = Field(

@@ -59,6 +59,40 @@ def layers_per_stage(num_layers: int, pp: int) -> list[int]:
     return [base + (1 if stage < extra else 0) for stage in range(pp)]
 
 
+def check_expert_parallel(model: ModelSpec, hw: HardwareConfig) -> None:
+    """``hardware.ep`` must split a MoE model's experts evenly over GPUs the stage already has."""
+    if hw.ep == 1:
+        return
+    if not model.is_moe:
+        raise ProfileError(f"hardware.ep: {model.name} has no experts; expected ep = 1, got {hw.ep}")
+    if hw.tp % hw.ep or model.num_experts % hw.ep:
+        raise ProfileError(
+            f"hardware.ep: expected a divisor of both hardware.tp ({hw.tp}) and {model.name}'s "
+            f"{model.num_experts} experts, got {hw.ep}"
+        )
+
+
+def weight_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig) -> float:
+    """Weight bytes one GPU holds (the largest pipeline stage's share, split over its tp GPUs).
+
+    Dense weights (attention, norms, dense MLPs, shared experts, embeddings) are split by TP over tp GPUs.
+    Routed experts are split by expert parallelism: each of the ``ep`` ranks holds num_experts/ep whole
+    experts, each of them TP-sharded over the tp/ep GPUs of that rank, so one GPU holds 1/(ep·tp/ep) of them.
+    Pipeline stages hold their own layers; the embedding and LM head are spread like the layers (vLLM puts
+    them on the first and last stage; spreading keeps the total exact and the stage error below one layer).
+    """
+    check_expert_parallel(model, hw)
+    total = model.weight_bytes(hw.weight_dtype)
+    if not model.is_moe:
+        return total / (hw.tp * hw.pp)
+    per_param = total / model.num_params
+    expert_params = model.num_moe_layers * model.num_experts * model.mlp_params(model.expert_intermediate_size)
+    dense_bytes = (model.num_params - expert_params) * per_param
+    expert_bytes = expert_params * per_param
+    experts_per_gpu = expert_bytes / hw.ep / (hw.tp // hw.ep)
+    return (dense_bytes / hw.tp + experts_per_gpu) / hw.pp
+
+
 def activation_reserve_gib(gpu: GPUSpec, hw: HardwareConfig) -> float:
     if hw.activation_reserve_gib is not None:
         return hw.activation_reserve_gib
@@ -71,7 +105,7 @@ def kv_cache_capacity(
     """KV blocks per replica for ``model`` on ``tp × pp`` GPUs of kind ``gpu`` (raises if weights don't fit)."""
     if not 0 < gpu_memory_utilization <= 1:
         raise ProfileError(f"scheduler.gpu_memory_utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
-    weight_per_gpu = model.weight_bytes(hw.weight_dtype) / (hw.tp * hw.pp)
+    weight_per_gpu = weight_bytes_per_gpu(model, hw)
     usable = gpu_memory_utilization * gpu.memory_bytes
     reserve = activation_reserve_gib(gpu, hw) * GIB
     available = usable - weight_per_gpu - reserve

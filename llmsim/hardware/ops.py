@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmsim.hardware.collectives import all_to_all_time, allreduce_time, link_bandwidth, send_recv_time  # noqa: F401 (re-exported)
 from llmsim.hardware.specs import Efficiency, GPUSpec, ModelSpec, dtype_bytes
 
 
@@ -112,39 +113,6 @@ def layer_op_times(roof: Roofline, shape: LayerShape, tokens: int, weight_b: flo
         "mlp_down_proj": roof.linear(tokens, shape.mlp_down_in, h, weight_b, act_b),
         "add": roof.elementwise(3.0 * tokens * h * act_b),
     }
-
-
-def link_bandwidth(gpu: GPUSpec, num_gpus: int, devices_per_node: int | None = None) -> float:
-    """Achieved per-GPU bandwidth of the slowest link a group of ``num_gpus`` GPUs must cross.
-
-    Inside the NVLink group (all 8 GPUs of an NVSwitch board, or a bridged pair) collectives run at the
-    interconnect rate; a group spanning bridged pairs falls back to PCIe; one spanning nodes to the network.
-    """
-    per_node = devices_per_node or gpu.gpus_per_node
-    e = gpu.efficiency
-    if num_gpus > per_node:
-        return gpu.internode_bandwidth * e.slow_link_efficiency
-    if num_gpus > gpu.interconnect_group_size:
-        return gpu.pcie_bandwidth * e.slow_link_efficiency
-    return gpu.interconnect_bandwidth * e.allreduce_bus_efficiency
-
-
-def allreduce_time(gpu: GPUSpec, size_bytes: float, num_gpus: int, devices_per_node: int | None = None) -> float:
-    """Ring all-reduce of ``size_bytes`` over ``num_gpus``: 2(p−1)/p of the data crosses each link."""
-    if num_gpus <= 1:
-        return 0.0
-    bus_bytes = 2.0 * (num_gpus - 1) / num_gpus * size_bytes
-    return bus_bytes / link_bandwidth(gpu, num_gpus, devices_per_node) + gpu.efficiency.allreduce_latency_s
-
-
-def send_recv_time(gpu: GPUSpec, size_bytes: float, same_node: bool = True) -> float:
-    """Point-to-point transfer of activations between pipeline stages (NVLink in a node, else network)."""
-    e = gpu.efficiency
-    if same_node:
-        bandwidth = gpu.interconnect_bandwidth * e.send_recv_efficiency
-    else:
-        bandwidth = gpu.internode_bandwidth * e.slow_link_efficiency
-    return size_bytes / bandwidth + e.send_recv_latency_s
 
 
 def act_bytes_of(model: ModelSpec) -> float:

@@ -36,6 +36,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NetworkLayoutYAML(_Strict):
+    gpus_per_node: int = Field(ge=1)
+    efficiency: float = Field(gt=0, description="achieved node rate as a fraction of one GPU's line rate")
+    latency_us: float = Field(ge=0)
+
+
 class EfficiencyYAML(_Strict):
     linear_mfu: float = Field(Efficiency.linear_mfu, gt=0, le=1)
     linear_mbu: float = Field(Efficiency.linear_mbu, gt=0, le=1)
@@ -44,6 +50,8 @@ class EfficiencyYAML(_Strict):
     elementwise_mbu: float = Field(Efficiency.elementwise_mbu, gt=0, le=1)
     elementwise_overhead_us: float = Field(Efficiency.elementwise_overhead_s * 1e6, ge=0)
     attn_prefill_mfu: float = Field(Efficiency.attn_prefill_mfu, gt=0, le=1)
+    attn_prefill_half_tokens: float = Field(Efficiency.attn_prefill_half_tokens, ge=0)
+    attn_prefill_context_weight: float = Field(Efficiency.attn_prefill_context_weight, gt=0)
     attn_decode_mbu: float = Field(Efficiency.attn_decode_mbu, gt=0, le=1)
     attn_overhead_us: float = Field(Efficiency.attn_overhead_s * 1e6, ge=0)
     allreduce_bus_efficiency: float = Field(Efficiency.allreduce_bus_efficiency, gt=0, le=1)
@@ -51,6 +59,14 @@ class EfficiencyYAML(_Strict):
     slow_link_efficiency: float = Field(Efficiency.slow_link_efficiency, gt=0, le=1)
     send_recv_efficiency: float = Field(Efficiency.send_recv_efficiency, gt=0, le=1)
     send_recv_latency_us: float = Field(Efficiency.send_recv_latency_s * 1e6, ge=0)
+    network_efficiency: float = Field(Efficiency.network_efficiency, gt=0, le=1)
+    network_gpu_scaling: float = Field(Efficiency.network_gpu_scaling, ge=0, le=1)
+    network_latency_us: float = Field(Efficiency.network_latency_s * 1e6, ge=0)
+    network_send_recv_efficiency: float = Field(Efficiency.network_send_recv_efficiency, gt=0, le=1)
+    network_send_recv_latency_us: float = Field(Efficiency.network_send_recv_latency_s * 1e6, ge=0)
+    network_burst_mb: float = Field(Efficiency.network_burst_bytes / 1e6, ge=0)
+    network_burst_speedup: float = Field(Efficiency.network_burst_speedup, ge=1)
+    network_by_gpus: list[NetworkLayoutYAML] = []
     cpu_step_overhead_ms: float = Field(Efficiency.cpu_step_overhead_s * 1e3, ge=0)
     cpu_per_request_overhead_us: float = Field(Efficiency.cpu_per_request_overhead_s * 1e6, ge=0)
     fitted_on: str = Efficiency.fitted_on
@@ -58,10 +74,14 @@ class EfficiencyYAML(_Strict):
     def to_efficiency(self) -> Efficiency:
         values: dict[str, Any] = {}
         for name, value in self.model_dump().items():
-            if name.endswith("_us"):
+            if name == "network_by_gpus":
+                values[name] = tuple((r["gpus_per_node"], r["efficiency"], r["latency_us"] * 1e-6) for r in value)
+            elif name.endswith("_us"):
                 values[name[:-3] + "_s"] = value * 1e-6
             elif name.endswith("_ms"):
                 values[name[:-3] + "_s"] = value * 1e-3
+            elif name.endswith("_mb"):
+                values[name[:-3] + "_bytes"] = value * 1e6
             else:
                 values[name] = value
         return Efficiency(**values)

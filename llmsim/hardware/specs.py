@@ -55,13 +55,35 @@ class Efficiency:
     elementwise_mbu: float = 0.6
     elementwise_overhead_s: float = 4e-6
     attn_prefill_mfu: float = 0.45
+    # Prefill attention reaches its MFU only on long chunks: a chunk of c queries runs at mfu·c/(c + this)
+    # (query tiles of FlashAttention kernels are ~64-128 rows; a short chunk leaves most of a tile idle).
+    attn_prefill_half_tokens: float = 0.0
+    # Cost of a prefill query-key product against the cached context relative to one inside the chunk
+    # (paged-KV reads vs. the chunk's own keys in shared memory); 1 = the plain FLOP count.
+    attn_prefill_context_weight: float = 1.0
     attn_decode_mbu: float = 0.7
     attn_overhead_s: float = 10e-6
     allreduce_bus_efficiency: float = 0.7
     allreduce_latency_s: float = 15e-6
-    slow_link_efficiency: float = 0.5  # collectives that leave the NVLink group (PCIe or network)
+    slow_link_efficiency: float = 0.5  # collectives that leave the NVLink group but stay in the node (PCIe)
     send_recv_efficiency: float = 0.7
     send_recv_latency_s: float = 15e-6
+    # Collectives between nodes (``llmsim.hardware.ops``): achieved fraction of the per-GPU network line rate,
+    # how a node's achieved rate grows with the GPUs it uses (rate ∝ g**scaling: 1 = one NIC per GPU,
+    # 0 = one shared NIC), a fixed latency, and for point-to-point a "burst": the first bytes of a transfer
+    # go faster (NIC/switch buffering) before the sustained rate sets in.
+    network_efficiency: float = 0.5
+    network_gpu_scaling: float = 1.0
+    # Measured layouts override the power law and the latency: (GPUs per node, achieved fraction of the
+    # per-GPU line rate for the whole node, latency in s). NCCL picks its algorithm and channel count by
+    # layout, so the achieved rate is not monotone in GPUs per node (Vidur's A100 cluster: about 5.9, 4.4,
+    # 12.5, 8.8 GB/s per node at 1, 2, 4, 8 GPUs per node).
+    network_by_gpus: tuple[tuple[int, float, float], ...] = ()
+    network_latency_s: float = 30e-6
+    network_send_recv_efficiency: float = 0.5
+    network_send_recv_latency_s: float = 20e-6
+    network_burst_bytes: float = 0.0
+    network_burst_speedup: float = 1.0
     cpu_step_overhead_s: float = 2e-3
     cpu_per_request_overhead_s: float = 2e-5
     fitted_on: str = "not fitted: typical values (REFERENCE.md section 3)"
@@ -86,7 +108,7 @@ class GPUSpec:
     activation_reserve_gib: float = 5.0
     interconnect_group_size: int = 8  # GPUs that reach each other at interconnect speed (NVSwitch 8, bridge pairs 2)
     gpus_per_node: int = 8
-    internode_bandwidth: float = 25e9  # bytes/s per GPU to other nodes (InfiniBand HDR 200 Gb/s per GPU)
+    internode_bandwidth: float = 25e9  # bytes/s per GPU to other nodes, line rate (InfiniBand HDR 200 Gb/s per GPU)
     source_file: str = ""
 
     @property

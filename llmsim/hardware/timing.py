@@ -6,22 +6,40 @@ how many tokens each request feeds (a prefill chunk, or 1 for a decode) and how 
 has cached (what its attention must read).
 
 The roofline model prices each operator as max(compute time, memory time) + a launch overhead
-(``llmsim.hardware.ops``) with efficiencies fitted per GPU, and adds tensor-parallel all-reduces and
-pipeline send/recv over the interconnect. Everything that depends only on the number of tokens in the batch
-(all GEMMs, norms, collectives) is memoised per token count, so a step costs one pass over the batch in
-pure Python; this is the simulator's hottest call (10^5-10^6 per run).
+(``llmsim.hardware.ops``) with efficiencies fitted per GPU, and adds tensor-parallel all-reduces, expert-
+parallel all-to-alls and pipeline send/recv over the interconnect (``llmsim.hardware.collectives``).
+Everything that depends only on the number of tokens in the batch (all GEMMs, norms, collectives) is
+memoised per token count, so a step costs one pass over the batch in pure Python; this is the simulator's
+hottest call (10^5-10^6 per run).
+
+**Pipeline parallelism** (``hardware.pp`` > 1) is modelled as vLLM runs it: one *virtual engine* per stage,
+each with its own batch in flight, so up to ``pp`` micro-batches occupy the pipeline at once. The engine
+still sees one step = every scheduled request advances once; :meth:`RooflineTimingModel.pipeline_times`
+splits that step's requests round-robin into ``m = min(pp, requests)`` micro-batches and returns
+
+* ``latency_s``: the slowest micro-batch's trip through all stages (stage times + send/recv), and
+* ``occupancy_s``: how long the replica is busy before those requests can go again, the steady-state cycle
+  ``max(latency, max over stages of the stage's time summed over micro-batches)`` + CPU time.
+
+``step_time`` returns the occupancy. With enough micro-batches the slowest stage sets the pace; with fewer
+micro-batches than stages (a single request, a big prefill alone) the stages wait on each other: the
+*bubble* (``bubble_fraction`` = idle share of the stages over the cycle). Approximations: the cycle bound
+ignores cycles that mix micro-batches and stages (exact for equal micro-batches), CPU time is paid once per
+step and not overlapped, and each micro-batch re-reads its stage's weights (as a real pipeline does).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
 
 from llmsim.errors import ProfileError
+from llmsim.hardware.collectives import all_to_all_time, allreduce_time, send_recv_time
 from llmsim.hardware.config import HardwareConfig
-from llmsim.hardware.memory import layers_per_stage
-from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of, allreduce_time, layer_op_times, send_recv_time
+from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
+from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of, layer_op_times
 from llmsim.hardware.specs import GPUSpec, ModelSpec, dtype_bytes
 
 
@@ -29,7 +47,7 @@ class TimingModel(Protocol):
     """What the engine needs from a timing model: the duration of a step from its batch shape."""
 
     def step_time(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> float:
-        """Seconds of ONE engine step.
+        """Seconds of ONE engine step (with pipeline parallelism: the replica's occupancy per step).
 
         ``new_tokens[i]``: tokens fed for request i (prefill chunk, or 1 for a decode);
         ``context_lens[i]``: tokens of request i already in the KV cache before this step;
@@ -42,19 +60,36 @@ class TimingModel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PipelineTiming:
+    """One step through a pipeline of stages (see the module docstring)."""
+
+    occupancy_s: float  # what step_time returns: steady-state cycle + CPU time
+    latency_s: float  # slowest micro-batch through every stage, with send/recv (no CPU time)
+    stage_busy_s: tuple[float, ...]  # each stage's time summed over the micro-batches
+    num_microbatches: int
+
+    @property
+    def bubble_fraction(self) -> float:
+        """Idle share of the stages during one cycle (0 without bubbles)."""
+        cycle = max(self.latency_s, max(self.stage_busy_s))
+        return 1.0 - sum(self.stage_busy_s) / (len(self.stage_busy_s) * cycle)
+
+
 class RooflineTimingModel:
-    """Per-operator roofline of every layer, summed over layers and pipeline stages, plus CPU overhead."""
+    """Per-operator roofline of every layer, per pipeline stage, plus CPU overhead."""
 
     def __init__(self, hw: HardwareConfig, gpu: GPUSpec, model: ModelSpec, cpu_overhead: bool = True) -> None:
         self.hw, self.gpu, self.model = hw, gpu, model
+        check_expert_parallel(model, hw)
         weight_dtype = model.resolve_dtype(hw.weight_dtype)
         self._weight_b = dtype_bytes(weight_dtype)
         self._act_b = act_bytes_of(model)
         self._roof = Roofline.of(gpu, weight_dtype)
-        self._tp = hw.tp
-        self._stage_layers = layers_per_stage(model.num_layers, hw.pp)
+        self._tp, self._ep, self._pp = hw.tp, hw.ep, hw.pp
         self._num_layers = model.num_layers
         self._shape = LayerShape.of(model, hw.tp)
+        self._stages = self._stage_layout()
         # Attention constants (per layer, per TP rank). MLA attends in the latent space (absorbed weights):
         # scores over kv_lora_rank + rope dims, values of kv_lora_rank dims.
         if model.uses_mla:
@@ -70,9 +105,24 @@ class RooflineTimingModel:
         self._attn_flops_rate = self._roof.peak_flops * eff.attn_prefill_mfu
         self._attn_bytes_rate = gpu.hbm_bandwidth * eff.attn_decode_mbu
         self._attn_overhead = eff.attn_overhead_s
+        self._half = eff.attn_prefill_half_tokens
+        self._ctx_w2 = 2.0 * eff.attn_prefill_context_weight
         self._cpu_step = eff.cpu_step_overhead_s if cpu_overhead else 0.0
         self._cpu_per_request = eff.cpu_per_request_overhead_s if cpu_overhead else 0.0
         self._base_cache: dict[tuple[int, int], float] = {}
+        self._stage_cache: dict[tuple[int, int], tuple[float, ...]] = {}
+
+    def _stage_layout(self) -> list[tuple[int, int, bool]]:
+        """(dense layers, MoE layers, send crosses nodes) of each stage; layers keep their model order."""
+        m, tp = self.model, self._tp
+        stages, first = [], 0
+        for index, count in enumerate(layers_per_stage(m.num_layers, self._pp)):
+            dense = sum(1 for layer in range(first, first + count) if not m.is_moe or layer < m.first_dense_layers)
+            # stage s runs on GPUs [s·tp, (s+1)·tp): its send leaves the node when the next stage starts a node
+            crosses = ((index + 1) * tp) % self.gpu.gpus_per_node == 0 or tp > self.gpu.gpus_per_node
+            stages.append((dense, count - dense, crosses))
+            first += count
+        return stages
 
     # ---- everything but attention: depends on token counts only, memoised ---------------------------
     def _dense_layer(self, tokens: int) -> float:
@@ -84,52 +134,93 @@ class RooflineTimingModel:
 
         All experts sit in memory, but a step only reads the weights of experts that some token picked:
         with uniform routing that is E·(1 − (1 − k/E)^T) experts, and only k/E of the tokens' MLP FLOPs.
+        With expert parallelism (``ep`` > 1) each of the ``ep`` ranks holds E/ep whole experts (sharded over
+        the remaining tp/ep ranks); tokens travel to their experts' ranks and back in two all-to-alls, and the
+        busiest rank (binomial spread of the routed tokens) sets the time.
         """
-        m, roof, wb, ab, tp = self.model, self._roof, self._weight_b, self._act_b, self._tp
+        m, roof, wb, ab, tp, ep = self.model, self._roof, self._weight_b, self._act_b, self._tp, self._ep
         ops = layer_op_times(roof, self._shape, tokens, wb, ab)
         time = sum(v for k, v in ops.items() if not k.startswith("mlp_"))
+        shard = tp // ep  # ranks one expert is split over
         inter = m.expert_intermediate_size
-        up_out = (2 if m.gated_mlp else 1) * inter / tp
-        experts = m.num_experts
-        touched = experts * (1.0 - (1.0 - m.experts_per_token / experts) ** tokens)
-        routed = tokens * m.experts_per_token
-        time += roof.linear(tokens, m.hidden_size, experts, wb, ab)  # router
-        for k_in, n_out in ((m.hidden_size, up_out), (inter / tp, m.hidden_size)):
+        up_out = (2 if m.gated_mlp else 1) * inter / shard
+        experts = m.num_experts / ep  # on one rank
+        touched = experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** tokens)
+        routed = tokens * m.experts_per_token / ep
+        if ep > 1:  # the busiest EP rank: mean + 2 standard deviations of a binomial(T·k, 1/ep)
+            routed += 2.0 * (tokens * m.experts_per_token * (1.0 / ep) * (1.0 - 1.0 / ep)) ** 0.5
+        time += roof.linear(tokens, m.hidden_size, m.num_experts, wb, ab)  # router
+        for k_in, n_out in ((m.hidden_size, up_out), (inter / shard, m.hidden_size)):
             flops = 2.0 * routed * k_in * n_out
             bytes_moved = touched * k_in * n_out * wb + routed * (k_in + n_out) * ab
             e = roof.eff
             time += max(flops / (roof.peak_flops * e.linear_mfu), bytes_moved / (roof.hbm_bandwidth * e.linear_mbu))
             time += e.linear_overhead_s
-        time += roof.elementwise(routed * (up_out + inter / tp) * ab)  # activation
+        time += roof.elementwise(routed * (up_out + inter / shard) * ab)  # activation
         if m.num_shared_experts:
             shared = LayerShape.of(m, tp, intermediate=inter * m.num_shared_experts)
             shared_ops = layer_op_times(roof, shared, tokens, wb, ab)
             time += sum(v for k, v in shared_ops.items() if k.startswith("mlp_"))
+        if ep > 1:  # dispatch + combine: each rank owns T/ep tokens and sends each to its k experts
+            time += 2.0 * all_to_all_time(self.gpu, tokens / ep * m.experts_per_token * m.hidden_size * ab, ep)
         return time
 
-    def _base_time(self, tokens: int, num_sampled: int) -> float:
+    def _layer_times(self, tokens: int) -> tuple[float, float]:
+        """(dense layer, MoE layer) seconds without attention, TP all-reduces included."""
+        m = self.model
+        activation_bytes = tokens * m.hidden_size * self._act_b
+        allreduce = allreduce_time(self.gpu, activation_bytes, self._tp)
+        # with EP the MoE output is combined by the all-to-all; its TP all-reduce remains over tp/ep ranks
+        moe_reduce = allreduce_time(self.gpu, activation_bytes, self._tp // self._ep)
+        if m.parallel_attn_mlp:
+            dense, moe = allreduce, moe_reduce
+        else:
+            dense, moe = 2.0 * allreduce, allreduce + moe_reduce
+        dense += self._dense_layer(tokens) if m.num_layers > m.num_moe_layers else 0.0
+        moe += self._moe_layer(tokens) if m.num_moe_layers else 0.0
+        return dense, moe
+
+    def _stage_base(self, tokens: int, num_sampled: int) -> tuple[float, ...]:
+        """Each stage's non-attention seconds for one (micro-)batch, its send to the next stage included."""
         key = (tokens, num_sampled)
-        cached = self._base_cache.get(key)
+        cached = self._stage_cache.get(key)
         if cached is not None:
             return cached
         m, roof, ab = self.model, self._roof, self._act_b
-        dense_layers = m.num_layers - m.num_moe_layers
-        time = dense_layers * self._dense_layer(tokens)
-        if m.num_moe_layers:
-            time += m.num_moe_layers * self._moe_layer(tokens)
-        allreduces_per_layer = 1 if m.parallel_attn_mlp else 2
+        dense, moe = self._layer_times(tokens)
         activation_bytes = tokens * m.hidden_size * ab
-        time += m.num_layers * allreduces_per_layer * allreduce_time(self.gpu, activation_bytes, self._tp)
-        time += roof.elementwise(activation_bytes) + roof.elementwise(2.0 * activation_bytes)  # embedding, final norm
-        if num_sampled:
-            time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._weight_b, ab)
-        time += (len(self._stage_layers) - 1) * send_recv_time(self.gpu, activation_bytes)
-        self._base_cache[key] = time
-        return time
+        times = []
+        for index, (dense_layers, moe_layers, crosses) in enumerate(self._stages):
+            time = dense_layers * dense + moe_layers * moe
+            if index == 0:
+                time += roof.elementwise(activation_bytes)  # embedding
+            if index == len(self._stages) - 1:
+                time += roof.elementwise(2.0 * activation_bytes)  # final norm
+                if num_sampled:
+                    time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._weight_b, ab)
+            else:
+                time += send_recv_time(self.gpu, activation_bytes, same_node=not crosses)
+            times.append(time)
+        self._stage_cache[key] = result = tuple(times)
+        return result
+
+    def _base_time(self, tokens: int, num_sampled: int) -> float:
+        """All stages' non-attention seconds for one batch, one after the other (pp = 1: the whole model)."""
+        key = (tokens, num_sampled)
+        cached = self._base_cache.get(key)
+        if cached is None:
+            cached = self._base_cache[key] = sum(self._stage_base(tokens, num_sampled))
+        return cached
 
     # ---- attention: one varlen kernel per layer over the whole batch --------------------------------
     def attention_time(self, flop_units, ctx_tokens, tokens):
-        """Per-layer attention time; works on Python numbers and on numpy arrays with identical arithmetic."""
+        """Per-layer attention time; works on Python numbers and on numpy arrays with identical arithmetic.
+
+        ``flop_units``: Σ over requests of (2k + c + 1)·c for decodes (c = 1), (2wk + c + 1)·(c + half) for
+        prefill chunks, where ``half`` = ``attn_prefill_half_tokens`` (a chunk of c queries reaches only
+        c/(c + half) of the prefill MFU) and ``w`` = ``attn_prefill_context_weight`` (relative cost of the
+        products against the k cached tokens).
+        """
         compute = flop_units * self._attn_flops_per_unit / self._attn_flops_rate
         memory = (ctx_tokens * self._kv_bytes_per_ctx_token + tokens * self._qo_bytes_per_token) / self._attn_bytes_rate
         if isinstance(compute, np.ndarray):
@@ -137,25 +228,86 @@ class RooflineTimingModel:
         return max(compute, memory) + self._attn_overhead
 
     def step_time(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> float:
+        if self._pp > 1:
+            return self.pipeline_times(new_tokens, context_lens, num_sampled).occupancy_s
         # Pure-Python loop on purpose: batches are small lists and numpy's per-call cost would dominate.
         tokens = flop_units = ctx_tokens = 0
         for c, k in zip(new_tokens, context_lens):
             tokens += c
-            flop_units += c * (2 * k + c + 1)  # causal: query i of the chunk sees k + i keys
+            # causal: query i of the chunk sees k + i keys; a chunk pays its tile waste (c + half) / c
+            flop_units += c * (2 * k + c + 1) if c == 1 else (self._ctx_w2 * k + c + 1) * (c + self._half)
             ctx_tokens += k + c
         if tokens == 0:
             return 0.0
         time = self._base_time(tokens, num_sampled) + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
         return time + (self._cpu_step + self._cpu_per_request * len(new_tokens))
 
+    def pipeline_times(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> PipelineTiming:
+        """Latency, occupancy and per-stage busy time of one step split into micro-batches (module docstring)."""
+        count = len(new_tokens)
+        micro = max(1, min(self._pp, count))
+        sums = [[0, 0, 0] for _ in range(micro)]  # tokens, flop units, context tokens per micro-batch
+        for i, (c, k) in enumerate(zip(new_tokens, context_lens)):
+            s = sums[i % micro]
+            s[0] += c
+            s[1] += c * (2 * k + c + 1) if c == 1 else (self._ctx_w2 * k + c + 1) * (c + self._half)
+            s[2] += k + c
+        per_stage = [[] for _ in self._stages]
+        for g, (tokens, flop_units, ctx_tokens) in enumerate(sums):
+            if tokens == 0:
+                continue
+            sampled = num_sampled // micro + (1 if g < num_sampled % micro else 0)
+            attention = self.attention_time(flop_units, ctx_tokens, tokens)
+            for index, base in enumerate(self._stage_base(tokens, sampled)):
+                per_stage[index].append(base + self._stage_attention_layers(index) * attention)
+        return self._assemble(per_stage, count, micro)
+
+    def _stage_attention_layers(self, index: int) -> int:
+        dense, moe, _ = self._stages[index]
+        return dense + moe
+
+    def _assemble(self, per_stage, count: int, micro: int) -> PipelineTiming:
+        """Combine stage × micro-batch times (floats, or numpy arrays over steps) into the step's timing."""
+        if not per_stage[0]:
+            return PipelineTiming(0.0, 0.0, tuple(0.0 for _ in per_stage), micro)
+        latency = per_stage[0][0] * 0.0
+        for g in range(len(per_stage[0])):
+            trip = per_stage[0][g]
+            for stage in per_stage[1:]:
+                trip = trip + stage[g]
+            latency = np.maximum(latency, trip)
+        busy = []
+        for stage in per_stage:
+            total = stage[0]
+            for value in stage[1:]:
+                total = total + value
+            busy.append(total)
+        cycle = latency
+        for total in busy:
+            cycle = np.maximum(cycle, total)
+        occupancy = cycle + (self._cpu_step + self._cpu_per_request * count)
+        if not isinstance(occupancy, np.ndarray):
+            occupancy, latency, busy = float(occupancy), float(latency), [float(b) for b in busy]
+        return PipelineTiming(occupancy, latency, tuple(busy), micro)
+
     def decode_step_times(self, context_lens: np.ndarray, num_steps: int) -> np.ndarray:
         ctx = np.asarray(context_lens, dtype=np.int64)
         batch = int(ctx.size)
         if batch == 0 or num_steps <= 0:
             return np.zeros(max(num_steps, 0))
-        start = int(ctx.sum())
         step = np.arange(num_steps, dtype=np.int64)
-        summed = start + step * batch  # Σ context before each step
+        if self._pp > 1:
+            micro = min(self._pp, batch)
+            per_stage = [[] for _ in self._stages]
+            for g in range(micro):
+                group = ctx[g::micro]
+                size = int(group.size)
+                summed = int(group.sum()) + step * size
+                attention = self.attention_time(2 * summed + 2 * size, summed + size, size)
+                for index, base in enumerate(self._stage_base(size, size)):
+                    per_stage[index].append(base + self._stage_attention_layers(index) * attention)
+            return self._assemble(per_stage, batch, micro).occupancy_s
+        summed = int(ctx.sum()) + step * batch  # Σ context before each step
         flop_units = 2 * summed + 2 * batch  # Σ 1·(2k + 1 + 1)
         ctx_tokens = summed + batch
         attention = self.attention_time(flop_units, ctx_tokens, batch)
