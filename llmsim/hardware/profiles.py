@@ -9,6 +9,8 @@ and ``hardware.model: ./config.json`` (a Hugging Face config) both work.
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, Optional
 
@@ -135,7 +137,23 @@ def _one_line(error: ValidationError, path: Path) -> str:
     return f"{path}: field '{where}': {first['msg']}"
 
 
+_PARSED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def _read_mapping(path: Path) -> dict[str, Any]:
+    """The profile file's mapping. Parsed once per file version: sweeps build many runs from the same files."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile ({exc.strerror})") from None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    cached = _PARSED.get(key)
+    if cached is None:
+        cached = _PARSED[key] = _parse_mapping(path)
+    return copy.deepcopy(cached)
+
+
+def _parse_mapping(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as exc:

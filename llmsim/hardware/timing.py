@@ -31,7 +31,7 @@ step and not overlapped, and each micro-batch re-reads its stage's weights (as a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -313,6 +313,22 @@ class RooflineTimingModel:
         attention = self.attention_time(flop_units, ctx_tokens, batch)
         time = self._base_time(batch, batch) + self._num_layers * attention
         return time + (self._cpu_step + self._cpu_per_request * batch)
+
+    def decode_times_from_totals(self, batch_sizes: np.ndarray, sum_contexts: np.ndarray) -> Optional[np.ndarray]:
+        """Durations of decode-only steps from each step's batch size and Σ context before it.
+
+        Equal to ``step_time([1]*b, ctx, b)`` step by step (same integer totals, same float operations), for
+        batches that shrink as requests finish; the engine's fast path uses it. None when pp > 1 (the
+        micro-batch split needs the individual contexts: use :meth:`decode_step_times` per fixed batch).
+        """
+        if self._pp > 1:
+            return None
+        b = np.asarray(batch_sizes, dtype=np.int64)
+        summed = np.asarray(sum_contexts, dtype=np.int64)
+        attention = self.attention_time(2 * summed + 2 * b, summed + b, b)
+        base_by_size = {int(x): self._base_time(int(x), int(x)) for x in np.unique(b)}
+        base = np.array([base_by_size[int(x)] for x in b]) if len(base_by_size) > 1 else base_by_size[int(b[0])]
+        return (base + self._num_layers * attention) + (self._cpu_step + self._cpu_per_request * b)
 
 
 TIMING_MODELS = {"roofline": RooflineTimingModel}

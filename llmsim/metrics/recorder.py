@@ -9,7 +9,9 @@ all of those gaps are the same number, so the step stores it once with a count (
 from __future__ import annotations
 
 from array import array
-from typing import Optional
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, Optional, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,31 @@ STEP_COLUMNS = (
 )
 
 
+class RecorderListener(Protocol):
+    """Optional observer of a run, for tools that need more than the tables (e.g. the timeline export).
+
+    ``on_step`` sees each engine step's plan (batch composition: ``plan.scheduled`` = [(request, new
+    tokens)], ``plan.context_lens``, ``plan.preempted``), its outcome and the KV blocks in use; ``on_request_ended``
+    sees each request once when it ends. Listeners only read; they never change the run.
+    """
+
+    def on_step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None: ...
+    def on_request_ended(self, request: Request) -> None: ...
+
+
+_ACTIVE_LISTENERS: ContextVar[tuple] = ContextVar("llmsim_recorder_listeners", default=())
+
+
+@contextmanager
+def recorder_listeners(*listeners: RecorderListener) -> Iterator[None]:
+    """Attach ``listeners`` to every :class:`Recorder` created inside this block (e.g. by ``simulate``)."""
+    token = _ACTIVE_LISTENERS.set(_ACTIVE_LISTENERS.get() + listeners)
+    try:
+        yield
+    finally:
+        _ACTIVE_LISTENERS.reset(token)
+
+
 def _nan(value: Optional[float]) -> float:
     return float("nan") if value is None else value
 
@@ -35,8 +62,11 @@ def _nan(value: Optional[float]) -> float:
 class Recorder:
     """Collects request outcomes, per-step records and inter-token gaps for one simulation run."""
 
-    def __init__(self, keep_steps: bool = True) -> None:
+    def __init__(self, keep_steps: bool = True, listeners: tuple[RecorderListener, ...] = ()) -> None:
         self.keep_steps = keep_steps
+        listeners = tuple(listeners) + _ACTIVE_LISTENERS.get()
+        self._step_listeners = [x.on_step for x in listeners if hasattr(x, "on_step")]
+        self._end_listeners = [x.on_request_ended for x in listeners if hasattr(x, "on_request_ended")]
         self._req: dict[str, list] = {name: [] for name in REQUEST_COLUMNS}
         self._step: dict[str, array | list] = {
             name: array("d") if name in ("start_s", "duration_s") else array("q") for name in STEP_COLUMNS
@@ -81,37 +111,60 @@ class Recorder:
         col["cached_tokens"].append(request.num_cached_tokens)
         col["status"].append(request.status.value)
         col["reason"].append(request.reason)
+        for listener in self._end_listeners:
+            listener(request)
 
     # -- steps -----------------------------------------------------------------------------------
     def step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None:
+        self.step_values(
+            replica, plan.step, plan.start_s, plan.end_s - plan.start_s, len(plan.scheduled), plan.num_prefill_tokens,
+            plan.num_scheduled_tokens - plan.num_prefill_tokens, free_blocks, used_blocks, plan.num_running,
+            plan.num_waiting, len(plan.preempted), len(outcome.finished) if outcome is not None else 0,
+        )
+        for listener in self._step_listeners:
+            listener(replica, plan, outcome, used_blocks, free_blocks)
+
+    @property
+    def wants_step_plans(self) -> bool:
+        """True when a listener needs every step's plan (the fast path then steps one by one)."""
+        return bool(self._step_listeners)
+
+    def step_values(self, replica: int, step: int, start_s: float, duration: float, batch_size: int,
+                    prefill_tokens: int, decode_tokens: int, free_blocks: int, used_blocks: int, num_running: int,
+                    num_waiting: int, num_preempted: int, num_finished: int) -> None:
+        """One engine step's record (the fast path calls this directly for steps it never materialises)."""
         self.num_steps += 1
-        duration = plan.end_s - plan.start_s
         self.busy_time_s += duration
-        self.total_preemptions += len(plan.preempted)
+        self.total_preemptions += num_preempted
         usage = used_blocks / (used_blocks + free_blocks)
         if usage > self.peak_kv_usage:
             self.peak_kv_usage = usage
         self.kv_usage_time_s += usage * duration
-        if plan.num_waiting > self.max_num_waiting:
-            self.max_num_waiting = plan.num_waiting
-        if len(plan.scheduled) > self.max_batch_size:
-            self.max_batch_size = len(plan.scheduled)
+        if num_waiting > self.max_num_waiting:
+            self.max_num_waiting = num_waiting
+        if batch_size > self.max_batch_size:
+            self.max_batch_size = batch_size
         if not self.keep_steps:
             return
         s = self._step
         s["replica"].append(replica)
-        s["step"].append(plan.step)
-        s["start_s"].append(plan.start_s)
+        s["step"].append(step)
+        s["start_s"].append(start_s)
         s["duration_s"].append(duration)
-        s["batch_size"].append(len(plan.scheduled))
-        s["prefill_tokens"].append(plan.num_prefill_tokens)
-        s["decode_tokens"].append(plan.num_scheduled_tokens - plan.num_prefill_tokens)
+        s["batch_size"].append(batch_size)
+        s["prefill_tokens"].append(prefill_tokens)
+        s["decode_tokens"].append(decode_tokens)
         s["free_blocks"].append(free_blocks)
         s["used_blocks"].append(used_blocks)
-        s["num_running"].append(plan.num_running)
-        s["num_waiting"].append(plan.num_waiting)
-        s["num_preempted"].append(len(plan.preempted))
-        s["num_finished"].append(len(outcome.finished) if outcome is not None else 0)
+        s["num_running"].append(num_running)
+        s["num_waiting"].append(num_waiting)
+        s["num_preempted"].append(num_preempted)
+        s["num_finished"].append(num_finished)
+
+    def same_gap_tokens(self, time_s: float, previous_step_end_s: float, count: int) -> None:
+        """``count`` tokens at ``time_s`` whose previous tokens all came at ``previous_step_end_s``."""
+        self.itl_values.append(time_s - previous_step_end_s)
+        self.itl_weights.append(count)
 
     def tokens_emitted(self, emitted: list[Request], time_s: float, previous_step_end_s: Optional[float]) -> None:
         """Stamp each emitted token; store its gap to the request's previous token (ITL)."""

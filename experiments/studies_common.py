@@ -1,0 +1,36 @@
+"""Helpers shared by the study scripts: where results go and how a sweep table is summarised per group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = EXPERIMENTS_DIR / "results"
+WORK_DIR = RESULTS_DIR / "work"  # sweep caches and generated traces (rebuildable; not shown in the README)
+SHARED_DIR = EXPERIMENTS_DIR.parent.parent / "shared"
+
+#: Headline metrics of the studies: column in results.parquet -> short name in the CSVs.
+METRICS = {
+    "ttft_s.p99": "p99_ttft_s", "ttft_s.median": "median_ttft_s", "tpot_s.p99": "p99_tpot_s",
+    "goodput": "goodput_rps", "slo_attainment": "slo_attainment", "preemptions": "preemptions",
+    "peak_kv_usage": "peak_kv_usage", "request_throughput": "throughput_rps",
+}
+
+
+def failures(table: pd.DataFrame) -> pd.Series:
+    """Requests that got no complete answer: rejected by the engine or failed."""
+    return table["rejected"] + table["failed"]
+
+
+def summarise(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean over seeds of each headline metric per group, with the seed-to-seed min and max of p99 TTFT."""
+    ok = table[table["status"] == "ok"].assign(failures=failures)
+    columns = {**METRICS, "failures": "failures"}
+    grouped = ok.groupby(by, sort=False)
+    out = grouped[list(columns)].mean().rename(columns=columns)
+    out["p99_ttft_s_min"] = grouped["ttft_s.p99"].min()
+    out["p99_ttft_s_max"] = grouped["ttft_s.p99"].max()
+    out["seeds"] = grouped.size()
+    return out.reset_index()
