@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError
 
 from llmsim.cluster.config import ClusterConfig
 from llmsim.configbase import StrictModel
-from llmsim.engine.config import EngineConfig, SchedulerConfig
+from llmsim.engine.config import ClientConfig, EngineConfig, SchedulerConfig
 from llmsim.errors import ConfigError
 from llmsim.hardware.config import HardwareConfig
 from llmsim.metrics.config import MetricsConfig, OutputConfig, SLOConfig
@@ -30,6 +30,7 @@ class SimConfig(StrictModel):
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    client: ClientConfig = Field(default_factory=ClientConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     slo: SLOConfig = Field(default_factory=SLOConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -118,3 +119,38 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
 
 def config_to_yaml(config: SimConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def config_reference_markdown() -> str:
+    """Every config field as a markdown table (path, type, default, meaning), generated from the models."""
+    from pydantic import BaseModel
+
+    rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
+
+    def type_name(annotation) -> str:
+        import typing
+
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is typing.Literal:
+            return "one of " + ", ".join(f"`{a}`" for a in args)
+        if args and type(None) in args:
+            inner = [type_name(a) for a in args if a is not type(None)]
+            return " or ".join(inner) + " (optional)"
+        if args:
+            return f"{getattr(typing.get_origin(annotation), '__name__', 'list')}[{', '.join(type_name(a) for a in args)}]"
+        return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            path = f"{prefix}{name}"
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, path + ".")
+                continue
+            default = field.get_default(call_default_factory=True)
+            default_text = "—" if default is None else f"`{default}`"
+            description = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{path}` | {type_name(annotation)} | {default_text} | {description} |")
+
+    walk(SimConfig, "")
+    return "\n".join(rows) + "\n"

@@ -22,9 +22,41 @@ class SchedulerConfig(StrictModel):
     watermark: float = Field(0.0, ge=0, lt=1, description="fraction of blocks kept free at admission")
     scheduler_reserve_full_isl: bool = Field(True, description="admit only if the whole prompt fits the free blocks now")
     async_scheduling: bool = Field(True, description="vLLM's default engine loop: schedule step s+1 before step s's output")
-    queue: str = Field("fcfs", description="waiting-queue order")
-    preemption: str = Field("recompute", description="what happens to a preempted request's KV blocks")
+    queue: str = Field("fcfs", description="waiting-queue order: fcfs, priority, shortest-first, longest-first")
+    preemption: str = Field("recompute", description="what happens to a preempted request: recompute, swap, none")
+    victim: str = Field("auto", description="which running request is preempted: auto, most-recent, lowest-priority, "
+                                            "most-blocks, fewest-computed")
     enable_prefix_caching: bool = False
+    prefix_hash_block_tokens: int = Field(512, ge=1, description="tokens per entry of a request's prefix_hashes "
+                                                                 "(Mooncake hash_ids cover 512 tokens)")
+    # Queue orders.
+    length_predictor_error: float = Field(0.0, ge=0, description="shortest/longest-first: sigma of the log-normal "
+                                                                 "error of the output-length predictor; 0 = true length")
+    length_predictor_seed: int = Field(0, description="seed of the output-length predictor's errors")
+    starvation_guard_s: Optional[float] = Field(None, gt=0, description="a request waiting longer than this is "
+                                                                        "served before all others (aging); None = off")
+    # Swap preemption (vLLM V0: --swap-space 4 GiB of CPU memory per GPU).
+    swap_space_gib: float = Field(4.0, ge=0, description="CPU memory per GPU for swapped-out KV blocks, GiB")
+    # Admission control.
+    max_waiting_requests: Optional[int] = Field(None, ge=0, description="reject arrivals while this many wait "
+                                                                        "(TGI: max_concurrent_requests); None = no cap")
+    max_queue_time_s: Optional[float] = Field(None, gt=0, description="reject a request not scheduled within this "
+                                                                      "many seconds of arrival; None = no cap")
+    # Policy-specific knobs, under each engine's own name.
+    schedule_conservativeness: float = Field(1.0, gt=0, description="sglang: scales the initial new-token ratio")
+    waiting_served_ratio: float = Field(0.3, ge=0, description="tgi: try a prefill when waiting ≥ ratio × running")
+    max_waiting_tokens: int = Field(20, ge=1, description="tgi: force a prefill after this many decode steps")
+
+
+class ClientConfig(StrictModel):
+    """How clients behave: give up after a timeout, retry failed requests with exponential backoff."""
+
+    timeout_s: Optional[float] = Field(None, gt=0, description="abandon a request not finished this long after "
+                                                               "its (first) arrival; None = wait forever")
+    max_retries: int = Field(0, ge=0, description="resubmissions after a rejection or timeout")
+    retry_backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles each retry")
+    retry_on: list[str] = Field(default_factory=lambda: ["queue_full", "queue_timeout", "client_timeout"],
+                                description="failure reasons a client retries")
 
 
 class EngineConfig(StrictModel):

@@ -33,7 +33,7 @@ class Request:
         "num_preemptions", "num_scheduled_tokens_total", "num_recomputed_tokens", "num_cached_tokens",
         "first_scheduled_s", "first_token_s", "last_token_s", "finish_s", "reason", "replica",
         "first_scheduled_step", "first_token_step", "finish_step", "preempted_at_steps", "resumed_at_steps",
-        "was_preempted", "admitted_seq",
+        "was_preempted", "admitted_seq", "predicted_output_tokens", "block_keys", "retries", "submitted_s",
     )
 
     def __init__(
@@ -78,6 +78,27 @@ class Request:
         self.was_preempted = False
         # Monotone counter of (re)admissions, so policies can find "the most recently admitted".
         self.admitted_seq = -1
+        # Set by the queue order that needs it (shortest/longest-first), by the prefix cache, by the client.
+        self.predicted_output_tokens: Optional[float] = None
+        self.block_keys: Optional[list] = None
+        self.retries = 0
+        self.submitted_s = self.arrival_s
+
+    def reset_for_retry(self, now_s: float) -> None:
+        """Forget a failed attempt's progress: the client sends the same request again (one more retry).
+
+        ``arrival_s`` stays the first arrival, so TTFT and E2EL include the time lost to failed attempts.
+        """
+        self.retries += 1
+        self.submitted_s = now_s
+        # The attempt's KV work is lost, like a recompute preemption's (keeps scheduled-token accounting exact).
+        self.num_recomputed_tokens += self.num_computed_tokens
+        self.num_computed_tokens = self.num_output_tokens = self.num_output_placeholders = 0
+        self.status = RequestStatus.WAITING
+        self.first_scheduled_s = self.first_token_s = self.last_token_s = self.finish_s = None
+        self.first_scheduled_step = self.first_token_step = self.finish_step = None
+        self.reason = ""
+        self.was_preempted = False
 
     @property
     def num_tokens(self) -> int:

@@ -15,7 +15,11 @@ from typing import Optional, Protocol
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.queues import VictimRule, make_queue_order, make_victim_rule
 from llmsim.engine.request import Request, RequestStatus
+from llmsim.errors import ConfigError
+
+PREEMPTION_MODES = ("recompute", "swap", "none")
 
 
 @dataclass(slots=True)
@@ -28,6 +32,7 @@ class StepPlan:
     new: list[Request] = field(default_factory=list)
     resumed: list[Request] = field(default_factory=list)
     preempted: list[Request] = field(default_factory=list)
+    failed: list[Request] = field(default_factory=list)  # ended by the scheduler (preemption none: no memory)
     sampling: list[Request] = field(default_factory=list)  # requests that produce a token in this step
     num_scheduled_tokens: int = 0
     num_prefill_tokens: int = 0
@@ -47,7 +52,7 @@ class StepOutcome:
 
     step: int
     emitted: list[Request] = field(default_factory=list)
-    finished: list[Request] = field(default_factory=list)
+    finished: list[Request] = field(default_factory=list)  # completed, or failed by the scheduler (status says)
     free_blocks_after_update: int = 0
 
 
@@ -56,12 +61,14 @@ class BatchScheduler(Protocol):
 
     name: str
     kv_cache: KVCacheManager
+    now_s: float  # set by the replica before each schedule(); queue aging reads it
 
     def add_request(self, request: Request) -> None: ...
     def has_requests(self) -> bool: ...
     def has_unfinished_requests(self) -> bool: ...
     def schedule(self) -> StepPlan: ...
     def update_from_output(self, plan: StepPlan) -> StepOutcome: ...
+    def abort(self, request: Request) -> None: ...
     @property
     def num_running(self) -> int: ...
     @property
@@ -74,17 +81,31 @@ class SchedulerBase:
     Subclasses implement :meth:`schedule`. ``async_scheduling`` reproduces vLLM's AsyncScheduler: a token
     sampled in step s is delivered in the update that follows step s+1's schedule, so until then the request
     carries an *output placeholder* that the scheduler counts as part of its length.
+
+    Shared by every policy: the waiting-queue order (``scheduler.queue``), the victim rule
+    (``scheduler.victim``), the preemption mode (``scheduler.preemption``: recompute drops the victim's
+    blocks, swap moves them to CPU swap space, none never evicts) and prefix-cache hits at admission.
     """
 
     name = "base"
+    default_victim: VictimRule | None = None  # the policy's own rule for scheduler.victim = auto
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
         self.config = config
         self.kv_cache = kv_cache
         self.max_model_len = max_model_len
         self.async_scheduling = config.async_scheduling
+        if config.preemption not in PREEMPTION_MODES:
+            raise ConfigError(f"config field scheduler.preemption: unknown mode {config.preemption!r}; "
+                              f"valid: {', '.join(PREEMPTION_MODES)}")
+        self.preemption = config.preemption
+        self.queue_order = make_queue_order(config)
+        self.victim_rule = make_victim_rule(config, self.default_victim)
+        self.prefix_caching = config.enable_prefix_caching
+        self.now_s = 0.0
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.swapped: deque[Request] = deque()  # only policies with a separate swapped queue (vLLM V0) use it
         self.step_index = 0
         self._admission_counter = 0
         # vLLM keeps the ids finished in the last update until the next schedule() reports them to the
@@ -98,23 +119,24 @@ class SchedulerBase:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        return len(self.waiting) + len(self.swapped)
 
     def add_request(self, request: Request) -> None:
         request.status = RequestStatus.WAITING
         self.waiting.append(request)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.running) or bool(self.waiting)
+        return bool(self.running) or bool(self.waiting) or bool(self.swapped)
 
     def has_requests(self) -> bool:
-        return bool(self.running) or bool(self.waiting) or self._finished_pending
+        return self.has_unfinished_requests() or self._finished_pending
 
     # -- helpers for subclasses ------------------------------------------------------------------
     def _begin_step(self) -> StepPlan:
         plan = StepPlan(step=self.step_index)
         self.step_index += 1
         self._finished_pending = False
+        self.waiting = self.queue_order.order(self.waiting, self.now_s)
         return plan
 
     def _admit(self, request: Request, plan: StepPlan) -> None:
@@ -137,15 +159,131 @@ class SchedulerBase:
             self.running.remove(request)
 
     def _preempt(self, request: Request, plan: StepPlan) -> None:
-        """Recompute preemption: drop the request's KV blocks; it re-prefills everything when resumed."""
-        self.kv_cache.free(request)
-        request.num_recomputed_tokens += request.num_computed_tokens
-        request.num_computed_tokens = 0
-        request.status = RequestStatus.PREEMPTED
+        """Take a running request's KV blocks away (the caller has removed it from ``running``).
+
+        Swap (if the swap space has room): its blocks move to CPU memory and it keeps its computed tokens.
+        Otherwise recompute: the blocks are dropped and it re-prefills everything when resumed.
+        """
         request.num_preemptions += 1
         request.was_preempted = True
         request.preempted_at_steps.append(plan.step)
         plan.preempted.append(request)
+        if self.preemption == "swap":
+            moved = self.kv_cache.swap_out(request)
+            if moved >= 0:
+                plan.swap_out_blocks += moved
+                request.status = RequestStatus.SWAPPED
+                return
+        self.kv_cache.free(request)
+        request.num_recomputed_tokens += request.num_computed_tokens
+        request.num_computed_tokens = 0
+        request.status = RequestStatus.PREEMPTED
+
+    @staticmethod
+    def _last_token_in_flight(request: Request) -> bool:
+        """Async loop: skip a request whose final token is already being sampled (vLLM 0.32)."""
+        return (
+            request.num_output_placeholders > 0
+            and request.num_computed_tokens + 2 - request.num_output_placeholders >= request.max_total_tokens
+        )
+
+    @staticmethod
+    def _tokens_to_feed(request: Request) -> int:
+        """Tokens not yet in the KV cache: a prefill (chunk), a recompute, or 1 for a decode."""
+        return request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
+
+    def _requeue(self, victim: Request) -> None:
+        """Put a preempted request back at the head of the waiting queue (vLLM prepends victims)."""
+        self.waiting.appendleft(victim)
+
+    def _grow_or_preempt(self, request: Request, num_new: int, plan: StepPlan, first_candidate: int) -> bool:
+        """Give a running request slots for ``num_new`` tokens, preempting others until they fit (vLLM's rule).
+
+        Victims are chosen by the victim rule among ``running[first_candidate:]`` — the running requests not
+        yet scheduled in this step, the requester included. Returns False when the requester itself was
+        preempted, or, with preemption ``none``, when it cannot grow (it then waits, keeping its blocks).
+        """
+        kv = self.kv_cache
+        while not kv.allocate_slots(request, num_new):
+            if self.preemption == "none":
+                return False
+            victim = self.victim_rule(self.running[first_candidate:], kv)
+            self._remove_running(victim)
+            self._preempt(victim, plan)
+            self._requeue(victim)
+            if victim is request:
+                return False
+        return True
+
+    def _schedule_running(self, plan: StepPlan, budget: int, stalled: list[Request], threshold: int = 0) -> int:
+        """The running pass of the paged policies (vLLM's rules 1 and 5): each running request in list order
+        gets ``min(tokens to feed, threshold, budget)`` tokens, preempting victims when its blocks run out.
+
+        The pass ends when the budget is spent or a request preempts itself. With preemption ``none`` a
+        request that cannot grow is skipped and collected in ``stalled``. Returns the budget left.
+        """
+        running = self.running
+        index = 0
+        while index < len(running) and budget > 0:
+            request = running[index]
+            if self._last_token_in_flight(request):
+                index += 1
+                continue
+            num_new = self._tokens_to_feed(request)
+            if threshold:
+                num_new = min(num_new, threshold)
+            num_new = min(num_new, budget, self.max_model_len - 1 - request.num_computed_tokens)
+            if num_new <= 0:
+                index += 1
+                continue
+            if not self._grow_or_preempt(request, num_new, plan, index):
+                if self.preemption != "none":
+                    break  # the request preempted itself: the running pass ends
+                stalled.append(request)  # no preemption: it waits for blocks, keeping its own
+                index += 1
+                continue
+            plan.scheduled.append((request, num_new))
+            budget -= num_new
+            index += 1
+        return budget
+
+    def _allocate(self, request: Request, num_new: int, plan: StepPlan, reserve_blocks: int = 0,
+                  num_cached_blocks: int = 0) -> bool:
+        """Allocate for a request being admitted; a swapped-out request first gets its blocks back."""
+        kv = self.kv_cache
+        if request.status == RequestStatus.SWAPPED:
+            if kv.blocks_for_tokens(request.num_computed_tokens + num_new) + reserve_blocks > kv.num_free_blocks:
+                return False
+            plan.swap_in_blocks += kv.swap_in(request)
+        if not kv.allocate_slots(request, num_new, reserve_blocks, num_cached_blocks):
+            return False
+        if num_cached_blocks:
+            cached = num_cached_blocks * kv.block_size
+            request.num_computed_tokens += cached
+            request.num_cached_tokens += cached
+        return True
+
+    def _prefix_hit(self, request: Request) -> int:
+        """Leading blocks of a request being admitted that the prefix cache already holds."""
+        if not self.prefix_caching or request.status == RequestStatus.SWAPPED:
+            return 0
+        return self.kv_cache.match_prefix(request)
+
+    def _fail(self, request: Request, plan: StepPlan, reason: str) -> None:
+        """End a request the engine cannot serve (reported through the step's outcome)."""
+        self._remove_from_queues(request)
+        self.kv_cache.free(request)
+        request.status = RequestStatus.FAILED
+        request.reason = reason
+        plan.failed.append(request)
+        self._finished_pending = True
+
+    def _fail_if_deadlocked(self, plan: StepPlan, stalled: list[Request]) -> None:
+        """Preemption ``none``: running requests that cannot grow wait for others to finish. If none of them
+        could run and no token is in flight, nothing will ever free a block: one of them (by the victim rule)
+        fails, as an engine without preemption would abort it for lack of KV memory."""
+        if stalled and not plan.scheduled and not any(r.num_output_placeholders for r in self.running):
+            self._fail(self.victim_rule(stalled, self.kv_cache), plan, "kv_cache_full")
 
     def _finish_plan(self, plan: StepPlan) -> StepPlan:
         """Advance computed tokens of every scheduled request and decide who samples (vLLM's
@@ -153,12 +291,15 @@ class SchedulerBase:
         sampling = plan.sampling
         context_lens = plan.context_lens
         total = prefill = 0
+        cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching else None
         for request, num_new in plan.scheduled:
             context_lens.append(request.num_computed_tokens)
             target = request.num_tokens + request.num_output_placeholders
             request.num_computed_tokens += num_new
             request.num_scheduled_tokens_total += num_new
             total += num_new
+            if cache_blocks is not None:
+                cache_blocks(request)
             if request.num_computed_tokens >= target:
                 sampling.append(request)
                 if self.async_scheduling:
@@ -178,6 +319,7 @@ class SchedulerBase:
     def update_from_output(self, plan: StepPlan) -> StepOutcome:
         """Deliver one token to every request that sampled in ``plan``; finish and free those done."""
         outcome = StepOutcome(step=plan.step)
+        outcome.finished.extend(plan.failed)
         for request in plan.sampling:
             if request.is_finished:
                 continue
@@ -203,13 +345,16 @@ class SchedulerBase:
             self.running.remove(request)
         else:
             # Async loop: a request preempted while its last token was in flight finishes from the queue.
-            self.waiting.remove(request)
+            self._remove_from_queues(request)
         self._finished_pending = True
+
+    def _remove_from_queues(self, request: Request) -> None:
+        for queue in (self.running, self.waiting, self.swapped):
+            if request in queue:
+                queue.remove(request)
+                return
 
     def abort(self, request: Request) -> None:
         """Remove a request wherever it is (client timeout, replica fault), freeing its blocks."""
         self.kv_cache.free(request)
-        if request in self.running:
-            self.running.remove(request)
-        elif request in self.waiting:
-            self.waiting.remove(request)
+        self._remove_from_queues(request)

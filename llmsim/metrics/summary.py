@@ -75,6 +75,13 @@ def meets_slo(requests: pd.DataFrame, slo: SLOConfig) -> np.ndarray:
     return good
 
 
+def _hit_rate(requests: pd.DataFrame) -> float:
+    """Cached tokens / tokens that needed KV (prompt + recomputed) over requests that were scheduled."""
+    scheduled = requests[requests["first_scheduled_s"].notna()]
+    looked_up = int(scheduled["prompt_tokens"].sum() + scheduled["recomputed_tokens"].sum())
+    return float(scheduled["cached_tokens"].sum() / looked_up) if looked_up else 0.0
+
+
 def summarize(
     requests: pd.DataFrame,
     itl_values: np.ndarray,
@@ -108,6 +115,9 @@ def summarize(
         "preemptions": int(requests["num_preemptions"].sum()),
         "preempted_requests": int((requests["num_preemptions"] > 0).sum()),
         "recomputed_tokens": int(requests["recomputed_tokens"].sum()),
+        # Prefix caching: prompt (and recompute) tokens served from cached blocks instead of prefilled.
+        "prefix_cached_tokens": int(requests["cached_tokens"].sum()),
+        "prefix_cache_hit_rate": _hit_rate(requests),
     }
     if any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2el_s)):
         good = meets_slo(requests, slo)

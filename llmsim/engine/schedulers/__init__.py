@@ -1,15 +1,35 @@
-"""Batch schedulers by name (``scheduler.policy``). One dict, one place: add a policy here."""
+"""Batch schedulers by name (``scheduler.policy``). One dict, one place: add a policy here.
+
+The README's policy table says what each models; each class's module docstring gives the engine's rules and
+the choices llmsim made where the engine's exact rule is not published.
+"""
 
 from __future__ import annotations
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.scheduler import BatchScheduler
+from llmsim.engine.schedulers.orca import OrcaScheduler
+from llmsim.engine.schedulers.sarathi import SarathiScheduler
+from llmsim.engine.schedulers.sglang import SGLangScheduler
+from llmsim.engine.schedulers.static import StaticBatchScheduler
+from llmsim.engine.schedulers.tgi import TGIScheduler
+from llmsim.engine.schedulers.trtllm import TRTLLMGuaranteedNoEvictScheduler, TRTLLMMaxUtilizationScheduler
+from llmsim.engine.schedulers.vllm_v0 import VLLMV0Scheduler
 from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 from llmsim.errors import ConfigError
 
 SCHEDULERS: dict[str, type] = {
     "vllm-v1": VLLMV1Scheduler,
+    "vllm-v0": VLLMV0Scheduler,
+    "orca": OrcaScheduler,
+    "sarathi": SarathiScheduler,
+    "static": StaticBatchScheduler,
+    "sglang": SGLangScheduler,
+    "trtllm-guaranteed-no-evict": TRTLLMGuaranteedNoEvictScheduler,
+    "trtllm-max-utilization": TRTLLMMaxUtilizationScheduler,
+    "tgi": TGIScheduler,
 }
 
 
@@ -17,6 +37,14 @@ def make_scheduler(config: SchedulerConfig, kv_cache: KVCacheManager, max_model_
     try:
         cls = SCHEDULERS[config.policy]
     except KeyError:
-        valid = ", ".join(sorted(SCHEDULERS))
+        valid = ", ".join(SCHEDULERS)
         raise ConfigError(f"config field scheduler.policy: unknown policy {config.policy!r}; valid: {valid}") from None
     return cls(config, kv_cache, max_model_len)
+
+
+def make_kv_cache(config: SchedulerConfig, num_gpu_blocks: int, num_cpu_blocks: int = 0) -> KVCacheManager:
+    """The KV cache manager the config asks for: with prefix caching, the hashed, reference-counted one."""
+    if config.enable_prefix_caching:
+        return PrefixCachingKVCacheManager(num_gpu_blocks, config.block_size, config.watermark, num_cpu_blocks,
+                                           config.prefix_hash_block_tokens)
+    return KVCacheManager(num_gpu_blocks, config.block_size, config.watermark, num_cpu_blocks)

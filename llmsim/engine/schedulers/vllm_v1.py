@@ -7,6 +7,13 @@ cannot get its KV blocks, the most recently admitted running request is preempte
 are dropped and it is prepended to the waiting queue); a step that preempted admits nobody. The rules and
 the traces that pin them are in ``../shared/goldens/vllm_v1/README.md``; the numbered comments below refer
 to that README's list.
+
+Beyond the goldens (which use FCFS, recompute and no prefix caching): ``scheduler.queue`` re-sorts the
+waiting queue before each step; the victim is chosen by ``scheduler.victim`` among the running requests not
+yet scheduled in the step (vLLM's ``running.pop()`` is the most recent of them); swap preemption puts the
+victim at the waiting queue's head with its blocks in CPU memory, to be swapped back in when admitted;
+with preemption ``none`` a request that cannot grow waits; prefix-cache hits start an admitted request's
+``num_computed_tokens`` at the hit length, as vLLM's ``get_computed_blocks`` does.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from llmsim.engine.scheduler import SchedulerBase, StepPlan
 
 class VLLMV1Scheduler(SchedulerBase):
     name = "vllm-v1"
+    full_prompt_check = True  # rule 3's full-ISL check (``scheduler_reserve_full_isl``); subclasses may drop it
 
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
@@ -26,55 +34,13 @@ class VLLMV1Scheduler(SchedulerBase):
         threshold = cfg.long_prefill_token_threshold
         if len(self.running) + len(self.waiting) == 1:
             threshold = 0
-        budget = self._schedule_running(plan, budget, threshold)
+        stalled: list[Request] = []
+        budget = self._schedule_running(plan, budget, stalled, threshold)  # rules 1 and 5
         # Rule 6: a step that preempted admits nobody, not even the victims.
         if not plan.preempted:
             self._schedule_waiting(plan, budget, threshold)
+        self._fail_if_deadlocked(plan, stalled)
         return self._finish_plan(plan)
-
-    # Rule 1 and rule 5.
-    def _schedule_running(self, plan: StepPlan, budget: int, threshold: int) -> int:
-        running = self.running
-        kv = self.kv_cache
-        index = 0
-        while index < len(running) and budget > 0:
-            request = running[index]
-            if self._last_token_in_flight(request):
-                index += 1
-                continue
-            num_new = request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
-            if threshold:
-                num_new = min(num_new, threshold)
-            num_new = min(num_new, budget, self.max_model_len - 1 - request.num_computed_tokens)
-            if num_new <= 0:
-                index += 1
-                continue
-            scheduled = True
-            while not kv.allocate_slots(request, num_new):
-                victim = self._pick_victim()
-                self._remove_running(victim)
-                self._preempt(victim, plan)
-                self.waiting.appendleft(victim)
-                if victim is request:
-                    scheduled = False
-                    break
-            if not scheduled:
-                break
-            plan.scheduled.append((request, num_new))
-            budget -= num_new
-            index += 1
-        return budget
-
-    def _pick_victim(self) -> Request:
-        """vLLM (FCFS) pops the tail of the running list: the most recently admitted or resumed request."""
-        return self.running[-1]
-
-    def _last_token_in_flight(self, request: Request) -> bool:
-        """Async loop: skip a request whose final token is already being sampled (vLLM 0.32)."""
-        return (
-            request.num_output_placeholders > 0
-            and request.num_computed_tokens + 2 - request.num_output_placeholders >= request.max_total_tokens
-        )
 
     # Rule 3 and rule 4.
     def _schedule_waiting(self, plan: StepPlan, budget: int, threshold: int) -> None:
@@ -85,7 +51,9 @@ class VLLMV1Scheduler(SchedulerBase):
             if len(self.running) >= cfg.max_num_seqs:
                 break
             request = waiting[0]
-            num_new = request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
+            hit = self._prefix_hit(request)
+            num_new = (request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
+                       - hit * kv.block_size)
             if threshold:
                 num_new = min(num_new, threshold)
             if not cfg.enable_chunked_prefill and num_new > budget:
@@ -93,10 +61,10 @@ class VLLMV1Scheduler(SchedulerBase):
             num_new = min(num_new, budget)
             # The watermark counts only while some request is running.
             watermark = kv.watermark_blocks if self.running else 0
-            if cfg.scheduler_reserve_full_isl:
-                if kv.blocks_for_tokens(request.num_tokens) + watermark > kv.num_free_blocks:
+            if self.full_prompt_check and cfg.scheduler_reserve_full_isl:
+                if kv.blocks_to_admit(request, request.num_tokens, hit) + watermark > kv.num_free_blocks:
                     break
-            if not kv.allocate_slots(request, num_new, reserve_blocks=watermark):
+            if not self._allocate(request, num_new, plan, watermark, hit):
                 break
             waiting.popleft()
             self._admit(request, plan)

@@ -1,0 +1,26 @@
+"""Static batching, as in NVIDIA FasterTransformer: a batch is formed, then runs until ALL its requests finish.
+
+When the engine is empty it takes up to ``scheduler.max_num_seqs`` waiting requests (FCFS, each with KV space
+for its full length, as FasterTransformer allocates for the maximum sequence length), prefills all their
+prompts in one step, then decodes. A request that finishes early leaves, but nobody joins until the batch is
+empty, so short requests wait for long ones (the inefficiency Orca's iteration-level scheduling removes).
+FasterTransformer has no per-step token budget, so ``max_num_batched_tokens`` does not apply; it never
+preempts.
+"""
+
+from __future__ import annotations
+
+from llmsim.engine.scheduler import StepPlan
+from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
+
+
+class StaticBatchScheduler(ReservingScheduler):
+    name = "static"
+
+    def schedule(self) -> StepPlan:
+        plan = self._begin_step()
+        if self.running:
+            self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
+        else:
+            self._admit_reserved(plan, UNLIMITED_TOKENS, chunked=False)
+        return self._finish_plan(plan)

@@ -1,0 +1,55 @@
+"""Hugging Face Text Generation Inference v3 (``backends/v3/src/backend.rs``, ``queue.rs``).
+
+TGI reserves KV blocks for a request's prompt plus ``max_new_tokens`` when it admits it, so it never
+preempts. New requests join through a prefill that runs as its own forward pass while the running batch's
+decodes pause. While a batch runs, a prefill is tried only when at least ``floor(running ×
+waiting_served_ratio)`` waiting requests (TGI default 0.3) could join, or when ``max_waiting_tokens`` (20)
+decode steps have passed since the last prefill; an empty engine prefills at once. Admission is FIFO and stops
+at the first request that exceeds the remaining ``max_batch_prefill_tokens`` (llmsim:
+``scheduler.max_num_batched_tokens``, raised to ``max_model_len`` as TGI requires it to cover the longest
+input) or the remaining ``max_batch_total_tokens`` (llmsim: the replica's KV blocks). TGI's
+``max_concurrent_requests`` (128) is llmsim's ``scheduler.max_waiting_requests``.
+"""
+
+from __future__ import annotations
+
+from llmsim.engine.scheduler import StepPlan
+from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
+
+
+class TGIScheduler(ReservingScheduler):
+    name = "tgi"
+
+    def __init__(self, config, kv_cache, max_model_len: int) -> None:
+        super().__init__(config, kv_cache, max_model_len)
+        self.prefill_budget = max(config.max_num_batched_tokens, max_model_len)
+        self.decode_steps_since_prefill = 0
+
+    def schedule(self) -> StepPlan:
+        plan = self._begin_step()
+        if self.waiting and self._admissible_count() >= self._min_prefill_size():
+            self._admit_reserved(plan, self.prefill_budget, chunked=False)
+        if plan.scheduled:
+            self.decode_steps_since_prefill = 0
+        else:
+            self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
+            self.decode_steps_since_prefill += 1
+        return self._finish_plan(plan)
+
+    def _min_prefill_size(self) -> int:
+        if not self.running or self.decode_steps_since_prefill >= self.config.max_waiting_tokens:
+            return 1
+        return max(1, int(len(self.running) * self.config.waiting_served_ratio))
+
+    def _admissible_count(self) -> int:
+        """How many waiting requests the next prefill would take (FIFO, stopping at the first misfit)."""
+        kv = self.kv_cache
+        free, budget, count = kv.num_free_blocks, self.prefill_budget, 0
+        slots = self.config.max_num_seqs - len(self.running)
+        for request in self.waiting:
+            need = kv.blocks_for_tokens(request.max_total_tokens - 1)
+            prompt = self._tokens_to_feed(request)
+            if count >= slots or need > free or prompt > budget:
+                break
+            free, budget, count = free - need, budget - prompt, count + 1
+        return count
