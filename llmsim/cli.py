@@ -92,11 +92,37 @@ def replay_scheduler(
 def show_config(
     config: Optional[Path] = typer.Argument(None, help="YAML config; the bundled default when omitted"),
     set_: List[str] = typer.Option([], "--set", help="override a config field: PATH=VALUE (repeatable)"),
+    reference: bool = typer.Option(False, "--reference", help="print every field's type, default and meaning (markdown)"),
 ) -> None:
     """Print the fully resolved config (every field with its value)."""
-    from llmsim.config import config_to_yaml, load_config
+    from llmsim.config import config_reference_markdown, config_to_yaml, load_config
 
+    if reference:
+        typer.echo(config_reference_markdown(), nl=False)
+        return
     typer.echo(config_to_yaml(load_config(config, set_)), nl=False)
+
+
+bench_app = typer.Typer(help="Benchmarks of the simulator itself.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("speed")
+def bench_speed_command(
+    requests: int = typer.Option(100_000, "--requests", min=1, help="requests to simulate (fast engine)"),
+    replicas: int = typer.Option(16, "--replicas", min=1, help="replicas the workload is scaled to"),
+    reference_requests: int = typer.Option(20_000, "--reference-requests", min=0,
+                                           help="requests for the per-step reference engine (0: skip it)"),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON here"),
+) -> None:
+    """Simulate N requests of the default bursty workload on R replicas at ~70% load; report speed and memory."""
+    from llmsim.bench import bench_speed, write_json
+
+    result = bench_speed(requests, replicas, reference_requests, seed, report=typer.echo)
+    if json_out is not None:
+        write_json(result, json_out)
+        typer.echo(f"wrote {json_out}")
 
 
 def _with_progress(work, label: str, enabled: bool):

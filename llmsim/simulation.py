@@ -15,17 +15,17 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from llmsim.cluster.build import build_cluster, cluster_results
 from llmsim.cluster.cluster import Cluster
-from llmsim.cluster.routers import make_router
 from llmsim.config import SimConfig
-from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.client import Client
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
-from llmsim.engine.schedulers import make_scheduler
+from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
-from llmsim.hardware.memory import kv_cache_capacity
+from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
 from llmsim.hardware.profiles import load_gpu, load_model
-from llmsim.hardware.timing import build_timing_model
+from llmsim.hardware.timing import build_timing_model, swap_time
 from llmsim.metrics.recorder import Recorder
 from llmsim.metrics.summary import summarize
 from llmsim.workload import Workload, build_workload
@@ -39,6 +39,9 @@ class Deployment:
     max_model_len: int
     step_time: Callable
     details: dict[str, Any] = field(default_factory=dict)
+    swap_s_per_block: float = 0.0  # PCIe time to move one KV block between GPU and CPU (swap preemption)
+    num_cpu_blocks: int = 0  # KV blocks the CPU swap space holds (scheduler.swap_space_gib; swap mode only)
+    timing: Any = None  # the TimingModel itself (its vectorised decode steps drive the fast path)
 
 
 @dataclass
@@ -49,17 +52,22 @@ class Result:
     requests: pd.DataFrame
     steps: pd.DataFrame
     summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # cluster tables: replicas, transfers, …
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write summary.json, requests.parquet and steps.parquet. Files appear only when all are complete."""
+        """Write summary.json, requests.parquet, steps.parquet and each of ``tables`` as NAME.parquet.
+
+        Files appear only when all are complete."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
         try:
             self.requests.to_parquet(tmp / "requests.parquet", index=False)
             self.steps.to_parquet(tmp / "steps.parquet", index=False)
+            for stem, table in self.tables.items():
+                table.to_parquet(tmp / f"{stem}.parquet", index=False)
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=False, allow_nan=False) + "\n")
-            for name in ("requests.parquet", "steps.parquet", "summary.json"):
+            for name in ("requests.parquet", "steps.parquet", *(f"{stem}.parquet" for stem in self.tables), "summary.json"):
                 os.replace(tmp / name, out_dir / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -86,29 +94,41 @@ def build_deployment(config: SimConfig) -> Deployment:
     timing = build_timing_model(hw, gpu, model, cpu_overhead=config.engine.cpu_overhead)
     details["num_gpu_blocks"] = num_blocks
     details["max_model_len"] = max_model_len
-    return Deployment(num_blocks, max_model_len, timing.step_time, details)
+    # One block on one GPU (its PP stage's layers, its TP share of KV heads) crosses that GPU's own PCIe link.
+    stage_layers = max(layers_per_stage(model.num_layers, hw.pp))
+    block_bytes = sched.block_size * model.kv_bytes_per_token(hw.kv_cache_dtype, tp=hw.tp, num_layers=stage_layers)
+    num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
+    return Deployment(num_blocks, max_model_len, timing.step_time, details,
+                      swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing)
 
 
-def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, recorder: Recorder):
+def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
     df = workload.df
     arrival = df["arrival_s"].to_numpy(dtype=np.float64)
     prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
     output = df["output_tokens"].to_numpy(dtype=np.int64)
     failed = df["failed"].to_numpy(dtype=bool) if "failed" in df.columns else np.zeros(len(df), dtype=bool)
     priority = df["priority"].to_numpy() if "priority" in df.columns else None
+    session = df["session_id"].to_numpy() if "session_id" in df.columns else None
+    prefixes = df["prefix_hashes"].to_numpy() if "prefix_hashes" in df.columns else None
     width = len(str(max(len(df) - 1, 0)))
     for i in range(len(df)):
         delay = arrival[i] - env.now
         if delay > 0:
             yield env.timeout(delay)
         request = Request(f"{i:0{width}d}", arrival[i], int(prompt[i]), int(output[i]), index=i,
-                          priority=int(priority[i]) if priority is not None else 0)
+                          priority=int(priority[i]) if priority is not None else 0,
+                          session_id=int(session[i]) if session is not None else None,
+                          prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
         if failed[i] or output[i] <= 0:
             request.status = RequestStatus.FAILED
             request.reason = "failed_in_trace" if failed[i] else "zero_output_tokens"
-            recorder.request_ended(request)
+            cluster.request_ended(request)
             continue
+        if cluster.client is not None:
+            cluster.client.submit(request)
         cluster.submit(request)
+    cluster.finish_arrivals()
 
 
 def simulate(
@@ -125,38 +145,57 @@ def simulate(
     deployment = build_deployment(config)
     env = simpy.Environment()
     recorder = Recorder(keep_steps=config.metrics.step_detail)
-    sched_cfg = config.scheduler
-    replicas = []
-    for replica_id in range(config.cluster.replicas):
-        kv = KVCacheManager(deployment.num_gpu_blocks, sched_cfg.block_size, sched_cfg.watermark)
-        scheduler = make_scheduler(sched_cfg, kv, deployment.max_model_len)
-        replicas.append(Replica(replica_id, env, scheduler, deployment.step_time, recorder,
-                                async_scheduling=sched_cfg.async_scheduling, max_model_len=deployment.max_model_len))
-    cluster = Cluster(replicas, make_router(config.cluster.router, config.seed))
-    env.process(_arrivals(env, workload, cluster, recorder))
+    cluster = assemble_cluster(config, env, recorder, len(workload.df))
+    env.process(_arrivals(env, workload, cluster))
     total = len(workload.df)
     if progress is None:
-        env.run()
+        env.run(until=cluster.done)
     else:
-        _run_with_progress(env, recorder, total, progress)
+        _run_with_progress(env, cluster, recorder, total, progress)
     cluster.fail_unfinished("stalled")
-    return _collect(config, recorder, deployment)
+    return _collect(config, recorder, deployment, cluster)
 
 
-def _run_with_progress(env: simpy.Environment, recorder: Recorder, total: int, progress) -> None:
-    while env.peek() != math.inf:
+def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Recorder, num_requests: int) -> Cluster:
+    """The cluster of ``config.cluster``, its replicas built as the engine sections of the config say."""
+    sched_cfg = config.scheduler
+
+    def deployment_for(gpu: str, model: str, tp: int, pp: int) -> Deployment:
+        hardware = config.hardware.model_copy(update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})
+        return build_deployment(config.model_copy(update={"hardware": hardware}))
+
+    def engine_factory(replica_id: int, spec, replica_recorder) -> Replica:
+        deployment = spec.deployment
+        kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks)
+        scheduler = make_scheduler(sched_cfg, kv, deployment.max_model_len)
+        return Replica(replica_id, env, scheduler, deployment.step_time, replica_recorder,
+                       async_scheduling=sched_cfg.async_scheduling, max_model_len=deployment.max_model_len,
+                       swap_s_per_block=deployment.swap_s_per_block,
+                       timing=deployment.timing if config.engine.mode == "fast" else None)
+
+    cluster = build_cluster(config, env, recorder, num_requests, deployment_for, engine_factory)
+    client = config.client
+    if client.timeout_s is not None or client.max_retries > 0:
+        cluster.client = Client(client, env, cluster)
+    return cluster
+
+
+def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recorder, total: int, progress) -> None:
+    while not cluster.done.triggered and env.peek() != math.inf:
         # Advance in slices of simulated time; report requests ended so far after each slice.
-        env.run(until=env.peek() + 5.0)
+        slice_end = env.timeout(max(env.peek() - env.now, 0.0) + 5.0)
+        env.run(until=simpy.AnyOf(env, [slice_end, cluster.done]))
         progress(len(recorder._req["request_id"]), total)
     progress(len(recorder._req["request_id"]), total)
 
 
-def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment) -> Result:
-    requests = recorder.requests_frame()
+def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster) -> Result:
+    requests, tables, cluster_summary = cluster_results(cluster, recorder.requests_frame())
     steps = recorder.steps_frame()
     itl_values, itl_weights = recorder.itl_samples()
     info = recorder.step_stats()
     info["deployment"] = deployment.details
     summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
     summary["seed"] = config.seed
-    return Result(config=config, requests=requests, steps=steps, summary=summary)
+    summary["cluster"] = cluster_summary
+    return Result(config=config, requests=requests, steps=steps, summary=summary, tables=tables)

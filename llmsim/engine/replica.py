@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import simpy
 
 from llmsim.engine.core import EngineLoop
+from llmsim.engine.fastpath import ScheduleSnapshot, commit_run, fast_path_supported, plan_decode_run
 from llmsim.engine.kv_cache import cdiv
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.scheduler import BatchScheduler, StepOutcome, StepPlan
@@ -33,6 +34,8 @@ class Replica:
         *,
         async_scheduling: bool,
         max_model_len: int,
+        swap_s_per_block: float = 0.0,
+        timing=None,
     ) -> None:
         self.replica_id = replica_id
         self.env = env
@@ -42,10 +45,20 @@ class Replica:
         self.recorder = recorder
         self.loop = EngineLoop(scheduler, async_scheduling)
         self.max_model_len = max_model_len
+        self.swap_s_per_block = swap_s_per_block  # PCIe time to move one KV block to or from CPU memory
         self._wakeup: Optional[simpy.Event] = None
         self._gpu_free_s = 0.0
         self._last_update_end_s: Optional[float] = None
         self.num_outstanding = 0
+        # Event skipping (engine.mode: fast): needs the timing model's vectorised decode steps, a policy that
+        # opts in, and no observer that wants every step's plan. Owners may switch it off (faults, timeouts).
+        self.timing = timing
+        self.fast_path = (timing is not None and fast_path_supported(scheduler) and not recorder.wants_step_plans)
+        self._snapshot = ScheduleSnapshot()
+        self._last_update_finished = 0
+        self._run = None
+        self._deferred_aborts: list = []  # aborts that arrived during a skipped decode run
+        self._run_cut: Optional[simpy.Event] = None
         self.process = env.process(self.run())
 
     # -- admission ---------------------------------------------------------------------------------
@@ -56,6 +69,9 @@ class Replica:
         # The last output token is never fed back, so a request needs slots for prompt + output − 1 tokens.
         if cdiv(request.max_total_tokens - 1, self.kv_cache.block_size) > self.kv_cache.num_usable_blocks:
             return "exceeds_kv_capacity"
+        cap = self.scheduler.config.max_waiting_requests  # admission control: a bounded queue
+        if cap is not None and self.scheduler.num_waiting >= cap:
+            return "queue_full"
         return None
 
     def submit(self, request: Request) -> bool:
@@ -68,6 +84,11 @@ class Replica:
             return False
         self.scheduler.add_request(request)
         self.num_outstanding += 1
+        if self._run is not None:
+            self._note_arrival_during_run()
+        max_queue_s = self.scheduler.config.max_queue_time_s
+        if max_queue_s is not None:
+            self.env.timeout(max_queue_s).callbacks.append(lambda _, r=request, a=request.retries: self._queue_timeout(r, a))
         if self._wakeup is not None and not self._wakeup.triggered:
             self._wakeup.succeed()
         return True
@@ -77,9 +98,17 @@ class Replica:
         env = self.env
         loop = self.loop
         while True:
+            if self.fast_path:
+                run = plan_decode_run(self, self._snapshot, self._last_update_finished, self.timing)
+                if run is not None:
+                    yield from self._decode_run(run)
+                    continue
+            self.scheduler.now_s = env.now
             plan = loop.schedule()
             if plan is not None:
                 self._cost(plan)
+                if self.fast_path:
+                    self._snapshot = ScheduleSnapshot.of(plan, self.scheduler)
             to_update = loop.next_to_update(plan)
             if to_update is None:
                 if plan is None:
@@ -88,10 +117,41 @@ class Replica:
             if to_update.end_s > env.now:
                 yield env.timeout(to_update.end_s - env.now)
             outcome = self.scheduler.update_from_output(to_update)
+            self._last_update_finished = len(outcome.finished)
             self._deliver(to_update, outcome)
-            if to_update.num_scheduled_tokens == 0 and not loop.busy and self.scheduler.has_unfinished_requests():
+            if (to_update.num_scheduled_tokens == 0 and not to_update.preempted and not to_update.failed
+                    and not loop.busy and self.scheduler.has_unfinished_requests()):
                 # Nothing could run and nothing is in flight: only a new arrival can change that.
                 yield from self._sleep()
+
+    # -- event skipping (see llmsim.engine.fastpath) ------------------------------------------------
+    def _decode_run(self, run):
+        """Wait out a decode run in one go; an admissible arrival cuts it at the tick that would see it."""
+        env = self.env
+        self._run = run
+        self._run_cut = env.event()
+        yield env.timeout(run.resume_time(run.k) - env.now) | self._run_cut
+        ticks = run.k
+        if self._run_cut.triggered:
+            ticks = run.ticks_before(env.now)
+            resume = run.resume_time(ticks)
+            if resume > env.now:
+                yield env.timeout(resume - env.now)
+        self._run = self._run_cut = None
+        commit_run(self, run, ticks)
+        self._snapshot = ScheduleSnapshot()  # the tick after a run always takes the per-step loop
+        deferred, self._deferred_aborts = self._deferred_aborts, []
+        for request, status, reason in deferred:
+            if self.holds(request):
+                self.abort(request, status, reason)
+
+    def _note_arrival_during_run(self) -> None:
+        run = self._run
+        if run.truncate_on_arrival:
+            if not self._run_cut.triggered:
+                self._run_cut.succeed()
+        else:
+            run.arrival_times.append(self.env.now)
 
     def _sleep(self):
         self._wakeup = self.env.event()
@@ -100,11 +160,15 @@ class Replica:
 
     def _cost(self, plan: StepPlan) -> None:
         now = self.env.now
-        if plan.num_scheduled_tokens == 0:
+        swapped_blocks = plan.swap_out_blocks + plan.swap_in_blocks
+        if plan.num_scheduled_tokens == 0 and not swapped_blocks:
             plan.start_s = plan.end_s = now
             return
-        new_tokens = [n for _, n in plan.scheduled]
-        duration = self.step_time(new_tokens, plan.context_lens, len(plan.sampling))
+        duration = 0.0
+        if plan.num_scheduled_tokens:
+            duration = self.step_time([n for _, n in plan.scheduled], plan.context_lens, len(plan.sampling))
+        # Swap preemption: the KV copies over PCIe precede the forward pass (vLLM V0's cache engine).
+        duration += swapped_blocks * self.swap_s_per_block
         # Async: the step was planned while the previous one ran; it starts when the GPU is free.
         plan.start_s = max(now, self._gpu_free_s)
         plan.end_s = plan.start_s + duration
@@ -124,9 +188,31 @@ class Replica:
             self.num_outstanding -= 1
             self.recorder.request_ended(request)
 
+    def abort(self, request: Request, status: RequestStatus, reason: str) -> None:
+        """End a request this replica holds before it finishes (timeout, admission control); it is recorded
+        once with ``status`` and ``reason``, and its KV blocks are freed. During a skipped decode run the
+        run is cut at the next engine tick and the request ends there."""
+        if self._run is not None:
+            self._deferred_aborts.append((request, status, reason))
+            if not self._run_cut.triggered:
+                self._run_cut.succeed()
+            return
+        self.scheduler.abort(request)
+        request.status = status
+        request.reason = reason
+        self.num_outstanding -= 1
+        self.recorder.request_ended(request)
+
+    def holds(self, request: Request) -> bool:
+        return request.replica == self.replica_id and not request.is_finished and request.status != RequestStatus.REJECTED
+
+    def _queue_timeout(self, request: Request, attempt: int) -> None:
+        if request.retries == attempt and self.holds(request) and request.first_scheduled_s is None:
+            self.abort(request, RequestStatus.REJECTED, "queue_timeout")
+
     def fail_unfinished(self, reason: str) -> list[Request]:
         """End every request still held (e.g. the simulation stopped); each is recorded once as failed."""
-        left = list(self.scheduler.running) + list(self.scheduler.waiting)
+        left = list(self.scheduler.running) + list(self.scheduler.waiting) + list(self.scheduler.swapped)
         for request in left:
             self.scheduler.abort(request)
             request.status = RequestStatus.FAILED

@@ -195,9 +195,13 @@ class Recorder:
         return frame.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
 
     def steps_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({name: np.frombuffer(self._step[name], dtype=np.float64 if name in ("start_s", "duration_s") else np.int64)
-                             if len(self._step[name]) else np.array([], dtype=np.float64 if name in ("start_s", "duration_s") else np.int64)
-                             for name in STEP_COLUMNS})
+        """One row per engine step, ordered by replica then step (records of a skipped stretch arrive late)."""
+        columns = {}
+        for name in STEP_COLUMNS:
+            dtype = np.float64 if name in ("start_s", "duration_s") else np.int64
+            columns[name] = np.frombuffer(self._step[name], dtype=dtype) if len(self._step[name]) else np.array([], dtype=dtype)
+        frame = pd.DataFrame(columns)
+        return frame.sort_values(["replica", "step"], kind="stable").reset_index(drop=True)
 
     def step_stats(self) -> dict:
         """Exact aggregates over every step, kept even when per-step detail is off."""

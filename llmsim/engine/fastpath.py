@@ -1,0 +1,385 @@
+"""Event skipping: advance a replica through many pure-decode steps at once.
+
+Between events that change a batch (an admission, a prefill chunk, a request that finishes, a block
+allocation that would fail, an arrival that could be admitted), every engine step has the same shape: each
+running request feeds one token and its context grows by one. Such a *decode run* is fully determined by the
+state at its start, so the replica can compute k steps in one go — their durations (a vectorised sum from
+the timing model), block allocations (closed form: a request needs a new block every ``block_size`` tokens),
+token deliveries and step records — and wait once instead of k times.
+
+A run starts only where it provably makes the same decisions as the per-step loop (``engine.mode:
+reference``), which the equivalence tests check:
+
+* every running request is a steady one-token decode (its previous token was delivered at the last update;
+  async: its next token is the only one in flight, in a step that decodes exactly the running requests);
+* the waiting queue is empty, or its head was refused at the last ``schedule()`` — which ran every running
+  request as a one-token decode and admitted, resumed and preempted nobody — and no block was freed since:
+  KV blocks only get scarcer during a run and the running count and token budget stay fixed, so the head
+  stays refused;
+* no request finishes inside the run (k ≤ remaining outputs − 1) and the run's block allocations fit the free
+  blocks (no preemption);
+* an arrival that lands while the waiting queue is empty could be admitted: it truncates the run at the
+  engine tick that would first see it.
+
+Only the ``vllm-v1`` policy with FCFS order, recompute preemption and no prefix caching opts in; every other
+configuration runs the per-step loop in either mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from llmsim.engine.kv_cache import KVCacheManager, cdiv
+from llmsim.engine.request import Request, RequestStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmsim.engine.replica import Replica
+    from llmsim.engine.scheduler import StepPlan
+
+#: Longest run computed at once (bounds the arrays; a longer stretch simply becomes several runs).
+MAX_RUN_STEPS = 4096
+#: Shorter runs are not worth the set-up cost; the per-step loop takes them.
+MIN_RUN_STEPS = 3
+
+
+def fast_path_supported(scheduler) -> bool:
+    cfg = scheduler.config
+    return (
+        getattr(scheduler, "name", "") == "vllm-v1"
+        and type(scheduler.kv_cache) is KVCacheManager
+        and getattr(cfg, "queue", "fcfs") == "fcfs"
+        and getattr(cfg, "preemption", "recompute") == "recompute"
+        and not getattr(cfg, "enable_prefix_caching", False)
+        and getattr(cfg, "max_queue_time_s", None) is None
+    )
+
+
+@dataclass
+class ScheduleSnapshot:
+    """What the replica remembers of its last ``schedule()`` call, to decide whether a run may start."""
+
+    steady: bool = False  # every running request decoded one token; nobody admitted, resumed or preempted
+    head: Optional[Request] = None  # the refused head of the waiting queue (None: the queue was empty)
+
+    @classmethod
+    def of(cls, plan: "StepPlan", scheduler) -> "ScheduleSnapshot":
+        if plan.new or plan.resumed or plan.preempted or plan.num_scheduled_tokens == 0:
+            return cls(False)
+        if getattr(plan, "failed", None) or getattr(plan, "swap_in_blocks", 0) or getattr(plan, "swap_out_blocks", 0):
+            return cls(False)
+        running = scheduler.running
+        if len(plan.scheduled) != len(running) or plan.num_scheduled_tokens != len(running):
+            return cls(False)
+        if len(plan.sampling) != len(running):
+            return cls(False)
+        return cls(True, scheduler.waiting[0] if scheduler.waiting else None)
+
+
+@dataclass
+class DecodeRun:
+    """Up to ``k`` engine ticks of pure decoding, planned at ``start_s`` and committed lazily.
+
+    Request i (in running order) is scheduled, one token a step, in run steps 1..``last_step[i]``: the step
+    that produces its final token (async: 0 means that token is already in flight). Tick m (1-based) schedules
+    step m and delivers step ``m`` (sync) or ``m - 1`` (async; step 0 is the step in flight at the start), so
+    request i finishes at tick ``finish_tick[i]`` = last_step (sync) or last_step + 1 (async).
+    """
+
+    requests: list[Request]
+    async_mode: bool
+    k: int
+    step_ends: np.ndarray  # step_ends[0]: end of the step before the run (async: the one in flight)
+    last_step: np.ndarray
+    finish_tick: np.ndarray
+    contexts: np.ndarray  # tokens in KV of each request at the start
+    alloc_cum: np.ndarray  # blocks allocated by steps 1..m (index m; index 0 = 0)
+    freed_by_tick: np.ndarray  # blocks freed by the updates of ticks 1..m (index m; index 0 = 0)
+    free_blocks_start: int
+    first_step_index: int
+    waiting_start: int
+    truncate_on_arrival: bool
+    start_s: float
+    in_flight_plan: Optional["StepPlan"] = None
+    arrival_times: list[float] = field(default_factory=list)
+    committed: int = 0
+    # Per-step counts, index = step (0..k): requests scheduled in the step, still running at its schedule.
+    batch_by_step: list[int] = field(default_factory=list)
+    running_by_step: list[int] = field(default_factory=list)
+    finishing_by_tick: list[int] = field(default_factory=list)
+
+    def delivered_step(self, m: int) -> int:
+        return m - 1 if self.async_mode else m
+
+    def tick_time(self, m: int) -> float:
+        """When tick m (1-based) of the run calls ``schedule()``."""
+        if m == 1:
+            return self.start_s
+        return float(self.step_ends[m - 2] if self.async_mode else self.step_ends[m - 1])
+
+    def resume_time(self, j: int) -> float:
+        """When the per-step loop takes over after j ticks of the run."""
+        return float(self.step_ends[self.delivered_step(j)])
+
+    def ticks_before(self, time_s: float) -> int:
+        """Ticks of the run that call ``schedule()`` strictly before ``time_s`` (at least 1)."""
+        j = 1
+        while j < self.k and self.tick_time(j + 1) < time_s:
+            j += 1
+        return j
+
+    def free_after_schedule(self, step: int) -> int:
+        """Free blocks right after step ``step``'s schedule: its allocations done, earlier finishes freed."""
+        return self.free_blocks_start - int(self.alloc_cum[step]) + int(self.freed_by_tick[step - 1])
+
+
+def _steady(replica: "Replica", async_mode: bool) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Contexts and final-step indices of the running requests if every one is a steady decode, else None."""
+    running = replica.scheduler.running
+    last_delivery = replica._last_update_end_s
+    n = len(running)
+    contexts = np.empty(n, dtype=np.int64)
+    last_step = np.empty(n, dtype=np.int64)
+    for i, r in enumerate(running):
+        c = r.num_computed_tokens
+        if async_mode:
+            if r.num_output_placeholders != 1 or c != r.num_tokens:
+                return None
+            last_step[i] = r.max_output_tokens - r.num_output_tokens - 1
+        else:
+            if r.num_output_placeholders or c != r.num_tokens - 1:
+                return None
+            last_step[i] = r.max_output_tokens - r.num_output_tokens
+        # Its previous token came at the last update (or it has none yet: its first is due in this run).
+        if r.last_token_s != last_delivery and not (r.num_output_tokens == 0 and r.last_token_s is None):
+            return None
+        contexts[i] = c
+    return contexts, last_step
+
+
+def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_finished: int,
+                    timing) -> Optional[DecodeRun]:
+    """A run starting at the replica's current tick, or None when the per-step loop must take this tick."""
+    scheduler = replica.scheduler
+    running = scheduler.running
+    waiting = scheduler.waiting
+    if not running or len(running) > scheduler.config.max_num_batched_tokens:
+        return None
+    if waiting:
+        # Someone waits: the run is exact only if the head was refused at the last schedule and no block was
+        # freed since (then it stays refused: blocks only get scarcer while nobody finishes).
+        if not snapshot.steady or last_update_finished or waiting[0] is not snapshot.head:
+            return None
+    loop = replica.loop
+    async_mode = loop.depth == 2
+    if async_mode:
+        # The step in flight must sample a token for each running request and schedule nobody else (it may
+        # hold a final prefill chunk: that request's first token is then delivered in the run's first tick).
+        if len(loop.in_flight) != 1:
+            return None
+        in_flight = loop.in_flight[0]
+        if len(in_flight.sampling) != len(running) or len(in_flight.scheduled) != len(running):
+            return None
+    elif loop.in_flight:
+        return None
+    steady = _steady(replica, async_mode)
+    if steady is None:
+        return None
+    contexts, last_step = steady
+    finish_tick = last_step + 1 if async_mode else last_step
+    k = min(MAX_RUN_STEPS, int(last_step.max()))
+    if waiting:
+        # A finish frees blocks, which could let the waiting head in: stop before the first one.
+        k = min(k, int(finish_tick.min()) - 1)
+    if k < MIN_RUN_STEPS:
+        return None
+    run = _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
+    if run is None or run.k < MIN_RUN_STEPS:
+        return None
+    run.truncate_on_arrival = not waiting
+    run.in_flight_plan = loop.in_flight[0] if async_mode else None
+    return run
+
+
+def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing) -> Optional[DecodeRun]:
+    kv = replica.kv_cache
+    bs = kv.block_size
+    steps = np.arange(1, k + 1)
+    # alive[i, m-1]: request i is scheduled in step m. A decode at context c + m - 1 needs a new block
+    # exactly when that slot index is a multiple of the block size.
+    alive = steps[None, :] <= last_step[:, None]
+    needs_block = ((contexts[:, None] + steps[None, :] - 1) % bs == 0) & alive
+    alloc = needs_block.sum(axis=0)
+    alloc_cum = np.concatenate([[0], np.cumsum(alloc)])
+    final_blocks = -(-(contexts + last_step) // bs)  # blocks held when it finishes
+    freed = np.zeros(k + 2, dtype=np.int64)
+    done = finish_tick <= k
+    np.add.at(freed, finish_tick[done], final_blocks[done])
+    freed_by_tick = np.cumsum(freed)[: k + 1]
+    # Free blocks after each step's schedule must stay >= 0 (else the per-step loop preempts).
+    free_after = kv.num_free_blocks - alloc_cum[1:] + freed_by_tick[:k]
+    bad = np.nonzero(free_after < 0)[0]
+    if bad.size:
+        k = int(bad[0])
+        if k < MIN_RUN_STEPS:
+            return None
+    durations = _durations(timing, contexts, last_step, alive, k)
+    start = replica.env.now
+    first_end = replica.loop.in_flight[0].end_s if async_mode else start
+    # Sequential float sums (np.cumsum accumulates left to right), exactly as the per-step loop adds them.
+    ends = np.cumsum(np.concatenate([[first_end], durations]))
+    n = len(contexts)
+    batch_by_step = [n] + alive[:, :k].sum(axis=0).tolist()
+    running_by_step = (n - np.concatenate([[0], np.cumsum(np.bincount(finish_tick, minlength=k + 2))])[: k + 1]).tolist()
+    finishing_by_tick = np.bincount(finish_tick, minlength=k + 2)[: k + 1].tolist()
+    return DecodeRun(
+        requests=list(replica.scheduler.running), async_mode=async_mode, k=k, step_ends=ends, last_step=last_step,
+        finish_tick=finish_tick, contexts=contexts, alloc_cum=alloc_cum[: k + 1], freed_by_tick=freed_by_tick[: k + 1],
+        free_blocks_start=kv.num_free_blocks, first_step_index=replica.scheduler.step_index,
+        waiting_start=len(replica.scheduler.waiting), truncate_on_arrival=False, start_s=start,
+        batch_by_step=batch_by_step, running_by_step=running_by_step, finishing_by_tick=finishing_by_tick,
+    )
+
+
+def _durations(timing, contexts: np.ndarray, last_step: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
+    """Step times of steps 1..k; the batch shrinks as requests produce their last token."""
+    alive = alive[:, :k]
+    batch = alive.sum(axis=0)
+    sum_ctx = ((contexts[:, None] + np.arange(k)[None, :]) * alive).sum(axis=0)
+    times = timing.decode_times_from_totals(batch, sum_ctx) if hasattr(timing, "decode_times_from_totals") else None
+    if times is not None:
+        return times
+    out = np.empty(k)  # pipeline-parallel timing needs the contexts of each fixed batch
+    step = 1
+    for boundary in sorted(set(int(x) for x in last_step if 1 <= x < k)) + [k]:
+        if boundary < step:
+            continue
+        members = last_step >= step
+        out[step - 1: boundary] = timing.decode_step_times(contexts[members] + (step - 1), boundary - step + 1)
+        step = boundary + 1
+    return out
+
+
+def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
+    """Apply ticks ``run.committed+1 .. upto`` to the requests, the KV cache, the loop and the recorder."""
+    j0, j = run.committed, upto
+    if j <= j0:
+        return
+    scheduler, kv, recorder = replica.scheduler, replica.kv_cache, replica.recorder
+    bs = kv.block_size
+    ends = run.step_ends
+    usable = kv.num_usable_blocks
+    last_step, finish_tick = run.last_step, run.finish_tick
+    ends = ends.tolist() if j - j0 > 8 else ends
+    batch_by_step, running_by_step, finishing_by_tick = run.batch_by_step, run.running_by_step, run.finishing_by_tick
+    for m in range(j0 + 1, j + 1):
+        d = run.delivered_step(m)
+        receivers = batch_by_step[d]
+        finishing = finishing_by_tick[m]
+        if d == 0:
+            plan = run.in_flight_plan
+            free_after = plan.free_blocks_after_schedule
+            recorder.step_values(replica.replica_id, plan.step, plan.start_s, plan.end_s - plan.start_s,
+                                 len(plan.scheduled), plan.num_prefill_tokens, plan.num_scheduled_tokens - plan.num_prefill_tokens,
+                                 free_after, usable - free_after, plan.num_running, plan.num_waiting,
+                                 len(plan.preempted), finishing)
+        else:
+            free_after = run.free_after_schedule(d)
+            num_running = running_by_step[d]
+            recorder.step_values(replica.replica_id, run.first_step_index + d - 1, float(ends[d - 1]),
+                                 float(ends[d]) - float(ends[d - 1]), receivers, 0, receivers, free_after,
+                                 usable - free_after, num_running,
+                                 run.waiting_start + _arrived_by(run, run.tick_time(d)), 0, finishing)
+        _deliver_tick(replica, run, m, d, receivers)
+    _advance_requests(replica, run, j0, j)
+    kv.num_free_blocks = run.free_blocks_start - int(run.alloc_cum[j]) + int(run.freed_by_tick[j])
+    scheduler.step_index = run.first_step_index + j
+    scheduler._finished_pending = bool(run.finishing_by_tick[j])
+    replica._gpu_free_s = float(ends[j])
+    if run.async_mode:
+        _replace_in_flight(replica, run, j)
+    run.committed = j
+
+
+def _deliver_tick(replica: "Replica", run: DecodeRun, m: int, d: int, receivers: int) -> None:
+    """The token deliveries of tick m (step d's tokens): ITL samples and first tokens."""
+    time_s = float(run.step_ends[d])
+    previous = replica._last_update_end_s
+    first = 0
+    if m == 1:
+        newcomers = [r for r in run.requests if r.last_token_s is None]
+        if newcomers:
+            for r in newcomers:  # their first token: TTFT, through the recorder as the per-step loop does it
+                r.num_output_tokens += 1
+                r.first_token_step = run.in_flight_plan.step if run.async_mode else run.first_step_index
+                if r.num_output_placeholders:
+                    r.num_output_placeholders -= 1
+            replica.recorder.tokens_emitted(newcomers, time_s, previous)
+            for r in newcomers:
+                r.num_output_tokens -= 1  # counted again with the rest in _advance_requests
+                if run.async_mode:
+                    r.num_output_placeholders += 1
+            first = len(newcomers)
+    if receivers - first:
+        replica.recorder.same_gap_tokens(time_s, previous, receivers - first)
+    replica._last_update_end_s = time_s
+
+
+def _advance_requests(replica: "Replica", run: DecodeRun, j0: int, j: int) -> None:
+    scheduler, kv = replica.scheduler, replica.kv_cache
+    bs = kv.block_size
+    blocks = kv._blocks
+    ends = run.step_ends
+    d_last = run.delivered_step(j)
+    finished: list[tuple[int, int, Request]] = []
+    for i, r in enumerate(run.requests):
+        last = int(run.last_step[i])
+        if run.finish_tick[i] <= j0:
+            continue
+        scheduled = max(0, min(j, last) - j0)
+        # Deliveries in ticks j0+1..j reach request i while the delivered step is <= its last step.
+        delivered = max(0, min(run.delivered_step(j), last) - run.delivered_step(j0 + 1) + 1)
+        r.num_computed_tokens += scheduled
+        r.num_scheduled_tokens_total += scheduled
+        r.num_output_tokens += delivered
+        if delivered:
+            r.last_token_s = float(ends[min(d_last, last)])
+        if run.finish_tick[i] <= j:
+            finished.append((int(run.finish_tick[i]), last, r))
+        else:
+            blocks[r.request_id] = cdiv(r.num_computed_tokens, bs)
+    if finished:
+        finished.sort(key=lambda pair: pair[0])  # by finishing tick; stable: running order within a tick
+        for _, last, r in finished:
+            r.num_output_placeholders = 0
+            r.status = RequestStatus.FINISHED
+            r.reason = "length"
+            r.finish_step = (run.in_flight_plan.step if last == 0 else run.first_step_index + last - 1)
+            r.finish_s = float(ends[last])
+            blocks.pop(r.request_id, None)
+            scheduler.running.remove(r)
+            replica.num_outstanding -= 1
+            replica.recorder.request_ended(r)
+
+
+def _replace_in_flight(replica: "Replica", run: DecodeRun, j: int) -> None:
+    from llmsim.engine.scheduler import StepPlan
+
+    plan = StepPlan(step=run.first_step_index + j - 1)
+    batch = [r for i, r in enumerate(run.requests) if run.last_step[i] >= j]
+    plan.scheduled = [(r, 1) for r in batch]
+    plan.sampling = batch
+    plan.num_scheduled_tokens = len(batch)
+    plan.free_blocks_after_schedule = run.free_after_schedule(j)
+    plan.num_running = int(np.count_nonzero(run.finish_tick >= j))
+    plan.num_waiting = run.waiting_start + _arrived_by(run, run.tick_time(j))
+    plan.start_s = float(run.step_ends[j - 1])
+    plan.end_s = float(run.step_ends[j])
+    replica.loop.in_flight.clear()
+    replica.loop.in_flight.append(plan)
+
+
+def _arrived_by(run: DecodeRun, time_s: float) -> int:
+    return sum(1 for t in run.arrival_times if t <= time_s)
