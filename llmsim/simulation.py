@@ -156,9 +156,32 @@ def simulate(
     return _collect(config, recorder, deployment, cluster)
 
 
+def fast_path_blockers(config: SimConfig) -> list[str]:
+    """Why the event-skipping engine would not be exact for this config (empty: it may be used).
+
+    A skipped decode run is committed when it ends, so anything that reads or changes a replica's state in
+    the middle of one (state-aware routing, autoscaling, faults, P/D hand-offs, client timeouts) needs the
+    per-step loop.
+    """
+    cluster = config.cluster
+    reasons = []
+    if cluster.router not in ("round-robin", "random"):
+        reasons.append(f"router {cluster.router} reads replica state")
+    if cluster.autoscaler.policy != "none":
+        reasons.append("autoscaling")
+    if cluster.faults.mtbf_s is not None or cluster.faults.script:
+        reasons.append("fault injection")
+    if isinstance(cluster.replicas, list) and any(group.role != "colocated" for group in cluster.replicas):
+        reasons.append("prefill/decode disaggregation")
+    if config.client.timeout_s is not None or config.scheduler.max_queue_time_s is not None:
+        reasons.append("timeouts")
+    return reasons
+
+
 def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Recorder, num_requests: int) -> Cluster:
     """The cluster of ``config.cluster``, its replicas built as the engine sections of the config say."""
     sched_cfg = config.scheduler
+    fast_path = config.engine.mode == "fast" and not fast_path_blockers(config)
 
     def deployment_for(gpu: str, model: str, tp: int, pp: int) -> Deployment:
         hardware = config.hardware.model_copy(update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})
@@ -171,7 +194,7 @@ def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Record
         return Replica(replica_id, env, scheduler, deployment.step_time, replica_recorder,
                        async_scheduling=sched_cfg.async_scheduling, max_model_len=deployment.max_model_len,
                        swap_s_per_block=deployment.swap_s_per_block,
-                       timing=deployment.timing if config.engine.mode == "fast" else None)
+                       timing=deployment.timing if fast_path else None)
 
     cluster = build_cluster(config, env, recorder, num_requests, deployment_for, engine_factory)
     client = config.client
@@ -195,6 +218,9 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
     itl_values, itl_weights = recorder.itl_samples()
     info = recorder.step_stats()
     info["deployment"] = deployment.details
+    blockers = fast_path_blockers(config)
+    info["engine_mode"] = config.engine.mode if not blockers or config.engine.mode == "reference" else \
+        "reference (fast path off: " + ", ".join(blockers) + ")"
     summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
     summary["seed"] = config.seed
     summary["cluster"] = cluster_summary

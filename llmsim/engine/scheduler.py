@@ -20,6 +20,7 @@ from llmsim.engine.request import Request, RequestStatus
 from llmsim.errors import ConfigError
 
 PREEMPTION_MODES = ("recompute", "swap", "none")
+_ENDED = frozenset((RequestStatus.FINISHED, RequestStatus.REJECTED, RequestStatus.FAILED))
 
 
 @dataclass(slots=True)
@@ -222,27 +223,51 @@ class SchedulerBase:
         The pass ends when the budget is spent or a request preempts itself. With preemption ``none`` a
         request that cannot grow is skipped and collected in ``stalled``. Returns the budget left.
         """
+        # Hot loop (once per running request per step): the rules of _last_token_in_flight, _tokens_to_feed
+        # and KVCacheManager.allocate_slots are inlined for the common case; anything that needs a block the
+        # pool cannot give goes through _grow_or_preempt.
         running = self.running
+        kv = self.kv_cache
+        plain_kv = type(kv) is KVCacheManager
+        blocks = kv._blocks
+        block_size = kv.block_size
+        last_slot = self.max_model_len - 1
+        scheduled = plan.scheduled
         index = 0
         while index < len(running) and budget > 0:
             request = running[index]
-            if self._last_token_in_flight(request):
-                index += 1
+            computed = request.num_computed_tokens
+            placeholders = request.num_output_placeholders
+            if placeholders and computed + 2 - placeholders >= request.prompt_tokens + request.max_output_tokens:
+                index += 1  # async: its final token is already being sampled
                 continue
-            num_new = self._tokens_to_feed(request)
-            if threshold:
-                num_new = min(num_new, threshold)
-            num_new = min(num_new, budget, self.max_model_len - 1 - request.num_computed_tokens)
+            num_new = request.prompt_tokens + request.num_output_tokens + placeholders - computed
+            if threshold and num_new > threshold:
+                num_new = threshold
+            if num_new > budget:
+                num_new = budget
+            if num_new > last_slot - computed:
+                num_new = last_slot - computed
             if num_new <= 0:
                 index += 1
                 continue
-            if not self._grow_or_preempt(request, num_new, plan, index):
+            granted = False
+            if plain_kv:
+                held = blocks.get(request.request_id, 0)
+                need = -(-(computed + num_new) // block_size) - held
+                if need <= 0:
+                    granted = True
+                elif need <= kv.num_free_blocks:
+                    blocks[request.request_id] = held + need
+                    kv.num_free_blocks -= need
+                    granted = True
+            if not granted and not self._grow_or_preempt(request, num_new, plan, index):
                 if self.preemption != "none":
                     break  # the request preempted itself: the running pass ends
                 stalled.append(request)  # no preemption: it waits for blocks, keeping its own
                 index += 1
                 continue
-            plan.scheduled.append((request, num_new))
+            scheduled.append((request, num_new))
             budget -= num_new
             index += 1
         return budget
@@ -294,7 +319,7 @@ class SchedulerBase:
         cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching else None
         for request, num_new in plan.scheduled:
             context_lens.append(request.num_computed_tokens)
-            target = request.num_tokens + request.num_output_placeholders
+            target = request.prompt_tokens + request.num_output_tokens + request.num_output_placeholders
             request.num_computed_tokens += num_new
             request.num_scheduled_tokens_total += num_new
             total += num_new
@@ -320,8 +345,9 @@ class SchedulerBase:
         """Deliver one token to every request that sampled in ``plan``; finish and free those done."""
         outcome = StepOutcome(step=plan.step)
         outcome.finished.extend(plan.failed)
+        ended = _ENDED
         for request in plan.sampling:
-            if request.is_finished:
+            if request.status in ended:
                 continue
             request.num_output_tokens += 1
             if request.num_output_placeholders:
