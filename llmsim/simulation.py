@@ -144,7 +144,7 @@ def simulate(
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
     env = simpy.Environment()
-    recorder = Recorder(keep_steps=config.metrics.step_detail)
+    recorder = Recorder(keep_steps=config.metrics.step_detail, step_sample_every=config.metrics.step_sample_every)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))
     env.process(_arrivals(env, workload, cluster))
     total = len(workload.df)
@@ -208,8 +208,8 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
         # Advance in slices of simulated time; report requests ended so far after each slice.
         slice_end = env.timeout(max(env.peek() - env.now, 0.0) + 5.0)
         env.run(until=simpy.AnyOf(env, [slice_end, cluster.done]))
-        progress(len(recorder._req["request_id"]), total)
-    progress(len(recorder._req["request_id"]), total)
+        progress(recorder.num_ended, total)
+    progress(recorder.num_ended, total)
 
 
 def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster) -> Result:

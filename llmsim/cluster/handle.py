@@ -13,6 +13,8 @@ may become ``failed`` and, once repaired, ``active`` again with an empty cache.
 
 from __future__ import annotations
 
+import numpy as np
+
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -194,6 +196,23 @@ class EngineProbe:
         self._count_step(duration, used_blocks, free_blocks)
         self.recorder.step_values(replica, step, start_s, duration, batch_size, prefill_tokens, decode_tokens,
                                   free_blocks, used_blocks, *rest)
+        self.cluster.on_step(self.replica)
+
+    def step_records(self, replica: int, steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
+                     free_blocks, used_blocks, *rest) -> None:
+        """Many fast-path steps at once: the same per-replica accounting as :meth:`step_values`, in bulk."""
+        if self.detached or len(steps) == 0:
+            return
+        r = self.replica
+        durations = np.asarray(durations, dtype=np.float64)
+        used = np.asarray(used_blocks, dtype=np.int64)
+        total = np.maximum(used + np.asarray(free_blocks, dtype=np.int64), 1)
+        r.num_steps += len(steps)
+        r.busy_s = float(np.cumsum(np.concatenate([[r.busy_s], durations]))[-1])
+        r.kv_usage_s = float(np.cumsum(np.concatenate([[r.kv_usage_s], durations * used / total]))[-1])
+        self.cluster.progress += len(steps)
+        self.recorder.step_records(replica, steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
+                                   free_blocks, used_blocks, *rest)
         self.cluster.on_step(self.replica)
 
     def tokens_emitted(self, emitted: list[Request], time_s: float, previous_step_end_s: Optional[float]) -> None:

@@ -106,6 +106,7 @@ class DecodeRun:
     arrival_times: list[float] = field(default_factory=list)
     committed: int = 0
     # Per-step counts, index = step (0..k): requests scheduled in the step, still running at its schedule.
+    num_newcomers: int = 0  # requests whose first token the run delivers (tick 1)
     batch_by_step: list[int] = field(default_factory=list)
     running_by_step: list[int] = field(default_factory=list)
     finishing_by_tick: list[int] = field(default_factory=list)
@@ -190,6 +191,9 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
     contexts, last_step = steady
     finish_tick = last_step + 1 if async_mode else last_step
     k = min(MAX_RUN_STEPS, int(last_step.max()))
+    if not waiting:
+        # An arrival will cut this run anyway: plan about as far as recent runs got (any length is exact).
+        k = min(k, replica.run_horizon)
     if waiting:
         # A finish frees blocks, which could let the waiting head in: stop before the first one.
         k = min(k, int(finish_tick.min()) - 1)
@@ -268,31 +272,25 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     if j <= j0:
         return
     scheduler, kv, recorder = replica.scheduler, replica.kv_cache, replica.recorder
-    bs = kv.block_size
     ends = run.step_ends
     usable = kv.num_usable_blocks
-    last_step, finish_tick = run.last_step, run.finish_tick
-    ends = ends.tolist() if j - j0 > 8 else ends
-    batch_by_step, running_by_step, finishing_by_tick = run.batch_by_step, run.running_by_step, run.finishing_by_tick
-    for m in range(j0 + 1, j + 1):
-        d = run.delivered_step(m)
-        receivers = batch_by_step[d]
-        finishing = finishing_by_tick[m]
-        if d == 0:
-            plan = run.in_flight_plan
-            free_after = plan.free_blocks_after_schedule
-            recorder.step_values(replica.replica_id, plan.step, plan.start_s, plan.end_s - plan.start_s,
-                                 len(plan.scheduled), plan.num_prefill_tokens, plan.num_scheduled_tokens - plan.num_prefill_tokens,
-                                 free_after, usable - free_after, plan.num_running, plan.num_waiting,
-                                 len(plan.preempted), finishing)
-        else:
-            free_after = run.free_after_schedule(d)
-            num_running = running_by_step[d]
-            recorder.step_values(replica.replica_id, run.first_step_index + d - 1, float(ends[d - 1]),
-                                 float(ends[d]) - float(ends[d - 1]), receivers, 0, receivers, free_after,
-                                 usable - free_after, num_running,
-                                 run.waiting_start + _arrived_by(run, run.tick_time(d)), 0, finishing)
-        _deliver_tick(replica, run, m, d, receivers)
+    # Tick m delivers step d = m (sync) or m - 1 (async); steps d_lo..d_hi are recorded in bulk, the step
+    # that was in flight when an async run started (d = 0) from its own plan.
+    d_lo, d_hi = run.delivered_step(j0 + 1), run.delivered_step(j)
+    if d_lo == 0:
+        plan = run.in_flight_plan
+        free_after = plan.free_blocks_after_schedule
+        recorder.step_values(replica.replica_id, plan.step, plan.start_s, plan.end_s - plan.start_s,
+                             len(plan.scheduled), plan.num_prefill_tokens,
+                             plan.num_scheduled_tokens - plan.num_prefill_tokens, free_after, usable - free_after,
+                             plan.num_running, plan.num_waiting, len(plan.preempted), run.finishing_by_tick[1])
+        _deliver_first_tick(replica, run)
+        d_lo = 1
+    elif j0 == 0:
+        _deliver_first_tick(replica, run)
+    if d_hi >= d_lo:
+        _record_steps(replica, run, d_lo, d_hi)
+    replica._last_update_end_s = float(ends[d_hi])
     _advance_requests(replica, run, j0, j)
     kv.num_free_blocks = run.free_blocks_start - int(run.alloc_cum[j]) + int(run.freed_by_tick[j])
     scheduler.step_index = run.first_step_index + j
@@ -303,28 +301,57 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     run.committed = j
 
 
-def _deliver_tick(replica: "Replica", run: DecodeRun, m: int, d: int, receivers: int) -> None:
-    """The token deliveries of tick m (step d's tokens): ITL samples and first tokens."""
+def _record_steps(replica: "Replica", run: DecodeRun, d_lo: int, d_hi: int) -> None:
+    """Step records and inter-token gaps of steps d_lo..d_hi, as whole arrays."""
+    ends = run.step_ends
+    steps = np.arange(d_lo, d_hi + 1)
+    batch = np.asarray(run.batch_by_step, dtype=np.int64)[steps]
+    free_after = run.free_blocks_start - run.alloc_cum[steps] + run.freed_by_tick[steps - 1]
+    usable = replica.kv_cache.num_usable_blocks
+    ticks = steps + 1 if run.async_mode else steps  # the tick that delivers each step
+    if run.arrival_times:
+        waiting = run.waiting_start + _arrived_by(run, np.array([run.tick_time(int(d)) for d in steps]))
+    else:
+        waiting = np.full(len(steps), run.waiting_start, dtype=np.int64)
+    replica.recorder.step_records(
+        replica.replica_id, run.first_step_index + steps - 1, ends[steps - 1], ends[steps] - ends[steps - 1], batch,
+        np.zeros_like(batch), batch, free_after, usable - free_after, np.asarray(run.running_by_step, dtype=np.int64)[steps],
+        waiting, np.zeros_like(batch), np.asarray(run.finishing_by_tick, dtype=np.int64)[ticks],
+    )
+    # Every receiver's previous token came with the previous delivery (first tokens were recorded apart).
+    previous = np.empty(len(steps))
+    previous[0] = replica._last_update_end_s
+    previous[1:] = ends[steps[:-1]]
+    counts = batch.copy()
+    if not run.async_mode and d_lo == 1:
+        counts[0] -= run.num_newcomers
+    replica.recorder.same_gap_tokens_bulk(ends[steps] - previous, counts)
+
+
+def _deliver_first_tick(replica: "Replica", run: DecodeRun) -> None:
+    """Tick 1 delivers the first token of requests that had none yet: TTFT, through the recorder."""
+    newcomers = [r for r in run.requests if r.last_token_s is None]
+    run.num_newcomers = len(newcomers)
+    d = run.delivered_step(1)
     time_s = float(run.step_ends[d])
     previous = replica._last_update_end_s
-    first = 0
-    if m == 1:
-        newcomers = [r for r in run.requests if r.last_token_s is None]
-        if newcomers:
-            for r in newcomers:  # their first token: TTFT, through the recorder as the per-step loop does it
-                r.num_output_tokens += 1
-                r.first_token_step = run.in_flight_plan.step if run.async_mode else run.first_step_index
-                if r.num_output_placeholders:
-                    r.num_output_placeholders -= 1
-            replica.recorder.tokens_emitted(newcomers, time_s, previous)
-            for r in newcomers:
-                r.num_output_tokens -= 1  # counted again with the rest in _advance_requests
-                if run.async_mode:
-                    r.num_output_placeholders += 1
-            first = len(newcomers)
-    if receivers - first:
-        replica.recorder.same_gap_tokens(time_s, previous, receivers - first)
-    replica._last_update_end_s = time_s
+    if newcomers:
+        for r in newcomers:
+            r.num_output_tokens += 1
+            r.first_token_step = run.in_flight_plan.step if run.async_mode else run.first_step_index
+            if r.num_output_placeholders:
+                r.num_output_placeholders -= 1
+        replica.recorder.tokens_emitted(newcomers, time_s, previous)
+        for r in newcomers:
+            r.num_output_tokens -= 1  # counted again with the rest in _advance_requests
+            if run.async_mode:
+                r.num_output_placeholders += 1
+    if run.async_mode:
+        # The step in flight at the start (d = 0) is recorded from its plan; its other receivers' gaps:
+        same = run.batch_by_step[0] - len(newcomers)
+        if same:
+            replica.recorder.same_gap_tokens(time_s, previous, same)
+        replica._last_update_end_s = time_s
 
 
 def _advance_requests(replica: "Replica", run: DecodeRun, j0: int, j: int) -> None:
@@ -332,26 +359,30 @@ def _advance_requests(replica: "Replica", run: DecodeRun, j0: int, j: int) -> No
     bs = kv.block_size
     blocks = kv._blocks
     ends = run.step_ends
-    d_last = run.delivered_step(j)
+    d_first, d_last = run.delivered_step(j0 + 1), run.delivered_step(j)
+    last_steps = run.last_step.tolist()
+    finish_ticks = run.finish_tick.tolist()
+    # When each request last received a token in these ticks: the later of its last step and d_last.
+    last_token_time = ends[np.minimum(run.last_step, d_last)].tolist()
     finished: list[tuple[int, int, Request]] = []
-    for i, r in enumerate(run.requests):
-        last = int(run.last_step[i])
-        if run.finish_tick[i] <= j0:
+    for r, last, finish, token_time in zip(run.requests, last_steps, finish_ticks, last_token_time):
+        if finish <= j0:
             continue
-        scheduled = max(0, min(j, last) - j0)
-        # Deliveries in ticks j0+1..j reach request i while the delivered step is <= its last step.
-        delivered = max(0, min(run.delivered_step(j), last) - run.delivered_step(j0 + 1) + 1)
-        r.num_computed_tokens += scheduled
-        r.num_scheduled_tokens_total += scheduled
-        r.num_output_tokens += delivered
-        if delivered:
-            r.last_token_s = float(ends[min(d_last, last)])
-        if run.finish_tick[i] <= j:
-            finished.append((int(run.finish_tick[i]), last, r))
+        scheduled = min(j, last) - j0
+        if scheduled > 0:
+            r.num_computed_tokens += scheduled
+            r.num_scheduled_tokens_total += scheduled
+        # Deliveries in ticks j0+1..j reach a request while the delivered step is <= its last step.
+        delivered = min(d_last, last) - d_first + 1
+        if delivered > 0:
+            r.num_output_tokens += delivered
+            r.last_token_s = token_time
+        if finish <= j:
+            finished.append((finish, last, r))
         else:
-            blocks[r.request_id] = cdiv(r.num_computed_tokens, bs)
+            blocks[r.request_id] = -(-r.num_computed_tokens // bs)
     if finished:
-        finished.sort(key=lambda pair: pair[0])  # by finishing tick; stable: running order within a tick
+        finished.sort(key=lambda item: item[0])  # by finishing tick; stable: running order within a tick
         for _, last, r in finished:
             r.num_output_placeholders = 0
             r.status = RequestStatus.FINISHED
@@ -381,5 +412,8 @@ def _replace_in_flight(replica: "Replica", run: DecodeRun, j: int) -> None:
     replica.loop.in_flight.append(plan)
 
 
-def _arrived_by(run: DecodeRun, time_s: float) -> int:
-    return sum(1 for t in run.arrival_times if t <= time_s)
+def _arrived_by(run: DecodeRun, times):
+    """Arrivals during the run up to ``times`` (a time or an array of times)."""
+    if np.isscalar(times):
+        return sum(1 for t in run.arrival_times if t <= times)
+    return np.searchsorted(np.asarray(run.arrival_times), times, side="right").astype(np.int64)

@@ -56,6 +56,7 @@ class Replica:
         self.fast_path = (timing is not None and fast_path_supported(scheduler) and not recorder.wants_step_plans)
         self._snapshot = ScheduleSnapshot()
         self._last_update_finished = 0
+        self.run_horizon = 64  # steps planned ahead when an arrival may cut the run (adapts to the load)
         self._run = None
         self._deferred_aborts: list = []  # aborts that arrived during a skipped decode run
         self._run_cut: Optional[simpy.Event] = None
@@ -138,6 +139,9 @@ class Replica:
             if resume > env.now:
                 yield env.timeout(resume - env.now)
         self._run = self._run_cut = None
+        if run.truncate_on_arrival:
+            # Plan about twice as far as runs have been getting: cheaper planning, same result.
+            self.run_horizon = max(16, min(4096, 2 * ticks if ticks < run.k else 2 * run.k))
         commit_run(self, run, ticks)
         self._snapshot = ScheduleSnapshot()  # the tick after a run always takes the per-step loop
         deferred, self._deferred_aborts = self._deferred_aborts, []

@@ -326,8 +326,10 @@ class RooflineTimingModel:
         b = np.asarray(batch_sizes, dtype=np.int64)
         summed = np.asarray(sum_contexts, dtype=np.int64)
         attention = self.attention_time(2 * summed + 2 * b, summed + b, b)
-        base_by_size = {int(x): self._base_time(int(x), int(x)) for x in np.unique(b)}
-        base = np.array([base_by_size[int(x)] for x in b]) if len(base_by_size) > 1 else base_by_size[int(b[0])]
+        # Batches only shrink inside a run: price each stretch of equal size once.
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(b)) + 1])
+        lengths = np.diff(np.append(starts, len(b)))
+        base = np.repeat([self._base_time(int(x), int(x)) for x in b[starts]], lengths)
         return (base + self._num_layers * attention) + (self._cpu_step + self._cpu_per_request * b)
 
 

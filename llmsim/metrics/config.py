@@ -20,6 +20,7 @@ class SLOConfig(StrictModel):
 class MetricsConfig(StrictModel):
     percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
     step_detail: bool = Field(True, description="keep the per-step table (the summary is exact either way)")
+    step_sample_every: int = Field(1, ge=1, description="keep every Nth step of each replica in the step table (1 = all)")
     timeseries_interval_s: float = Field(1.0, gt=0, description="bin width of KV-usage and queue time series")
 
     @field_validator("percentiles")

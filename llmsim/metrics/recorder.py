@@ -55,6 +55,11 @@ def recorder_listeners(*listeners: RecorderListener) -> Iterator[None]:
         _ACTIVE_LISTENERS.reset(token)
 
 
+_TEXT_COLUMNS = frozenset(("request_id", "status", "reason"))
+_INT_COLUMNS = frozenset(("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
+                          "scheduled_tokens", "recomputed_tokens", "cached_tokens"))
+
+
 def _nan(value: Optional[float]) -> float:
     return float("nan") if value is None else value
 
@@ -62,12 +67,19 @@ def _nan(value: Optional[float]) -> float:
 class Recorder:
     """Collects request outcomes, per-step records and inter-token gaps for one simulation run."""
 
-    def __init__(self, keep_steps: bool = True, listeners: tuple[RecorderListener, ...] = ()) -> None:
+    def __init__(self, keep_steps: bool = True, listeners: tuple[RecorderListener, ...] = (),
+                 step_sample_every: int = 1) -> None:
         self.keep_steps = keep_steps
+        # Per-step detail of long runs can be thinned (every Nth step index of each replica is kept); the
+        # aggregates below always see every step.
+        self.step_sample_every = step_sample_every
         listeners = tuple(listeners) + _ACTIVE_LISTENERS.get()
         self._step_listeners = [x.on_step for x in listeners if hasattr(x, "on_step")]
         self._end_listeners = [x.on_request_ended for x in listeners if hasattr(x, "on_request_ended")]
-        self._req: dict[str, list] = {name: [] for name in REQUEST_COLUMNS}
+        # Numbers in typed arrays (8 bytes a value), strings in lists: a million requests stay ~200 MB.
+        self._req: dict[str, list | array] = {
+            name: [] if name in _TEXT_COLUMNS else array("q" if name in _INT_COLUMNS else "d") for name in REQUEST_COLUMNS
+        }
         self._step: dict[str, array | list] = {
             name: array("d") if name in ("start_s", "duration_s") else array("q") for name in STEP_COLUMNS
         }
@@ -80,6 +92,11 @@ class Recorder:
         self.kv_usage_time_s = 0.0  # ∫ usage dt over busy steps, for the time-weighted mean
         self.max_num_waiting = 0
         self.max_batch_size = 0
+
+    @property
+    def num_ended(self) -> int:
+        """Requests recorded so far (each exactly once, when it ends)."""
+        return len(self._req["request_id"])
 
     # -- request lifecycle -----------------------------------------------------------------------
     def request_ended(self, request: Request) -> None:
@@ -144,7 +161,7 @@ class Recorder:
             self.max_num_waiting = num_waiting
         if batch_size > self.max_batch_size:
             self.max_batch_size = batch_size
-        if not self.keep_steps:
+        if not self.keep_steps or step % self.step_sample_every:
             return
         s = self._step
         s["replica"].append(replica)
@@ -160,6 +177,52 @@ class Recorder:
         s["num_waiting"].append(num_waiting)
         s["num_preempted"].append(num_preempted)
         s["num_finished"].append(num_finished)
+
+    def step_records(self, replica: int, steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
+                     free_blocks, used_blocks, num_running, num_waiting, num_preempted, num_finished) -> None:
+        """Many steps' records at once (numpy arrays, in step order): what the fast path skipped through.
+
+        Aggregates are accumulated left to right exactly as :meth:`step_values` would, so both paths give
+        identical figures.
+        """
+        n = len(steps)
+        if n == 0:
+            return
+        durations = np.asarray(durations, dtype=np.float64)
+        used = np.asarray(used_blocks, dtype=np.int64)
+        usage = used / (used + np.asarray(free_blocks, dtype=np.int64))
+        self.num_steps += n
+        self.busy_time_s = float(np.cumsum(np.concatenate([[self.busy_time_s], durations]))[-1])
+        self.total_preemptions += int(np.sum(num_preempted))
+        self.peak_kv_usage = max(self.peak_kv_usage, float(usage.max()))
+        self.kv_usage_time_s = float(np.cumsum(np.concatenate([[self.kv_usage_time_s], usage * durations]))[-1])
+        self.max_num_waiting = max(self.max_num_waiting, int(np.max(num_waiting)))
+        self.max_batch_size = max(self.max_batch_size, int(np.max(batch_sizes)))
+        if not self.keep_steps:
+            return
+        if self.step_sample_every > 1:
+            keep = np.asarray(steps) % self.step_sample_every == 0
+            (steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens, free_blocks, used, num_running,
+             num_waiting, num_preempted, num_finished) = (
+                np.asarray(a)[keep] for a in (steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
+                                              free_blocks, used, num_running, num_waiting, num_preempted, num_finished))
+            n = len(steps)
+        s = self._step
+        for name, values in (("replica", np.full(n, replica)), ("step", steps), ("start_s", starts),
+                             ("duration_s", durations), ("batch_size", batch_sizes), ("prefill_tokens", prefill_tokens),
+                             ("decode_tokens", decode_tokens), ("free_blocks", free_blocks), ("used_blocks", used),
+                             ("num_running", num_running), ("num_waiting", num_waiting),
+                             ("num_preempted", num_preempted), ("num_finished", num_finished)):
+            dtype = np.float64 if name in ("start_s", "duration_s") else np.int64
+            s[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
+
+    def same_gap_tokens_bulk(self, gaps, counts) -> None:
+        """Weighted inter-token gaps of many steps (zero counts are dropped)."""
+        gaps = np.asarray(gaps, dtype=np.float64)
+        counts = np.asarray(counts, dtype=np.int64)
+        keep = counts > 0
+        self.itl_values.frombytes(gaps[keep].tobytes())
+        self.itl_weights.frombytes(counts[keep].tobytes())
 
     def same_gap_tokens(self, time_s: float, previous_step_end_s: float, count: int) -> None:
         """``count`` tokens at ``time_s`` whose previous tokens all came at ``previous_step_end_s``."""
@@ -185,13 +248,15 @@ class Recorder:
 
     # -- results ---------------------------------------------------------------------------------
     def requests_frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame({name: self._req[name] for name in REQUEST_COLUMNS})
-        for name in ("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
-                     "scheduled_tokens", "recomputed_tokens", "cached_tokens"):
-            frame[name] = frame[name].astype("int64")
-        frame["request_id"] = frame["request_id"].astype(str)
-        frame["status"] = frame["status"].astype(str)
-        frame["reason"] = frame["reason"].astype(str)
+        columns = {}
+        for name in REQUEST_COLUMNS:
+            values = self._req[name]
+            if name in _TEXT_COLUMNS:
+                columns[name] = pd.Series(values, dtype=object).astype(str)
+            else:
+                dtype = np.int64 if name in _INT_COLUMNS else np.float64
+                columns[name] = np.frombuffer(values, dtype=dtype).copy() if len(values) else np.array([], dtype=dtype)
+        frame = pd.DataFrame(columns)
         return frame.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
 
     def steps_frame(self) -> pd.DataFrame:

@@ -25,6 +25,7 @@ SCENARIOS = {
                            "scheduler.max_num_batched_tokens=4096"],
     "max_num_seqs_cap": ["workload.num_requests=300", "workload.rate=3", "scheduler.max_num_seqs=16"],
     "several_replicas": ["workload.num_requests=800", "workload.rate=6", "cluster.replicas=3"],
+    "sampled_step_table": ["workload.num_requests=400", "metrics.step_sample_every=5"],
     "poisson_tp2_llama13b": ["workload.num_requests=300", "workload.preset=poisson", "hardware.model=Llama-2-13B",
                              "hardware.tp=2"],
     "pipeline_parallel": ["workload.num_requests=200", "hardware.pp=2"],
