@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -77,10 +78,36 @@ class RunSpec:
 
 
 def config_key(config: SimConfig) -> str:
-    """A stable hash of the full resolved config: the identity of a run and the name of its cached result."""
-    payload = json.dumps({"v": CACHE_FORMAT_VERSION, "config": config.model_dump(mode="json")},
+    """A stable hash of everything a run's result depends on: the identity of a run and the name of its
+    cached result. That is the full resolved config, plus what the config only names: the code and the
+    bundled profiles (a refit or a bug fix must not reuse stale results) and the trace file's identity."""
+    trace = config.workload.trace
+    trace_id = None
+    if trace:
+        try:
+            stat = Path(trace).stat()
+            trace_id = [str(Path(trace).resolve()), stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            trace_id = [trace]
+    payload = json.dumps({"v": CACHE_FORMAT_VERSION, "code": code_fingerprint(), "trace": trace_id,
+                          "config": config.model_dump(mode="json")},
                          sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """Hash of llmsim's source and bundled profiles (computed once per process)."""
+    import llmsim
+    from llmsim.hardware.profiles import profiles_dir
+
+    digest = hashlib.sha256()
+    package = Path(llmsim.__file__).parent
+    files = sorted(package.rglob("*.py")) + sorted(package.glob("*.yaml")) + sorted(Path(profiles_dir()).rglob("*.yaml"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_sweep_spec(path: str | Path) -> tuple[SweepSpec, Path]:
