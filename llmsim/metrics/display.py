@@ -35,6 +35,9 @@ def summary_table(summary: dict[str, Any], title: str = "llmsim run summary") ->
     if summary.get("slo_attainment") is not None:
         table.add_row("SLO attainment", f"{summary['slo_attainment']:.1%}")
         table.add_row("goodput (req/s)", f"{summary['goodput']:.2f}")
+    cluster = summary.get("cluster") or {}
+    if cluster.get("gpu_hours") is not None:
+        table.add_row("GPU-hours (cost)", f"{cluster['gpu_hours']:.2f} (${cluster.get('cost_usd', 0.0):.2f})")
     reasons = summary.get("not_completed_by_reason") or {}
     if reasons:
         table.add_row("not completed, by reason", ", ".join(f"{k}: {v}" for k, v in reasons.items()))
