@@ -2,7 +2,7 @@
 
 Eight A100-80GB GPUs serve Llama-2-7B (TP 1) either as eight colocated vLLM replicas or split into a
 prefill pool and a decode pool (2+6, 3+5, 4+4) on one NVLink node; one more variant puts 3+5 on two
-4-GPU nodes so every KV cache crosses the 50 GB/s network. Arrivals are the ``burstgpt`` preset (gamma,
+4-GPU nodes so every KV cache crosses the 50 GB/s network. Arrivals are the ``gamma`` preset (BurstGPT-like lengths,
 burstiness 0.2) at several mean rates. Disaggregation removes prefill/decode interference (TPOT) but
 concentrates prompts on fewer GPUs (TTFT under bursts) and adds KV transfers; the first token reaches the
 client after the transfer (``first_token: after_transfer``), so TTFT includes it.
@@ -53,7 +53,7 @@ CLUSTERS = {
 def simulate_one(item: tuple[str, float]) -> dict:
     name, rate = item
     config = build_config({
-        "seed": 0, "workload": {"preset": "burstgpt", "num_requests": NUM_REQUESTS, "rate": rate, "burstiness": 0.2},
+        "seed": 0, "workload": {"preset": "gamma", "num_requests": NUM_REQUESTS, "rate": rate, "burstiness": 0.2},
         "hardware": {"gpu": "A100-80GB", "model": "Llama-2-7B"}, "cluster": CLUSTERS[name],
         "scheduler": {"max_num_batched_tokens": 2048}, "slo": {"ttft_s": 2.0, "tpot_s": 0.1},
         "metrics": {"step_detail": False}})

@@ -10,7 +10,7 @@ points to elastic resources as the answer. This study serves one compressed "day
 
 and plots p99 TTFT against GPU-hours (the cost axis).
 
-Workload: arrivals are the ``burstgpt`` preset's gamma renewal process (burstiness 0.2, so CV ≈ 2.2) run
+Workload: arrivals are the ``gamma`` preset's renewal process (BurstGPT-like lengths) (burstiness 0.2, so CV ≈ 2.2) run
 in *operational time* and mapped through the inverse of the cumulative diurnal intensity
 Λ(t) = mean·(t − A·T/(2π)·sin(2πt/T)), i.e. rate λ(t) = mean·(1 − A·cos(2πt/T)): trough at the start and
 end of the day, peak at noon, burstiness kept at every hour. The day is compressed to ``DAY_S`` seconds.
@@ -57,14 +57,14 @@ def rate_rps(t: np.ndarray) -> np.ndarray:
 
 
 def diurnal_workload():
-    """The burstgpt preset's arrivals warped onto the daily rate curve (lengths unchanged)."""
+    """The gamma preset's arrivals warped onto the daily rate curve (lengths unchanged)."""
     n = int(MEAN_RPS * DAY_S)
-    base = synthetic_workload("burstgpt", num_requests=n, rate=1.0, burstiness=BURSTINESS, seed=SEED)
+    base = synthetic_workload("gamma", num_requests=n, rate=1.0, burstiness=BURSTINESS, seed=SEED)
     grid = np.linspace(0.0, DAY_S, 20001)
     cumulative = MEAN_RPS * (grid - AMPLITUDE * DAY_S / (2 * np.pi) * np.sin(2 * np.pi * grid / DAY_S))
     df = base.df.copy()
     df["arrival_s"] = np.interp(df["arrival_s"].to_numpy(), cumulative, grid)
-    return base.with_df(df, f"diurnal burstgpt (mean {MEAN_RPS} req/s, amplitude {AMPLITUDE}, day {DAY_S:g} s)")
+    return base.with_df(df, f"diurnal gamma (mean {MEAN_RPS} req/s, amplitude {AMPLITUDE}, day {DAY_S:g} s)")
 
 
 def schedule_from_curve(step_s: float = 60.0) -> list[dict]:
