@@ -21,9 +21,12 @@ What is run (one replica, TP 1, one CPU core, ``OMP_NUM_THREADS=1``):
    profiled context (4,096 tokens), the same cut Vidur's trace reader would make, so both read identical requests.
 2. Vidur, Sarathi-Serve scheduler (chunked prefill, running requests first, then new prefill chunks under a
    token budget: the policy vLLM v1 follows), token budget and batch cap equal to llmsim's settings, KV blocks
-   equal to llmsim's derived block count, chrome trace and plots off, per-request metrics on. A first run trains
-   Vidur's predictors (random forests, grid-searched with k-fold CV, then tabulated) and caches them; that time
-   is reported separately. The timed runs reuse the cache, as Vidur does in a sweep.
+   from Vidur's own memory plan for a 24 GB A30 (llmsim is then given the same count), chrome trace and plots
+   off, per-request metrics on. Vidur 0.0.26 aborts on the first preemption (``Request.restart`` leaves its
+   stage counters as they were, so an assertion in ``on_batch_stage_end`` fails), hence a trace and a block
+   count under which no request is preempted; llmsim's summary of the trace says so (0 preemptions).
+   A first run trains Vidur's predictors (random forests, grid-searched with k-fold CV, then tabulated) and
+   caches them; that time is reported separately. The timed runs reuse the cache, as Vidur does in a sweep.
 3. llmsim ``run`` on the same trace (A30, Qwen2.5-7B, vllm-v1, step detail off) in ``engine.mode=fast`` and
    ``engine.mode=reference``.
 
@@ -32,6 +35,7 @@ and peak resident memory. Usage::
 
     python experiments/bench_vs_vidur.py [--vidur-venv /tmp/vidur_venv]
         [--profiling /work/shared/vidur_profiling/a30_fork] [--rate 1.0 --duration 10800]
+        [--small-predictor-grid] [--cpu 0] [--repeats 2] [--json OUT]
 """
 
 from __future__ import annotations
@@ -219,11 +223,14 @@ def _timed(cmd: list[str], cpu: int, log: Path) -> dict:
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", proc.stderr).group(1)
     seconds = sum(float(part) * 60 ** i for i, part in enumerate(reversed(wall.split(":"))))
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return {"wall_s": seconds, "peak_rss_mb": rss_kb / 1024}
+    cpu_s = sum(float(re.search(rf"{kind} time \(seconds\): (\S+)", proc.stderr).group(1))
+                for kind in ("User", "System"))
+    return {"wall_s": seconds, "cpu_s": cpu_s, "peak_rss_mb": rss_kb / 1024}
 
 
 def _llmsim_overrides(trace: Path, num_blocks: int) -> list[str]:
-    sets = {"workload.trace": trace, "scheduler.num_gpu_blocks": num_blocks, "workload.num_requests": "null", "hardware.gpu": LLMSIM_GPU,
+    sets = {"workload.trace": trace, "scheduler.num_gpu_blocks": num_blocks, "workload.num_requests": "null",
+            "hardware.gpu": LLMSIM_GPU,
             "hardware.model": LLMSIM_MODEL, "scheduler.policy": "vllm-v1", "scheduler.max_num_seqs": MAX_NUM_SEQS,
             "scheduler.max_num_batched_tokens": TOKEN_BUDGET, "scheduler.max_model_len": MAX_TOKENS,
             "metrics.step_detail": "false"}
@@ -275,10 +282,11 @@ def _vidur_run(python: Path, profiling: Path, args: list[str], cpu: int, log: Pa
 
 
 def _table(rows: list[dict], num_requests: int) -> str:
-    lines = ["| simulator | mode | requests | wall s | requests/s | peak RSS MB |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| simulator | mode | requests | wall s | CPU s | requests/s (wall) | peak RSS MB |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['simulator']} | {row['mode']} | {num_requests:,} | {row['wall_s']:.2f} | "
-                     f"{num_requests / row['wall_s']:,.0f} | {row['peak_rss_mb']:.0f} |")
+                     f"{row['cpu_s']:.2f} | {num_requests / row['wall_s']:,.0f} | {row['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -308,7 +316,8 @@ def main() -> None:
 
     # Vidur's cache key ignores the forest's hyper-parameters: one cache folder per grid.
     cache = work / ("vidur_cache_small_grid" if opts.small_predictor_grid else "vidur_cache")
-    args = lambda tag: _vidur_args(vidur_trace, cache, work / "vidur_out" / tag, opts.small_predictor_grid)  # noqa: E731
+    def args(tag: str) -> list[str]:
+        return _vidur_args(vidur_trace, cache, work / "vidur_out" / tag, opts.small_predictor_grid)
     cached = (cache / "predictions").is_dir()
     first = _vidur_run(python, profiling, args("first"), opts.cpu, work / "logs" / "vidur_first.log")
     how = "predictor cache of an earlier invocation reused" if cached else "trains and tabulates its predictors"
@@ -328,7 +337,8 @@ def main() -> None:
         for i in range(opts.repeats):
             log = work / "logs" / f"{simulator.split()[0].lower()}_{mode.split(',')[0]}_{i}.log"
             if simulator == "llmsim":
-                cmd = ["llmsim", "run", *_llmsim_overrides(llmsim_trace, num_blocks), "--set", f"engine.mode={mode}", "--quiet"]
+                cmd = ["llmsim", "run", *_llmsim_overrides(llmsim_trace, num_blocks), "--set", f"engine.mode={mode}",
+                       "--quiet"]
                 runs.append(_timed(cmd, opts.cpu, log))
             else:
                 runs.append(_vidur_run(python, profiling, args(f"run{i}"), opts.cpu, log))
@@ -342,7 +352,8 @@ def main() -> None:
           f"{vidur['simulate_s']:.2f} s; its first run's setup{'' if cached else ' (predictor training)'}: "
           f"{first['setup_s']:.1f} s.")
     print(f"speed ratio (Vidur wall / llmsim wall, one core, one session, same trace): fast "
-          f"{vidur['wall_s'] / fast['wall_s']:.1f}x, reference {vidur['wall_s'] / reference['wall_s']:.1f}x; "
+          f"{vidur['wall_s'] / fast['wall_s']:.1f}x, reference {vidur['wall_s'] / reference['wall_s']:.1f}x; by CPU "
+          f"seconds: fast {vidur['cpu_s'] / fast['cpu_s']:.1f}x, reference {vidur['cpu_s'] / reference['cpu_s']:.1f}x; "
           f"against Vidur's simulation loop alone: fast {vidur['simulate_s'] / fast['wall_s']:.1f}x.")
     if opts.json:
         opts.json.write_text(json.dumps({"requests": num_requests, "num_gpu_blocks": num_blocks, "rows": rows,
