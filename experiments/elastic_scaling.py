@@ -13,19 +13,26 @@ and plots p99 TTFT against GPU-hours (the cost axis).
 Workload: arrivals are the ``gamma`` preset's renewal process (BurstGPT-like lengths) (burstiness 0.2, so CV ≈ 2.2) run
 in *operational time* and mapped through the inverse of the cumulative diurnal intensity
 Λ(t) = mean·(t − A·T/(2π)·sin(2πt/T)), i.e. rate λ(t) = mean·(1 − A·cos(2πt/T)): trough at the start and
-end of the day, peak at noon, burstiness kept at every hour. The day is compressed to ``DAY_S`` seconds.
+end of the day, peak at noon, burstiness kept at every hour. The day is compressed to ``DAY_S`` seconds and
+starts with its first request.
 
-    python experiments/elastic_scaling.py            # ~2-3 minutes on 2 cores
+The runs go through the sweep runner (:func:`llmsim.sweep.run_sweep`). The day's requests are written once
+to a canonical trace file (``results/work/elastic_scaling_diurnal.parquet``) and every run is a plain config
+whose ``workload.trace`` points at it: :func:`sweep_spec` builds the spec, and the spec as run is saved as
+``results/work/elastic_scaling/spec.yaml`` (``llmsim sweep`` reruns it). Finished runs are cached there, so
+running the script again simulates only what is missing.
+
+    python experiments/elastic_scaling.py [--jobs N]   # ~35 s on 2 cores (a rerun with every run cached: ~2 s)
 writes experiments/results/elastic_scaling.csv, elastic_scaling.png and elastic_scaling_replicas.csv.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
-import time
-from multiprocessing import Pool
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -34,11 +41,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from llmsim.config import build_config  # noqa: E402
-from llmsim.simulation import simulate  # noqa: E402
-from llmsim.workload import synthetic_workload  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from studies_common import RESULTS_DIR, WORK_DIR  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from llmsim.errors import UserError  # noqa: E402
+from llmsim.sweep import expand_runs, run_sweep  # noqa: E402
+from llmsim.sweep.cache import ResultCache  # noqa: E402
+from llmsim.sweep.spec import spec_from_dict  # noqa: E402
+from llmsim.workload import Workload, load_trace, synthetic_workload  # noqa: E402
+from llmsim.workload.cli import write_trace  # noqa: E402
+
+SWEEP_DIR = WORK_DIR / "elastic_scaling"
+TRACE_PATH = WORK_DIR / "elastic_scaling_diurnal.parquet"
 SEED = 0
 DAY_S = 1200.0  # one day compressed into 20 simulated minutes (1 s ≈ 72 s of the day)
 MEAN_RPS = 9.0
@@ -56,15 +70,35 @@ def rate_rps(t: np.ndarray) -> np.ndarray:
     return MEAN_RPS * (1.0 - AMPLITUDE * np.cos(2 * np.pi * t / DAY_S))
 
 
-def diurnal_workload():
+def diurnal_workload() -> Workload:
     """The gamma preset's arrivals warped onto the daily rate curve (lengths unchanged)."""
     n = int(MEAN_RPS * DAY_S)
     base = synthetic_workload("gamma", num_requests=n, rate=1.0, burstiness=BURSTINESS, seed=SEED)
     grid = np.linspace(0.0, DAY_S, 20001)
     cumulative = MEAN_RPS * (grid - AMPLITUDE * DAY_S / (2 * np.pi) * np.sin(2 * np.pi * grid / DAY_S))
     df = base.df.copy()
-    df["arrival_s"] = np.interp(df["arrival_s"].to_numpy(), cumulative, grid)
+    operational_s = df["arrival_s"].to_numpy()
+    # Start the day with its first request: a trace file's times count from its first request, so this keeps
+    # the file, the in-memory workload and the rate curve on one clock.
+    df["arrival_s"] = np.interp(operational_s - operational_s[0], cumulative, grid)
     return base.with_df(df, f"diurnal gamma (mean {MEAN_RPS} req/s, amplitude {AMPLITUDE}, day {DAY_S:g} s)")
+
+
+def write_diurnal_trace(path: Path = TRACE_PATH) -> Path:
+    """Write the day's requests as a canonical trace (as ``llmsim generate`` does), once.
+
+    An identical file is left untouched: a run's cache key includes the trace file's size and modification
+    time, so rewriting it would make every cached run look new. Parquet keeps the arrival times exact.
+    """
+    workload = diurnal_workload()
+    if path.exists():
+        try:
+            if load_trace(path).df.equals(workload.df):
+                return path
+        except UserError:
+            pass  # unreadable (e.g. a write interrupted last time): write it again
+    write_trace(workload, path)
+    return path
 
 
 def schedule_from_curve(step_s: float = 60.0) -> list[dict]:
@@ -76,20 +110,17 @@ def schedule_from_curve(step_s: float = 60.0) -> list[dict]:
     return table
 
 
-def base_config(cluster: dict) -> dict:
-    return {"seed": SEED, "hardware": {"gpu": "A100-80GB", "model": "Llama-2-7B"},
-            "scheduler": {"max_num_batched_tokens": 2048, "max_num_seqs": 256},
-            "cluster": cluster, "slo": {"ttft_s": 2.0, "tpot_s": 0.1}, "metrics": {"step_detail": False}}
-
-
 def autoscaled(policy: str, **extra) -> dict:
     scaler = {"policy": policy, "min_replicas": 1, "max_replicas": 8, "interval_s": 10.0,
               "cold_start_s": COLD_START_S, **extra}
-    return {"replicas": 1, "router": "least-outstanding", "autoscaler": scaler}
+    return {"cluster.replicas": 1, "cluster.router": "least-outstanding",
+            **{f"cluster.autoscaler.{key}": value for key, value in scaler.items()}}
 
 
 def runs() -> list[tuple[str, str, dict]]:
-    out = [(f"static-{n}", "static", {"replicas": n, "router": "least-outstanding"}) for n in STATIC_FLEETS]
+    """(label, kind, the run's config overrides) for every run, in the order of the sweep's ``runs:``."""
+    out = [(f"static-{n}", "static", {"cluster.replicas": n, "cluster.router": "least-outstanding"})
+           for n in STATIC_FLEETS]
     out.append(("reactive-queue", "autoscaled", autoscaled(
         "reactive", metric="queue_length", scale_up_threshold=4, scale_down_threshold=0.5,
         scale_up_cooldown_s=20, scale_down_cooldown_s=60)))
@@ -103,20 +134,49 @@ def runs() -> list[tuple[str, str, dict]]:
     return out
 
 
-def simulate_one(item: tuple[str, str, dict]) -> tuple[dict, pd.DataFrame]:
-    name, kind, cluster = item
-    start = time.perf_counter()
-    result = simulate(build_config(base_config(cluster)), workload=diurnal_workload())
-    s, c = result.summary, result.summary["cluster"]
-    assert c["accounting"]["ok"], name
-    row = {"config": name, "kind": kind, "gpu_hours": c["gpu_hours"], "cost_usd": c["cost_usd"],
-           "replicas_started": c["replicas"], "ttft_p50_s": s["ttft_s"]["median"], "ttft_p99_s": s["ttft_s"]["p99"],
-           "tpot_p99_s": s["tpot_s"]["p99"], "slo_attainment": s["slo_attainment"], "completed": s["completed"],
-           "failed": s["failed"], "utilization": c["utilization"], "wall_s": time.perf_counter() - start}
-    ts = result.tables["replica_timeseries"]
+def sweep_spec(trace: Path) -> dict:
+    """The sweep: what every run shares (``set``) and one override map per fleet or policy (``runs``)."""
+    return {
+        "name": "elastic_scaling",
+        "set": {"seed": SEED, "workload.trace": str(trace), "workload.preset": None,
+                # the whole trace: the bundled default config's num_requests would keep only its first rows
+                "workload.num_requests": None,
+                "hardware.gpu": "A100-80GB", "hardware.model": "Llama-2-7B",
+                "scheduler.max_num_batched_tokens": 2048, "scheduler.max_num_seqs": 256,
+                "slo.ttft_s": 2.0, "slo.tpot_s": 0.1, "metrics.step_detail": False},
+        "runs": [overrides for _, _, overrides in runs()],
+    }
+
+
+def forget_runs_without_tables(spec: dict) -> None:
+    """Drop cached results whose per-run tables are gone (the plot needs them), so those runs are redone."""
+    cache = ResultCache(SWEEP_DIR / "cache")
+    for run in expand_runs(spec_from_dict(spec, "elastic_scaling sweep")):
+        if not (SWEEP_DIR / "runs" / run.key / "replica_timeseries.parquet").exists():
+            cache.path_for(run.key).unlink(missing_ok=True)
+
+
+#: Column of the sweep's results table -> column of elastic_scaling.csv.
+COLUMNS = {"cluster.gpu_hours": "gpu_hours", "cluster.cost_usd": "cost_usd", "ttft_s.median": "ttft_p50_s",
+           "ttft_s.p99": "ttft_p99_s", "tpot_s.p99": "tpot_p99_s", "slo_attainment": "slo_attainment",
+           "completed": "completed", "failed": "failed", "cluster.utilization": "utilization", "wall_run_s": "wall_s"}
+
+
+def check(table: pd.DataFrame) -> None:
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        raise SystemExit(f"{len(failed)} of {len(table)} runs failed (they are retried on the next start); "
+                         f"first: {failed['error'].iloc[0]}")
+    broken = table[~table["cluster.accounting.ok"].astype(bool)]
+    if len(broken):
+        raise SystemExit(f"runs {list(broken['run'])}: requests lost or recorded twice (cluster.accounting.ok false)")
+
+
+def replica_counts(label: str, run_key: str) -> pd.DataFrame:
+    """Replicas provisioned (starting, active or draining) at each sample of the run's replica time series."""
+    ts = pd.read_parquet(SWEEP_DIR / "runs" / run_key / "replica_timeseries.parquet")
     live = ts[ts["state"].isin(["active", "starting", "draining"])].groupby("time_s").size()
-    replicas = pd.DataFrame({"config": name, "time_s": live.index, "replicas": live.to_numpy()})
-    return row, replicas
+    return pd.DataFrame({"config": label, "time_s": live.index, "replicas": live.to_numpy()})
 
 
 def plot(table: pd.DataFrame, replicas: pd.DataFrame, path: Path) -> None:
@@ -151,18 +211,32 @@ def plot(table: pd.DataFrame, replicas: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(processes: int = 2) -> pd.DataFrame:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with Pool(processes) as pool:
-        outputs = pool.map(simulate_one, runs())
-    table = pd.DataFrame([row for row, _ in outputs])
-    replicas = pd.concat([r for _, r in outputs], ignore_index=True)
-    table.to_csv(RESULTS / "elastic_scaling.csv", index=False)
-    replicas.to_csv(RESULTS / "elastic_scaling_replicas.csv", index=False)
-    plot(table, replicas, RESULTS / "elastic_scaling.png")
+def main(jobs: Optional[int] = None) -> pd.DataFrame:
+    spec = sweep_spec(write_diurnal_trace())
+    forget_runs_without_tables(spec)
+    sweep = run_sweep(spec, SWEEP_DIR, jobs=jobs, progress=True, keep_runs=True).table
+    check(sweep)
+    labels = runs()
+    table = sweep[list(COLUMNS)].rename(columns=COLUMNS)
+    # Replicas ever started, by role summed: the table's "cluster.replicas" column holds the swept initial
+    # fleet (a swept config path shadows the summary metric of the same name).
+    started = sweep[[c for c in sweep.columns if c.startswith("cluster.replicas_by_role.")]].sum(axis=1)
+    table.insert(2, "replicas_started", started.astype(int).to_numpy())
+    table.insert(0, "kind", [labels[i][1] for i in sweep["run"]])
+    table.insert(0, "config", [labels[i][0] for i in sweep["run"]])
+    replicas = pd.concat([replica_counts(labels[i][0], key) for i, key in zip(sweep["run"], sweep["run_key"])],
+                         ignore_index=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    table.to_csv(RESULTS_DIR / "elastic_scaling.csv", index=False)
+    replicas.to_csv(RESULTS_DIR / "elastic_scaling_replicas.csv", index=False)
+    plot(table, replicas, RESULTS_DIR / "elastic_scaling.png")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return table
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", "-j", type=int, default=None, help="parallel runs (default: CPUs available)")
+    parser.add_argument("processes", nargs="?", type=int, help=argparse.SUPPRESS)  # the former positional form
+    args = parser.parse_args()
+    main(args.jobs or args.processes)

@@ -137,7 +137,8 @@ def gather_table(runs: list[RunSpec], records: dict[str, dict]) -> pd.DataFrame:
         row["status"] = record["status"]
         row["error"] = record.get("error")
         for name, value in record.get("metrics", {}).items():
-            row.setdefault(name, value)
+            # A summary metric named like a swept config path (cluster.replicas) must not be hidden by it.
+            row["summary." + name if name in run.swept else name] = value
         row["wall_run_s"] = record.get("wall_run_s")
         rows.append(row)
     table = pd.DataFrame(rows)
