@@ -138,26 +138,22 @@ class DecodeRun:
 
 def _steady(replica: "Replica", async_mode: bool) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Contexts and final-step indices of the running requests if every one is a steady decode, else None."""
-    running = replica.scheduler.running
     last_delivery = replica._last_update_end_s
-    n = len(running)
-    contexts = np.empty(n, dtype=np.int64)
-    last_step = np.empty(n, dtype=np.int64)
-    for i, r in enumerate(running):
+    placeholders = 1 if async_mode else 0
+    lag = 1 - placeholders  # sync: the last sampled token is not yet in the KV cache
+    contexts, last_steps = [], []
+    # Hot path (once per run): plain attribute reads into lists, converted to arrays once.
+    for r in replica.scheduler.running:
         c = r.num_computed_tokens
-        if async_mode:
-            if r.num_output_placeholders != 1 or c != r.num_tokens:
-                return None
-            last_step[i] = r.max_output_tokens - r.num_output_tokens - 1
-        else:
-            if r.num_output_placeholders or c != r.num_tokens - 1:
-                return None
-            last_step[i] = r.max_output_tokens - r.num_output_tokens
-        # Its previous token came at the last update (or it has none yet: its first is due in this run).
-        if r.last_token_s != last_delivery and not (r.num_output_tokens == 0 and r.last_token_s is None):
+        produced = r.num_output_tokens
+        if r.num_output_placeholders != placeholders or c != r.prompt_tokens + produced - lag:
             return None
-        contexts[i] = c
-    return contexts, last_step
+        # Its previous token came at the last update (or it has none yet: its first is due in this run).
+        if r.last_token_s != last_delivery and not (produced == 0 and r.last_token_s is None):
+            return None
+        contexts.append(c)
+        last_steps.append(r.max_output_tokens - produced - placeholders)
+    return np.array(contexts, dtype=np.int64), np.array(last_steps, dtype=np.int64)
 
 
 def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_finished: int,
@@ -399,12 +395,12 @@ def _replace_in_flight(replica: "Replica", run: DecodeRun, j: int) -> None:
     from llmsim.engine.scheduler import StepPlan
 
     plan = StepPlan(step=run.first_step_index + j - 1)
-    batch = [r for i, r in enumerate(run.requests) if run.last_step[i] >= j]
+    batch = [r for r, last in zip(run.requests, run.last_step.tolist()) if last >= j]
     plan.scheduled = [(r, 1) for r in batch]
     plan.sampling = batch
     plan.num_scheduled_tokens = len(batch)
     plan.free_blocks_after_schedule = run.free_after_schedule(j)
-    plan.num_running = int(np.count_nonzero(run.finish_tick >= j))
+    plan.num_running = run.running_by_step[j]
     plan.num_waiting = run.waiting_start + _arrived_by(run, run.tick_time(j))
     plan.start_s = float(run.step_ends[j - 1])
     plan.end_s = float(run.step_ends[j])

@@ -202,7 +202,7 @@ PRESETS: dict[str, SyntheticPreset] = {
 def get_preset(name: str) -> SyntheticPreset:
     if name not in PRESETS:
         raise ConfigError(f"workload.preset: unknown preset {name!r}; valid presets: "
-                          f"{', '.join(PRESETS)}, servegen:<client>")
+                          f"{', '.join(PRESETS)}, servegen:<client>, fit:<trace file>")
     return PRESETS[name]
 
 
