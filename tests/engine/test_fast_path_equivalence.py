@@ -84,3 +84,29 @@ def test_fast_path_actually_skips_steps() -> None:
         replica_module.commit_run = original
     assert calls["runs"] > 0
     assert result.summary["num_steps"] > 10 * calls["runs"] / 2
+
+
+# -- random scenarios: the fast path must agree with the reference on any workload and knobs ------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llmsim.config import SimConfig  # noqa: E402
+from tests.engine.test_invariants import engine_settings, make_workload  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.tuples(st.floats(0.0, 1.5), st.integers(1, 400), st.integers(1, 120)), min_size=1, max_size=40),
+    knobs=engine_settings(),
+    replicas=st.sampled_from([1, 1, 2]),
+)
+def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> None:
+    workload = make_workload(rows)
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
+                                           "cluster": {"replicas": replicas}})
+        results.append(simulate(config, workload=workload))
+    reference, fast = results
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
