@@ -110,6 +110,7 @@ class RooflineTimingModel:
         self._cpu_step = eff.cpu_step_overhead_s if cpu_overhead else 0.0
         self._cpu_per_request = eff.cpu_per_request_overhead_s if cpu_overhead else 0.0
         self._base_cache: dict[tuple[int, int], float] = {}
+        self._layer_cache: dict[int, tuple[float, float]] = {}
         self._stage_cache: dict[tuple[int, int], tuple[float, ...]] = {}
 
     def _stage_layout(self) -> list[tuple[int, int, bool]]:
@@ -166,7 +167,13 @@ class RooflineTimingModel:
         return time
 
     def _layer_times(self, tokens: int) -> tuple[float, float]:
-        """(dense layer, MoE layer) seconds without attention, TP all-reduces included."""
+        """(dense layer, MoE layer) seconds without attention, TP all-reduces included (memoised per size)."""
+        cached = self._layer_cache.get(tokens)
+        if cached is None:
+            cached = self._layer_cache[tokens] = self._compute_layer_times(tokens)
+        return cached
+
+    def _compute_layer_times(self, tokens: int) -> tuple[float, float]:
         m = self.model
         activation_bytes = tokens * m.hidden_size * self._act_b
         allreduce = allreduce_time(self.gpu, activation_bytes, self._tp)
