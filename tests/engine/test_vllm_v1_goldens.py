@@ -84,3 +84,18 @@ def test_replay_rejects_bad_scenario(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "requests[0].prompt_len" in err
     assert not (tmp_path / "t.json").exists()
+
+
+def test_async_loop_delays_admissions_as_the_goldens_readme_states() -> None:
+    """README rule 13: with the async loop, 05 takes 963 ticks instead of 950 (admissions lag one tick)."""
+    scenario = load_scenario(shared_path("goldens", "vllm_v1", "05_max_num_seqs_cap.scenario.json"))
+    assert replay_scenario(scenario, "sync")["summary"]["num_steps"] == 950
+    assert replay_scenario(scenario, "async")["summary"]["num_steps"] == 963
+
+
+def test_full_isl_off_switch_changes_09_from_6_to_30_preemptions() -> None:
+    """README rule 4: without the full-ISL check (older vLLM), 09 preempts 30 times instead of 6."""
+    scenario = load_scenario(shared_path("goldens", "vllm_v1", "09_long_prefill_threshold.scenario.json"))
+    assert replay_scenario(scenario, "sync")["summary"]["total_preemptions"] == 6
+    scenario["config"]["scheduler_reserve_full_isl"] = False
+    assert replay_scenario(scenario, "sync")["summary"]["total_preemptions"] == 30
