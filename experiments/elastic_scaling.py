@@ -71,16 +71,14 @@ def rate_rps(t: np.ndarray) -> np.ndarray:
 
 
 def diurnal_workload() -> Workload:
-    """The gamma preset's arrivals warped onto the daily rate curve (lengths unchanged)."""
+    """The gamma preset on a daily rate curve (``workload.diurnal_amplitude``; lengths BurstGPT-like)."""
     n = int(MEAN_RPS * DAY_S)
-    base = synthetic_workload("gamma", num_requests=n, rate=1.0, burstiness=BURSTINESS, seed=SEED)
-    grid = np.linspace(0.0, DAY_S, 20001)
-    cumulative = MEAN_RPS * (grid - AMPLITUDE * DAY_S / (2 * np.pi) * np.sin(2 * np.pi * grid / DAY_S))
+    base = synthetic_workload("gamma", num_requests=n, rate=MEAN_RPS, burstiness=BURSTINESS, seed=SEED,
+                              diurnal_amplitude=AMPLITUDE, day_s=DAY_S, peak_s=DAY_S / 2)
+    # A trace file's times count from its first request: start the day there, so the file, the in-memory
+    # workload and the rate curve share one clock.
     df = base.df.copy()
-    operational_s = df["arrival_s"].to_numpy()
-    # Start the day with its first request: a trace file's times count from its first request, so this keeps
-    # the file, the in-memory workload and the rate curve on one clock.
-    df["arrival_s"] = np.interp(operational_s - operational_s[0], cumulative, grid)
+    df["arrival_s"] = df["arrival_s"] - df["arrival_s"].iloc[0]
     return base.with_df(df, f"diurnal gamma (mean {MEAN_RPS} req/s, amplitude {AMPLITUDE}, day {DAY_S:g} s)")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from llmsim.workload.config import WorkloadConfig
 from llmsim.workload.loaders import load_trace
-from llmsim.workload.synthetic import synthetic_workload
+from llmsim.errors import ConfigError
+from llmsim.workload.synthetic import PRESETS, synthetic_workload
 from llmsim.workload.workload import Workload
 
 
@@ -27,6 +28,13 @@ def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
     explicit = "num_requests" in cfg.model_fields_set
     if (cfg.duration_s is not None or (cfg.preset or "").startswith("fit:")) and not explicit:
         num_requests = None
+    if cfg.diurnal_amplitude and cfg.preset not in PRESETS:
+        raise ConfigError(f"workload.diurnal_amplitude: only the synthetic presets ({', '.join(PRESETS)}) take a "
+                          f"daily curve; {cfg.preset!r} keeps its source's own rate over time")
+    if cfg.diurnal_amplitude:
+        return synthetic_workload(cfg.preset, num_requests=num_requests, duration_s=cfg.duration_s, rate=cfg.rate,
+                                  burstiness=cfg.burstiness, seed=seed, diurnal_amplitude=cfg.diurnal_amplitude,
+                                  day_s=cfg.day_s, peak_s=cfg.peak_s)
     return _preset_workload(cfg.preset, num_requests=num_requests, duration_s=cfg.duration_s,
                             rate=cfg.rate, burstiness=cfg.burstiness, seed=seed)
 

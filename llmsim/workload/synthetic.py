@@ -206,15 +206,35 @@ def get_preset(name: str) -> SyntheticPreset:
     return PRESETS[name]
 
 
+def diurnal_warp(times: np.ndarray, amplitude: float, day_s: float, peak_s: float) -> np.ndarray:
+    """Move arrivals made at a constant mean rate onto a daily rate curve, keeping their order and count.
+
+    The rate becomes mean × (1 + amplitude·cos(2π(t − peak_s)/day_s)): the BurstGPT study's conversation traffic
+    has a strong daily period (its hour-of-day profiles). Arrival i at operational time τ_i moves to the t with
+    Λ(t) = τ_i, where Λ(t) = t + amplitude·day_s/2π·(sin(2π(t − peak_s)/day_s) + sin(2π·peak_s/day_s)) is the
+    cumulative rate divided by the mean; Λ is increasing because amplitude < 1. Gaps keep their shape locally
+    (burstiness) and stretch or shrink with the rate.
+    """
+    if amplitude == 0 or len(times) == 0:
+        return times
+    horizon = float(times[-1]) / (1.0 - amplitude) + day_s
+    grid = np.linspace(0.0, horizon, max(20_001, int(horizon / day_s * 20_000)))
+    phase = 2 * np.pi / day_s
+    cumulative = grid + amplitude / phase * (np.sin(phase * (grid - peak_s)) + np.sin(phase * peak_s))
+    return np.interp(times, cumulative, grid)
+
+
 def synthetic_workload(preset: str = "burstgpt", *, num_requests: Optional[int] = None,
                        duration_s: Optional[float] = None, rate: Optional[float] = None,
-                       burstiness: Optional[float] = None, seed: int = 0) -> Workload:
+                       burstiness: Optional[float] = None, seed: int = 0, diurnal_amplitude: float = 0.0,
+                       day_s: float = 86_400.0, peak_s: float = 50_400.0) -> Workload:
     """Generate a workload from a preset. Same arguments and seed ⇒ identical frame.
 
     Give ``num_requests`` (arrival times rescaled so the last lands at N/rate, as vLLM does) or
     ``duration_s`` (arrivals in [0, duration_s), not rescaled); with both, the first N within the
     duration; with neither, :data:`DEFAULT_NUM_REQUESTS`. Arrivals and lengths use independent random
-    streams derived from ``seed``, so changing the rate does not change the lengths.
+    streams derived from ``seed``, so changing the rate does not change the lengths. ``diurnal_amplitude`` > 0
+    puts the arrivals on a daily rate curve (:func:`diurnal_warp`; the day starts at t = 0, peak at ``peak_s``).
     """
     spec = get_preset(preset)
     if spec.fixed_burstiness and burstiness not in (None, 1.0):
@@ -229,8 +249,14 @@ def synthetic_workload(preset: str = "burstgpt", *, num_requests: Optional[int] 
             times = times[:num_requests]
     else:
         times = process.for_count(arrivals_rng, num_requests or DEFAULT_NUM_REQUESTS)
+    if diurnal_amplitude:
+        times = diurnal_warp(times, diurnal_amplitude, day_s, peak_s)
+        if duration_s is not None:
+            times = times[times < duration_s]
     prompt, output = spec.lengths.sample(lengths_rng, len(times))
     source = f"preset:{spec.name}(rate={spec.rate_rps:g}, burstiness={spec.burstiness:g}, seed={seed})"
+    if diurnal_amplitude:
+        source += f" on a daily curve (amplitude {diurnal_amplitude:g}, day {day_s:g} s)"
     workload = Workload(canonical_frame({"arrival_s": times, "prompt_tokens": prompt, "output_tokens": output}),
                         source, meta={"preset": spec.name, "rate_rps": spec.rate_rps,
                                       "burstiness": spec.burstiness})

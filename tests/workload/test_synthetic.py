@@ -94,3 +94,25 @@ def test_burstgpt_preset_has_minutes_long_burst_episodes_at_the_same_mean_rate()
     plain = np.random.default_rng(11).gamma(0.5, 1.0 / (2.0 * 0.5), size=len(times)).cumsum()
     plain_minute = np.bincount((plain // 60).astype(int)) / 60.0
     assert np.quantile(plain_minute, 0.95) < 1.5 * 2.0
+
+
+def test_diurnal_curve_keeps_the_count_and_follows_the_daily_rate():
+    w = synthetic_workload("poisson", num_requests=200_000, rate=10.0, seed=2, diurnal_amplitude=0.6,
+                           day_s=10_000.0, peak_s=5_000.0)
+    times = w.df["arrival_s"].to_numpy()
+    assert len(times) == 200_000 and np.all(np.diff(times) >= 0)
+    # Rate per 1/10 of the day against mean × (1 + a·cos(2π(t − peak)/day)), over the whole days covered.
+    days = int(times[-1] // 10_000)
+    kept = times[times < days * 10_000]
+    bins = np.bincount(((kept % 10_000) // 1_000).astype(int), minlength=10) / (days * 1_000.0)
+    centres = np.arange(10) * 1_000 + 500
+    expected = 10.0 * (1 + 0.6 * np.cos(2 * np.pi * (centres - 5_000) / 10_000))
+    assert np.allclose(bins, expected, rtol=0.08)
+    assert bins.argmax() == 4 or bins.argmax() == 5  # the peak sits at peak_s
+
+
+def test_diurnal_option_is_only_for_synthetic_presets(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,10,5\n")
+    with pytest.raises(ConfigError, match="workload.diurnal_amplitude"):
+        build_workload(WorkloadConfig(preset=f"fit:{trace}", diurnal_amplitude=0.5), seed=0)
