@@ -80,8 +80,8 @@ class AutoscalerConfig(StrictModel):
 
     policy: str = Field("none", description="none, reactive, scheduled, predictive, or module:Class")
     role: Role = Field("colocated", description="which pool scales (new replicas copy that group's first spec)")
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(8, ge=1)
+    min_replicas: int = Field(1, ge=0, description="fewest replicas (starting + active) of the scaled pool")
+    max_replicas: int = Field(8, ge=1, description="most replicas (starting + active) of the scaled pool")
     interval_s: float = Field(10.0, gt=0, description="how often the policy is evaluated")
     cold_start_s: float = Field(60.0, ge=0, description="from provisioning to serving (loading weights, warm-up)")
     # reactive
@@ -123,7 +123,7 @@ class FaultsConfig(StrictModel):
 
     mtbf_s: Optional[float] = Field(None, gt=0, description="mean time between failures of one replica; off when omitted")
     mttr_s: float = Field(300.0, gt=0, description="mean time to repair (until the replica serves again)")
-    script: list[ScriptedFailure] = Field(default_factory=list)
+    script: list[ScriptedFailure] = Field(default_factory=list, description="scripted failures: [{at_s, replica, down_s, cause}]")
     on_failure: Literal["fail", "retry"] = Field(
         "retry", description="requests held by a failed replica: fail, or start again on another replica")
     max_retries: int = Field(1, ge=0, description="retries per request before it fails")

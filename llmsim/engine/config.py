@@ -13,7 +13,7 @@ class SchedulerConfig(StrictModel):
     policy: str = Field("vllm-v1", description="batching scheduler (see the README's policy table)")
     max_num_seqs: int = Field(256, ge=1, description="cap on RUNNING requests (vLLM default 256 on A100)")
     max_num_batched_tokens: int = Field(2048, ge=1, description="token budget of one step, prefill and decode together")
-    enable_chunked_prefill: bool = True
+    enable_chunked_prefill: bool = Field(True, description="split long prompts into chunks that share the token budget with decodes")
     long_prefill_token_threshold: int = Field(0, ge=0, description="most tokens one request gets in one step; 0 = off")
     block_size: int = Field(16, ge=1, description="tokens per KV block")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="fraction of GPU memory vLLM may use")
@@ -26,7 +26,7 @@ class SchedulerConfig(StrictModel):
     preemption: str = Field("recompute", description="what happens to a preempted request: recompute, swap, none")
     victim: str = Field("auto", description="which running request is preempted: auto, most-recent, lowest-priority, "
                                             "most-blocks, fewest-computed")
-    enable_prefix_caching: bool = False
+    enable_prefix_caching: bool = Field(False, description="vLLM's automatic prefix caching (hashed full blocks, LRU)")
     prefix_hash_block_tokens: int = Field(512, ge=1, description="tokens per entry of a request's prefix_hashes "
                                                                  "(Mooncake hash_ids cover 512 tokens)")
     # Queue orders.

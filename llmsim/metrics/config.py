@@ -12,13 +12,14 @@ from llmsim.configbase import StrictModel
 class SLOConfig(StrictModel):
     """Service-level objectives; a request is good if it meets every one given (vLLM's --goodput)."""
 
-    ttft_s: Optional[float] = Field(None, gt=0)
-    tpot_s: Optional[float] = Field(None, gt=0)
-    e2el_s: Optional[float] = Field(None, gt=0)
+    ttft_s: Optional[float] = Field(None, gt=0, description="time-to-first-token bound (s) for SLO attainment and goodput")
+    tpot_s: Optional[float] = Field(None, gt=0, description="time-per-output-token bound (s); 0 for one-token answers")
+    e2el_s: Optional[float] = Field(None, gt=0, description="end-to-end latency bound (s)")
 
 
 class MetricsConfig(StrictModel):
-    percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
+    percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0],
+                                     description="latency percentiles in the summary (50 is reported as median)")
     step_detail: bool = Field(True, description="keep the per-step table (the summary is exact either way)")
     step_sample_every: int = Field(1, ge=1, description="keep every Nth step of each replica in the step table (1 = all)")
     timeseries_interval_s: float = Field(1.0, gt=0, description="bin width of KV-usage and queue time series")
