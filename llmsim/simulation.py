@@ -164,7 +164,12 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
     per-step loop.
     """
     cluster = config.cluster
+    sched = config.scheduler
     reasons = []
+    if sched.policy != "vllm-v1":
+        reasons.append(f"policy {sched.policy}")
+    if sched.queue != "fcfs" or sched.preemption != "recompute" or sched.enable_prefix_caching:
+        reasons.append("queue order, preemption mode or prefix caching other than vLLM V1's defaults")
     if cluster.router not in ("round-robin", "random"):
         reasons.append(f"router {cluster.router} reads replica state")
     if cluster.autoscaler.policy != "none":
