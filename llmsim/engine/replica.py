@@ -77,6 +77,7 @@ class Replica:
 
     def submit(self, request: Request) -> bool:
         request.replica = self.replica_id
+        request.served_by.append(self.replica_id)
         reason = self.rejection_reason(request)
         if reason is not None:
             request.status = RequestStatus.REJECTED

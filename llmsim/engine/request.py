@@ -33,7 +33,7 @@ class Request:
         "num_preemptions", "num_scheduled_tokens_total", "num_recomputed_tokens", "num_cached_tokens",
         "first_scheduled_s", "first_token_s", "last_token_s", "finish_s", "reason", "replica",
         "first_scheduled_step", "first_token_step", "finish_step", "preempted_at_steps", "resumed_at_steps",
-        "was_preempted", "admitted_seq", "predicted_output_tokens", "block_keys", "retries", "submitted_s",
+        "was_preempted", "admitted_seq", "predicted_output_tokens", "block_keys", "retries", "submitted_s", "served_by",
     )
 
     def __init__(
@@ -70,6 +70,7 @@ class Request:
         self.finish_s: Optional[float] = None
         self.reason = ""
         self.replica = -1
+        self.served_by: list[int] = []  # every replica the request was handed to, in order (retries, P/D)
         self.first_scheduled_step: Optional[int] = None
         self.first_token_step: Optional[int] = None
         self.finish_step: Optional[int] = None

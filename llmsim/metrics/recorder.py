@@ -21,7 +21,7 @@ from llmsim.engine.request import Request
 REQUEST_COLUMNS = (
     "request_id", "replica", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",
     "e2el_s", "queue_s", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
-    "scheduled_tokens", "recomputed_tokens", "cached_tokens", "status", "reason",
+    "scheduled_tokens", "recomputed_tokens", "cached_tokens", "status", "reason", "served_by",
 )
 
 STEP_COLUMNS = (
@@ -55,7 +55,7 @@ def recorder_listeners(*listeners: RecorderListener) -> Iterator[None]:
         _ACTIVE_LISTENERS.reset(token)
 
 
-_TEXT_COLUMNS = frozenset(("request_id", "status", "reason"))
+_TEXT_COLUMNS = frozenset(("request_id", "served_by", "status", "reason"))
 _INT_COLUMNS = frozenset(("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
                           "scheduled_tokens", "recomputed_tokens", "cached_tokens"))
 
@@ -111,6 +111,7 @@ class Recorder:
         queue = None if request.first_scheduled_s is None else request.first_scheduled_s - request.arrival_s
         col["request_id"].append(request.request_id)
         col["replica"].append(request.replica)
+        col["served_by"].append(",".join(map(str, request.served_by)))
         col["arrival_s"].append(request.arrival_s)
         col["first_scheduled_s"].append(_nan(request.first_scheduled_s))
         col["first_token_s"].append(_nan(first_token))

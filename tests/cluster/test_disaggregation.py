@@ -62,6 +62,7 @@ def test_requests_table_names_both_replicas_and_every_request_ends_once():
     assert len(req) == 200 and req["request_id"].is_unique and (req["status"] == "finished").all()
     assert set(req["prefill_replica"]) == {0, 1} and set(req["decode_replica"]) <= {2, 3, 4}
     assert (req["replica"] == req["decode_replica"]).all()
+    assert (req["served_by"] == req["prefill_replica"].astype(str) + "," + req["decode_replica"].astype(str)).all()
     assert len(result.tables["transfers"]) == 200
     assert result.summary["cluster"]["accounting"]["ok"]
     replicas = result.tables["replicas"].set_index("replica")

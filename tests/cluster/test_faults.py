@@ -36,6 +36,7 @@ def test_requests_on_a_failed_replica_are_retried_elsewhere():
     held = int(result.tables["faults"]["requests_held"].iloc[0])
     retried = req[req["retries"] > 0]
     assert len(retried) == held and (retried["replica"] == 1).all()
+    assert (retried["served_by"] == "0,1").all()  # the requests table names every replica that served it
     assert (req["status"] == "finished").all() and len(req) == len(ARRIVALS)
     # The retry keeps the first arrival time, so the lost work shows in its latency.
     assert (retried["first_token_s"] > 5.0).all()
