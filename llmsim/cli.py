@@ -198,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             err_console.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
             return exc.exit_code
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

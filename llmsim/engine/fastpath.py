@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from llmsim.engine.kv_cache import KVCacheManager, cdiv
+from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request, RequestStatus
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Protocol
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager

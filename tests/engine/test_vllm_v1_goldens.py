@@ -8,7 +8,6 @@ into that folder are picked up automatically.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
