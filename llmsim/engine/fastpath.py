@@ -210,44 +210,41 @@ def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
     # alive[i, m-1]: request i is scheduled in step m. A decode at context c + m - 1 needs a new block
     # exactly when that slot index is a multiple of the block size.
     alive = steps[None, :] <= last_step[:, None]
-    needs_block = ((contexts[:, None] + steps[None, :] - 1) % bs == 0) & alive
-    alloc = needs_block.sum(axis=0)
+    batch = alive.sum(axis=0)
+    alloc = (((contexts[:, None] + steps[None, :] - 1) % bs == 0) & alive).sum(axis=0)
     alloc_cum = np.concatenate([[0], np.cumsum(alloc)])
     final_blocks = -(-(contexts + last_step) // bs)  # blocks held when it finishes
-    freed = np.zeros(k + 2, dtype=np.int64)
-    done = finish_tick <= k
-    np.add.at(freed, finish_tick[done], final_blocks[done])
+    finishing = np.bincount(finish_tick, minlength=k + 2)[: k + 2]
+    freed = np.bincount(finish_tick, weights=final_blocks, minlength=k + 2)[: k + 2].astype(np.int64)
     freed_by_tick = np.cumsum(freed)[: k + 1]
     # Free blocks after each step's schedule must stay >= 0 (else the per-step loop preempts).
     free_after = kv.num_free_blocks - alloc_cum[1:] + freed_by_tick[:k]
-    bad = np.nonzero(free_after < 0)[0]
+    bad = np.flatnonzero(free_after < 0)
     if bad.size:
         k = int(bad[0])
         if k < MIN_RUN_STEPS:
             return None
-    durations = _durations(timing, contexts, last_step, alive, k)
+    durations = _durations(timing, contexts, last_step, alive[:, :k], batch[:k], k)
     start = replica.env.now
     first_end = replica.loop.in_flight[0].end_s if async_mode else start
     # Sequential float sums (np.cumsum accumulates left to right), exactly as the per-step loop adds them.
     ends = np.cumsum(np.concatenate([[first_end], durations]))
     n = len(contexts)
-    batch_by_step = [n] + alive[:, :k].sum(axis=0).tolist()
-    running_by_step = (n - np.concatenate([[0], np.cumsum(np.bincount(finish_tick, minlength=k + 2))])[: k + 1]).tolist()
-    finishing_by_tick = np.bincount(finish_tick, minlength=k + 2)[: k + 1].tolist()
+    ended_before = np.concatenate([[0], np.cumsum(finishing)])[: k + 1]  # requests finished at ticks < m
     return DecodeRun(
         requests=list(replica.scheduler.running), async_mode=async_mode, k=k, step_ends=ends, last_step=last_step,
         finish_tick=finish_tick, contexts=contexts, alloc_cum=alloc_cum[: k + 1], freed_by_tick=freed_by_tick[: k + 1],
         free_blocks_start=kv.num_free_blocks, first_step_index=replica.scheduler.step_index,
         waiting_start=len(replica.scheduler.waiting), truncate_on_arrival=False, start_s=start,
-        batch_by_step=batch_by_step, running_by_step=running_by_step, finishing_by_tick=finishing_by_tick,
+        batch_by_step=[n] + batch[:k].tolist(), running_by_step=(n - ended_before).tolist(),
+        finishing_by_tick=finishing[: k + 1].tolist(),
     )
 
 
-def _durations(timing, contexts: np.ndarray, last_step: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
+def _durations(timing, contexts: np.ndarray, last_step: np.ndarray, alive: np.ndarray, batch: np.ndarray,
+               k: int) -> np.ndarray:
     """Step times of steps 1..k; the batch shrinks as requests produce their last token."""
-    alive = alive[:, :k]
-    batch = alive.sum(axis=0)
-    sum_ctx = ((contexts[:, None] + np.arange(k)[None, :]) * alive).sum(axis=0)
+    sum_ctx = (contexts @ alive) + np.arange(k) * batch  # Σ over the batch of (context at the start + m − 1)
     times = timing.decode_times_from_totals(batch, sum_ctx) if hasattr(timing, "decode_times_from_totals") else None
     if times is not None:
         return times
