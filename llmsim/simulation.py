@@ -19,6 +19,7 @@ from llmsim.cluster.build import build_cluster, cluster_results
 from llmsim.cluster.cluster import Cluster
 from llmsim.config import SimConfig
 from llmsim.engine.client import Client
+from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
@@ -164,12 +165,7 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
     per-step loop.
     """
     cluster = config.cluster
-    sched = config.scheduler
-    reasons = []
-    if sched.policy != "vllm-v1":
-        reasons.append(f"policy {sched.policy}")
-    if sched.queue != "fcfs" or sched.preemption != "recompute" or sched.enable_prefix_caching:
-        reasons.append("queue order, preemption mode or prefix caching other than vLLM V1's defaults")
+    reasons = scheduler_blockers(config.scheduler)
     if cluster.router not in ("round-robin", "random"):
         reasons.append(f"router {cluster.router} reads replica state")
     if cluster.autoscaler.policy != "none":
@@ -178,7 +174,7 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
         reasons.append("fault injection")
     if isinstance(cluster.replicas, list) and any(group.role != "colocated" for group in cluster.replicas):
         reasons.append("prefill/decode disaggregation")
-    if config.client.timeout_s is not None or config.scheduler.max_queue_time_s is not None:
+    if config.client.timeout_s is not None:
         reasons.append("timeouts")
     return reasons
 

@@ -45,16 +45,20 @@ MAX_RUN_STEPS = 4096
 MIN_RUN_STEPS = 3
 
 
+def scheduler_blockers(cfg) -> list[str]:
+    """Scheduler settings for which decode runs are not proven exact (the one place that decides it)."""
+    reasons = []
+    if cfg.policy != "vllm-v1":
+        reasons.append(f"policy {cfg.policy}")
+    if cfg.queue != "fcfs" or cfg.preemption != "recompute" or cfg.enable_prefix_caching:
+        reasons.append("queue order, preemption mode or prefix caching other than vLLM V1's defaults")
+    if cfg.max_queue_time_s is not None:
+        reasons.append("queue timeouts")
+    return reasons
+
+
 def fast_path_supported(scheduler) -> bool:
-    cfg = scheduler.config
-    return (
-        getattr(scheduler, "name", "") == "vllm-v1"
-        and type(scheduler.kv_cache) is KVCacheManager
-        and getattr(cfg, "queue", "fcfs") == "fcfs"
-        and getattr(cfg, "preemption", "recompute") == "recompute"
-        and not getattr(cfg, "enable_prefix_caching", False)
-        and getattr(cfg, "max_queue_time_s", None) is None
-    )
+    return type(scheduler.kv_cache) is KVCacheManager and not scheduler_blockers(scheduler.config)
 
 
 @dataclass
@@ -94,7 +98,6 @@ class DecodeRun:
     step_ends: np.ndarray  # step_ends[0]: end of the step before the run (async: the one in flight)
     last_step: np.ndarray
     finish_tick: np.ndarray
-    contexts: np.ndarray  # tokens in KV of each request at the start
     alloc_cum: np.ndarray  # blocks allocated by steps 1..m (index m; index 0 = 0)
     freed_by_tick: np.ndarray  # blocks freed by the updates of ticks 1..m (index m; index 0 = 0)
     free_blocks_start: int
@@ -233,7 +236,7 @@ def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
     ended_before = np.concatenate([[0], np.cumsum(finishing)])[: k + 1]  # requests finished at ticks < m
     return DecodeRun(
         requests=list(replica.scheduler.running), async_mode=async_mode, k=k, step_ends=ends, last_step=last_step,
-        finish_tick=finish_tick, contexts=contexts, alloc_cum=alloc_cum[: k + 1], freed_by_tick=freed_by_tick[: k + 1],
+        finish_tick=finish_tick, alloc_cum=alloc_cum[: k + 1], freed_by_tick=freed_by_tick[: k + 1],
         free_blocks_start=kv.num_free_blocks, first_step_index=replica.scheduler.step_index,
         waiting_start=len(replica.scheduler.waiting), truncate_on_arrival=False, start_s=start,
         batch_by_step=[n] + batch[:k].tolist(), running_by_step=(n - ended_before).tolist(),

@@ -55,6 +55,7 @@ def recorder_listeners(*listeners: RecorderListener) -> Iterator[None]:
         _ACTIVE_LISTENERS.reset(token)
 
 
+_FLOAT_STEP_COLUMNS = frozenset(("start_s", "duration_s"))
 _TEXT_COLUMNS = frozenset(("request_id", "served_by", "status", "reason"))
 _INT_COLUMNS = frozenset(("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
                           "scheduled_tokens", "recomputed_tokens", "cached_tokens"))
@@ -81,7 +82,7 @@ class Recorder:
             name: [] if name in _TEXT_COLUMNS else array("q" if name in _INT_COLUMNS else "d") for name in REQUEST_COLUMNS
         }
         self._step: dict[str, array | list] = {
-            name: array("d") if name in ("start_s", "duration_s") else array("q") for name in STEP_COLUMNS
+            name: array("d") if name in _FLOAT_STEP_COLUMNS else array("q") for name in STEP_COLUMNS
         }
         self.itl_values = array("d")
         self.itl_weights = array("q")
@@ -214,7 +215,7 @@ class Recorder:
                              ("decode_tokens", decode_tokens), ("free_blocks", free_blocks), ("used_blocks", used),
                              ("num_running", num_running), ("num_waiting", num_waiting),
                              ("num_preempted", num_preempted), ("num_finished", num_finished)):
-            dtype = np.float64 if name in ("start_s", "duration_s") else np.int64
+            dtype = np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64
             s[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
 
     def same_gap_tokens_bulk(self, gaps, counts) -> None:
@@ -264,7 +265,7 @@ class Recorder:
         """One row per engine step, ordered by replica then step (records of a skipped stretch arrive late)."""
         columns = {}
         for name in STEP_COLUMNS:
-            dtype = np.float64 if name in ("start_s", "duration_s") else np.int64
+            dtype = np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64
             columns[name] = np.frombuffer(self._step[name], dtype=dtype) if len(self._step[name]) else np.array([], dtype=dtype)
         frame = pd.DataFrame(columns)
         return frame.sort_values(["replica", "step"], kind="stable").reset_index(drop=True)
