@@ -19,6 +19,7 @@ from llmsim.cluster.build import build_cluster, cluster_results
 from llmsim.cluster.cluster import Cluster
 from llmsim.config import SimConfig
 from llmsim.engine.client import Client
+from llmsim.engine.aggregate import AggregateReplica, aggregate_engine_blockers
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
@@ -27,7 +28,7 @@ from llmsim.errors import ConfigError
 from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
-from llmsim.metrics.recorder import Recorder
+from llmsim.metrics.recorder import _ACTIVE_LISTENERS, Recorder
 from llmsim.metrics.summary import summarize
 from llmsim.workload import Workload, build_workload
 
@@ -144,6 +145,8 @@ def simulate(
     if workload is None:
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
+    if config.engine.mode == "fast" and not aggregate_blockers(config):
+        return _simulate_aggregate(config, workload, deployment, progress)
     env = simpy.Environment()
     recorder = Recorder(keep_steps=config.metrics.step_detail, step_sample_every=config.metrics.step_sample_every)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))
@@ -155,6 +158,174 @@ def simulate(
         _run_with_progress(env, cluster, recorder, total, progress)
     cluster.fail_unfinished("stalled")
     return _collect(config, recorder, deployment, cluster)
+
+
+def aggregate_blockers(config: SimConfig) -> list[str]:
+    """Why the aggregate engine (:mod:`llmsim.engine.aggregate`) cannot run this config (empty: it runs).
+
+    On top of what the event-skipping loop needs, it routes the whole workload up front (so no client
+    retries) and calls no per-step listeners (the timeline export wants every step's plan)."""
+    reasons = fast_path_blockers(config)
+    pps = {group.pp or config.hardware.pp for group in config.cluster.replica_groups()}
+    reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
+    if config.client.max_retries > 0:
+        reasons.append("client retries")
+    if _ACTIVE_LISTENERS.get():
+        reasons.append("per-step listeners")
+    return reasons
+
+
+def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress) -> Result:
+    """Route the workload up front, run each replica alone in the aggregate engine, and assemble the same
+    tables and summary as the simpy run (through the same recorder and cluster reports)."""
+    df = workload.df
+    n = len(df)
+    arrival = df["arrival_s"].to_numpy(dtype=np.float64)
+    prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
+    output = df["output_tokens"].to_numpy(dtype=np.int64)
+    failed = df["failed"].to_numpy(dtype=bool) if "failed" in df.columns else np.zeros(n, dtype=bool)
+    recorder = Recorder(keep_steps=config.metrics.step_detail, step_sample_every=config.metrics.step_sample_every)
+    env = simpy.Environment()  # the cluster shell's clock: never run, the replicas keep their own time
+    cluster = build_cluster(config, env, recorder, n, lambda gpu, model, tp, pp: build_deployment(
+        config.model_copy(update={"hardware": config.hardware.model_copy(
+            update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})})), lambda *_: None)
+    replicas = cluster.accepting_replicas("colocated")
+    views = [r.view for r in replicas]
+    router = cluster.routers["colocated"]
+    routed = np.flatnonzero(~failed & (output > 0))
+    # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
+    choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64, count=len(routed))
+    columns = _empty_request_columns(n, arrival, prompt, output, failed)
+    itl_values, itl_weights = [], []
+    final_states, outcomes_steps = [], []
+    stats = {"num_steps": 0, "busy": 0.0, "kv_time": 0.0, "peak": 0.0, "max_waiting": 0, "max_batch": 0}
+    last_end = float(arrival[~(~failed & (output > 0))].max()) if (failed | (output <= 0)).any() else 0.0
+    done = 0
+    sched_cfg = config.scheduler
+    for position, replica in enumerate(replicas):
+        rows = routed[choice == position]
+        dep = replica.spec.deployment
+        engine = AggregateReplica(
+            replica.replica_id, sched_cfg, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
+            arrival[rows], prompt[rows], output[rows], keep_steps=config.metrics.step_detail,
+            step_sample_every=config.metrics.step_sample_every,
+            sample_interval_s=config.metrics.timeseries_interval_s)
+        outcome = engine.run()
+        _scatter_outcome(columns, rows, outcome, replica.replica_id)
+        itl_values.append(np.asarray(outcome.itl_values, dtype=np.float64))
+        itl_weights.append(np.asarray(outcome.itl_weights, dtype=np.int64))
+        if outcome.steps["step"]:
+            outcomes_steps.append((replica.replica_id, outcome.steps))
+        replica.num_routed = len(rows)
+        replica.num_finished = outcome.num_finished
+        replica.num_steps = outcome.num_steps
+        replica.busy_s = outcome.busy_s
+        replica.kv_usage_s = outcome.kv_usage_s
+        stats["num_steps"] += outcome.num_steps
+        stats["busy"] += outcome.busy_s
+        stats["kv_time"] += outcome.kv_usage_time_s
+        stats["peak"] = max(stats["peak"], outcome.peak_kv_usage)
+        stats["max_waiting"] = max(stats["max_waiting"], outcome.max_num_waiting)
+        stats["max_batch"] = max(stats["max_batch"], outcome.max_batch_size)
+        last_end = max(last_end, outcome.last_end_s)
+        final_states.append(engine)
+        done += len(rows)
+        if progress is not None:
+            progress(n - len(routed) + done, n)
+    # The heartbeat samples every replica until the run ends (the last request's end).
+    cluster.last_end_s = last_end
+    cluster.arrival_times = [float(arrival[routed[-1]])] if len(routed) else []
+    _fill_timeseries(cluster, replicas, final_states, max(last_end, cluster.arrival_times[-1] if len(routed) else 0.0))
+    _derive_latencies(columns)
+    recorder.add_requests(columns)
+    if itl_values:
+        recorder.itl_values.frombytes(np.concatenate(itl_values).tobytes())
+        recorder.itl_weights.frombytes(np.concatenate(itl_weights).tobytes())
+    for replica_id, steps in outcomes_steps:
+        _append_steps(recorder, replica_id, steps)
+    recorder.num_steps = stats["num_steps"]
+    recorder.busy_time_s = stats["busy"]
+    recorder.kv_usage_time_s = stats["kv_time"]
+    recorder.peak_kv_usage = stats["peak"]
+    recorder.max_num_waiting = stats["max_waiting"]
+    recorder.max_batch_size = stats["max_batch"]
+    cluster.num_ended = n
+    return _collect(config, recorder, deployment, cluster)
+
+
+def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
+    width = len(str(max(n - 1, 0)))
+    nan = np.full(n, np.nan)
+    reason = np.where(failed, "failed_in_trace", np.where(output <= 0, "zero_output_tokens", "")).astype(object)
+    return {
+        "request_id": [f"{i:0{width}d}" for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
+        "arrival_s": arrival, "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(), "finish_s": nan.copy(),
+        "last_token_s": nan.copy(), "prompt_tokens": prompt, "output_tokens": output,
+        "num_output_tokens": np.zeros(n, dtype=np.int64), "num_preemptions": np.zeros(n, dtype=np.int64),
+        "scheduled_tokens": np.zeros(n, dtype=np.int64), "recomputed_tokens": np.zeros(n, dtype=np.int64),
+        "cached_tokens": np.zeros(n, dtype=np.int64), "status": np.full(n, "failed", dtype=object),
+        "reason": reason, "served_by": np.full(n, "", dtype=object),
+    }
+
+
+def _derive_latencies(columns: dict) -> None:
+    """TTFT, E2EL, TPOT and queue time from the recorded instants, as Recorder.request_ended derives them."""
+    arrival = columns["arrival_s"]
+    first_token = columns["first_token_s"]
+    ttft = first_token - arrival
+    e2el = np.where(np.isnan(columns["finish_s"]) | np.isnan(first_token), np.nan, columns["last_token_s"] - arrival)
+    produced = columns["num_output_tokens"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(~np.isnan(e2el) & (produced > 1), (e2el - ttft) / (produced - 1), np.nan)
+    columns["ttft_s"] = ttft
+    columns["e2el_s"] = e2el
+    columns["tpot_s"] = tpot
+    columns["queue_s"] = columns["first_scheduled_s"] - arrival
+
+
+def _as_float(values: list) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _scatter_outcome(columns: dict, rows: np.ndarray, outcome, replica_id: int) -> None:
+    columns["replica"][rows] = replica_id
+    columns["served_by"][rows] = str(replica_id)
+    for name, values in (("first_scheduled_s", outcome.first_scheduled_s), ("first_token_s", outcome.first_token_s),
+                         ("finish_s", outcome.finish_s), ("last_token_s", outcome.last_token_s)):
+        columns[name][rows] = _as_float(values)
+    for name, values in (("num_output_tokens", outcome.num_output_tokens), ("num_preemptions", outcome.num_preemptions),
+                         ("scheduled_tokens", outcome.scheduled_tokens), ("recomputed_tokens", outcome.recomputed_tokens)):
+        columns[name][rows] = np.asarray(values, dtype=np.int64)
+    columns["status"][rows] = np.asarray(outcome.status, dtype=object)
+    columns["reason"][rows] = np.asarray(outcome.reason, dtype=object)
+
+
+def _append_steps(recorder: Recorder, replica_id: int, steps: dict) -> None:
+    s = recorder._step
+    count = len(steps["step"])
+    s["replica"].frombytes(np.full(count, replica_id, dtype=np.int64).tobytes())
+    for name, values in steps.items():
+        dtype = np.float64 if name in ("start_s", "duration_s") else np.int64
+        s[name].frombytes(np.asarray(values, dtype=dtype).tobytes())
+
+
+def _fill_timeseries(cluster: Cluster, replicas, engines, end_s: float) -> None:
+    """Every replica's heartbeat samples, in the heartbeat's order (by time, then replica)."""
+    per_replica = [engine.sample_until(end_s) for engine in engines]
+    ts = cluster.timeseries
+    if not per_replica:
+        return
+    count = min(len(p["time_s"]) for p in per_replica)
+    for k in range(count):
+        for replica, samples in zip(replicas, per_replica):
+            ts["time_s"].append(samples["time_s"][k])
+            ts["replica"].append(replica.replica_id)
+            ts["role"].append(replica.spec.role)
+            ts["state"].append(replica.state.value)
+            ts["kv_usage"].append(samples["kv_usage"][k])
+            ts["num_outstanding"].append(samples["num_outstanding"][k])
+            ts["num_waiting"].append(samples["num_waiting"][k])
+            ts["pending_prefill_tokens"].append(samples["pending_prefill_tokens"][k])
 
 
 def fast_path_blockers(config: SimConfig) -> list[str]:

@@ -112,6 +112,7 @@ class RooflineTimingModel:
         self._base_cache: dict[tuple[int, int], float] = {}
         self._layer_cache: dict[int, tuple[float, float]] = {}
         self._stage_cache: dict[tuple[int, int], tuple[float, ...]] = {}
+        self._decode_consts: dict[int, tuple[float, float, float]] = {}
 
     def _stage_layout(self) -> list[tuple[int, int, bool]]:
         """(dense layers, MoE layers, send crosses nodes) of each stage; layers keep their model order."""
@@ -241,13 +242,39 @@ class RooflineTimingModel:
         tokens = flop_units = ctx_tokens = 0
         for c, k in zip(new_tokens, context_lens):
             tokens += c
-            # causal: query i of the chunk sees k + i keys; a chunk pays its tile waste (c + half) / c
-            flop_units += c * (2 * k + c + 1) if c == 1 else (self._ctx_w2 * k + c + 1) * (c + self._half)
+            flop_units += 2 * k + 2 if c == 1 else self.chunk_flop_units(c, k)
             ctx_tokens += k + c
         if tokens == 0:
             return 0.0
+        return self.time_from_totals(tokens, flop_units, ctx_tokens, num_sampled, len(new_tokens))
+
+    def decode_step_time(self, batch: int, sum_context: int) -> float:
+        """``step_time([1] * batch, contexts, batch)`` for contexts summing to ``sum_context`` (pp = 1), from
+        constants memoised per batch size: the aggregate engine's pure-decode steps. Same operations in the
+        same order as :meth:`time_from_totals`, so the result is bit-identical."""
+        consts = self._decode_consts.get(batch)
+        if consts is None:
+            consts = self._decode_consts[batch] = (self._base_time(batch, batch), batch * self._qo_bytes_per_token,
+                                                   self._cpu_step + self._cpu_per_request * batch)
+        base, qo_bytes, cpu = consts
+        compute = (2 * sum_context + 2 * batch) * self._attn_flops_per_unit / self._attn_flops_rate
+        memory = ((sum_context + batch) * self._kv_bytes_per_ctx_token + qo_bytes) / self._attn_bytes_rate
+        attention = (compute if compute > memory else memory) + self._attn_overhead
+        return (base + self._num_layers * attention) + cpu
+
+    def chunk_flop_units(self, c: int, k: int) -> float:
+        """Attention work units of a chunk of ``c`` > 1 new tokens over ``k`` cached ones (a decode, c = 1,
+        is the integer 2k + 2). Causal: query i of the chunk sees k + i keys; a chunk pays its tile waste
+        (c + half) / c."""
+        return (self._ctx_w2 * k + c + 1) * (c + self._half)
+
+    def time_from_totals(self, tokens: int, flop_units, ctx_tokens: int, num_sampled: int, num_scheduled: int) -> float:
+        """A step's duration (pp = 1) from the batch totals :meth:`step_time` accumulates: new tokens, attention
+        units (summed in batch order), cached-plus-new context tokens, sampled rows and scheduled requests.
+        The aggregate engine calls it with totals it keeps without visiting each request; the arithmetic is
+        the same, so the durations are bit-identical."""
         time = self._base_time(tokens, num_sampled) + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
-        return time + (self._cpu_step + self._cpu_per_request * len(new_tokens))
+        return time + (self._cpu_step + self._cpu_per_request * num_scheduled)
 
     def pipeline_times(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> PipelineTiming:
         """Latency, occupancy and per-stage busy time of one step split into micro-batches (module docstring)."""
@@ -257,7 +284,7 @@ class RooflineTimingModel:
         for i, (c, k) in enumerate(zip(new_tokens, context_lens)):
             s = sums[i % micro]
             s[0] += c
-            s[1] += c * (2 * k + c + 1) if c == 1 else (self._ctx_w2 * k + c + 1) * (c + self._half)
+            s[1] += 2 * k + 2 if c == 1 else self.chunk_flop_units(c, k)
             s[2] += k + c
         per_stage = [[] for _ in self._stages]
         for g, (tokens, flop_units, ctx_tokens) in enumerate(sums):

@@ -133,6 +133,19 @@ class Recorder:
         for listener in self._end_listeners:
             listener(request)
 
+    def add_requests(self, columns: dict) -> None:
+        """Many requests' records at once (``columns``: one array or list per name of REQUEST_COLUMNS, in the
+        same units as :meth:`request_ended` writes; NaN where a time is unknown). Used by the aggregate engine,
+        which keeps per-request results in arrays instead of request objects; listeners are not called."""
+        col = self._req
+        for name in REQUEST_COLUMNS:
+            values = columns[name]
+            if name in _TEXT_COLUMNS:
+                col[name].extend(values)
+            else:
+                dtype = np.int64 if name in _INT_COLUMNS else np.float64
+                col[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
+
     # -- steps -----------------------------------------------------------------------------------
     def step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None:
         self.step_values(

@@ -1,0 +1,762 @@
+"""The aggregate engine: vLLM V1 on one replica with its steadily decoding requests held in aggregate.
+
+The reference engine (``engine.mode: reference``) visits every running request in every step. But in most
+steps most of the batch is *steady*: each request decodes one token, its context grows by one and it needs
+a new KV block exactly when its context crosses a multiple of the block size. Such a request's state is a
+linear function of the step index from the step it became steady until the step it samples its last token,
+so this engine keeps those requests in a *pool* described by a few totals:
+
+* ``pool_n`` members scheduled this step and the sum of their contexts (``pool_a + pool_n × step``), which
+  price the step through :meth:`~llmsim.hardware.timing.RooflineTimingModel.time_from_totals` with the same
+  integer totals and float operations as the per-step loop;
+* how many members need a block at each step: members are bucketed by their context's phase modulo the
+  block size, so the count is one lookup;
+* when each member samples its last token (it leaves the pool then, and finishes when that token arrives).
+
+Every step still runs vLLM V1's rules — the running pass, the waiting pass with its full-prompt and
+watermark checks, chunked prefill, the async loop's one-step lag, vLLM's empty bookkeeping steps — but only
+requests that are *not* steady (a prefill chunk, an admission, a first token, a finish) are visited one by
+one. A step whose blocks do not suffice for the whole batch (a preemption is coming: the victim depends on
+the running order) or whose running pass is not the simple shape (a decode starved of token budget) is
+taken the long way: the pool is written back into per-request state, the step runs request by request
+exactly as the reference scheduler would, and the steady requests rejoin the pool afterwards.
+
+The engine runs one replica alone on its own arrivals (a router that reads no replica state — round-robin
+or random — can route the whole workload up front), without simpy: its clock moves from one tick of the
+engine loop to the next. :func:`aggregate_engine_blockers` says which configurations it serves; the
+equivalence tests check that it gives the reference engine's per-request results, step table and summary.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+WAITING, RUNNING, PREEMPTED, FINISHED, REJECTED = range(5)
+STATUS_NAMES = ("waiting", "running", "preempted", "finished", "rejected")
+
+
+def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
+    """Scheduler and hardware settings the aggregate engine does not model (empty: it may run)."""
+    reasons = []
+    if sched_cfg.policy != "vllm-v1":
+        reasons.append(f"policy {sched_cfg.policy}")
+    if (sched_cfg.queue != "fcfs" or sched_cfg.preemption != "recompute" or sched_cfg.enable_prefix_caching
+            or sched_cfg.victim not in ("auto", "most-recent")):
+        reasons.append("queue order, preemption mode, victim rule or prefix caching other than vLLM V1's defaults")
+    if sched_cfg.max_queue_time_s is not None:
+        reasons.append("queue timeouts")
+    if sched_cfg.long_prefill_token_threshold:
+        reasons.append("long_prefill_token_threshold")
+    if pp > 1:
+        reasons.append("pipeline parallelism")
+    return reasons
+
+
+class _Plan:
+    """One scheduled step: who samples in it (explicitly listed, plus ``pool_n`` pool members) and its figures."""
+
+    __slots__ = ("step", "start", "end", "tokens", "prefill", "batch", "sampling", "pool_n", "preempted",
+                 "free_after", "num_running", "num_waiting", "new")
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.start = self.end = 0.0
+        self.tokens = self.prefill = self.batch = self.pool_n = self.preempted = 0
+        self.sampling: list[int] = []
+        self.new: list[int] = []
+        self.free_after = self.num_running = self.num_waiting = 0
+
+
+@dataclass
+class ReplicaOutcome:
+    """What one replica's run produced: per-request results (local order), steps, gaps, samples, counters."""
+
+    first_scheduled_s: list
+    first_token_s: list
+    last_token_s: list
+    finish_s: list
+    num_output_tokens: list
+    num_preemptions: list
+    scheduled_tokens: list
+    recomputed_tokens: list
+    status: list
+    reason: list
+    steps: dict = field(default_factory=dict)  # step-table columns (lists), when kept
+    itl_values: list = field(default_factory=list)
+    itl_weights: list = field(default_factory=list)
+    samples: dict = field(default_factory=dict)  # time series at the heartbeat times
+    num_steps: int = 0
+    busy_s: float = 0.0
+    kv_usage_s: float = 0.0  # Σ duration × used / total (the cluster's per-replica figure)
+    kv_usage_time_s: float = 0.0  # Σ usage × duration (the recorder's figure)
+    peak_kv_usage: float = 0.0
+    max_num_waiting: int = 0
+    max_batch_size: int = 0
+    num_finished: int = 0
+    last_end_s: float = 0.0
+
+
+class AggregateReplica:
+    """Runs vLLM V1 on one replica over its arrivals (``arrival_s`` sorted), as described in the module docstring."""
+
+    def __init__(self, replica_id: int, sched_cfg, num_gpu_blocks: int, max_model_len: int, timing,
+                 arrival_s, prompt_tokens, output_tokens, *, keep_steps: bool = True, step_sample_every: int = 1,
+                 sample_interval_s: float = 1.0) -> None:
+        self.replica_id = replica_id
+        self.cfg = sched_cfg
+        self.timing = timing
+        self.depth = 2 if sched_cfg.async_scheduling else 1
+        self.bs = sched_cfg.block_size
+        self.usable = num_gpu_blocks - 1  # block 0 is vLLM's reserved null block
+        self.free = self.usable
+        self.watermark_blocks = int(sched_cfg.watermark * num_gpu_blocks)
+        self.max_model_len = max_model_len
+        self.keep_steps = keep_steps
+        self.step_sample_every = step_sample_every
+        self.sample_interval_s = sample_interval_s
+        self.arr = [float(x) for x in arrival_s]
+        self.P = [int(x) for x in prompt_tokens]
+        self.O = [int(x) for x in output_tokens]
+        n = len(self.arr)
+        self.comp = [0] * n
+        self.out = [0] * n
+        self.ph = [0] * n
+        self.status = [WAITING] * n
+        self.reason = [""] * n
+        self.npre = [0] * n
+        self.sched_total = [0] * n
+        self.recomputed = [0] * n
+        self.first_sched: list = [None] * n
+        self.first_tok: list = [None] * n
+        self.last_tok: list = [None] * n
+        self.finish_s: list = [None] * n
+        self.was_preempted = [False] * n
+        # The pool (module docstring): per member its entry step, final sampling step and context − step.
+        self.pooled = [False] * n
+        self.p_entry = [0] * n
+        self.p_final = [0] * n
+        self.p_base = [0] * n
+        self.pool_n = 0
+        self.pool_a = 0
+        self.phase_count = [0] * self.bs
+        self.retire_at: dict[int, list[int]] = {}
+        self.finish_at: dict[int, list[int]] = {}
+        self.completers: list[int] = []  # sampled for the first time after a prefill in the last step
+        self.partial: Optional[int] = None  # the one request part-way through its prefill (last in running)
+        self.dirty = False  # a step ran request by request: classify everyone before the next one
+        self.loose = False  # some running request fits neither the pool nor the simple shape
+        self.running: list[int] = []
+        self.waiting: deque[int] = deque()
+        self.in_flight: deque[_Plan] = deque()
+        self.step_index = 0
+        self.finished_pending = False
+        self.last_update_step = -1
+        self.last_update_end: Optional[float] = None
+        self.gpu_free = 0.0
+        self.outstanding = 0
+        self.pending_prefill = 0
+        self.next_arrival = 0
+        self.next_sample_s = 0.0
+        self.samples = {"time_s": [], "kv_usage": [], "num_outstanding": [], "num_waiting": [],
+                        "pending_prefill_tokens": []}
+        self.itl_values: list[float] = []
+        self.itl_weights: list[int] = []
+        self.steps = {name: [] for name in ("step", "start_s", "duration_s", "batch_size", "prefill_tokens",
+                                            "decode_tokens", "free_blocks", "used_blocks", "num_running",
+                                            "num_waiting", "num_preempted", "num_finished")}
+        self.num_steps = 0
+        self.busy_s = 0.0
+        self.kv_usage_s = 0.0
+        self.kv_usage_time_s = 0.0
+        self.peak_kv_usage = 0.0
+        self.max_num_waiting = 0
+        self.max_batch_size = 0
+        self.num_finished = 0
+        self.last_end_s = 0.0
+
+    # -- arrivals and the heartbeat's samples ---------------------------------------------------------
+    def _advance(self, time_s: float) -> None:
+        """Submit arrivals up to ``time_s`` and take the time-series samples due before it, in time order."""
+        arr = self.arr
+        while True:
+            a = arr[self.next_arrival] if self.next_arrival < len(arr) else None
+            if self.next_sample_s < time_s and (a is None or self.next_sample_s <= a):
+                self._sample()
+                continue
+            if a is None or a > time_s:
+                return
+            self._submit(self.next_arrival)
+            self.next_arrival += 1
+
+    def _sample(self) -> None:
+        s = self.samples
+        s["time_s"].append(self.next_sample_s)
+        s["kv_usage"].append((self.usable - self.free) / self.usable)
+        s["num_outstanding"].append(self.outstanding)
+        s["num_waiting"].append(len(self.waiting))
+        s["pending_prefill_tokens"].append(self.pending_prefill)
+        self.next_sample_s += self.sample_interval_s
+
+    def _submit(self, i: int) -> bool:
+        total = self.P[i] + self.O[i]
+        cap = self.cfg.max_waiting_requests
+        if total > self.max_model_len:
+            reason = "exceeds_max_model_len"
+        elif -(-(total - 1) // self.bs) > self.usable:
+            reason = "exceeds_kv_capacity"
+        elif cap is not None and len(self.waiting) >= cap:
+            reason = "queue_full"
+        else:
+            self.waiting.append(i)
+            self.outstanding += 1
+            self.pending_prefill += self.P[i]
+            return True
+        self.status[i] = REJECTED
+        self.reason[i] = reason
+        self.last_end_s = max(self.last_end_s, self.arr[i])
+        return False
+
+    def _sleep(self) -> Optional[float]:
+        """Wait for the next accepted arrival (a rejected one does not wake the engine); None: none left."""
+        arr = self.arr
+        while self.next_arrival < len(arr):
+            t = arr[self.next_arrival]
+            while self.next_sample_s < t:
+                self._sample()
+            i = self.next_arrival
+            self.next_arrival += 1
+            if self._submit(i):
+                return t
+        return None
+
+    # -- the engine loop (llmsim.engine.replica.Replica.run, with EngineLoop's batch queue) ---------------
+    def run(self) -> ReplicaOutcome:
+        now = 0.0
+        in_flight = self.in_flight
+        depth = self.depth
+        while True:
+            self._advance(now)
+            if self.pool_n and not (self.waiting or self.completers or self.dirty or self.loose
+                                    or self.partial is not None):
+                now = self._quiet_steps(now)
+            plan = None
+            if self.running or self.waiting or self.finished_pending:
+                plan = self._schedule()
+                self._cost(plan, now)
+                in_flight.appendleft(plan)
+                if plan.tokens > 0 and len(in_flight) < depth:
+                    continue
+                to_update = in_flight.pop()
+            elif in_flight:
+                to_update = in_flight.pop()
+            else:
+                woke = self._sleep()
+                if woke is None:
+                    break
+                now = woke
+                continue
+            if to_update.end > now:
+                now = to_update.end
+                self._advance(now)
+            self._update(to_update)
+            if (to_update.tokens == 0 and not to_update.preempted and not in_flight
+                    and (self.running or self.waiting)):
+                woke = self._sleep()
+                if woke is None:
+                    break
+                now = woke
+        return self._outcome()
+
+    def _quiet_steps(self, now: float) -> float:
+        """Run *quiet* steps inline: the batch is the pool alone, nobody waits, no block shortage, nobody to
+        add or finish. Each costs a few arithmetic operations instead of a plan object and two calls; the
+        first step that is not quiet is left to the general loop. Returns the new time."""
+        in_flight = self.in_flight
+        async_mode = self.depth == 2
+        if len(in_flight) != (1 if async_mode else 0):
+            return now
+        budget = self.cfg.max_num_batched_tokens
+        bs = self.bs
+        phase = self.phase_count
+        finish_at, retire_at = self.finish_at, self.retire_at
+        step_time = self.timing.decode_step_time
+        arr = self.arr
+        num_arrivals = len(arr)
+        usable = self.usable
+        pending = in_flight[0] if async_mode else None  # the step in flight (async): a _Plan or a quiet tuple
+        while True:
+            s = self.step_index
+            retiring = retire_at.get(s)
+            if retiring:
+                if pending is not None and type(pending) is tuple:
+                    break  # its update finishes someone: the general loop takes it
+                del retire_at[s]
+                for i in retiring:
+                    base = self.p_base[i]
+                    self.pool_n -= 1
+                    self.pool_a -= base
+                    phase[base % bs] -= 1
+            n = self.pool_n
+            need = phase[-s % bs]
+            if not n or n > budget or need > self.free or self.waiting or self.completers or self.loose:
+                break
+            if not async_mode and s in finish_at:
+                break  # sync: this step's update finishes someone
+            self.step_index = s + 1
+            self.finished_pending = False
+            self.free -= need
+            duration = step_time(n, self.pool_a + n * s)
+            start = now if now > self.gpu_free else self.gpu_free
+            end = self.gpu_free = start + duration
+            step = (s, start, end, n, self.free, len(self.running))
+            if async_mode:
+                to_update, pending = pending, step
+            else:
+                to_update = step
+            if type(to_update) is tuple:
+                t_end = to_update[2]
+                if t_end > now:
+                    now = t_end
+                if self.next_sample_s < now or (self.next_arrival < num_arrivals and arr[self.next_arrival] <= now):
+                    self._advance(now)
+                # Quiet update: every pool member gets its token, same gap; nobody finishes.
+                previous = self.last_update_end
+                self.itl_values.append(t_end - previous)
+                self.itl_weights.append(to_update[3])
+                self.last_update_step = to_update[0]
+                self.last_update_end = t_end
+                self._record_quiet(to_update, usable)
+            else:
+                if to_update.end > now:
+                    now = to_update.end
+                    self._advance(now)
+                self._update(to_update)
+                if self.dirty:
+                    break
+        if async_mode and type(pending) is tuple:
+            in_flight[0] = self._quiet_plan(pending)
+        return now
+
+    def _quiet_plan(self, step: tuple) -> _Plan:
+        s, start, end, n, free, num_running = step
+        plan = _Plan(s)
+        plan.start, plan.end = start, end
+        plan.tokens = plan.batch = plan.pool_n = n
+        plan.free_after, plan.num_running = free, num_running
+        return plan
+
+    def _record_quiet(self, step: tuple, usable: int) -> None:
+        s, start, end, n, free, num_running = step
+        duration = end - start
+        used = usable - free
+        self.num_steps += 1
+        self.busy_s += duration
+        self.kv_usage_s += duration * used / max(used + free, 1)
+        usage = used / (used + free)
+        if usage > self.peak_kv_usage:
+            self.peak_kv_usage = usage
+        self.kv_usage_time_s += usage * duration
+        if n > self.max_batch_size:
+            self.max_batch_size = n
+        if not self.keep_steps or s % self.step_sample_every:
+            return
+        st = self.steps
+        st["step"].append(s)
+        st["start_s"].append(start)
+        st["duration_s"].append(duration)
+        st["batch_size"].append(n)
+        st["prefill_tokens"].append(0)
+        st["decode_tokens"].append(n)
+        st["free_blocks"].append(free)
+        st["used_blocks"].append(used)
+        st["num_running"].append(num_running)
+        st["num_waiting"].append(0)
+        st["num_preempted"].append(0)
+        st["num_finished"].append(0)
+
+    def _cost(self, plan: _Plan, now: float) -> None:
+        if plan.tokens == 0:
+            plan.start = plan.end = now
+            return
+        start = now if now > self.gpu_free else self.gpu_free
+        plan.start = start
+        plan.end = self.gpu_free = start + plan.end  # plan.end held the duration until now
+        for i in plan.new:
+            self.first_sched[i] = start
+
+    # -- scheduling ------------------------------------------------------------------------------------
+    def _schedule(self) -> _Plan:
+        s = self.step_index
+        self.step_index = s + 1
+        self.finished_pending = False
+        plan = _Plan(s)
+        retiring = self.retire_at.pop(s, None)
+        if retiring:
+            bs = self.bs
+            for i in retiring:
+                base = self.p_base[i]
+                self.pool_n -= 1
+                self.pool_a -= base
+                self.phase_count[base % bs] -= 1
+        if self.dirty:
+            self._classify(s)
+        elif self.completers:
+            for i in self.completers:
+                if not self._enter_pool(i, s) and not self._final_in_flight(i):
+                    self.loose = True
+            self.completers = []
+        if self.loose or not self._schedule_fast(plan, s):
+            self._materialize(s)
+            self._schedule_explicit(plan)
+            self.dirty = True
+        return plan
+
+    def _final_in_flight(self, i: int) -> bool:
+        """Async loop: its last token is being sampled, so the running pass skips it (vLLM 0.32)."""
+        p = self.ph[i]
+        return p > 0 and self.comp[i] + 2 - p >= self.P[i] + self.O[i]
+
+    def _enter_pool(self, i: int, s: int) -> bool:
+        """Make running request ``i`` a pool member from step ``s`` if it is a steady decode; else False."""
+        out, p, c = self.out[i], self.ph[i], self.comp[i]
+        if self.depth == 2:
+            # Its token of step s−1 is in flight (delivered, same gap, by the explicit update of s−1).
+            steady = p == 1 and c == self.P[i] + out
+        else:
+            steady = (p == 0 and out >= 1 and c == self.P[i] + out - 1
+                      and self.last_tok[i] is not None and self.last_tok[i] == self.last_update_end)
+        remaining = self.O[i] - out - p  # tokens still to sample, from step s on
+        if not steady or remaining < 1:
+            return False
+        final = s + remaining - 1
+        base = c - s
+        self.pooled[i] = True
+        self.p_entry[i] = s
+        self.p_final[i] = final
+        self.p_base[i] = base
+        self.pool_n += 1
+        self.pool_a += base
+        self.phase_count[base % self.bs] += 1
+        self.retire_at.setdefault(final + 1, []).append(i)
+        self.finish_at.setdefault(final, []).append(i)
+        return True
+
+    def _classify(self, s: int) -> None:
+        """After a step run request by request: pool every steady decode, find the partial prefill."""
+        self.dirty = False
+        self.loose = False
+        self.partial = None
+        self.completers = []
+        running = self.running
+        last = running[-1] if running else None
+        for i in running:
+            if self.pooled[i] or self._enter_pool(i, s) or self._final_in_flight(i):
+                continue
+            if i == last:
+                self.partial = i
+            else:
+                self.loose = True
+
+    def _schedule_fast(self, plan: _Plan, s: int) -> bool:
+        """The step with the pool in aggregate; False (nothing changed) when it must run request by request."""
+        cfg = self.cfg
+        n = self.pool_n
+        budget = cfg.max_num_batched_tokens - n
+        if budget < 0:
+            return False
+        bs = self.bs
+        need = self.phase_count[-s % bs]
+        scheduled: list[tuple[int, int]] = []
+        partial = self.partial
+        if partial is not None and budget > 0:
+            c = self.comp[partial]
+            num_new = self.P[partial] + self.out[partial] + self.ph[partial] - c
+            if num_new > budget:
+                num_new = budget
+            if num_new > self.max_model_len - 1 - c:
+                num_new = self.max_model_len - 1 - c
+            if num_new > 0:
+                need += -(-(c + num_new) // bs) - (-(-c // bs))
+                scheduled.append((partial, num_new))
+                budget -= num_new
+        if need > self.free:
+            return False
+        self.free -= need
+        if self.waiting and budget > 0:
+            self._schedule_waiting(plan, budget, scheduled)
+        self._finish_plan(plan, scheduled, n, self.pool_a + n * s)
+        return True
+
+    def _schedule_waiting(self, plan: _Plan, budget: int, scheduled: list) -> None:
+        """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow."""
+        cfg = self.cfg
+        waiting, running = self.waiting, self.running
+        bs = self.bs
+        P, out, ph, comp = self.P, self.out, self.ph, self.comp
+        while waiting and budget > 0:
+            if len(running) >= cfg.max_num_seqs:
+                break
+            i = waiting[0]
+            c = comp[i]
+            num_new = P[i] + out[i] + ph[i] - c
+            if not cfg.enable_chunked_prefill and num_new > budget:
+                break
+            if num_new > budget:
+                num_new = budget
+            watermark = self.watermark_blocks if running else 0
+            held = -(-c // bs)
+            if cfg.scheduler_reserve_full_isl and -(-(P[i] + out[i]) // bs) - held + watermark > self.free:
+                break
+            need = -(-(c + num_new) // bs) - held
+            if need + watermark > self.free:
+                break
+            self.free -= need
+            waiting.popleft()
+            self.status[i] = RUNNING
+            running.append(i)
+            if not self.was_preempted[i]:
+                plan.new.append(i)
+            scheduled.append((i, num_new))
+            budget -= num_new
+
+    def _finish_plan(self, plan: _Plan, scheduled: list, pool_n: int, pool_ctx: int) -> None:
+        """Advance the explicitly scheduled requests, decide who samples, and price the step."""
+        tokens = pool_n
+        flop_units = 2 * pool_ctx + 2 * pool_n
+        ctx_tokens = pool_ctx + pool_n
+        prefill = 0
+        sampling = plan.sampling
+        async_mode = self.depth == 2
+        P, out, ph, comp = self.P, self.out, self.ph, self.comp
+        timing = self.timing
+        for i, num_new in scheduled:
+            c = comp[i]
+            tokens += num_new
+            flop_units += 2 * c + 2 if num_new == 1 else timing.chunk_flop_units(num_new, c)
+            ctx_tokens += c + num_new
+            target = P[i] + out[i] + ph[i]
+            comp[i] = c + num_new
+            self.sched_total[i] += num_new
+            if c + num_new >= target:
+                sampling.append(i)
+                self.completers.append(i)
+                if async_mode:
+                    ph[i] += 1
+                if num_new > 1:
+                    prefill += num_new
+                if i == self.partial:
+                    self.partial = None
+            else:
+                prefill += num_new
+                self.partial = i
+        num_sampled = pool_n + len(sampling)
+        plan.tokens = tokens
+        plan.prefill = prefill
+        plan.batch = pool_n + len(scheduled)
+        plan.pool_n = pool_n
+        plan.free_after = self.free
+        plan.num_running = len(self.running)
+        plan.num_waiting = len(self.waiting)
+        plan.end = (timing.time_from_totals(tokens, flop_units, ctx_tokens, num_sampled, plan.batch)
+                    if tokens else 0.0)
+
+    def _materialize(self, s: int) -> None:
+        """Write the pool back into per-request state (before step ``s``) and list its members in the plans
+        still in flight, so the step can run request by request."""
+        if not self.pool_n and not self.finish_at:
+            return
+        last_sched, last_update = s - 1, self.last_update_step
+        pending = [plan for plan in self.in_flight if plan.pool_n]
+        for i in self.running:
+            if not self.pooled[i]:
+                continue
+            entry, final = self.p_entry[i], self.p_final[i]
+            scheduled = min(last_sched, final) - entry + 1
+            delivered = max(0, min(last_update, final) - entry + 1)
+            self.comp[i] += scheduled
+            self.sched_total[i] += scheduled
+            self.out[i] += delivered
+            self.ph[i] += scheduled - delivered
+            if delivered:
+                self.last_tok[i] = self.last_update_end
+            self.pooled[i] = False
+            for plan in pending:
+                if entry <= plan.step <= final:
+                    plan.sampling.append(i)
+        for plan in pending:
+            plan.pool_n = 0
+        self.pool_n = self.pool_a = 0
+        self.phase_count = [0] * self.bs
+        self.retire_at.clear()
+        self.finish_at.clear()
+        self.completers = []
+
+    def _schedule_explicit(self, plan: _Plan) -> None:
+        """vLLM V1's running pass request by request (rules 1 and 5), then the waiting pass unless it preempted."""
+        cfg = self.cfg
+        budget = cfg.max_num_batched_tokens
+        running = self.running
+        bs = self.bs
+        P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
+        last_slot = self.max_model_len - 1
+        scheduled: list[tuple[int, int]] = []
+        index = 0
+        while index < len(running) and budget > 0:
+            i = running[index]
+            c, p = comp[i], ph[i]
+            if p and c + 2 - p >= P[i] + O[i]:
+                index += 1
+                continue
+            num_new = P[i] + out[i] + p - c
+            if num_new > budget:
+                num_new = budget
+            if num_new > last_slot - c:
+                num_new = last_slot - c
+            if num_new <= 0:
+                index += 1
+                continue
+            need = -(-(c + num_new) // bs) - (-(-c // bs))
+            preempted_self = False
+            while need > self.free:
+                victim = running.pop()  # the most recently admitted among those not yet scheduled
+                self._preempt(victim, plan)
+                if victim == i:
+                    preempted_self = True
+                    break
+            if preempted_self:
+                break
+            self.free -= need
+            scheduled.append((i, num_new))
+            budget -= num_new
+            index += 1
+        if not plan.preempted and self.waiting and budget > 0:
+            self._schedule_waiting(plan, budget, scheduled)
+        self._finish_plan(plan, scheduled, 0, 0)
+
+    def _preempt(self, i: int, plan: _Plan) -> None:
+        """Recompute preemption: drop the victim's blocks and put it at the head of the waiting queue."""
+        self.npre[i] += 1
+        self.was_preempted[i] = True
+        plan.preempted += 1
+        c = self.comp[i]
+        self.free += -(-c // self.bs)
+        self.recomputed[i] += c
+        self.comp[i] = 0
+        self.status[i] = PREEMPTED
+        self.waiting.appendleft(i)
+
+    # -- output ----------------------------------------------------------------------------------------
+    def _update(self, plan: _Plan) -> None:
+        """Deliver the step's tokens (pool members in aggregate), finish who is done, record the step."""
+        end = plan.end
+        previous = self.last_update_end
+        same = plan.pool_n
+        finished = 0
+        out, ph, last_tok = self.out, self.ph, self.last_tok
+        self.last_update_step = plan.step
+        if plan.pool_n:
+            done = self.finish_at.pop(plan.step, None)
+            if done:
+                for i in done:
+                    span = plan.step - self.p_entry[i] + 1
+                    self.comp[i] += span
+                    self.sched_total[i] += span
+                    out[i] += span
+                    self.pooled[i] = False
+                    last_tok[i] = end
+                    self._finish(i, end)
+                    finished += 1
+        for i in plan.sampling:
+            if self.status[i] >= FINISHED:
+                continue
+            out[i] += 1
+            if ph[i]:
+                ph[i] -= 1
+            last = last_tok[i]
+            if last is None:
+                self.first_tok[i] = end
+                self.pending_prefill -= self.P[i]
+            elif last == previous:
+                same += 1
+            else:
+                self.itl_values.append(end - last)
+                self.itl_weights.append(1)
+            last_tok[i] = end
+            if out[i] >= self.O[i]:
+                ph[i] = 0
+                self._finish(i, end)
+                finished += 1
+        if same:
+            self.itl_values.append(end - previous)
+            self.itl_weights.append(same)
+        if plan.tokens:
+            self.last_update_end = end
+            self._record_step(plan, finished)
+
+    def _finish(self, i: int, end: float) -> None:
+        if self.status[i] == RUNNING:
+            self.running.remove(i)
+        else:  # async: preempted while its last token was in flight, it finishes from the queue
+            self.waiting.remove(i)
+        self.status[i] = FINISHED
+        self.reason[i] = "length"
+        self.finish_s[i] = end
+        self.free += -(-self.comp[i] // self.bs)
+        self.finished_pending = True
+        self.outstanding -= 1
+        self.num_finished += 1
+        if end > self.last_end_s:
+            self.last_end_s = end
+
+    def _record_step(self, plan: _Plan, finished: int) -> None:
+        duration = plan.end - plan.start
+        free = plan.free_after
+        used = self.usable - free
+        self.num_steps += 1
+        self.busy_s += duration
+        self.kv_usage_s += duration * used / max(used + free, 1)
+        usage = used / (used + free)
+        if usage > self.peak_kv_usage:
+            self.peak_kv_usage = usage
+        self.kv_usage_time_s += usage * duration
+        if plan.num_waiting > self.max_num_waiting:
+            self.max_num_waiting = plan.num_waiting
+        if plan.batch > self.max_batch_size:
+            self.max_batch_size = plan.batch
+        if not self.keep_steps or plan.step % self.step_sample_every:
+            return
+        s = self.steps
+        s["step"].append(plan.step)
+        s["start_s"].append(plan.start)
+        s["duration_s"].append(duration)
+        s["batch_size"].append(plan.batch)
+        s["prefill_tokens"].append(plan.prefill)
+        s["decode_tokens"].append(plan.tokens - plan.prefill)
+        s["free_blocks"].append(free)
+        s["used_blocks"].append(used)
+        s["num_running"].append(plan.num_running)
+        s["num_waiting"].append(plan.num_waiting)
+        s["num_preempted"].append(plan.preempted)
+        s["num_finished"].append(finished)
+
+    def _outcome(self) -> ReplicaOutcome:
+        return ReplicaOutcome(
+            first_scheduled_s=self.first_sched, first_token_s=self.first_tok, last_token_s=self.last_tok,
+            finish_s=self.finish_s, num_output_tokens=self.out, num_preemptions=self.npre,
+            scheduled_tokens=self.sched_total, recomputed_tokens=self.recomputed,
+            status=[STATUS_NAMES[x] for x in self.status], reason=self.reason, steps=self.steps,
+            itl_values=self.itl_values, itl_weights=self.itl_weights, samples=self.samples,
+            num_steps=self.num_steps, busy_s=self.busy_s, kv_usage_s=self.kv_usage_s,
+            kv_usage_time_s=self.kv_usage_time_s, peak_kv_usage=self.peak_kv_usage,
+            max_num_waiting=self.max_num_waiting, max_batch_size=self.max_batch_size,
+            num_finished=self.num_finished, last_end_s=self.last_end_s)
+
+    def sample_until(self, end_s: float) -> dict:
+        """Heartbeat samples up to the end of the whole run (after this replica's last event, nothing changes)."""
+        while self.next_sample_s < end_s:
+            self._sample()
+        return self.samples
