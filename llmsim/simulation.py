@@ -19,7 +19,7 @@ from llmsim.cluster.build import build_cluster, cluster_results
 from llmsim.cluster.cluster import Cluster
 from llmsim.config import SimConfig
 from llmsim.engine.client import Client
-from llmsim.engine.aggregate import AggregateReplica, aggregate_engine_blockers
+from llmsim.engine.aggregate import AggregateReplica, ReplicaTail, aggregate_engine_blockers
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
@@ -196,8 +196,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
     choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64, count=len(routed))
     columns = _empty_request_columns(n, arrival, prompt, output, failed)
-    itl_values, itl_weights = [], []
-    final_states, outcomes_steps = [], []
+    final_states = []
     stats = {"num_steps": 0, "busy": 0.0, "kv_time": 0.0, "peak": 0.0, "max_waiting": 0, "max_batch": 0}
     last_end = float(arrival[~(~failed & (output > 0))].max()) if (failed | (output <= 0)).any() else 0.0
     done = 0
@@ -212,10 +211,9 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
             sample_interval_s=config.metrics.timeseries_interval_s)
         outcome = engine.run()
         _scatter_outcome(columns, rows, outcome, replica.replica_id)
-        itl_values.append(np.asarray(outcome.itl_values, dtype=np.float64))
-        itl_weights.append(np.asarray(outcome.itl_weights, dtype=np.int64))
-        if outcome.steps["step"]:
-            outcomes_steps.append((replica.replica_id, outcome.steps))
+        recorder.itl_values.extend(outcome.itl_values)
+        recorder.itl_weights.extend(outcome.itl_weights)
+        _append_steps(recorder, replica.replica_id, outcome.steps)
         replica.num_routed = len(rows)
         replica.num_finished = outcome.num_finished
         replica.num_steps = outcome.num_steps
@@ -228,7 +226,8 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
         stats["max_waiting"] = max(stats["max_waiting"], outcome.max_num_waiting)
         stats["max_batch"] = max(stats["max_batch"], outcome.max_batch_size)
         last_end = max(last_end, outcome.last_end_s)
-        final_states.append(engine)
+        final_states.append(ReplicaTail(engine))
+        del engine, outcome  # one replica's per-request state in memory at a time
         done += len(rows)
         if progress is not None:
             progress(n - len(routed) + done, n)
@@ -238,11 +237,6 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     _fill_timeseries(cluster, replicas, final_states, max(last_end, cluster.arrival_times[-1] if len(routed) else 0.0))
     _derive_latencies(columns)
     recorder.add_requests(columns)
-    if itl_values:
-        recorder.itl_values.frombytes(np.concatenate(itl_values).tobytes())
-        recorder.itl_weights.frombytes(np.concatenate(itl_weights).tobytes())
-    for replica_id, steps in outcomes_steps:
-        _append_steps(recorder, replica_id, steps)
     recorder.num_steps = stats["num_steps"]
     recorder.busy_time_s = stats["busy"]
     recorder.kv_usage_time_s = stats["kv_time"]
@@ -303,10 +297,11 @@ def _scatter_outcome(columns: dict, rows: np.ndarray, outcome, replica_id: int) 
 def _append_steps(recorder: Recorder, replica_id: int, steps: dict) -> None:
     s = recorder._step
     count = len(steps["step"])
+    if not count:
+        return
     s["replica"].frombytes(np.full(count, replica_id, dtype=np.int64).tobytes())
     for name, values in steps.items():
-        dtype = np.float64 if name in ("start_s", "duration_s") else np.int64
-        s[name].frombytes(np.asarray(values, dtype=dtype).tobytes())
+        s[name].extend(values)
 
 
 def _fill_timeseries(cluster: Cluster, replicas, engines, end_s: float) -> None:

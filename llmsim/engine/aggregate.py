@@ -29,6 +29,7 @@ equivalence tests check that it gives the reference engine's per-request results
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
@@ -85,9 +86,9 @@ class ReplicaOutcome:
     recomputed_tokens: list
     status: list
     reason: list
-    steps: dict = field(default_factory=dict)  # step-table columns (lists), when kept
-    itl_values: list = field(default_factory=list)
-    itl_weights: list = field(default_factory=list)
+    steps: dict = field(default_factory=dict)  # step-table columns (typed arrays), when kept
+    itl_values: array = field(default_factory=lambda: array("d"))
+    itl_weights: array = field(default_factory=lambda: array("q"))
     samples: dict = field(default_factory=dict)  # time series at the heartbeat times
     num_steps: int = 0
     busy_s: float = 0.0
@@ -163,11 +164,13 @@ class AggregateReplica:
         self.next_sample_s = 0.0
         self.samples = {"time_s": [], "kv_usage": [], "num_outstanding": [], "num_waiting": [],
                         "pending_prefill_tokens": []}
-        self.itl_values: list[float] = []
-        self.itl_weights: list[int] = []
-        self.steps = {name: [] for name in ("step", "start_s", "duration_s", "batch_size", "prefill_tokens",
-                                            "decode_tokens", "free_blocks", "used_blocks", "num_running",
-                                            "num_waiting", "num_preempted", "num_finished")}
+        # Typed arrays: 8 bytes a value, so a replica's gaps and steps stay compact however long the run.
+        self.itl_values = array("d")
+        self.itl_weights = array("q")
+        self.steps = {name: array("d" if name in ("start_s", "duration_s") else "q")
+                      for name in ("step", "start_s", "duration_s", "batch_size", "prefill_tokens", "decode_tokens",
+                                   "free_blocks", "used_blocks", "num_running", "num_waiting", "num_preempted",
+                                   "num_finished")}
         self.num_steps = 0
         self.busy_s = 0.0
         self.kv_usage_s = 0.0
@@ -273,8 +276,8 @@ class AggregateReplica:
 
     def _quiet_steps(self, now: float) -> float:
         """Run *quiet* steps inline: the batch is the pool alone, nobody waits, no block shortage, nobody to
-        add or finish. Each costs a few arithmetic operations instead of a plan object and two calls; the
-        first step that is not quiet is left to the general loop. Returns the new time."""
+        add or finish. Each costs a few arithmetic operations on local variables instead of a plan object
+        and two calls; the first step that is not quiet is left to the general loop. Returns the new time."""
         in_flight = self.in_flight
         async_mode = self.depth == 2
         if len(in_flight) != (1 if async_mode else 0):
@@ -282,61 +285,92 @@ class AggregateReplica:
         budget = self.cfg.max_num_batched_tokens
         bs = self.bs
         phase = self.phase_count
-        finish_at, retire_at = self.finish_at, self.retire_at
+        finish_at, retire_at, p_base = self.finish_at, self.retire_at, self.p_base
         step_time = self.timing.decode_step_time
         arr = self.arr
-        num_arrivals = len(arr)
         usable = self.usable
+        running, waiting = self.running, self.waiting
+        itl_value, itl_weight = self.itl_values.append, self.itl_weights.append
+        keep, every = self.keep_steps, self.step_sample_every
         pending = in_flight[0] if async_mode else None  # the step in flight (async): a _Plan or a quiet tuple
+        # Hot state in locals; written back before any call that reads it, and at the end.
+        s, free, gpu_free = self.step_index, self.free, self.gpu_free
+        pool_n, pool_a = self.pool_n, self.pool_a
+        last_step, last_end = self.last_update_step, self.last_update_end
+        num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
+        peak, max_batch = self.peak_kv_usage, self.max_batch_size
+        next_due = min(self.next_sample_s, arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
         while True:
-            s = self.step_index
             retiring = retire_at.get(s)
             if retiring:
-                if pending is not None and type(pending) is tuple:
+                if type(pending) is tuple:
                     break  # its update finishes someone: the general loop takes it
                 del retire_at[s]
                 for i in retiring:
-                    base = self.p_base[i]
-                    self.pool_n -= 1
-                    self.pool_a -= base
+                    base = p_base[i]
+                    pool_n -= 1
+                    pool_a -= base
                     phase[base % bs] -= 1
-            n = self.pool_n
             need = phase[-s % bs]
-            if not n or n > budget or need > self.free or self.waiting or self.completers or self.loose:
+            if not pool_n or pool_n > budget or need > free or waiting or self.completers or self.loose:
                 break
             if not async_mode and s in finish_at:
                 break  # sync: this step's update finishes someone
-            self.step_index = s + 1
+            free -= need
+            duration = step_time(pool_n, pool_a + pool_n * s)
+            start = now if now > gpu_free else gpu_free
+            gpu_free = start + duration
+            step = (s, start, gpu_free, pool_n, free, len(running))
+            s += 1
             self.finished_pending = False
-            self.free -= need
-            duration = step_time(n, self.pool_a + n * s)
-            start = now if now > self.gpu_free else self.gpu_free
-            end = self.gpu_free = start + duration
-            step = (s, start, end, n, self.free, len(self.running))
             if async_mode:
                 to_update, pending = pending, step
             else:
                 to_update = step
             if type(to_update) is tuple:
-                t_end = to_update[2]
-                if t_end > now:
-                    now = t_end
-                if self.next_sample_s < now or (self.next_arrival < num_arrivals and arr[self.next_arrival] <= now):
+                u_step, u_start, u_end, u_n, u_free, u_running = to_update
+                if u_end > now:
+                    now = u_end
+                if next_due <= now:
+                    self.free = free
                     self._advance(now)
+                    next_due = min(self.next_sample_s,
+                                   arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
                 # Quiet update: every pool member gets its token, same gap; nobody finishes.
-                previous = self.last_update_end
-                self.itl_values.append(t_end - previous)
-                self.itl_weights.append(to_update[3])
-                self.last_update_step = to_update[0]
-                self.last_update_end = t_end
-                self._record_quiet(to_update, usable)
+                itl_value(u_end - last_end)
+                itl_weight(u_n)
+                last_step, last_end = u_step, u_end
+                duration = u_end - u_start
+                used = usable - u_free
+                num_steps += 1
+                busy += duration
+                kv_s += duration * used / usable
+                usage = used / usable
+                if usage > peak:
+                    peak = usage
+                kv_t += usage * duration
+                if u_n > max_batch:
+                    max_batch = u_n
+                if keep and not u_step % every:
+                    self._keep_quiet_step(to_update, usable)
             else:
+                self.step_index, self.free, self.gpu_free, self.pool_n, self.pool_a = s, free, gpu_free, pool_n, pool_a
+                self.last_update_step, self.last_update_end = last_step, last_end
+                self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
+                self.peak_kv_usage, self.max_batch_size = peak, max_batch
                 if to_update.end > now:
                     now = to_update.end
                     self._advance(now)
                 self._update(to_update)
-                if self.dirty:
-                    break
+                free, last_step, last_end = self.free, self.last_update_step, self.last_update_end
+                num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
+                peak, max_batch = self.peak_kv_usage, self.max_batch_size
+                next_due = min(self.next_sample_s,
+                               arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
+        self.step_index, self.free, self.gpu_free, self.pool_n, self.pool_a = s, free, gpu_free, pool_n, pool_a
+        self.last_update_step, self.last_update_end = last_step, last_end
+        self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
+        self.peak_kv_usage, self.max_batch_size = peak, max_batch
         if async_mode and type(pending) is tuple:
             in_flight[0] = self._quiet_plan(pending)
         return now
@@ -349,30 +383,17 @@ class AggregateReplica:
         plan.free_after, plan.num_running = free, num_running
         return plan
 
-    def _record_quiet(self, step: tuple, usable: int) -> None:
+    def _keep_quiet_step(self, step: tuple, usable: int) -> None:
         s, start, end, n, free, num_running = step
-        duration = end - start
-        used = usable - free
-        self.num_steps += 1
-        self.busy_s += duration
-        self.kv_usage_s += duration * used / max(used + free, 1)
-        usage = used / (used + free)
-        if usage > self.peak_kv_usage:
-            self.peak_kv_usage = usage
-        self.kv_usage_time_s += usage * duration
-        if n > self.max_batch_size:
-            self.max_batch_size = n
-        if not self.keep_steps or s % self.step_sample_every:
-            return
         st = self.steps
         st["step"].append(s)
         st["start_s"].append(start)
-        st["duration_s"].append(duration)
+        st["duration_s"].append(end - start)
         st["batch_size"].append(n)
         st["prefill_tokens"].append(0)
         st["decode_tokens"].append(n)
         st["free_blocks"].append(free)
-        st["used_blocks"].append(used)
+        st["used_blocks"].append(usable - free)
         st["num_running"].append(num_running)
         st["num_waiting"].append(0)
         st["num_preempted"].append(0)
@@ -410,8 +431,7 @@ class AggregateReplica:
                     self.loose = True
             self.completers = []
         if self.loose or not self._schedule_fast(plan, s):
-            self._materialize(s)
-            self._schedule_explicit(plan)
+            self._schedule_explicit(plan, s)
             self.dirty = True
         return plan
 
@@ -488,7 +508,7 @@ class AggregateReplica:
         self.free -= need
         if self.waiting and budget > 0:
             self._schedule_waiting(plan, budget, scheduled)
-        self._finish_plan(plan, scheduled, n, self.pool_a + n * s)
+        self._finish_plan(plan, scheduled, n, self.pool_a + n * s, s)
         return True
 
     def _schedule_waiting(self, plan: _Plan, budget: int, scheduled: list) -> None:
@@ -523,8 +543,11 @@ class AggregateReplica:
             scheduled.append((i, num_new))
             budget -= num_new
 
-    def _finish_plan(self, plan: _Plan, scheduled: list, pool_n: int, pool_ctx: int) -> None:
-        """Advance the explicitly scheduled requests, decide who samples, and price the step."""
+    def _finish_plan(self, plan: _Plan, scheduled: list, pool_n: int, pool_ctx: int, s: int) -> None:
+        """Advance the scheduled requests, decide who samples, and price the step. ``pool_n`` pool members
+        with contexts summing to ``pool_ctx`` come first; pool members listed in ``scheduled`` (the request-
+        by-request pass) are priced in their place in the batch."""
+        batch = pool_n + len(scheduled)
         tokens = pool_n
         flop_units = 2 * pool_ctx + 2 * pool_n
         ctx_tokens = pool_ctx + pool_n
@@ -532,8 +555,16 @@ class AggregateReplica:
         sampling = plan.sampling
         async_mode = self.depth == 2
         P, out, ph, comp = self.P, self.out, self.ph, self.comp
+        pooled, p_base = self.pooled, self.p_base
         timing = self.timing
         for i, num_new in scheduled:
+            if pooled[i]:
+                c = p_base[i] + s
+                tokens += 1
+                flop_units += 2 * c + 2
+                ctx_tokens += c + 1
+                pool_n += 1
+                continue
             c = comp[i]
             tokens += num_new
             flop_units += 2 * c + 2 if num_new == 1 else timing.chunk_flop_units(num_new, c)
@@ -556,7 +587,7 @@ class AggregateReplica:
         num_sampled = pool_n + len(sampling)
         plan.tokens = tokens
         plan.prefill = prefill
-        plan.batch = pool_n + len(scheduled)
+        plan.batch = batch
         plan.pool_n = pool_n
         plan.free_after = self.free
         plan.num_running = len(self.running)
@@ -564,65 +595,77 @@ class AggregateReplica:
         plan.end = (timing.time_from_totals(tokens, flop_units, ctx_tokens, num_sampled, plan.batch)
                     if tokens else 0.0)
 
-    def _materialize(self, s: int) -> None:
-        """Write the pool back into per-request state (before step ``s``) and list its members in the plans
-        still in flight, so the step can run request by request."""
-        if not self.pool_n and not self.finish_at:
-            return
-        last_sched, last_update = s - 1, self.last_update_step
-        pending = [plan for plan in self.in_flight if plan.pool_n]
-        for i in self.running:
-            if not self.pooled[i]:
-                continue
-            entry, final = self.p_entry[i], self.p_final[i]
-            scheduled = min(last_sched, final) - entry + 1
-            delivered = max(0, min(last_update, final) - entry + 1)
-            self.comp[i] += scheduled
-            self.sched_total[i] += scheduled
-            self.out[i] += delivered
-            self.ph[i] += scheduled - delivered
-            if delivered:
-                self.last_tok[i] = self.last_update_end
-            self.pooled[i] = False
-            for plan in pending:
-                if entry <= plan.step <= final:
-                    plan.sampling.append(i)
-        for plan in pending:
-            plan.pool_n = 0
-        self.pool_n = self.pool_a = 0
-        self.phase_count = [0] * self.bs
-        self.retire_at.clear()
-        self.finish_at.clear()
-        self.completers = []
+    def _unpool(self, i: int, s: int) -> None:
+        """Write pool member ``i`` back into per-request state as it stands before step ``s`` (a victim, or a
+        decode the running pass does not reach); the plans in flight list it explicitly from now on."""
+        entry, final, base = self.p_entry[i], self.p_final[i], self.p_base[i]
+        scheduled = min(s - 1, final) - entry + 1
+        delivered = max(0, min(self.last_update_step, final) - entry + 1)
+        self.comp[i] += scheduled
+        self.sched_total[i] += scheduled
+        self.out[i] += delivered
+        self.ph[i] += scheduled - delivered
+        if delivered:
+            self.last_tok[i] = self.last_update_end
+        self.pooled[i] = False
+        tables = [(self.finish_at, final)]
+        if final >= s:  # not retired yet: it still counts in the step's aggregates
+            self.pool_n -= 1
+            self.pool_a -= base
+            self.phase_count[base % self.bs] -= 1
+            tables.append((self.retire_at, final + 1))
+        for table, key in tables:
+            members = table[key]
+            members.remove(i)
+            if not members:
+                del table[key]
+        for plan in self.in_flight:
+            if plan.pool_n and entry <= plan.step <= final:
+                plan.pool_n -= 1
+                plan.sampling.append(i)
 
-    def _schedule_explicit(self, plan: _Plan) -> None:
-        """vLLM V1's running pass request by request (rules 1 and 5), then the waiting pass unless it preempted."""
+    def _schedule_explicit(self, plan: _Plan, s: int) -> None:
+        """vLLM V1's running pass request by request (rules 1 and 5), then the waiting pass unless it preempted.
+
+        Pool members keep their aggregate form: each is a one-token decode at context ``p_base + s``. Only a
+        victim, or a member the pass does not reach, leaves the pool."""
         cfg = self.cfg
         budget = cfg.max_num_batched_tokens
         running = self.running
         bs = self.bs
         P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
+        pooled, p_base, p_final = self.pooled, self.p_base, self.p_final
         last_slot = self.max_model_len - 1
         scheduled: list[tuple[int, int]] = []
         index = 0
         while index < len(running) and budget > 0:
             i = running[index]
-            c, p = comp[i], ph[i]
-            if p and c + 2 - p >= P[i] + O[i]:
-                index += 1
-                continue
-            num_new = P[i] + out[i] + p - c
-            if num_new > budget:
-                num_new = budget
-            if num_new > last_slot - c:
-                num_new = last_slot - c
-            if num_new <= 0:
-                index += 1
-                continue
-            need = -(-(c + num_new) // bs) - (-(-c // bs))
+            if pooled[i]:
+                if p_final[i] < s:
+                    index += 1  # async: its final token is already being sampled
+                    continue
+                c = p_base[i] + s
+                num_new = 1
+                need = 1 if c % bs == 0 else 0
+            else:
+                c, p = comp[i], ph[i]
+                if p and c + 2 - p >= P[i] + O[i]:
+                    index += 1
+                    continue
+                num_new = P[i] + out[i] + p - c
+                if num_new > budget:
+                    num_new = budget
+                if num_new > last_slot - c:
+                    num_new = last_slot - c
+                if num_new <= 0:
+                    index += 1
+                    continue
+                need = -(-(c + num_new) // bs) - (-(-c // bs))
             preempted_self = False
             while need > self.free:
                 victim = running.pop()  # the most recently admitted among those not yet scheduled
+                if pooled[victim]:
+                    self._unpool(victim, s)
                 self._preempt(victim, plan)
                 if victim == i:
                     preempted_self = True
@@ -633,9 +676,12 @@ class AggregateReplica:
             scheduled.append((i, num_new))
             budget -= num_new
             index += 1
+        for i in running[index:]:
+            if pooled[i] and p_final[i] >= s:
+                self._unpool(i, s)  # the budget ran out before it: it does not decode this step
         if not plan.preempted and self.waiting and budget > 0:
             self._schedule_waiting(plan, budget, scheduled)
-        self._finish_plan(plan, scheduled, 0, 0)
+        self._finish_plan(plan, scheduled, 0, 0, s)
 
     def _preempt(self, i: int, plan: _Plan) -> None:
         """Recompute preemption: drop the victim's blocks and put it at the head of the waiting queue."""
@@ -755,8 +801,28 @@ class AggregateReplica:
             max_num_waiting=self.max_num_waiting, max_batch_size=self.max_batch_size,
             num_finished=self.num_finished, last_end_s=self.last_end_s)
 
+
+
+class ReplicaTail:
+    """What a finished replica still needs for the heartbeat samples after its last event: its final state
+    (it no longer changes) and the samples so far. Keeps the run's memory to one replica's state at a time."""
+
+    def __init__(self, engine: AggregateReplica) -> None:
+        self.samples = engine.samples
+        self.next_sample_s = engine.next_sample_s
+        self.interval = engine.sample_interval_s
+        self.state = ((engine.usable - engine.free) / engine.usable, engine.outstanding, len(engine.waiting),
+                      engine.pending_prefill)
+
     def sample_until(self, end_s: float) -> dict:
-        """Heartbeat samples up to the end of the whole run (after this replica's last event, nothing changes)."""
+        """Heartbeat samples up to the end of the whole run."""
+        s = self.samples
+        usage, outstanding, waiting, pending = self.state
         while self.next_sample_s < end_s:
-            self._sample()
-        return self.samples
+            s["time_s"].append(self.next_sample_s)
+            s["kv_usage"].append(usage)
+            s["num_outstanding"].append(outstanding)
+            s["num_waiting"].append(waiting)
+            s["pending_prefill_tokens"].append(pending)
+            self.next_sample_s += self.interval
+        return s
