@@ -243,8 +243,8 @@ class AggregateReplica:
         depth = self.depth
         while True:
             self._advance(now)
-            if self.pool_n and not (self.waiting or self.completers or self.dirty or self.loose
-                                    or self.partial is not None):
+            if (self.pool_n or self.completers) and not (self.waiting or self.dirty or self.loose
+                                                         or self.partial is not None):
                 now = self._quiet_steps(now)
             plan = None
             if self.running or self.waiting or self.finished_pending:
@@ -301,21 +301,23 @@ class AggregateReplica:
         peak, max_batch = self.peak_kv_usage, self.max_batch_size
         next_due = min(self.next_sample_s, arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
         while True:
-            retiring = retire_at.get(s)
+            retiring = retire_at.pop(s, None)
             if retiring:
-                if type(pending) is tuple:
-                    break  # its update finishes someone: the general loop takes it
-                del retire_at[s]
                 for i in retiring:
                     base = p_base[i]
                     pool_n -= 1
                     pool_a -= base
                     phase[base % bs] -= 1
+            if self.completers:  # requests whose prefill ended in the last step join the pool
+                self.pool_n, self.pool_a = pool_n, pool_a
+                for i in self.completers:
+                    if not self._enter_pool(i, s) and not self._final_in_flight(i):
+                        self.loose = True
+                self.completers = []
+                pool_n, pool_a = self.pool_n, self.pool_a
             need = phase[-s % bs]
-            if not pool_n or pool_n > budget or need > free or waiting or self.completers or self.loose:
+            if not pool_n or pool_n > budget or need > free or waiting or self.loose:
                 break
-            if not async_mode and s in finish_at:
-                break  # sync: this step's update finishes someone
             free -= need
             duration = step_time(pool_n, pool_a + pool_n * s)
             start = now if now > gpu_free else gpu_free
@@ -336,10 +338,15 @@ class AggregateReplica:
                     self._advance(now)
                     next_due = min(self.next_sample_s,
                                    arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
-                # Quiet update: every pool member gets its token, same gap; nobody finishes.
+                # Quiet update: every pool member gets its token, same gap; those at their last one finish.
                 itl_value(u_end - last_end)
                 itl_weight(u_n)
                 last_step, last_end = u_step, u_end
+                finished = 0
+                if u_step in finish_at:
+                    self.free = free
+                    finished = self._finish_pool_members(u_step, u_end)
+                    free = self.free
                 duration = u_end - u_start
                 used = usable - u_free
                 num_steps += 1
@@ -352,7 +359,7 @@ class AggregateReplica:
                 if u_n > max_batch:
                     max_batch = u_n
                 if keep and not u_step % every:
-                    self._keep_quiet_step(to_update, usable)
+                    self._keep_quiet_step(to_update, usable, finished)
             else:
                 self.step_index, self.free, self.gpu_free, self.pool_n, self.pool_a = s, free, gpu_free, pool_n, pool_a
                 self.last_update_step, self.last_update_end = last_step, last_end
@@ -383,7 +390,7 @@ class AggregateReplica:
         plan.free_after, plan.num_running = free, num_running
         return plan
 
-    def _keep_quiet_step(self, step: tuple, usable: int) -> None:
+    def _keep_quiet_step(self, step: tuple, usable: int, finished: int) -> None:
         s, start, end, n, free, num_running = step
         st = self.steps
         st["step"].append(s)
@@ -397,7 +404,7 @@ class AggregateReplica:
         st["num_running"].append(num_running)
         st["num_waiting"].append(0)
         st["num_preempted"].append(0)
-        st["num_finished"].append(0)
+        st["num_finished"].append(finished)
 
     def _cost(self, plan: _Plan, now: float) -> None:
         if plan.tokens == 0:
@@ -704,18 +711,8 @@ class AggregateReplica:
         finished = 0
         out, ph, last_tok = self.out, self.ph, self.last_tok
         self.last_update_step = plan.step
-        if plan.pool_n:
-            done = self.finish_at.pop(plan.step, None)
-            if done:
-                for i in done:
-                    span = plan.step - self.p_entry[i] + 1
-                    self.comp[i] += span
-                    self.sched_total[i] += span
-                    out[i] += span
-                    self.pooled[i] = False
-                    last_tok[i] = end
-                    self._finish(i, end)
-                    finished += 1
+        if plan.pool_n and plan.step in self.finish_at:
+            finished = self._finish_pool_members(plan.step, end)
         for i in plan.sampling:
             if self.status[i] >= FINISHED:
                 continue
@@ -742,6 +739,19 @@ class AggregateReplica:
         if plan.tokens:
             self.last_update_end = end
             self._record_step(plan, finished)
+
+    def _finish_pool_members(self, step: int, end: float) -> int:
+        """Pool members whose last token step ``step`` delivered: write their totals back and finish them."""
+        done = self.finish_at.pop(step)
+        for i in done:
+            span = step - self.p_entry[i] + 1
+            self.comp[i] += span
+            self.sched_total[i] += span
+            self.out[i] += span
+            self.pooled[i] = False
+            self.last_tok[i] = end
+            self._finish(i, end)
+        return len(done)
 
     def _finish(self, i: int, end: float) -> None:
         if self.status[i] == RUNNING:

@@ -295,4 +295,7 @@ class Recorder:
         }
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.frombuffer(self.itl_values, dtype=np.float64).copy(), np.frombuffer(self.itl_weights, dtype=np.int64).copy()
+        """Read-only views of the weighted inter-token gaps (no copy: a long run holds tens of millions)."""
+        values = np.frombuffer(self.itl_values, dtype=np.float64) if len(self.itl_values) else np.array([], dtype=np.float64)
+        weights = np.frombuffer(self.itl_weights, dtype=np.int64) if len(self.itl_weights) else np.array([], dtype=np.int64)
+        return values, weights

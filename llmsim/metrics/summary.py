@@ -28,7 +28,9 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: l
     """``np.percentile(np.repeat(values, weights), q)`` without materialising the repeat."""
     order = np.argsort(values, kind="stable")
     v = values[order]
-    cum = np.cumsum(weights[order])
+    cum = weights[order]
+    del order
+    np.cumsum(cum, out=cum)  # in place: tens of millions of gaps in a long run
     n = int(cum[-1])
     out = []
     for q in percentiles:
