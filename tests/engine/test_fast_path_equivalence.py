@@ -1,7 +1,9 @@
-"""The event-skipping engine (engine.mode: fast) makes exactly the decisions of the per-step reference.
+"""The fast mode (engine.mode: fast) makes exactly the decisions of the per-step reference.
 
-Each scenario runs in both modes; per-request results must be identical (times equal to 1e-9 relative),
-and so must the per-step table and the summary's step statistics.
+Fast mode is the aggregate engine (llmsim.engine.aggregate) where it applies and the event-skipping loop
+(llmsim.engine.fastpath) elsewhere; the scenarios cover both. Each runs in both modes; per-request results
+must be identical (times equal to 1e-9 relative), and so must the per-step table, the per-replica table and
+the summary's step statistics.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ SCENARIOS = {
     "policy_sarathi": ["workload.num_requests=200", "scheduler.policy=sarathi"],
     "policy_vllm_v0_swap": ["workload.num_requests=200", "scheduler.policy=vllm-v0", "scheduler.preemption=swap",
                             "scheduler.num_gpu_blocks=900"],
+    "random_router_queue_cap": ["workload.num_requests=600", "workload.rate=8", "cluster.replicas=3",
+                                "cluster.router=random", "scheduler.max_waiting_requests=4",
+                                "scheduler.num_gpu_blocks=1500"],
+    "heavy_pressure_small_budget": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=400",
+                                    "scheduler.max_num_batched_tokens=256", "scheduler.watermark=0.01"],
 }
 
 
@@ -56,6 +63,7 @@ def test_fast_and_reference_modes_agree(name: str) -> None:
     fast = _run("fast", SCENARIOS[name])
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
+    _assert_frames_equal(reference.tables["replicas"], fast.tables["replicas"], "replicas")
     for key in ("num_steps", "max_num_waiting", "max_batch_size", "preemptions", "completed", "rejected"):
         assert reference.summary[key] == fast.summary[key], key
     for key in ("busy_time_s", "peak_kv_usage", "mean_kv_usage_busy", "duration_s"):
@@ -66,8 +74,29 @@ def test_fast_and_reference_modes_agree(name: str) -> None:
                 assert fast.summary[metric][stat] == pytest.approx(value, rel=1e-9), f"{metric}.{stat}"
 
 
-def test_fast_path_actually_skips_steps() -> None:
-    """Guard against an equivalence suite that passes because the fast path never engages."""
+def test_aggregate_engine_actually_aggregates() -> None:
+    """Guard against an equivalence suite that passes because the aggregate engine never engages: most steps
+    of a 16-replica run must be quiet steps (the pool alone), not plans built request by request."""
+    from llmsim.engine import aggregate
+
+    calls = {"general": 0}
+    original = aggregate.AggregateReplica._schedule
+
+    def counting(self):
+        calls["general"] += 1
+        return original(self)
+
+    aggregate.AggregateReplica._schedule = counting
+    try:
+        result = _run("fast", ["workload.num_requests=3000", "workload.rate=40", "cluster.replicas=16"])
+    finally:
+        aggregate.AggregateReplica._schedule = original
+    assert result.summary["engine_mode"] == "fast"
+    assert 0 < calls["general"] < result.summary["num_steps"] / 3
+
+
+def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> None:
+    """Configurations outside the aggregate engine (here pipeline parallelism) still skip decode runs."""
     from llmsim.engine import replica as replica_module
 
     calls = {"runs": 0}
@@ -79,7 +108,7 @@ def test_fast_path_actually_skips_steps() -> None:
 
     replica_module.commit_run = counting
     try:
-        result = _run("fast", SCENARIOS["light_load"])
+        result = _run("fast", SCENARIOS["pipeline_parallel"])
     finally:
         replica_module.commit_run = original
     assert calls["runs"] > 0
@@ -110,3 +139,32 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
     reference, fast = results
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.tuples(st.floats(0.0, 1.5), st.integers(1, 400), st.integers(1, 120)), min_size=1, max_size=50),
+    knobs=engine_settings(),
+    replicas=st.sampled_from([1, 2, 3]),
+    router=st.sampled_from(["round-robin", "random"]),
+    queue_cap=st.sampled_from([None, None, 3]),
+)
+def test_aggregate_engine_agrees_on_random_workloads(rows, knobs, replicas, router, queue_cap) -> None:
+    """The same, restricted to what the aggregate engine serves (no per-request prefill cap), with its
+    routers and admission control; small KV pools make preemption common."""
+    from llmsim.simulation import aggregate_blockers
+
+    workload = make_workload(rows)
+    knobs = dict(knobs, long_prefill_token_threshold=0, max_waiting_requests=queue_cap)
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
+                                           "cluster": {"replicas": replicas, "router": router}})
+        results.append(simulate(config, workload=workload))
+    assert not aggregate_blockers(results[1].config)
+    reference, fast = results
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    _assert_frames_equal(reference.tables["replicas"], fast.tables["replicas"], "replicas")
+    for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
+        assert reference.summary[key] == fast.summary[key], key
