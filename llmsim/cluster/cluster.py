@@ -33,6 +33,18 @@ def _defuse(event) -> None:
         event.defused = True  # an engine process we interrupted ends quietly; any other error still surfaces
 
 
+class _UrgentTimeout(simpy.Event):
+    """A timeout that fires before every ordinary event due at the same instant, so a heartbeat sample at
+    time t always sees the state before the events at t (simpy would otherwise order ties by when each
+    event was scheduled, which makes samples at integer times depend on the arrival gaps)."""
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        super().__init__(env)
+        self._ok = True  # a triggered event with no value, as simpy.Timeout sets it
+        self._value = None
+        env.schedule(self, simpy.events.URGENT, delay)
+
+
 class Cluster:
     def __init__(self, env: simpy.Environment, recorder, topology: Topology, allocator: GPUAllocator,
                  routers: dict[str, object], engine_factory: Callable[[int, ReplicaSpec, EngineProbe], object],
@@ -283,7 +295,7 @@ class Cluster:
             if quiet_s >= STALL_AFTER_S:
                 self.done.succeed("stalled")
                 return
-            yield self.env.timeout(interval)
+            yield _UrgentTimeout(self.env, interval)
 
     def _sample(self) -> None:
         ts, now = self.timeseries, self.env.now

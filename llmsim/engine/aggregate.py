@@ -183,11 +183,14 @@ class AggregateReplica:
 
     # -- arrivals and the heartbeat's samples ---------------------------------------------------------
     def _advance(self, time_s: float) -> None:
-        """Submit arrivals up to ``time_s`` and take the time-series samples due before it, in time order."""
+        """Submit arrivals up to ``time_s`` and take the time-series samples due by then, in time order.
+
+        A sample at the same instant as an event comes first: the heartbeat's timer was set an interval
+        earlier, so simpy fires it before events scheduled later for the same time."""
         arr = self.arr
         while True:
             a = arr[self.next_arrival] if self.next_arrival < len(arr) else None
-            if self.next_sample_s < time_s and (a is None or self.next_sample_s <= a):
+            if self.next_sample_s <= time_s and (a is None or self.next_sample_s <= a):
                 self._sample()
                 continue
             if a is None or a > time_s:
@@ -228,7 +231,7 @@ class AggregateReplica:
         arr = self.arr
         while self.next_arrival < len(arr):
             t = arr[self.next_arrival]
-            while self.next_sample_s < t:
+            while self.next_sample_s <= t:
                 self._sample()
             i = self.next_arrival
             self.next_arrival += 1
@@ -828,7 +831,7 @@ class ReplicaTail:
         """Heartbeat samples up to the end of the whole run."""
         s = self.samples
         usage, outstanding, waiting, pending = self.state
-        while self.next_sample_s < end_s:
+        while self.next_sample_s <= end_s:
             s["time_s"].append(self.next_sample_s)
             s["kv_usage"].append(usage)
             s["num_outstanding"].append(outstanding)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llmsim.config import load_config
-from llmsim.simulation import simulate
+from llmsim.simulation import aggregate_blockers, simulate
 
 SCENARIOS = {
     "light_load": ["workload.num_requests=300", "workload.rate=0.8"],
@@ -64,6 +64,10 @@ def test_fast_and_reference_modes_agree(name: str) -> None:
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
     _assert_frames_equal(reference.tables["replicas"], fast.tables["replicas"], "replicas")
+    if not aggregate_blockers(fast.config):
+        # The aggregate engine also reproduces the heartbeat's time series (the event-skipping loop's
+        # samples may fall inside a skipped run, where they see the state at its start).
+        _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
     for key in ("num_steps", "max_num_waiting", "max_batch_size", "preemptions", "completed", "rejected"):
         assert reference.summary[key] == fast.summary[key], key
     for key in ("busy_time_s", "peak_kv_usage", "mean_kv_usage_busy", "duration_s"):
@@ -152,8 +156,6 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
 def test_aggregate_engine_agrees_on_random_workloads(rows, knobs, replicas, router, queue_cap) -> None:
     """The same, restricted to what the aggregate engine serves (no per-request prefill cap), with its
     routers and admission control; small KV pools make preemption common."""
-    from llmsim.simulation import aggregate_blockers
-
     workload = make_workload(rows)
     knobs = dict(knobs, long_prefill_token_threshold=0, max_waiting_requests=queue_cap)
     results = []
@@ -166,5 +168,6 @@ def test_aggregate_engine_agrees_on_random_workloads(rows, knobs, replicas, rout
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
     _assert_frames_equal(reference.tables["replicas"], fast.tables["replicas"], "replicas")
+    _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
     for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
         assert reference.summary[key] == fast.summary[key], key
