@@ -50,8 +50,6 @@ def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
         reasons.append("queue order, preemption mode, victim rule or prefix caching other than vLLM V1's defaults")
     if sched_cfg.max_queue_time_s is not None:
         reasons.append("queue timeouts")
-    if sched_cfg.long_prefill_token_threshold:
-        reasons.append("long_prefill_token_threshold")
     if pp > 1:
         reasons.append("pipeline parallelism")
     return reasons
@@ -501,10 +499,13 @@ class AggregateReplica:
         bs = self.bs
         need = self.phase_count[-s % bs]
         scheduled: list[tuple[int, int]] = []
+        threshold = self._threshold()
         partial = self.partial
         if partial is not None and budget > 0:
             c = self.comp[partial]
             num_new = self.P[partial] + self.out[partial] + self.ph[partial] - c
+            if threshold and num_new > threshold:
+                num_new = threshold
             if num_new > budget:
                 num_new = budget
             if num_new > self.max_model_len - 1 - c:
@@ -517,11 +518,17 @@ class AggregateReplica:
             return False
         self.free -= need
         if self.waiting and budget > 0:
-            self._schedule_waiting(plan, budget, scheduled)
+            self._schedule_waiting(plan, budget, scheduled, threshold)
         self._finish_plan(plan, scheduled, n, self.pool_a + n * s, s)
         return True
 
-    def _schedule_waiting(self, plan: _Plan, budget: int, scheduled: list) -> None:
+    def _threshold(self) -> int:
+        """The per-request token cap of this step; vLLM waives it when the system holds one request (rule 2)."""
+        if len(self.running) + len(self.waiting) == 1:
+            return 0
+        return self.cfg.long_prefill_token_threshold
+
+    def _schedule_waiting(self, plan: _Plan, budget: int, scheduled: list, threshold: int) -> None:
         """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow."""
         cfg = self.cfg
         waiting, running = self.waiting, self.running
@@ -533,6 +540,8 @@ class AggregateReplica:
             i = waiting[0]
             c = comp[i]
             num_new = P[i] + out[i] + ph[i] - c
+            if threshold and num_new > threshold:
+                num_new = threshold
             if not cfg.enable_chunked_prefill and num_new > budget:
                 break
             if num_new > budget:
@@ -567,6 +576,7 @@ class AggregateReplica:
         P, out, ph, comp = self.P, self.out, self.ph, self.comp
         pooled, p_base = self.pooled, self.p_base
         timing = self.timing
+        partial = None  # a request scheduled in this step whose prefill goes on
         for i, num_new in scheduled:
             if pooled[i]:
                 c = p_base[i] + s
@@ -593,7 +603,13 @@ class AggregateReplica:
                     self.partial = None
             else:
                 prefill += num_new
-                self.partial = i
+                if partial is not None:
+                    self.loose = True  # two prefills going on (a per-request cap left budget for another)
+                partial = i
+        if partial is not None:
+            if self.partial is not None and self.partial != partial or self.running[-1] != partial:
+                self.loose = True  # the prefill going on is not the last running request
+            self.partial = partial
         num_sampled = pool_n + len(sampling)
         plan.tokens = tokens
         plan.prefill = prefill
@@ -641,6 +657,7 @@ class AggregateReplica:
         victim, or a member the pass does not reach, leaves the pool."""
         cfg = self.cfg
         budget = cfg.max_num_batched_tokens
+        threshold = self._threshold()
         running = self.running
         bs = self.bs
         P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
@@ -663,6 +680,8 @@ class AggregateReplica:
                     index += 1
                     continue
                 num_new = P[i] + out[i] + p - c
+                if threshold and num_new > threshold:
+                    num_new = threshold
                 if num_new > budget:
                     num_new = budget
                 if num_new > last_slot - c:
@@ -690,7 +709,7 @@ class AggregateReplica:
             if pooled[i] and p_final[i] >= s:
                 self._unpool(i, s)  # the budget ran out before it: it does not decode this step
         if not plan.preempted and self.waiting and budget > 0:
-            self._schedule_waiting(plan, budget, scheduled)
+            self._schedule_waiting(plan, budget, scheduled, threshold)
         self._finish_plan(plan, scheduled, 0, 0, s)
 
     def _preempt(self, i: int, plan: _Plan) -> None:
