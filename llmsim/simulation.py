@@ -208,7 +208,8 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
             replica.replica_id, sched_cfg, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
             arrival[rows], prompt[rows], output[rows], keep_steps=config.metrics.step_detail,
             step_sample_every=config.metrics.step_sample_every,
-            sample_interval_s=config.metrics.timeseries_interval_s)
+            sample_interval_s=config.metrics.timeseries_interval_s,
+            on_progress=None if progress is None else (lambda k, base=n - len(routed) + done: progress(base + k, n)))
         outcome = engine.run()
         _scatter_outcome(columns, rows, outcome, replica.replica_id)
         recorder.itl_values.extend(outcome.itl_values)

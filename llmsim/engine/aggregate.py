@@ -104,7 +104,7 @@ class AggregateReplica:
 
     def __init__(self, replica_id: int, sched_cfg, num_gpu_blocks: int, max_model_len: int, timing,
                  arrival_s, prompt_tokens, output_tokens, *, keep_steps: bool = True, step_sample_every: int = 1,
-                 sample_interval_s: float = 1.0) -> None:
+                 sample_interval_s: float = 1.0, on_progress=None) -> None:
         self.replica_id = replica_id
         self.cfg = sched_cfg
         self.timing = timing
@@ -178,6 +178,7 @@ class AggregateReplica:
         self.max_batch_size = 0
         self.num_finished = 0
         self.last_end_s = 0.0
+        self.on_progress = on_progress  # called with the requests finished so far, every few thousand
 
     # -- arrivals and the heartbeat's samples ---------------------------------------------------------
     def _advance(self, time_s: float) -> None:
@@ -789,6 +790,8 @@ class AggregateReplica:
         self.num_finished += 1
         if end > self.last_end_s:
             self.last_end_s = end
+        if not self.num_finished & 4095 and self.on_progress is not None:
+            self.on_progress(self.num_finished)
 
     def _record_step(self, plan: _Plan, finished: int) -> None:
         duration = plan.end - plan.start
