@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -48,13 +49,24 @@ class Deployment:
 
 @dataclass
 class Result:
-    """The outcome of :func:`simulate`: per-request and per-step tables and the summary."""
+    """The outcome of :func:`simulate`: per-request and per-step tables and the summary.
+
+    With ``metrics.stream_steps`` the step table was written to ``steps_file`` during the run; ``steps`` reads
+    it back (sorted by replica and step, like the in-memory table) only when asked for."""
 
     config: SimConfig
     requests: pd.DataFrame
-    steps: pd.DataFrame
     summary: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # cluster tables: replicas, transfers, …
+    steps_file: Optional[Path] = None
+    _steps: Optional[pd.DataFrame] = field(default=None, repr=False)
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        if self._steps is None:
+            frame = pd.read_parquet(self.steps_file)
+            self._steps = frame.sort_values(["replica", "step"], kind="stable").reset_index(drop=True)
+        return self._steps
 
     def write(self, out_dir: str | Path) -> Path:
         """Write summary.json, requests.parquet, steps.parquet and each of ``tables`` as NAME.parquet.
@@ -65,7 +77,10 @@ class Result:
         tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
         try:
             self.requests.to_parquet(tmp / "requests.parquet", index=False)
-            self.steps.to_parquet(tmp / "steps.parquet", index=False)
+            if self._steps is None and self.steps_file is not None:
+                shutil.copyfile(self.steps_file, tmp / "steps.parquet")  # streamed: rows in the order steps ran
+            else:
+                self.steps.to_parquet(tmp / "steps.parquet", index=False)
             for stem, table in self.tables.items():
                 table.to_parquet(tmp / f"{stem}.parquet", index=False)
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=False, allow_nan=False) + "\n")
@@ -148,7 +163,7 @@ def simulate(
     if config.engine.mode == "fast" and not aggregate_blockers(config):
         return _simulate_aggregate(config, workload, deployment, progress)
     env = simpy.Environment()
-    recorder = Recorder(keep_steps=config.metrics.step_detail, step_sample_every=config.metrics.step_sample_every)
+    recorder = make_recorder(config)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))
     env.process(_arrivals(env, workload, cluster))
     total = len(workload.df)
@@ -158,6 +173,31 @@ def simulate(
         _run_with_progress(env, cluster, recorder, total, progress)
     cluster.fail_unfinished("stalled")
     return _collect(config, recorder, deployment, cluster)
+
+
+def make_recorder(config: SimConfig) -> Recorder:
+    """The run's recorder; with ``metrics.stream_steps`` its step records go to a file in a private temporary
+    folder (removed when the :class:`Result` that points at it is garbage-collected)."""
+    metrics = config.metrics
+    stream_to = None
+    if metrics.stream_steps and metrics.step_detail:
+        stream_to = str(Path(tempfile.mkdtemp(prefix="llmsim-steps-")) / "steps.parquet")
+    return Recorder(keep_steps=metrics.step_detail, step_sample_every=metrics.step_sample_every,
+                    stream_steps_to=stream_to, stream_chunk_rows=metrics.stream_chunk_rows)
+
+
+def engine_mode(config: SimConfig) -> str:
+    """Which engine ran, for the summary: ``fast`` (the aggregate engine), ``fast (event-skipping loop: why)``
+    or ``reference`` / ``reference (fast path off: why)``."""
+    if config.engine.mode == "reference":
+        return "reference"
+    blockers = fast_path_blockers(config)
+    if blockers:
+        return "reference (fast path off: " + ", ".join(blockers) + ")"
+    aggregate_off = aggregate_blockers(config)
+    if aggregate_off:
+        return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
+    return "fast"
 
 
 def aggregate_blockers(config: SimConfig) -> list[str]:
@@ -184,7 +224,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
     output = df["output_tokens"].to_numpy(dtype=np.int64)
     failed = df["failed"].to_numpy(dtype=bool) if "failed" in df.columns else np.zeros(n, dtype=bool)
-    recorder = Recorder(keep_steps=config.metrics.step_detail, step_sample_every=config.metrics.step_sample_every)
+    recorder = make_recorder(config)
     env = simpy.Environment()  # the cluster shell's clock: never run, the replicas keep their own time
     cluster = build_cluster(config, env, recorder, n, lambda gpu, model, tp, pp: build_deployment(
         config.model_copy(update={"hardware": config.hardware.model_copy(
@@ -209,12 +249,14 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
             arrival[rows], prompt[rows], output[rows], keep_steps=config.metrics.step_detail,
             step_sample_every=config.metrics.step_sample_every,
             sample_interval_s=config.metrics.timeseries_interval_s,
-            on_progress=None if progress is None else (lambda k, base=n - len(routed) + done: progress(base + k, n)))
+            on_progress=None if progress is None else (lambda k, base=n - len(routed) + done: progress(base + k, n)),
+            step_sink=(lambda columns, rid=replica.replica_id: recorder.extend_steps(rid, columns))
+            if recorder.stream_path is not None else None, step_sink_rows=config.metrics.stream_chunk_rows)
         outcome = engine.run()
         _scatter_outcome(columns, rows, outcome, replica.replica_id)
         recorder.itl_values.extend(outcome.itl_values)
         recorder.itl_weights.extend(outcome.itl_weights)
-        _append_steps(recorder, replica.replica_id, outcome.steps)
+        recorder.extend_steps(replica.replica_id, outcome.steps)
         replica.num_routed = len(rows)
         replica.num_finished = outcome.num_finished
         replica.num_steps = outcome.num_steps
@@ -295,16 +337,6 @@ def _scatter_outcome(columns: dict, rows: np.ndarray, outcome, replica_id: int) 
     columns["reason"][rows] = np.asarray(outcome.reason, dtype=object)
 
 
-def _append_steps(recorder: Recorder, replica_id: int, steps: dict) -> None:
-    s = recorder._step
-    count = len(steps["step"])
-    if not count:
-        return
-    s["replica"].frombytes(np.full(count, replica_id, dtype=np.int64).tobytes())
-    for name, values in steps.items():
-        s[name].extend(values)
-
-
 def _fill_timeseries(cluster: Cluster, replicas, engines, end_s: float) -> None:
     """Every replica's heartbeat samples, in the heartbeat's order (by time, then replica)."""
     per_replica = [engine.sample_until(end_s) for engine in engines]
@@ -382,14 +414,17 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
 
 def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster) -> Result:
     requests, tables, cluster_summary = cluster_results(cluster, recorder.requests_frame())
-    steps = recorder.steps_frame()
+    steps_file = recorder.finish_stream()
+    steps = None if steps_file is not None else recorder.steps_frame()
     itl_values, itl_weights = recorder.itl_samples()
     info = recorder.step_stats()
     info["deployment"] = deployment.details
-    blockers = fast_path_blockers(config)
-    info["engine_mode"] = config.engine.mode if not blockers or config.engine.mode == "reference" else \
-        "reference (fast path off: " + ", ".join(blockers) + ")"
+    info["engine_mode"] = engine_mode(config)
     summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
     summary["seed"] = config.seed
     summary["cluster"] = cluster_summary
-    return Result(config=config, requests=requests, steps=steps, summary=summary, tables=tables)
+    result = Result(config=config, requests=requests, summary=summary, tables=tables,
+                    steps_file=None if steps_file is None else Path(steps_file), _steps=steps)
+    if steps_file is not None:
+        weakref.finalize(result, shutil.rmtree, str(Path(steps_file).parent), True)
+    return result

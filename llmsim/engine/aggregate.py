@@ -14,12 +14,18 @@ so this engine keeps those requests in a *pool* described by a few totals:
 * when each member samples its last token (it leaves the pool then, and finishes when that token arrives).
 
 Every step still runs vLLM V1's rules — the running pass, the waiting pass with its full-prompt and
-watermark checks, chunked prefill, the async loop's one-step lag, vLLM's empty bookkeeping steps — but only
-requests that are *not* steady (a prefill chunk, an admission, a first token, a finish) are visited one by
-one. A step whose blocks do not suffice for the whole batch (a preemption is coming: the victim depends on
-the running order) or whose running pass is not the simple shape (a decode starved of token budget) is
-taken the long way: the pool is written back into per-request state, the step runs request by request
-exactly as the reference scheduler would, and the steady requests rejoin the pool afterwards.
+watermark checks, chunked prefill and the per-request cap, the async loop's one-step lag, vLLM's empty
+bookkeeping steps — but only requests that are *not* steady (a prefill chunk, an admission, a first token,
+a finish) are visited one by one. Three kinds of step, cheapest first:
+
+* a *quiet* step (the pool alone: nobody waits, blocks suffice) is a few arithmetic operations
+  (:meth:`AggregateReplica._quiet_steps`); new decodes join and finished ones leave the pool inline;
+* a step with admissions or a prefill going on prices the pool by its totals and the few others one by one
+  (:meth:`AggregateReplica._schedule_fast`);
+* a step whose blocks do not suffice for the whole batch (a preemption is coming, and the victim depends on
+  the running order), or whose running pass is not the simple shape (several prefills under a per-request
+  cap), walks the running list in order as the reference scheduler does, pool members in place; a victim,
+  or a member the token budget does not reach, leaves the pool (:meth:`AggregateReplica._schedule_explicit`).
 
 The engine runs one replica alone on its own arrivals (a router that reads no replica state — round-robin
 or random — can route the whole workload up front), without simpy: its clock moves from one tick of the
@@ -104,7 +110,8 @@ class AggregateReplica:
 
     def __init__(self, replica_id: int, sched_cfg, num_gpu_blocks: int, max_model_len: int, timing,
                  arrival_s, prompt_tokens, output_tokens, *, keep_steps: bool = True, step_sample_every: int = 1,
-                 sample_interval_s: float = 1.0, on_progress=None) -> None:
+                 sample_interval_s: float = 1.0, on_progress=None, step_sink=None,
+                 step_sink_rows: int = 1_000_000) -> None:
         self.replica_id = replica_id
         self.cfg = sched_cfg
         self.timing = timing
@@ -179,6 +186,9 @@ class AggregateReplica:
         self.num_finished = 0
         self.last_end_s = 0.0
         self.on_progress = on_progress  # called with the requests finished so far, every few thousand
+        # Streaming (metrics.stream_steps): kept steps are handed to ``step_sink`` in chunks of this many.
+        self.step_sink = step_sink
+        self.step_sink_rows = step_sink_rows if step_sink is not None else None
 
     # -- arrivals and the heartbeat's samples ---------------------------------------------------------
     def _advance(self, time_s: float) -> None:
@@ -407,6 +417,14 @@ class AggregateReplica:
         st["num_waiting"].append(0)
         st["num_preempted"].append(0)
         st["num_finished"].append(finished)
+        if self.step_sink_rows is not None and len(st["step"]) >= self.step_sink_rows:
+            self.flush_steps()
+
+    def flush_steps(self) -> None:
+        """Hand the kept steps to the sink and start new buffers."""
+        steps = self.steps
+        self.steps = {name: array(values.typecode) for name, values in steps.items()}
+        self.step_sink(steps)
 
     def _cost(self, plan: _Plan, now: float) -> None:
         if plan.tokens == 0:
@@ -823,6 +841,8 @@ class AggregateReplica:
         s["num_waiting"].append(plan.num_waiting)
         s["num_preempted"].append(plan.preempted)
         s["num_finished"].append(finished)
+        if self.step_sink_rows is not None and len(s["step"]) >= self.step_sink_rows:
+            self.flush_steps()
 
     def _outcome(self) -> ReplicaOutcome:
         return ReplicaOutcome(

@@ -60,5 +60,5 @@ class ClientConfig(StrictModel):
 
 
 class EngineConfig(StrictModel):
-    mode: Literal["fast", "reference"] = Field("fast", description="fast: event-skipping; reference: one event per step")
+    mode: Literal["fast", "reference"] = Field("fast", description="fast: aggregate engine, else event skipping (same decisions); reference: one event per step")
     cpu_overhead: bool = Field(True, description="add the profile's per-step CPU (scheduler/framework) time")

@@ -22,6 +22,10 @@ class MetricsConfig(StrictModel):
                                      description="latency percentiles in the summary (50 is reported as median)")
     step_detail: bool = Field(True, description="keep the per-step table (the summary is exact either way)")
     step_sample_every: int = Field(1, ge=1, description="keep every Nth step of each replica in the step table (1 = all)")
+    stream_steps: bool = Field(False, description="write the step table to Parquet in chunks during the run instead of "
+                                                  "holding it in memory (long runs); Result.steps reads it back")
+    stream_chunk_rows: int = Field(1_000_000, ge=1, description="steps held in memory before a chunk is written "
+                                                                "(metrics.stream_steps)")
     timeseries_interval_s: float = Field(1.0, gt=0, description="bin width of KV-usage and queue time series")
 
     @field_validator("percentiles")

@@ -69,8 +69,14 @@ class Recorder:
     """Collects request outcomes, per-step records and inter-token gaps for one simulation run."""
 
     def __init__(self, keep_steps: bool = True, listeners: tuple[RecorderListener, ...] = (),
-                 step_sample_every: int = 1) -> None:
+                 step_sample_every: int = 1, stream_steps_to: Optional[str] = None,
+                 stream_chunk_rows: int = 1_000_000) -> None:
         self.keep_steps = keep_steps
+        # Streaming (metrics.stream_steps): kept step records go to a Parquet file in chunks of
+        # ``stream_chunk_rows`` rows, so memory holds at most one chunk of them.
+        self.stream_path = stream_steps_to if keep_steps else None
+        self._stream_chunk_rows = stream_chunk_rows
+        self._stream_writer = None
         # Per-step detail of long runs can be thinned (every Nth step index of each replica is kept); the
         # aggregates below always see every step.
         self.step_sample_every = step_sample_every
@@ -192,6 +198,44 @@ class Recorder:
         s["num_waiting"].append(num_waiting)
         s["num_preempted"].append(num_preempted)
         s["num_finished"].append(num_finished)
+        if self.stream_path is not None and len(s["step"]) >= self._stream_chunk_rows:
+            self._flush_steps()
+
+    def extend_steps(self, replica: int, columns: dict) -> None:
+        """Many kept steps of one replica (typed arrays of every STEP_COLUMNS name but ``replica``, in step
+        order; already thinned by ``step_sample_every``). The aggregate engine's per-replica step table."""
+        count = len(columns["step"])
+        if not self.keep_steps or not count:
+            return
+        s = self._step
+        s["replica"].frombytes(np.full(count, replica, dtype=np.int64).tobytes())
+        for name, values in columns.items():
+            s[name].extend(values)
+        if self.stream_path is not None and len(s["step"]) >= self._stream_chunk_rows:
+            self._flush_steps()
+
+    def _flush_steps(self) -> None:
+        """Write the buffered step records as one Parquet row group and empty the buffers."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({name: np.frombuffer(values, dtype=np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64)
+                          if len(values) else np.array([], dtype=np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64)
+                          for name, values in self._step.items()})
+        if self._stream_writer is None:
+            self._stream_writer = pq.ParquetWriter(self.stream_path, table.schema)
+        if table.num_rows:
+            self._stream_writer.write_table(table)
+        self._step = {name: array("d") if name in _FLOAT_STEP_COLUMNS else array("q") for name in STEP_COLUMNS}
+
+    def finish_stream(self) -> Optional[str]:
+        """Write what is left and close the streamed step file; its path (None when not streaming)."""
+        if self.stream_path is None:
+            return None
+        self._flush_steps()
+        self._stream_writer.close()
+        self._stream_writer = None
+        return self.stream_path
 
     def step_records(self, replica: int, steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
                      free_blocks, used_blocks, num_running, num_waiting, num_preempted, num_finished) -> None:
@@ -230,6 +274,8 @@ class Recorder:
                              ("num_preempted", num_preempted), ("num_finished", num_finished)):
             dtype = np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64
             s[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
+        if self.stream_path is not None and len(s["step"]) >= self._stream_chunk_rows:
+            self._flush_steps()
 
     def same_gap_tokens_bulk(self, gaps, counts) -> None:
         """Weighted inter-token gaps of many steps (zero counts are dropped)."""
