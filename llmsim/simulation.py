@@ -280,6 +280,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     _fill_timeseries(cluster, replicas, final_states, max(last_end, cluster.arrival_times[-1] if len(routed) else 0.0))
     _derive_latencies(columns)
     recorder.add_requests(columns)
+    del columns
     recorder.num_steps = stats["num_steps"]
     recorder.busy_time_s = stats["busy"]
     recorder.kv_usage_time_s = stats["kv_time"]
@@ -344,16 +345,21 @@ def _fill_timeseries(cluster: Cluster, replicas, engines, end_s: float) -> None:
     if not per_replica:
         return
     count = min(len(p["time_s"]) for p in per_replica)
-    for k in range(count):
-        for replica, samples in zip(replicas, per_replica):
-            ts["time_s"].append(samples["time_s"][k])
-            ts["replica"].append(replica.replica_id)
-            ts["role"].append(replica.spec.role)
-            ts["state"].append(replica.state.value)
-            ts["kv_usage"].append(samples["kv_usage"][k])
-            ts["num_outstanding"].append(samples["num_outstanding"][k])
-            ts["num_waiting"].append(samples["num_waiting"][k])
-            ts["pending_prefill_tokens"].append(samples["pending_prefill_tokens"][k])
+    if not count:
+        return
+
+    def interleaved(name: str, dtype) -> np.ndarray:  # [sample, replica] row-major: by time, then replica
+        return np.stack([np.asarray(p[name][:count], dtype=dtype) for p in per_replica], axis=1).ravel()
+
+    width = len(replicas)
+    ts["time_s"] = interleaved("time_s", np.float64)
+    ts["replica"] = np.tile(np.array([r.replica_id for r in replicas], dtype=np.int64), count)
+    ts["role"] = np.tile(np.array([r.spec.role for r in replicas], dtype=object), count)
+    ts["state"] = np.tile(np.array([r.state.value for r in replicas], dtype=object), count)
+    ts["kv_usage"] = interleaved("kv_usage", np.float64)
+    for name in ("num_outstanding", "num_waiting", "pending_prefill_tokens"):
+        ts[name] = interleaved(name, np.int64)
+    assert len(ts["replica"]) == count * width
 
 
 def fast_path_blockers(config: SimConfig) -> list[str]:

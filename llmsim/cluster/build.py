@@ -122,9 +122,9 @@ def _autoscaler(cluster: Cluster, cfg: ClusterConfig, specs: list[ReplicaSpec], 
 
 
 def cluster_results(cluster: Cluster, requests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, Any]]:
-    """(requests with cluster columns, extra tables by file stem, ``summary["cluster"]``)."""
+    """(requests with cluster columns, extra tables by file stem, ``summary["cluster"]``). ``requests`` (the
+    recorder's fresh frame) gets the cluster columns in place."""
     end_s = run_end_s(cluster)
-    requests = requests.copy()
     for name, values in request_columns(cluster, requests["request_id"]).items():
         requests[name] = values
     replicas = replicas_frame(cluster, end_s)

@@ -309,16 +309,28 @@ class Recorder:
 
     # -- results ---------------------------------------------------------------------------------
     def requests_frame(self) -> pd.DataFrame:
+        """One row per request, ordered by arrival then request id. Each column is copied once, already in
+        that order (a million requests: no second full copy for a sort)."""
+        arrival = np.frombuffer(self._req["arrival_s"], dtype=np.float64) if self.num_ended else np.array([])
+        ids = np.asarray(self._req["request_id"], dtype=object)
+        order = None
+        if len(arrival) > 1:
+            ordered = (arrival[1:] > arrival[:-1]) | ((arrival[1:] == arrival[:-1]) & (ids[1:] >= ids[:-1]))
+            if not ordered.all():
+                order = np.lexsort((ids.astype(str), arrival))
         columns = {}
         for name in REQUEST_COLUMNS:
             values = self._req[name]
             if name in _TEXT_COLUMNS:
-                columns[name] = pd.Series(values, dtype=object).astype(str)
+                column = np.asarray(values, dtype=object) if len(values) else np.array([], dtype=object)
             else:
                 dtype = np.int64 if name in _INT_COLUMNS else np.float64
-                columns[name] = np.frombuffer(values, dtype=dtype).copy() if len(values) else np.array([], dtype=dtype)
+                column = np.frombuffer(values, dtype=dtype) if len(values) else np.array([], dtype=dtype)
+            columns[name] = column[order] if order is not None else column.copy()
         frame = pd.DataFrame(columns)
-        return frame.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
+        for name in _TEXT_COLUMNS:
+            frame[name] = frame[name].astype(str)
+        return frame
 
     def steps_frame(self) -> pd.DataFrame:
         """One row per engine step, ordered by replica then step (records of a skipped stretch arrive late)."""

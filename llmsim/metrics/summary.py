@@ -26,18 +26,18 @@ def percentile_key(p: float) -> str:
 
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: list[float]) -> list[float]:
     """``np.percentile(np.repeat(values, weights), q)`` without materialising the repeat."""
+    # A long run holds tens of millions of gaps: keep to the sort order and one cumulative array (in place),
+    # and read the sorted values only where the percentiles fall.
     order = np.argsort(values, kind="stable")
-    v = values[order]
     cum = weights[order]
-    del order
-    np.cumsum(cum, out=cum)  # in place: tens of millions of gaps in a long run
+    np.cumsum(cum, out=cum)
     n = int(cum[-1])
     out = []
     for q in percentiles:
         h = (n - 1) * q / 100.0
         lo, hi = math.floor(h), math.ceil(h)
-        v_lo = v[np.searchsorted(cum, lo, side="right")]
-        v_hi = v[np.searchsorted(cum, hi, side="right")]
+        v_lo = values[order[np.searchsorted(cum, lo, side="right")]]
+        v_hi = values[order[np.searchsorted(cum, hi, side="right")]]
         out.append(float(v_lo + (h - lo) * (v_hi - v_lo)))
     return out
 
