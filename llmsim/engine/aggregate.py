@@ -40,7 +40,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 
 WAITING, RUNNING, PREEMPTED, FINISHED, REJECTED = range(5)
 STATUS_NAMES = ("waiting", "running", "preempted", "finished", "rejected")
