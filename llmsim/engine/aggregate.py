@@ -693,6 +693,8 @@ class AggregateReplica:
                 num_new = 1
                 need = 1 if c % bs == 0 else 0
             else:
+                # SchedulerBase._schedule_running's rule on this engine's arrays (the equivalence suite keeps
+                # the two in step).
                 c, p = comp[i], ph[i]
                 if p and c + 2 - p >= P[i] + O[i]:
                     index += 1
