@@ -80,7 +80,7 @@ def measure_in_child(overrides: list[str]) -> dict[str, Any]:
     return result
 
 
-def bench_speed(num_requests: int, replicas: int, reference_requests: Optional[int] = 20_000, seed: int = 0,
+def bench_speed(num_requests: int, replicas: int, reference_requests: Optional[int] = 10_000, seed: int = 0,
                 report=print) -> dict[str, Any]:
     capacity = replica_capacity_rps(seed)
     rate = TARGET_LOAD * replicas * capacity

@@ -111,7 +111,7 @@ app.add_typer(bench_app, name="bench")
 def bench_speed_command(
     requests: int = typer.Option(100_000, "--requests", min=1, help="requests to simulate (fast engine)"),
     replicas: int = typer.Option(16, "--replicas", min=1, help="replicas the workload is scaled to"),
-    reference_requests: int = typer.Option(20_000, "--reference-requests", min=0,
+    reference_requests: int = typer.Option(10_000, "--reference-requests", min=0,
                                            help="requests for the per-step reference engine (0: skip it)"),
     seed: int = typer.Option(0, "--seed"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON here"),
