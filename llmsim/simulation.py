@@ -232,61 +232,45 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     replicas = cluster.accepting_replicas("colocated")
     views = [r.view for r in replicas]
     router = cluster.routers["colocated"]
-    routed = np.flatnonzero(~failed & (output > 0))
+    served = ~failed & (output > 0)  # the others end at their arrival, as the simpy run records them
+    routed = np.flatnonzero(served)
     # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
     choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64, count=len(routed))
     columns = _empty_request_columns(n, arrival, prompt, output, failed)
-    final_states = []
-    stats = {"num_steps": 0, "busy": 0.0, "kv_time": 0.0, "peak": 0.0, "max_waiting": 0, "max_batch": 0}
-    last_end = float(arrival[~(~failed & (output > 0))].max()) if (failed | (output <= 0)).any() else 0.0
-    done = 0
-    sched_cfg = config.scheduler
+    tails = []
+    last_end = float(arrival[~served].max()) if not served.all() else 0.0
+    done = n - len(routed)
+    metrics = config.metrics
     for position, replica in enumerate(replicas):
         rows = routed[choice == position]
         dep = replica.spec.deployment
+        rid = replica.replica_id
         engine = AggregateReplica(
-            replica.replica_id, sched_cfg, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
-            arrival[rows], prompt[rows], output[rows], keep_steps=config.metrics.step_detail,
-            step_sample_every=config.metrics.step_sample_every,
-            sample_interval_s=config.metrics.timeseries_interval_s,
-            on_progress=None if progress is None else (lambda k, base=n - len(routed) + done: progress(base + k, n)),
-            step_sink=(lambda columns, rid=replica.replica_id: recorder.extend_steps(rid, columns))
-            if recorder.stream_path is not None else None, step_sink_rows=config.metrics.stream_chunk_rows)
+            rid, config.scheduler, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
+            arrival[rows], prompt[rows], output[rows], keep_steps=metrics.step_detail,
+            step_sample_every=metrics.step_sample_every, sample_interval_s=metrics.timeseries_interval_s,
+            on_progress=None if progress is None else (lambda k, base=done: progress(base + k, n)),
+            step_sink=(lambda steps, rid=rid: recorder.extend_steps(rid, steps))
+            if recorder.stream_path is not None else None, step_sink_rows=metrics.stream_chunk_rows)
         outcome = engine.run()
-        _scatter_outcome(columns, rows, outcome, replica.replica_id)
-        recorder.itl_values.extend(outcome.itl_values)
-        recorder.itl_weights.extend(outcome.itl_weights)
-        recorder.extend_steps(replica.replica_id, outcome.steps)
+        _scatter_outcome(columns, rows, outcome, rid)
+        recorder.add_replica_run(rid, outcome)
         replica.num_routed = len(rows)
-        replica.num_finished = outcome.num_finished
-        replica.num_steps = outcome.num_steps
-        replica.busy_s = outcome.busy_s
-        replica.kv_usage_s = outcome.kv_usage_s
-        stats["num_steps"] += outcome.num_steps
-        stats["busy"] += outcome.busy_s
-        stats["kv_time"] += outcome.kv_usage_time_s
-        stats["peak"] = max(stats["peak"], outcome.peak_kv_usage)
-        stats["max_waiting"] = max(stats["max_waiting"], outcome.max_num_waiting)
-        stats["max_batch"] = max(stats["max_batch"], outcome.max_batch_size)
+        replica.num_finished, replica.num_steps = outcome.num_finished, outcome.num_steps
+        replica.busy_s, replica.kv_usage_s = outcome.busy_s, outcome.kv_usage_s
         last_end = max(last_end, outcome.last_end_s)
-        final_states.append(ReplicaTail(engine))
+        tails.append(ReplicaTail(engine))
         del engine, outcome  # one replica's per-request state in memory at a time
         done += len(rows)
         if progress is not None:
-            progress(n - len(routed) + done, n)
-    # The heartbeat samples every replica until the run ends (the last request's end).
+            progress(done, n)
+    # The heartbeat samples every replica until the run ends (the last request's end, or the last arrival).
     cluster.last_end_s = last_end
     cluster.arrival_times = [float(arrival[routed[-1]])] if len(routed) else []
-    _fill_timeseries(cluster, replicas, final_states, max(last_end, cluster.arrival_times[-1] if len(routed) else 0.0))
+    _fill_timeseries(cluster, replicas, tails, max([last_end, *cluster.arrival_times]))
     _derive_latencies(columns)
     recorder.add_requests(columns)
     del columns
-    recorder.num_steps = stats["num_steps"]
-    recorder.busy_time_s = stats["busy"]
-    recorder.kv_usage_time_s = stats["kv_time"]
-    recorder.peak_kv_usage = stats["peak"]
-    recorder.max_num_waiting = stats["max_waiting"]
-    recorder.max_batch_size = stats["max_batch"]
     cluster.num_ended = n
     return _collect(config, recorder, deployment, cluster)
 

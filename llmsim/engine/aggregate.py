@@ -4,14 +4,11 @@ The reference engine (``engine.mode: reference``) visits every running request i
 steps most of the batch is *steady*: each request decodes one token, its context grows by one and it needs
 a new KV block exactly when its context crosses a multiple of the block size. Such a request's state is a
 linear function of the step index from the step it became steady until the step it samples its last token,
-so this engine keeps those requests in a *pool* described by a few totals:
-
-* ``pool_n`` members scheduled this step and the sum of their contexts (``pool_a + pool_n × step``), which
-  price the step through :meth:`~llmsim.hardware.timing.RooflineTimingModel.time_from_totals` with the same
-  integer totals and float operations as the per-step loop;
-* how many members need a block at each step: members are bucketed by their context's phase modulo the
-  block size, so the count is one lookup;
-* when each member samples its last token (it leaves the pool then, and finishes when that token arrives).
+so this engine keeps those requests in a *pool* (:class:`~llmsim.engine.pool.DecodePool`) described by a
+few totals: how many members decode this step and the sum of their contexts, which price the step through
+:meth:`~llmsim.hardware.timing.RooflineTimingModel.time_from_totals` with the same integer totals and float
+operations as the per-step loop; how many of them need a block (members bucketed by their context's phase
+modulo the block size: one lookup); and when each samples its last token.
 
 Every step still runs vLLM V1's rules — the running pass, the waiting pass with its full-prompt and
 watermark checks, chunked prefill and the per-request cap, the async loop's one-step lag, vLLM's empty
@@ -40,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llmsim.engine.pool import DecodePool
 
 WAITING, RUNNING, PREEMPTED, FINISHED, REJECTED = range(5)
 STATUS_NAMES = ("waiting", "running", "preempted", "finished", "rejected")
@@ -140,16 +138,7 @@ class AggregateReplica:
         self.last_tok: list = [None] * n
         self.finish_s: list = [None] * n
         self.was_preempted = [False] * n
-        # The pool (module docstring): per member its entry step, final sampling step and context − step.
-        self.pooled = [False] * n
-        self.p_entry = [0] * n
-        self.p_final = [0] * n
-        self.p_base = [0] * n
-        self.pool_n = 0
-        self.pool_a = 0
-        self.phase_count = [0] * self.bs
-        self.retire_at: dict[int, list[int]] = {}
-        self.finish_at: dict[int, list[int]] = {}
+        self.pool = DecodePool(n, self.bs)
         self.completers: list[int] = []  # sampled for the first time after a prefill in the last step
         self.partial: Optional[int] = None  # the one request part-way through its prefill (last in running)
         self.dirty = False  # a step ran request by request: classify everyone before the next one
@@ -254,7 +243,7 @@ class AggregateReplica:
         depth = self.depth
         while True:
             self._advance(now)
-            if (self.pool_n or self.completers) and not (self.waiting or self.dirty or self.loose
+            if (self.pool.n or self.completers) and not (self.waiting or self.dirty or self.loose
                                                          or self.partial is not None):
                 now = self._quiet_steps(now)
             plan = None
@@ -295,8 +284,8 @@ class AggregateReplica:
             return now
         budget = self.cfg.max_num_batched_tokens
         bs = self.bs
-        phase = self.phase_count
-        finish_at, retire_at, p_base = self.finish_at, self.retire_at, self.p_base
+        pool = self.pool
+        phase, finish_at, retire_at = pool.phase, pool.finish_at, pool.retire_at
         step_time = self.timing.decode_step_time
         arr = self.arr
         usable = self.usable
@@ -306,26 +295,20 @@ class AggregateReplica:
         pending = in_flight[0] if async_mode else None  # the step in flight (async): a _Plan or a quiet tuple
         # Hot state in locals; written back before any call that reads it, and at the end.
         s, free, gpu_free = self.step_index, self.free, self.gpu_free
-        pool_n, pool_a = self.pool_n, self.pool_a
+        pool_n, pool_a = pool.n, pool.a
         last_step, last_end = self.last_update_step, self.last_update_end
         num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
         peak, max_batch = self.peak_kv_usage, self.max_batch_size
         next_due = min(self.next_sample_s, arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
         while True:
-            retiring = retire_at.pop(s, None)
-            if retiring:
-                for i in retiring:
-                    base = p_base[i]
-                    pool_n -= 1
-                    pool_a -= base
-                    phase[base % bs] -= 1
-            if self.completers:  # requests whose prefill ended in the last step join the pool
-                self.pool_n, self.pool_a = pool_n, pool_a
-                for i in self.completers:
+            if s in retire_at or self.completers:
+                pool.n, pool.a = pool_n, pool_a
+                pool.retire(s)
+                for i in self.completers:  # requests whose prefill ended in the last step join the pool
                     if not self._enter_pool(i, s) and not self._final_in_flight(i):
                         self.loose = True
                 self.completers = []
-                pool_n, pool_a = self.pool_n, self.pool_a
+                pool_n, pool_a = pool.n, pool.a
             need = phase[-s % bs]
             if not pool_n or pool_n > budget or need > free or waiting or self.loose:
                 break
@@ -372,7 +355,7 @@ class AggregateReplica:
                 if keep and not u_step % every:
                     self._keep_quiet_step(to_update, usable, finished)
             else:
-                self.step_index, self.free, self.gpu_free, self.pool_n, self.pool_a = s, free, gpu_free, pool_n, pool_a
+                self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
                 self.last_update_step, self.last_update_end = last_step, last_end
                 self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
                 self.peak_kv_usage, self.max_batch_size = peak, max_batch
@@ -385,7 +368,7 @@ class AggregateReplica:
                 peak, max_batch = self.peak_kv_usage, self.max_batch_size
                 next_due = min(self.next_sample_s,
                                arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
-        self.step_index, self.free, self.gpu_free, self.pool_n, self.pool_a = s, free, gpu_free, pool_n, pool_a
+        self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
         self.last_update_step, self.last_update_end = last_step, last_end
         self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
         self.peak_kv_usage, self.max_batch_size = peak, max_batch
@@ -441,14 +424,7 @@ class AggregateReplica:
         self.step_index = s + 1
         self.finished_pending = False
         plan = _Plan(s)
-        retiring = self.retire_at.pop(s, None)
-        if retiring:
-            bs = self.bs
-            for i in retiring:
-                base = self.p_base[i]
-                self.pool_n -= 1
-                self.pool_a -= base
-                self.phase_count[base % bs] -= 1
+        self.pool.retire(s)
         if self.dirty:
             self._classify(s)
         elif self.completers:
@@ -478,17 +454,7 @@ class AggregateReplica:
         remaining = self.O[i] - out - p  # tokens still to sample, from step s on
         if not steady or remaining < 1:
             return False
-        final = s + remaining - 1
-        base = c - s
-        self.pooled[i] = True
-        self.p_entry[i] = s
-        self.p_final[i] = final
-        self.p_base[i] = base
-        self.pool_n += 1
-        self.pool_a += base
-        self.phase_count[base % self.bs] += 1
-        self.retire_at.setdefault(final + 1, []).append(i)
-        self.finish_at.setdefault(final, []).append(i)
+        self.pool.add(i, s, c, remaining)
         return True
 
     def _classify(self, s: int) -> None:
@@ -500,7 +466,7 @@ class AggregateReplica:
         running = self.running
         last = running[-1] if running else None
         for i in running:
-            if self.pooled[i] or self._enter_pool(i, s) or self._final_in_flight(i):
+            if self.pool.member[i] or self._enter_pool(i, s) or self._final_in_flight(i):
                 continue
             if i == last:
                 self.partial = i
@@ -510,12 +476,13 @@ class AggregateReplica:
     def _schedule_fast(self, plan: _Plan, s: int) -> bool:
         """The step with the pool in aggregate; False (nothing changed) when it must run request by request."""
         cfg = self.cfg
-        n = self.pool_n
+        pool = self.pool
+        n = pool.n
         budget = cfg.max_num_batched_tokens - n
         if budget < 0:
             return False
         bs = self.bs
-        need = self.phase_count[-s % bs]
+        need = pool.phase[-s % bs]
         scheduled: list[tuple[int, int]] = []
         threshold = self._threshold()
         partial = self.partial
@@ -537,7 +504,7 @@ class AggregateReplica:
         self.free -= need
         if self.waiting and budget > 0:
             self._schedule_waiting(plan, budget, scheduled, threshold)
-        self._finish_plan(plan, scheduled, n, self.pool_a + n * s, s)
+        self._finish_plan(plan, scheduled, n, pool.a + n * s, s)
         return True
 
     def _threshold(self) -> int:
@@ -592,7 +559,7 @@ class AggregateReplica:
         sampling = plan.sampling
         async_mode = self.depth == 2
         P, out, ph, comp = self.P, self.out, self.ph, self.comp
-        pooled, p_base = self.pooled, self.p_base
+        pooled, p_base = self.pool.member, self.pool.base
         timing = self.timing
         partial = None  # a request scheduled in this step whose prefill goes on
         for i, num_new in scheduled:
@@ -642,27 +609,17 @@ class AggregateReplica:
     def _unpool(self, i: int, s: int) -> None:
         """Write pool member ``i`` back into per-request state as it stands before step ``s`` (a victim, or a
         decode the running pass does not reach); the plans in flight list it explicitly from now on."""
-        entry, final, base = self.p_entry[i], self.p_final[i], self.p_base[i]
-        scheduled = min(s - 1, final) - entry + 1
-        delivered = max(0, min(self.last_update_step, final) - entry + 1)
+        pool = self.pool
+        entry, final = pool.entry[i], pool.final[i]
+        scheduled = pool.steps_between(i, entry, s - 1)
+        delivered = pool.steps_between(i, entry, self.last_update_step)
         self.comp[i] += scheduled
         self.sched_total[i] += scheduled
         self.out[i] += delivered
         self.ph[i] += scheduled - delivered
         if delivered:
             self.last_tok[i] = self.last_update_end
-        self.pooled[i] = False
-        tables = [(self.finish_at, final)]
-        if final >= s:  # not retired yet: it still counts in the step's aggregates
-            self.pool_n -= 1
-            self.pool_a -= base
-            self.phase_count[base % self.bs] -= 1
-            tables.append((self.retire_at, final + 1))
-        for table, key in tables:
-            members = table[key]
-            members.remove(i)
-            if not members:
-                del table[key]
+        pool.remove(i, s)
         for plan in self.in_flight:
             if plan.pool_n and entry <= plan.step <= final:
                 plan.pool_n -= 1
@@ -679,7 +636,7 @@ class AggregateReplica:
         running = self.running
         bs = self.bs
         P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
-        pooled, p_base, p_final = self.pooled, self.p_base, self.p_final
+        pooled, p_base, p_final = self.pool.member, self.pool.base, self.pool.final
         last_slot = self.max_model_len - 1
         scheduled: list[tuple[int, int]] = []
         index = 0
@@ -753,7 +710,7 @@ class AggregateReplica:
         finished = 0
         out, ph, last_tok = self.out, self.ph, self.last_tok
         self.last_update_step = plan.step
-        if plan.pool_n and plan.step in self.finish_at:
+        if plan.pool_n and plan.step in self.pool.finish_at:
             finished = self._finish_pool_members(plan.step, end)
         for i in plan.sampling:
             if self.status[i] >= FINISHED:
@@ -784,13 +741,13 @@ class AggregateReplica:
 
     def _finish_pool_members(self, step: int, end: float) -> int:
         """Pool members whose last token step ``step`` delivered: write their totals back and finish them."""
-        done = self.finish_at.pop(step)
+        pool = self.pool
+        done = pool.pop_finishing(step)
         for i in done:
-            span = step - self.p_entry[i] + 1
+            span = step - pool.entry[i] + 1
             self.comp[i] += span
             self.sched_total[i] += span
             self.out[i] += span
-            self.pooled[i] = False
             self.last_tok[i] = end
             self._finish(i, end)
         return len(done)

@@ -214,6 +214,20 @@ class Recorder:
         if self.stream_path is not None and len(s["step"]) >= self._stream_chunk_rows:
             self._flush_steps()
 
+    def add_replica_run(self, replica: int, outcome) -> None:
+        """A whole replica's run from the aggregate engine (an ``llmsim.engine.aggregate.ReplicaOutcome``): its
+        gaps, kept steps and step aggregates. Float aggregates are summed per replica, then across replicas,
+        so they match the per-step sums to rounding."""
+        self.itl_values.extend(outcome.itl_values)
+        self.itl_weights.extend(outcome.itl_weights)
+        self.extend_steps(replica, outcome.steps)
+        self.num_steps += outcome.num_steps
+        self.busy_time_s += outcome.busy_s
+        self.kv_usage_time_s += outcome.kv_usage_time_s
+        self.peak_kv_usage = max(self.peak_kv_usage, outcome.peak_kv_usage)
+        self.max_num_waiting = max(self.max_num_waiting, outcome.max_num_waiting)
+        self.max_batch_size = max(self.max_batch_size, outcome.max_batch_size)
+
     def _flush_steps(self) -> None:
         """Write the buffered step records as one Parquet row group and empty the buffers."""
         import pyarrow as pa
