@@ -222,6 +222,7 @@ class Recorder:
         self.itl_weights.extend(outcome.itl_weights)
         self.extend_steps(replica, outcome.steps)
         self.num_steps += outcome.num_steps
+        self.total_preemptions += sum(outcome.num_preemptions)  # one per preemption, as the steps count them
         self.busy_time_s += outcome.busy_s
         self.kv_usage_time_s += outcome.kv_usage_time_s
         self.peak_kv_usage = max(self.peak_kv_usage, outcome.peak_kv_usage)
