@@ -153,6 +153,11 @@ class ClusterConfig(StrictModel):
             raise ValueError("disaggregation needs both a prefill and a decode replica group")
         if "colocated" in roles and len(roles) > 1:
             raise ValueError("a cluster is either colocated or disaggregated (prefill + decode groups), not both")
+        if self.autoscaler.policy == "none":
+            for role in roles:
+                if sum(group.count for group in self.replicas if group.role == role) < 1:
+                    raise ValueError(f"replicas: the {role} groups start with 0 replicas and no autoscaler adds any; "
+                                     "give at least one a count of 1 or more")
         return self
 
     def replica_groups(self) -> list[ReplicaGroupSpec]:

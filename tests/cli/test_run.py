@@ -89,6 +89,7 @@ def test_config_file_and_python_api_agree(tmp_path: Path) -> None:
         (["run", "--set", "scheduler.policy=magic"], ["scheduler.policy", "vllm-v1"]),
         (["run", "--set", "hardware.model=Llama-2-70B"], ["Llama-2-70B", "GiB short"]),
         (["run", "--set", "hardware.gpu=Z9000"], ["Z9000"]),
+        (["run", "--set", 'cluster.replicas=[{"count": 0}]'], ["cluster", "0 replicas"]),
         (["run", "--no-such-flag"], ["--no-such-flag"]),
     ],
 )
