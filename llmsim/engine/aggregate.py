@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llmsim.engine.pool import DecodePool
+from llmsim.metrics.recorder import STEP_COLUMNS
 
 WAITING, RUNNING, PREEMPTED, FINISHED, REJECTED = range(5)
 STATUS_NAMES = ("waiting", "running", "preempted", "finished", "rejected")
@@ -161,9 +162,7 @@ class AggregateReplica:
         self.itl_values = array("d")
         self.itl_weights = array("q")
         self.steps = {name: array("d" if name in ("start_s", "duration_s") else "q")
-                      for name in ("step", "start_s", "duration_s", "batch_size", "prefill_tokens", "decode_tokens",
-                                   "free_blocks", "used_blocks", "num_running", "num_waiting", "num_preempted",
-                                   "num_finished")}
+                      for name in STEP_COLUMNS if name != "replica"}
         self.num_steps = 0
         self.busy_s = 0.0
         self.kv_usage_s = 0.0
@@ -386,20 +385,14 @@ class AggregateReplica:
 
     def _keep_quiet_step(self, step: tuple, usable: int, finished: int) -> None:
         s, start, end, n, free, num_running = step
-        st = self.steps
-        st["step"].append(s)
-        st["start_s"].append(start)
-        st["duration_s"].append(end - start)
-        st["batch_size"].append(n)
-        st["prefill_tokens"].append(0)
-        st["decode_tokens"].append(n)
-        st["free_blocks"].append(free)
-        st["used_blocks"].append(usable - free)
-        st["num_running"].append(num_running)
-        st["num_waiting"].append(0)
-        st["num_preempted"].append(0)
-        st["num_finished"].append(finished)
-        if self.step_sink_rows is not None and len(st["step"]) >= self.step_sink_rows:
+        self._keep_step(s, start, end - start, n, 0, n, free, usable - free, num_running, 0, 0, finished)
+
+    def _keep_step(self, *values) -> None:
+        """One row of the step table, in STEP_COLUMNS order without ``replica``."""
+        steps = self.steps
+        for column, value in zip(steps.values(), values):
+            column.append(value)
+        if self.step_sink_rows is not None and len(steps["step"]) >= self.step_sink_rows:
             self.flush_steps()
 
     def flush_steps(self) -> None:
@@ -786,21 +779,8 @@ class AggregateReplica:
             self.max_batch_size = plan.batch
         if not self.keep_steps or plan.step % self.step_sample_every:
             return
-        s = self.steps
-        s["step"].append(plan.step)
-        s["start_s"].append(plan.start)
-        s["duration_s"].append(duration)
-        s["batch_size"].append(plan.batch)
-        s["prefill_tokens"].append(plan.prefill)
-        s["decode_tokens"].append(plan.tokens - plan.prefill)
-        s["free_blocks"].append(free)
-        s["used_blocks"].append(used)
-        s["num_running"].append(plan.num_running)
-        s["num_waiting"].append(plan.num_waiting)
-        s["num_preempted"].append(plan.preempted)
-        s["num_finished"].append(finished)
-        if self.step_sink_rows is not None and len(s["step"]) >= self.step_sink_rows:
-            self.flush_steps()
+        self._keep_step(plan.step, plan.start, duration, plan.batch, plan.prefill, plan.tokens - plan.prefill, free,
+                        used, plan.num_running, plan.num_waiting, plan.preempted, finished)
 
     def _outcome(self) -> ReplicaOutcome:
         return ReplicaOutcome(

@@ -198,8 +198,7 @@ class Recorder:
         s["num_waiting"].append(num_waiting)
         s["num_preempted"].append(num_preempted)
         s["num_finished"].append(num_finished)
-        if self.stream_path is not None and len(s["step"]) >= self._stream_chunk_rows:
-            self._flush_steps()
+        self._flush_if_full()
 
     def extend_steps(self, replica: int, columns: dict) -> None:
         """Many kept steps of one replica (typed arrays of every STEP_COLUMNS name but ``replica``, in step
@@ -211,8 +210,7 @@ class Recorder:
         s["replica"].frombytes(np.full(count, replica, dtype=np.int64).tobytes())
         for name, values in columns.items():
             s[name].extend(values)
-        if self.stream_path is not None and len(s["step"]) >= self._stream_chunk_rows:
-            self._flush_steps()
+        self._flush_if_full()
 
     def add_replica_run(self, replica: int, outcome) -> None:
         """A whole replica's run from the aggregate engine (an ``llmsim.engine.aggregate.ReplicaOutcome``): its
@@ -228,6 +226,10 @@ class Recorder:
         self.peak_kv_usage = max(self.peak_kv_usage, outcome.peak_kv_usage)
         self.max_num_waiting = max(self.max_num_waiting, outcome.max_num_waiting)
         self.max_batch_size = max(self.max_batch_size, outcome.max_batch_size)
+
+    def _flush_if_full(self) -> None:
+        if self.stream_path is not None and len(self._step["step"]) >= self._stream_chunk_rows:
+            self._flush_steps()
 
     def _flush_steps(self) -> None:
         """Write the buffered step records as one Parquet row group and empty the buffers."""
@@ -289,8 +291,7 @@ class Recorder:
                              ("num_preempted", num_preempted), ("num_finished", num_finished)):
             dtype = np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64
             s[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
-        if self.stream_path is not None and len(s["step"]) >= self._stream_chunk_rows:
-            self._flush_steps()
+        self._flush_if_full()
 
     def same_gap_tokens_bulk(self, gaps, counts) -> None:
         """Weighted inter-token gaps of many steps (zero counts are dropped)."""
