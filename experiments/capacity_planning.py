@@ -7,9 +7,9 @@ Reads ``capacity_planning.yaml``; writes ``results/capacity_planning.csv`` and `
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -19,16 +19,13 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from studies_common import EXPERIMENTS_DIR, RESULTS_DIR, WORK_DIR  # noqa: E402
+from studies_common import EXPERIMENTS_DIR, RESULTS_DIR, WORK_DIR, jobs_from_command_line  # noqa: E402
 
 from llmsim.config import load_config  # noqa: E402
 from llmsim.planner import make_plan, parse_slo  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    args = parser.parse_args()
+def main(jobs: Optional[int] = 2) -> None:
     spec = yaml.safe_load((EXPERIMENTS_DIR / "capacity_planning.yaml").read_text())
     terms = parse_slo(spec["slo"])
     rows = []
@@ -36,7 +33,7 @@ def main() -> None:
         for rate in spec["rates"]:
             overrides = [f"{k}={v}" for k, v in spec["set"].items()]
             base = load_config(None, [*overrides, f"workload.rate={rate}", f"workload.burstiness={burstiness}"])
-            plan = make_plan(base, terms, gpus=spec["gpus"], tps=spec["tp"], jobs=args.jobs,
+            plan = make_plan(base, terms, gpus=spec["gpus"], tps=spec["tp"], jobs=jobs,
                              cache_dir=WORK_DIR / "capacity_planning_cache")
             chosen = plan.chosen
             below = [e for e in plan.evaluations if chosen and e.replicas == chosen.replicas - 1]
@@ -78,4 +75,4 @@ def plot(table: pd.DataFrame, slo: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(jobs_from_command_line(__doc__, default=2))

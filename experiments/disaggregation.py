@@ -18,7 +18,6 @@ writes experiments/results/disaggregation.csv and disaggregation.png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional
@@ -30,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from studies_common import RESULTS_DIR, WORK_DIR  # noqa: E402
+from studies_common import RESULTS_DIR, WORK_DIR, jobs_from_command_line  # noqa: E402
 
 from llmsim.sweep import run_sweep  # noqa: E402
 
@@ -129,8 +128,4 @@ def main(jobs: Optional[int] = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", "-j", type=int, default=None, help="parallel runs (default: CPUs available)")
-    parser.add_argument("processes", nargs="?", type=int, help=argparse.SUPPRESS)  # the former positional form
-    args = parser.parse_args()
-    main(args.jobs or args.processes)
+    main(jobs_from_command_line(__doc__))

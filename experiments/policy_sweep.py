@@ -8,21 +8,18 @@ writes ``results/policy_sweep.csv`` and ``results/policy_sweep.png``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from studies_common import EXPERIMENTS_DIR, RESULTS_DIR, WORK_DIR, summarise  # noqa: E402
-
-from llmsim.sweep import run_sweep  # noqa: E402
+from studies_common import RESULTS_DIR, jobs_from_command_line, study_sweep, summarise  # noqa: E402
 
 GROUPS = {"workload.burstiness": "burstiness", "scheduler.policy": "policy", "scheduler.preemption": "preemption"}
 PANELS = (("p99_ttft_s", "p99 TTFT (s)", True), ("p99_tpot_s", "p99 TPOT (s)", False),
@@ -30,15 +27,11 @@ PANELS = (("p99_ttft_s", "p99 TTFT (s)", True), ("p99_tpot_s", "p99 TPOT (s)", F
           ("failures", "failed + rejected", False))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=None)
-    args = parser.parse_args()
-    spec = yaml.safe_load((EXPERIMENTS_DIR / "policy_sweep.yaml").read_text())
-    table = run_sweep(spec, WORK_DIR / "policy_sweep", jobs=args.jobs, progress=True).table
-    failed = table[table["status"] != "ok"]
-    if len(failed):
-        print(f"{len(failed)} runs failed, e.g.: {failed['error'].iloc[0]}", file=sys.stderr)
+NAME = "policy_sweep"
+
+
+def main(jobs: Optional[int] = None) -> None:
+    spec, table = study_sweep(NAME, jobs)
     out = summarise(table, list(GROUPS)).rename(columns=GROUPS)
     out = out[["policy", "preemption", "burstiness", "p99_ttft_s", "median_ttft_s", "p99_tpot_s", "goodput_rps",
                "slo_attainment", "preemptions", "failures", "peak_kv_usage", "throughput_rps"]]
@@ -84,4 +77,4 @@ def plot(table, spec) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(jobs_from_command_line(__doc__))

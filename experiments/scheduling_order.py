@@ -7,32 +7,25 @@ Runs ``scheduling_order.yaml`` through the sweep runner; writes ``results/schedu
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from studies_common import EXPERIMENTS_DIR, RESULTS_DIR, WORK_DIR, summarise  # noqa: E402
-
-from llmsim.sweep import run_sweep  # noqa: E402
+from studies_common import RESULTS_DIR, jobs_from_command_line, study_sweep, summarise  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=None)
-    args = parser.parse_args()
-    spec = yaml.safe_load((EXPERIMENTS_DIR / "scheduling_order.yaml").read_text())
-    table = run_sweep(spec, WORK_DIR / "scheduling_order", jobs=args.jobs, progress=True).table
-    failed = table[table["status"] != "ok"]
-    if len(failed):
-        print(f"{len(failed)} runs failed, e.g.: {failed['error'].iloc[0]}", file=sys.stderr)
+NAME = "scheduling_order"
+
+
+def main(jobs: Optional[int] = None) -> None:
+    _, table = study_sweep(NAME, jobs)
     out = summarise(table, ["workload.burstiness", "scheduler.queue"]).rename(
         columns={"workload.burstiness": "burstiness", "scheduler.queue": "queue"})
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -65,4 +58,4 @@ def plot(table) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(jobs_from_command_line(__doc__))

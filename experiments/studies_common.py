@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -34,3 +36,30 @@ def summarise(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     out["p99_ttft_s_max"] = grouped["ttft_s.p99"].max()
     out["seeds"] = grouped.size()
     return out.reset_index()
+
+
+def jobs_from_command_line(doc: str, default: Optional[int] = None) -> Optional[int]:
+    """A study script's command line: ``--jobs N`` (or the former positional ``N``) parallel runs."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--jobs", "-j", type=int, default=default,
+                        help=f"parallel runs (default: {default or 'CPUs available'})")
+    parser.add_argument("processes", nargs="?", type=int, help=argparse.SUPPRESS)  # the former positional form
+    args = parser.parse_args()
+    return args.jobs or args.processes
+
+
+def study_sweep(name: str, jobs: Optional[int]) -> tuple[dict, pd.DataFrame]:
+    """Run ``experiments/NAME.yaml`` through the sweep runner (cached under the work folder); say which runs
+    failed. Returns the spec and the sweep's results table."""
+    import sys
+
+    import yaml
+
+    from llmsim.sweep import run_sweep
+
+    spec = yaml.safe_load((EXPERIMENTS_DIR / f"{name}.yaml").read_text())
+    table = run_sweep(spec, WORK_DIR / name, jobs=jobs, progress=True).table
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        print(f"{len(failed)} runs failed, e.g.: {failed['error'].iloc[0]}", file=sys.stderr)
+    return spec, table
