@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from studies_common import RESULTS_DIR, WORK_DIR, jobs_from_command_line  # noqa: E402
+from studies_common import RESULTS_DIR, WORK_DIR, check_cluster_sweep, jobs_from_command_line  # noqa: E402
 
 from llmsim.sweep import run_sweep  # noqa: E402
 
@@ -70,16 +70,6 @@ COLUMNS = {"ttft_s.median": "ttft_p50_s", "ttft_s.p99": "ttft_p99_s", "tpot_s.me
            "completed": "completed"}
 
 
-def check(table: pd.DataFrame) -> None:
-    failed = table[table["status"] != "ok"]
-    if len(failed):
-        raise SystemExit(f"{len(failed)} of {len(table)} runs failed (they are retried on the next start); "
-                         f"first: {failed['error'].iloc[0]}")
-    broken = table[~table["cluster.accounting.ok"].astype(bool)]
-    if len(broken):
-        raise SystemExit(f"runs {list(broken['run'])}: requests lost or recorded twice (cluster.accounting.ok false)")
-
-
 def results_table(sweep: pd.DataFrame) -> pd.DataFrame:
     """One row per run in the figure's terms; KV-transfer means are 0 where nothing was transferred."""
     def transfer_ms(column: str) -> pd.Series:
@@ -118,7 +108,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 def main(jobs: Optional[int] = None) -> pd.DataFrame:
     sweep = run_sweep(SPEC, SWEEP_DIR, jobs=jobs, progress=True).table
-    check(sweep)
+    check_cluster_sweep(sweep)
     table = results_table(sweep)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS_DIR / "disaggregation.csv", index=False)

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from studies_common import RESULTS_DIR, WORK_DIR, jobs_from_command_line  # noqa: E402
+from studies_common import RESULTS_DIR, WORK_DIR, check_cluster_sweep, jobs_from_command_line  # noqa: E402
 
 from llmsim.errors import UserError  # noqa: E402
 from llmsim.sweep import expand_runs, run_sweep  # noqa: E402
@@ -159,16 +159,6 @@ COLUMNS = {"cluster.gpu_hours": "gpu_hours", "cluster.cost_usd": "cost_usd", "tt
            "completed": "completed", "failed": "failed", "cluster.utilization": "utilization", "wall_run_s": "wall_s"}
 
 
-def check(table: pd.DataFrame) -> None:
-    failed = table[table["status"] != "ok"]
-    if len(failed):
-        raise SystemExit(f"{len(failed)} of {len(table)} runs failed (they are retried on the next start); "
-                         f"first: {failed['error'].iloc[0]}")
-    broken = table[~table["cluster.accounting.ok"].astype(bool)]
-    if len(broken):
-        raise SystemExit(f"runs {list(broken['run'])}: requests lost or recorded twice (cluster.accounting.ok false)")
-
-
 def replica_counts(label: str, run_key: str) -> pd.DataFrame:
     """Replicas provisioned (starting, active or draining) at each sample of the run's replica time series."""
     ts = pd.read_parquet(SWEEP_DIR / "runs" / run_key / "replica_timeseries.parquet")
@@ -212,7 +202,7 @@ def main(jobs: Optional[int] = None) -> pd.DataFrame:
     spec = sweep_spec(write_diurnal_trace())
     forget_runs_without_tables(spec)
     sweep = run_sweep(spec, SWEEP_DIR, jobs=jobs, progress=True, keep_runs=True).table
-    check(sweep)
+    check_cluster_sweep(sweep)
     labels = runs()
     table = sweep[list(COLUMNS)].rename(columns=COLUMNS)
     # Replicas ever started, by role summed: the table's "cluster.replicas" column holds the swept initial

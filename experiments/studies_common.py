@@ -63,3 +63,14 @@ def study_sweep(name: str, jobs: Optional[int]) -> tuple[dict, pd.DataFrame]:
     if len(failed):
         print(f"{len(failed)} runs failed, e.g.: {failed['error'].iloc[0]}", file=sys.stderr)
     return spec, table
+
+
+def check_cluster_sweep(table: pd.DataFrame) -> None:
+    """Stop with one line if any run failed or lost/duplicated a request (the cluster's accounting check)."""
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        raise SystemExit(f"{len(failed)} of {len(table)} runs failed (they are retried on the next start); "
+                         f"first: {failed['error'].iloc[0]}")
+    broken = table[~table["cluster.accounting.ok"].astype(bool)]
+    if len(broken):
+        raise SystemExit(f"runs {list(broken['run'])}: requests lost or recorded twice (cluster.accounting.ok false)")

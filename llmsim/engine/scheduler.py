@@ -140,8 +140,11 @@ class SchedulerBase:
         self.waiting = self.queue_order.order(self.waiting, self.now_s)
         return plan
 
-    def _admit(self, request: Request, plan: StepPlan) -> None:
-        """Move ``request`` to the tail of the running list (it becomes the most recently admitted)."""
+    def _admit(self, queue: deque, plan: StepPlan, num_new: int) -> None:
+        """Move the head of ``queue`` (waiting or swapped) to the tail of the running list, scheduled for
+        ``num_new`` tokens in this step; it becomes the most recently admitted."""
+        request = queue.popleft()
+        plan.scheduled.append((request, num_new))
         request.status = RequestStatus.RUNNING
         request.admitted_seq = self._admission_counter
         self._admission_counter += 1

@@ -65,8 +65,6 @@ class ReservingScheduler(SchedulerBase):
                 num_new = budget
             if not self._reserve(request, plan, hit):
                 break
-            waiting.popleft()
-            self._admit(request, plan)
-            plan.scheduled.append((request, num_new))
+            self._admit(waiting, plan, num_new)
             budget -= num_new
         return budget

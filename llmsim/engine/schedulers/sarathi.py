@@ -44,7 +44,5 @@ class SarathiScheduler(SchedulerBase):
             num_new = min(self._tokens_to_feed(request) - hit * self.kv_cache.block_size, budget)
             if not self._allocate(request, num_new, plan, 0, hit):
                 break
-            waiting.popleft()
-            self._admit(request, plan)
-            plan.scheduled.append((request, num_new))
+            self._admit(waiting, plan, num_new)
             budget -= num_new

@@ -84,9 +84,7 @@ class SGLangScheduler(SchedulerBase):
             num_new = min(extend, budget)
             if not self._allocate(request, num_new, plan, 0, hit):
                 break
-            waiting.popleft()
-            self._admit(request, plan)
-            plan.scheduled.append((request, num_new))
+            self._admit(waiting, plan, num_new)
             budget -= num_new
             available -= extend + self._future_tokens(request)
             if num_new < extend:

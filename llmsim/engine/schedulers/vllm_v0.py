@@ -68,9 +68,7 @@ class VLLMV0Scheduler(SchedulerBase):
                 break
             if not self._allocate(request, num_new, plan, self._watermark(), hit):
                 break
-            waiting.popleft()
-            self._admit(request, plan)
-            plan.scheduled.append((request, num_new))
+            self._admit(waiting, plan, num_new)
             budget -= num_new
 
     def _schedule_swapped(self, plan: StepPlan, budget: int) -> None:
@@ -80,7 +78,5 @@ class VLLMV0Scheduler(SchedulerBase):
             num_new = min(self._tokens_to_feed(request), budget)
             if num_new <= 0 or not self._allocate(request, num_new, plan, self._watermark()):
                 break
-            swapped.popleft()
-            self._admit(request, plan)
-            plan.scheduled.append((request, num_new))
+            self._admit(swapped, plan, num_new)
             budget -= num_new

@@ -66,9 +66,7 @@ class VLLMV1Scheduler(SchedulerBase):
                     break
             if not self._allocate(request, num_new, plan, watermark, hit):
                 break
-            waiting.popleft()
-            self._admit(request, plan)
-            plan.scheduled.append((request, num_new))
+            self._admit(waiting, plan, num_new)
             budget -= num_new
 
 
