@@ -76,7 +76,8 @@ class _Plan:
 
 @dataclass
 class ReplicaOutcome:
-    """What one replica's run produced: per-request results (local order), steps, gaps, samples, counters."""
+    """What one replica's run produced: per-request results (local order), steps, gaps and counters (its
+    heartbeat samples stay with :class:`ReplicaTail`)."""
 
     first_scheduled_s: list
     first_token_s: list
@@ -91,7 +92,6 @@ class ReplicaOutcome:
     steps: dict = field(default_factory=dict)  # step-table columns (typed arrays), when kept
     itl_values: array = field(default_factory=lambda: array("d"))
     itl_weights: array = field(default_factory=lambda: array("q"))
-    samples: dict = field(default_factory=dict)  # time series at the heartbeat times
     num_steps: int = 0
     busy_s: float = 0.0
     kv_usage_s: float = 0.0  # Σ duration × used / total (the cluster's per-replica figure)
@@ -788,7 +788,7 @@ class AggregateReplica:
             finish_s=self.finish_s, num_output_tokens=self.out, num_preemptions=self.npre,
             scheduled_tokens=self.sched_total, recomputed_tokens=self.recomputed,
             status=[STATUS_NAMES[x] for x in self.status], reason=self.reason, steps=self.steps,
-            itl_values=self.itl_values, itl_weights=self.itl_weights, samples=self.samples,
+            itl_values=self.itl_values, itl_weights=self.itl_weights,
             num_steps=self.num_steps, busy_s=self.busy_s, kv_usage_s=self.kv_usage_s,
             kv_usage_time_s=self.kv_usage_time_s, peak_kv_usage=self.peak_kv_usage,
             max_num_waiting=self.max_num_waiting, max_batch_size=self.max_batch_size,
