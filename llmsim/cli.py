@@ -151,6 +151,7 @@ def _mount_subcommands() -> None:
         ("llmsim.sweep.cli", "sweep_command", "sweep"),
         ("llmsim.planner", "plan_command", "plan"),
         ("llmsim.metrics.report", "report_command", "report"),
+        ("llmsim.validation.cli", "validate_command", "validate"),
     ):
         try:
             module = importlib.import_module(module_name)

@@ -19,7 +19,7 @@ import simpy
 from llmsim.cluster.build import build_cluster, cluster_results
 from llmsim.cluster.cluster import Cluster
 from llmsim.config import SimConfig
-from llmsim.engine.client import Client
+from llmsim.engine.client import Client, ConcurrencyLimit
 from llmsim.engine.aggregate import AggregateReplica, ReplicaTail, aggregate_engine_blockers
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
@@ -119,7 +119,7 @@ def build_deployment(config: SimConfig) -> Deployment:
                       swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing)
 
 
-def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
+def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, config: SimConfig):
     df = workload.df
     arrival = df["arrival_s"].to_numpy(dtype=np.float64)
     prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
@@ -129,11 +129,17 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
     session = df["session_id"].to_numpy() if "session_id" in df.columns else None
     prefixes = df["prefix_hashes"].to_numpy() if "prefix_hashes" in df.columns else None
     width = len(str(max(len(df) - 1, 0)))
+    limit = None
+    if config.client.max_concurrency is not None:
+        limit = ConcurrencyLimit(env, config.client.max_concurrency)
+        cluster.listeners.append(limit)
     for i in range(len(df)):
         delay = arrival[i] - env.now
         if delay > 0:
             yield env.timeout(delay)
-        request = Request(f"{i:0{width}d}", arrival[i], int(prompt[i]), int(output[i]), index=i,
+        if limit is not None:
+            yield from limit.acquire()
+        request = Request(f"{i:0{width}d}", max(arrival[i], env.now), int(prompt[i]), int(output[i]), index=i,
                           priority=int(priority[i]) if priority is not None else 0,
                           session_id=int(session[i]) if session is not None else None,
                           prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
@@ -165,7 +171,7 @@ def simulate(
     env = simpy.Environment()
     recorder = make_recorder(config)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))
-    env.process(_arrivals(env, workload, cluster))
+    env.process(_arrivals(env, workload, cluster, config))
     total = len(workload.df)
     if progress is None:
         env.run(until=cluster.done)
@@ -365,6 +371,8 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
         reasons.append("prefill/decode disaggregation")
     if config.client.timeout_s is not None:
         reasons.append("timeouts")
+    if config.client.max_concurrency is not None:
+        reasons.append("closed-loop clients")
     return reasons
 
 

@@ -76,3 +76,31 @@ class Client:
 
         self.env.timeout(delay).callbacks.append(resend)
         return True
+
+
+class ConcurrencyLimit:
+    """A closed loop of clients, as ``vllm bench serve --max-concurrency N`` runs one: at most ``N`` requests
+    outstanding; a request due while all slots are taken is sent the moment one ends (and that moment is its
+    arrival: like the benchmark, latencies count from the send, not from when the request was due).
+
+    The cluster calls :meth:`on_request_end` for every request that ends (finished, rejected or failed)."""
+
+    def __init__(self, env: simpy.Environment, limit: int) -> None:
+        self.env = env
+        self.limit = limit
+        self.outstanding = 0
+        self._slot_freed: Optional[simpy.Event] = None
+
+    def acquire(self):
+        """A simpy process step: wait (if needed) for a free slot and take it."""
+        while self.outstanding >= self.limit:
+            if self._slot_freed is None:
+                self._slot_freed = self.env.event()
+            yield self._slot_freed
+        self.outstanding += 1
+
+    def on_request_end(self, request: Request, now_s: float) -> None:
+        self.outstanding -= 1
+        if self._slot_freed is not None:
+            event, self._slot_freed = self._slot_freed, None
+            event.succeed()

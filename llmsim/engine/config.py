@@ -49,7 +49,8 @@ class SchedulerConfig(StrictModel):
 
 
 class ClientConfig(StrictModel):
-    """How clients behave: give up after a timeout, retry failed requests with exponential backoff."""
+    """How clients behave: give up after a timeout, retry failed requests with exponential backoff, and (closed
+    loop) keep at most ``max_concurrency`` requests outstanding."""
 
     timeout_s: Optional[float] = Field(None, gt=0, description="abandon a request not finished this long after "
                                                                "its (first) arrival; None = wait forever")
@@ -57,6 +58,9 @@ class ClientConfig(StrictModel):
     retry_backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles each retry")
     retry_on: list[str] = Field(default_factory=lambda: ["queue_full", "queue_timeout", "client_timeout"],
                                 description="failure reasons a client retries")
+    max_concurrency: Optional[int] = Field(None, ge=1, description="closed loop, as vllm bench serve "
+                                           "--max-concurrency: at most this many requests outstanding; an arrival "
+                                           "waits for a free slot and is sent (its arrival time) then; None = open loop")
 
 
 class EngineConfig(StrictModel):

@@ -1,0 +1,197 @@
+"""`llmsim validate`: each benchmark kind's semantics on small hand-checked cases, the file format, the JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmsim.cli import main
+from llmsim.errors import UserError
+from llmsim.simulation import simulate
+from llmsim.validation.points import parse_engine_flags, parse_version, read_points
+from llmsim.validation.run import bench_metrics, run_point, summarize_errors, to_json
+from llmsim.validation.setup import SkipPoint, build_setup, engine_defaults
+
+HEADER = ("id,gpu,num_gpus,tp,pp,model,dtype/quantization,vllm_version,engine_flags,benchmark,dataset,input_len,"
+          "output_len,num_prompts,request_rate,max_concurrency,request_throughput,mean_ttft_ms,mean_tpot_ms,"
+          "latency_s,batch_size,benchmark_client")
+
+
+def _csv(tmp_path, *rows: str, name: str = "points.csv"):
+    path = tmp_path / name
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _row(id="P1", benchmark="serve", input_len=128, output_len=16, num_prompts=8, rate="inf", conc="",
+         flags="defaults", version="v0.11.0", thr=1.0, ttft=50.0, tpot=10.0, latency="", batch="",
+         client="vllm bench serve --ignore-eos", dataset="random"):
+    return (f"{id},H100-80GB,1,1,1,Llama-3-8B,BF16,{version},{flags},{benchmark},{dataset},{input_len},{output_len},"
+            f"{num_prompts},{rate},{conc},{thr},{ttft},{tpot},{latency},{batch},{client}")
+
+
+def _simulate(tmp_path, **row):
+    point = read_points(_csv(tmp_path, _row(**row)))[0]
+    setup = build_setup(point)
+    return setup, simulate(setup.config, workload=setup.workload)
+
+
+def test_closed_loop_of_one_client_sends_back_to_back(tmp_path):
+    setup, result = _simulate(tmp_path, conc=1, num_prompts=5)
+    done = result.requests.sort_values("arrival_s")
+    arrivals = done["arrival_s"].to_numpy()
+    finishes = done["finish_s"].to_numpy()
+    assert arrivals[0] == 0.0
+    # each request is sent the instant the previous one ends: never two in flight
+    np.testing.assert_allclose(arrivals[1:], finishes[:-1])
+    assert result.summary["engine_mode"].startswith("reference")  # closed loops need the per-step engine
+
+
+def test_closed_loop_never_exceeds_its_concurrency(tmp_path):
+    _, result = _simulate(tmp_path, conc=3, num_prompts=12)
+    r = result.requests
+    events = sorted([(t, 1) for t in r["arrival_s"]] + [(t, -1) for t in r["finish_s"]], key=lambda e: (e[0], e[1]))
+    level, peak = 0, 0
+    for _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    assert peak == 3
+
+
+def test_infinite_rate_sends_everything_at_once_and_finite_rate_is_poisson(tmp_path):
+    setup, _ = _simulate(tmp_path, num_prompts=4)
+    assert (setup.workload.df["arrival_s"] == 0).all()
+    point = read_points(_csv(tmp_path, _row(rate=4.0, num_prompts=4000)))[0]
+    arrivals = build_setup(point).workload.df["arrival_s"].to_numpy()
+    gaps = np.diff(arrivals)
+    assert arrivals[0] == 0.0
+    assert gaps.mean() == pytest.approx(0.25, rel=0.05)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.1)  # exponential gaps: CV 1
+
+
+def test_serve_metrics_follow_vllm_bench_serve(tmp_path):
+    point = read_points(_csv(tmp_path, _row()))[0]
+    setup = build_setup(point)
+    requests = pd.DataFrame({
+        "status": ["finished", "finished", "failed"], "arrival_s": [0.0, 1.0, 0.5],
+        "finish_s": [2.0, 4.0, np.nan], "ttft_s": [0.5, 1.0, np.nan], "e2el_s": [2.0, 3.0, np.nan],
+        "tpot_s": [1.5 / 3, 2.0 / 4, np.nan], "prompt_tokens": [10, 20, 5], "num_output_tokens": [4, 5, 0]})
+    m = bench_metrics(setup, requests, {"itl_s": {"median": 0.5, "p99": 0.6}})
+    assert m["request_throughput"] == pytest.approx(2 / 4.0)  # finished requests over first send → last response
+    assert m["total_token_throughput"] == pytest.approx((30 + 9) / 4.0)
+    assert m["mean_ttft_ms"] == pytest.approx(750.0)
+    assert m["mean_tpot_ms"] == pytest.approx(1e3 * (0.5 + 0.5) / 2)  # TPOT excludes the first token
+    assert m["mean_itl_ms"] == pytest.approx(1e3 * (1.5 + 2.0) / (3 + 4))  # every token gap counts once
+    assert m["median_itl_ms"] == pytest.approx(500.0)
+
+
+def test_throughput_benchmark_is_offline_all_at_once(tmp_path):
+    setup, result = _simulate(tmp_path, benchmark="throughput", num_prompts=16, rate="inf")
+    assert not setup.online
+    assert (result.requests["arrival_s"] == 0).all()
+    # offline LLM class on an H100 (>= 70 GiB, not an A100) with vLLM 0.11: 16,384 tokens, 1,024 sequences
+    assert setup.config.scheduler.max_num_batched_tokens == 16384
+    assert setup.config.scheduler.max_num_seqs == 1024
+
+
+def test_latency_benchmark_is_the_wall_time_of_one_batch(tmp_path):
+    row = _row(benchmark="latency", num_prompts="", batch=4, input_len=64, output_len=8, thr="", ttft="",
+               tpot="", latency=0.5, client="benchmark_latency")
+    point = read_points(_csv(tmp_path, row))[0]
+    outcome = run_point(point)
+    setup = build_setup(point)
+    result = simulate(setup.config, workload=setup.workload)
+    assert len(setup.workload) == 4 and (setup.workload.df["output_tokens"] == 8).all()
+    assert outcome.predicted["latency_s"] == pytest.approx(result.requests["finish_s"].max())
+
+
+def test_output_length_is_the_measured_mean_without_ignore_eos(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("id,gpu,tp,model,benchmark,dataset,input_len,output_len,num_prompts,request_rate,"
+                    "successful_requests,total_output_tokens,request_throughput\n"
+                    "E1,H100-80GB,1,Llama-3-8B,serve,random,100,200,10,inf,10,1234,1.0\n")
+    workload = build_setup(read_points(path)[0]).workload.df
+    assert workload["output_tokens"].sum() == 1234  # mean 123.4 kept exactly over the 10 requests
+    assert set(workload["output_tokens"]) == {123, 124}
+
+
+def test_engine_flags_and_version_defaults():
+    flags = parse_engine_flags("VLLM_USE_TRITON_FLASH_ATTN=0 -tp 8 --max-num-seqs 1024 --enable-chunked-prefill=False "
+                               "--kv-cache-dtype fp8_e4m3 --async-scheduling --trust-remote-code")
+    assert (flags.tp, flags.max_num_seqs, flags.enable_chunked_prefill, flags.kv_cache_dtype) == (8, 1024, False, "fp8")
+    assert flags.async_scheduling is True and "--trust-remote-code" in flags.ignored
+    assert parse_engine_flags("max_num_seqs=1500; docker rocm/vllm:x").max_num_seqs == 1500
+    assert parse_engine_flags("--tensor-parallel-size 8 --speculative-config.method mtp").speculative == "method"
+    assert parse_version("0.9.1 (ROCm build)") == (0, 9) and parse_version("unknown")[0] == 0
+    assert engine_defaults((0, 11), 80, "A100-80GB", online=True)["max_num_batched_tokens"] == 2048
+    assert engine_defaults((0, 11), 79, "H100-80GB", online=True)["max_num_batched_tokens"] == 8192
+    assert engine_defaults((0, 11), 79, "H100-80GB", online=True)["async_scheduling"] is False
+    assert engine_defaults((0, 14), 79, "H100-80GB", online=True)["async_scheduling"] is True
+    assert engine_defaults((0, 6), 79, "H100-80GB", online=False)["policy"] == "vllm-v0"
+
+
+def test_rows_that_cannot_be_modelled_are_skipped_with_a_reason(tmp_path):
+    path = _csv(tmp_path, _row(id="A"), _row(id="B").replace("H100-80GB", "Abacus-9000"),
+                _row(id="C", flags="--speculative-config.method mtp"), _row(id="D", thr="", ttft="", tpot=""))
+    outcomes = [run_point(p) for p in read_points(path)]
+    reasons = {o.id: o.skipped for o in outcomes}
+    assert reasons["A"] is None
+    assert "Abacus-9000" in reasons["B"]
+    assert "speculative" in reasons["C"]
+    assert "no measured metric" in reasons["D"]
+    doc = to_json(outcomes)
+    assert {s["id"] for s in doc["skipped"]} == {"B", "C", "D"}
+    assert set(doc["rows"][0]) >= {"id", "metrics"}
+    assert set(doc["rows"][0]["metrics"]["request_throughput"]) == {"measured", "predicted", "error"}
+    assert set(doc["summary"]["request_throughput"]) == {"n", "median_abs_error", "p90_abs_error"}
+
+
+def test_summary_is_median_and_p90_of_absolute_errors():
+    from llmsim.validation.run import PointOutcome
+
+    outcomes = [PointOutcome(str(i), measured={"mean_ttft_ms": 100.0}, predicted={"mean_ttft_ms": 100.0 + e})
+                for i, e in enumerate([-10, 20, -30, 40, 0])]
+    s = summarize_errors(outcomes)["mean_ttft_ms"]
+    assert s["n"] == 5 and s["median_abs_error"] == pytest.approx(0.2)
+    assert s["p90_abs_error"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.4, 0.0], 90))
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("id,gpu,tp,model\nA,H100,1,x\n", "missing column benchmark"),
+    (HEADER + "\n" + _row(id="A") + "\n" + _row(id="A") + "\n", "row 2, column id: 'A' repeats row 1"),
+    (HEADER + "\n" + _row(thr="fast") + "\n", "row 1, column request_throughput: expected a number"),
+    (HEADER + "\n" + _row(benchmark="chat") + "\n", "column benchmark"),
+    ("", "not a readable CSV"),
+])
+def test_malformed_points_file_is_one_clear_line(tmp_path, capsys, content, expected):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(UserError, match=expected.replace("(", r"\(")):
+        read_points(path)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(path) in err
+
+
+def test_cli_writes_json_with_the_documented_keys(tmp_path, capsys):
+    path = _csv(tmp_path, _row(id="A"), _row(id="B", conc=2))
+    out = tmp_path / "v.json"
+    assert main(["validate", str(path), "--json", str(out), "--only", "A,B", "-q"]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"rows", "summary", "skipped"}
+    assert [r["id"] for r in doc["rows"]] == ["A", "B"]
+    error = doc["rows"][0]["metrics"]["mean_ttft_ms"]["error"]
+    assert math.isfinite(error)
+    assert main(["validate", str(path), "--only", "Z"]) == 2
+
+
+def test_shared_points_resolve_and_run(shared):
+    """The shared points file reads without error (its modelling coverage is measured by the README command)."""
+    points = read_points(shared("realworld", "points.csv"))
+    assert len(points) >= 100 and len({p.id for p in points}) == len(points)
+    with pytest.raises(SkipPoint):
+        build_setup(next(p for p in points if "speculative" in p.engine_flags))
