@@ -27,8 +27,10 @@ from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
 from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
+from llmsim.hardware.specs import PredictionResiduals
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
+from llmsim.metrics.intervals import add_intervals
 from llmsim.metrics.recorder import _ACTIVE_LISTENERS, Recorder
 from llmsim.metrics.summary import summarize
 from llmsim.workload import Workload, build_workload
@@ -45,6 +47,7 @@ class Deployment:
     swap_s_per_block: float = 0.0  # PCIe time to move one KV block between GPU and CPU (swap preemption)
     num_cpu_blocks: int = 0  # KV blocks the CPU swap space holds (scheduler.swap_space_gib; swap mode only)
     timing: Any = None  # the TimingModel itself (its vectorised decode steps drive the fast path)
+    residuals: PredictionResiduals = field(default_factory=PredictionResiduals)  # the profile's real-world errors
 
 
 @dataclass
@@ -116,7 +119,8 @@ def build_deployment(config: SimConfig) -> Deployment:
     block_bytes = sched.block_size * model.kv_bytes_per_token(hw.kv_cache_dtype, tp=hw.tp, num_layers=stage_layers)
     num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
     return Deployment(num_blocks, max_model_len, timing.step_time, details,
-                      swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing)
+                      swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing,
+                      residuals=gpu.residuals)
 
 
 def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, config: SimConfig):
@@ -419,6 +423,7 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
     info["deployment"] = deployment.details
     info["engine_mode"] = engine_mode(config)
     summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
+    add_intervals(summary, deployment.residuals)
     summary["seed"] = config.seed
     summary["cluster"] = cluster_summary
     result = Result(config=config, requests=requests, summary=summary, tables=tables,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmsim.errors import ProfileError
-from llmsim.hardware.specs import GIB, DTYPE_BYTES, Efficiency, GPUSpec, ModelSpec
+from llmsim.hardware.specs import GIB, DTYPE_BYTES, Efficiency, GPUSpec, ModelSpec, PredictionResiduals
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -89,6 +89,19 @@ class EfficiencyYAML(_Strict):
         return Efficiency(**values)
 
 
+class ResidualYAML(_Strict):
+    n: int = Field(ge=1)
+    q05: float
+    q95: float
+
+
+class ValidationYAML(_Strict):
+    """Written by ``llmsim calibrate fit-e2e``: out-of-sample log(predicted/measured) quantiles per metric class."""
+
+    fitted_on: str = ""
+    residuals: dict[Literal["throughput", "ttft", "tpot", "e2el"], ResidualYAML] = {}
+
+
 class GPUYAML(_Strict):
     name: str
     aliases: list[str] = []
@@ -107,6 +120,7 @@ class GPUYAML(_Strict):
     cost_per_hour_usd: float = Field(ge=0)
     activation_reserve_gib: float = Field(5.0, ge=0)
     efficiency: EfficiencyYAML = EfficiencyYAML()
+    validation: Optional[ValidationYAML] = None
     sources: dict[str, str] = {}
 
     def to_spec(self, source_file: str) -> GPUSpec:
@@ -127,6 +141,9 @@ class GPUYAML(_Strict):
             cost_per_hour_usd=self.cost_per_hour_usd,
             activation_reserve_gib=self.activation_reserve_gib,
             efficiency=self.efficiency.to_efficiency(),
+            residuals=PredictionResiduals(
+                tuple((c, r.n, r.q05, r.q95) for c, r in self.validation.residuals.items()),
+                self.validation.fitted_on) if self.validation else PredictionResiduals(),
             source_file=source_file,
         )
 

@@ -90,6 +90,24 @@ class Efficiency:
 
 
 @dataclass(frozen=True)
+class PredictionResiduals:
+    """How far this profile's end-to-end predictions were from real measurements, out of sample.
+
+    Per metric class (``throughput``, ``ttft``, ``tpot``, ``e2el``): the number of published points and the 5th and
+    95th percentiles of log(predicted / measured) under leave-one-model-out cross-validation
+    (``llmsim calibrate fit-e2e``). Empty for a profile never held against end-to-end measurements."""
+
+    by_class: tuple[tuple[str, int, float, float], ...] = ()  # (class, n, q05, q95)
+    fitted_on: str = ""
+
+    def get(self, metric_class: str) -> Optional[tuple[int, float, float]]:
+        for name, n, q05, q95 in self.by_class:
+            if name == metric_class:
+                return n, q05, q95
+        return None
+
+
+@dataclass(frozen=True)
 class GPUSpec:
     """One accelerator: datasheet peaks in SI units (FLOP/s, bytes, bytes/s) and achieved efficiencies."""
 
@@ -109,6 +127,7 @@ class GPUSpec:
     interconnect_group_size: int = 8  # GPUs that reach each other at interconnect speed (NVSwitch 8, bridge pairs 2)
     gpus_per_node: int = 8
     internode_bandwidth: float = 25e9  # bytes/s per GPU to other nodes, line rate (InfiniBand HDR 200 Gb/s per GPU)
+    residuals: PredictionResiduals = field(default_factory=PredictionResiduals)
     source_file: str = ""
 
     @property

@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from llmsim.metrics.intervals import plus_minus
+
 
 def _ms(value: Any) -> str:
     return "-" if value is None else f"{value * 1000:,.1f}"
@@ -23,12 +25,15 @@ def summary_table(summary: dict[str, Any], title: str = "llmsim run summary") ->
     table.add_row("requests (completed / rejected / failed)",
                   f"{summary['num_requests']:,} ({summary['completed']:,} / {summary['rejected']:,} / {summary['failed']:,})")
     table.add_row("duration (s)", f"{summary['duration_s']:,.1f}")
-    table.add_row("request throughput (req/s)", f"{summary['request_throughput']:.2f}")
-    table.add_row("output token throughput (tok/s)", f"{summary['output_throughput']:,.0f}")
-    table.add_row("total token throughput (tok/s)", f"{summary['total_token_throughput']:,.0f}")
+    for key, label, fmt in (("request_throughput", "request throughput (req/s)", "{:.2f}"),
+                            ("output_throughput", "output token throughput (tok/s)", "{:,.0f}"),
+                            ("total_token_throughput", "total token throughput (tok/s)", "{:,.0f}")):
+        value = summary[key]
+        table.add_row(label, fmt.format(value) + plus_minus(value, summary.get(f"{key}_interval")))
     for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2el_s", "E2EL"), ("queue_s", "queueing delay")):
         d = summary[key]
-        table.add_row(f"{label} mean / median / p99 (ms)", f"{_ms(d['mean'])} / {_ms(d['median'])} / {_ms(d.get('p99'))}")
+        mean = _ms(d["mean"]) + plus_minus(d["mean"], d.get("mean_interval"))
+        table.add_row(f"{label} mean / median / p99 (ms)", f"{mean} / {_ms(d['median'])} / {_ms(d.get('p99'))}")
     table.add_row("preemptions (requests preempted)", f"{summary['preemptions']:,} ({summary.get('preempted_requests', 0):,})")
     table.add_row("peak KV-cache usage", f"{summary.get('peak_kv_usage', 0.0):.1%}")
     table.add_row("max waiting requests", f"{summary.get('max_num_waiting', 0):,}")

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from llmsim.errors import UserError
+from llmsim.hardware.cli import calibrate_app
 
 _SHORT = {
     "request_throughput": "req/s", "output_token_throughput": "out tok/s", "total_token_throughput": "tok/s",
@@ -42,7 +43,7 @@ def validate_command(
     from llmsim.cli import _with_progress
     from llmsim.fileio import atomic_write_text
     from llmsim.validation.points import read_points
-    from llmsim.validation.run import run_points, summarize_errors, to_json
+    from llmsim.validation.run import interval_coverage, run_points, summarize_errors, to_json
 
     points = read_points(points_csv)
     if only:
@@ -71,12 +72,18 @@ def validate_command(
             table.add_row(o.id, o.setup, "; ".join(cells))
         console.print(table)
     summary = summarize_errors(outcomes)
-    stats = Table(title="absolute relative error per metric")
-    for name, justify in (("metric", "left"), ("n", "right"), ("median", "right"), ("p90", "right")):
+    stats = Table(title="absolute relative error per metric (90 % interval coverage)")
+    for name, justify in (("metric", "left"), ("n", "right"), ("median", "right"), ("p90", "right"),
+                          ("in interval", "right")):
         stats.add_column(name, justify=justify)
     for metric, s in summary.items():
-        stats.add_row(metric, str(s["n"]), f"{100 * s['median_abs_error']:.1f}%", f"{100 * s['p90_abs_error']:.1f}%")
+        coverage = s.get("interval_coverage")
+        stats.add_row(metric, str(s["n"]), f"{100 * s['median_abs_error']:.1f}%", f"{100 * s['p90_abs_error']:.1f}%",
+                      "-" if coverage is None else f"{100 * coverage:.0f}%")
     console.print(stats)
+    coverage = interval_coverage(outcomes)
+    if coverage is not None:
+        typer.echo(f"interval coverage: {100 * coverage:.0f}% of measured values inside their 90 % interval")
     skipped = sum(o.skipped is not None for o in outcomes)
     typer.echo(f"{len(outcomes) - skipped} of {len(outcomes)} points modelled, {skipped} skipped")
     document = to_json(outcomes)
@@ -94,3 +101,76 @@ def validate_command(
                 lines.append(f"{row['id']},{metric},{m['measured']:.6g},{m['predicted']:.6g},{error}")
         atomic_write_text(out_dir / "predictions.csv", "\n".join(lines) + "\n")
         typer.echo(f"wrote {out_dir}/validation.json, predictions.csv")
+
+
+@calibrate_app.command("fit-e2e")
+def fit_e2e_command(
+    points_csv: Path = typer.Argument(..., help="CSV of published measurements (the realworld points format)"),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="fit this GPU profile only (default: every GPU with enough points)"),
+    out: Path = typer.Option(..., "-o", "--out", help="profile YAML to write (with --gpu), else a folder of them"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes"),
+    iterations: int = typer.Option(2, "--iterations", min=1, max=5, help="Gauss-Newton iterations"),
+) -> None:
+    """Fit a GPU profile's step-time parameters on end-to-end points; print leave-one-model-out errors."""
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from llmsim.fileio import atomic_write_text
+    from llmsim.hardware.profiles import load_gpu
+    from llmsim.validation.fit import FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu
+    from llmsim.validation.points import read_points
+    from llmsim.validation.setup import SkipPoint, build_setup
+
+    points = read_points(points_csv)
+    groups: dict[str, list] = {}
+    model_of: dict[str, str] = {}
+    for point in points:
+        try:
+            setup = build_setup(point)
+        except SkipPoint:
+            continue
+        name = setup.config.hardware.gpu
+        groups.setdefault(name, []).append(point)
+        model_of[point.id] = setup.config.hardware.model
+    if gpu is not None:
+        wanted = load_gpu(gpu).name
+        if wanted not in groups:
+            raise UserError(f"--gpu {gpu}: no modellable point of {points_csv} runs on {wanted}")
+        groups = {wanted: groups[wanted]}
+    else:
+        groups = {g: p for g, p in groups.items() if len(p) >= MIN_POINTS}
+        if not groups:
+            raise UserError(f"{points_csv}: no GPU has the {MIN_POINTS} modellable points a fit needs")
+    if gpu is None and out.suffix in (".yaml", ".yml"):
+        raise UserError(f"-o {out}: without --gpu, fit-e2e writes one profile per GPU; give a folder")
+    console = Console(stderr=False)
+    for name, group in groups.items():
+        spec = load_gpu(name)
+        base = yaml.safe_load(Path(spec.source_file).read_text())
+        typer.echo(f"fitting {name} on {len(group)} points ({len({model_of[p.id] for p in group})} models) ...", err=True)
+        result = fit_gpu(Evaluator(base, group, jobs=jobs), lambda p: model_of[p.id], iterations=iterations)
+        params = Table(title=f"{name}: fitted parameters")
+        for column in ("parameter", "kernel fit", "end-to-end fit", "meaning"):
+            params.add_column(column)
+        for p in FIT_PARAMETERS:
+            params.add_row(p.key, f"{result.theta0[p.key]:.4g}", f"{result.theta[p.key]:.4g}", p.meaning)
+        console.print(params)
+        errors = Table(title=f"{name}: median absolute error (in-sample / leave-one-model-out)")
+        for column in ("metric", "n", "in-sample", "cross-validated"):
+            errors.add_column(column)
+        for metric, s in result.in_sample.items():
+            cv = result.cross_validated.get(metric)
+            errors.add_row(metric, str(s["n"]), f"{100 * s['median_abs_error']:.1f}%",
+                           "-" if cv is None else f"{100 * cv['median_abs_error']:.1f}%")
+        console.print(errors)
+        profile = dict(base)
+        profile["efficiency"] = {**base.get("efficiency", {}), **{k: round(v, 5) for k, v in result.theta.items()}}
+        profile["validation"] = {
+            "fitted_on": (f"llmsim calibrate fit-e2e on {Path(points_csv).name}: {result.num_points} points, models "
+                          f"{', '.join(result.models)}; intervals from leave-one-model-out residuals"),
+            "residuals": result.residuals,
+        }
+        target = out if gpu is not None else out / f"{name}.yaml"
+        atomic_write_text(target, yaml.safe_dump(profile, sort_keys=False, allow_unicode=True))
+        typer.echo(f"wrote {target} ({result.evaluations} simulation passes)")

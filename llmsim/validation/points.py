@@ -35,6 +35,15 @@ METRICS: tuple[str, ...] = (
     "latency_s",
     "throughput_tok_s_unspecified",
 )
+#: Metric → the class of prediction residuals (and interval) it belongs to (see llmsim.metrics.intervals).
+METRIC_CLASS: dict[str, str] = {
+    **{m: "throughput" for m in ("request_throughput", "output_token_throughput", "total_token_throughput",
+                                 "throughput_tok_s_unspecified")},
+    **{m: "ttft" for m in ("mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms")},
+    **{m: "tpot" for m in ("mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms", "mean_itl_ms", "median_itl_ms",
+                           "p99_itl_ms")},
+    **{m: "e2el" for m in ("mean_e2el_ms", "median_e2el_ms", "latency_s")},
+}
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "gpu", "model", "tp", "benchmark")
 BENCHMARKS: tuple[str, ...] = ("serve", "throughput", "latency")
 _NUMERIC = ("tp", "pp", "num_gpus", "input_len", "output_len", "num_prompts", "request_rate", "max_concurrency",

@@ -22,7 +22,9 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from llmsim.errors import UserError
-from llmsim.validation.points import METRICS, BenchmarkPoint
+from llmsim.hardware.profiles import load_gpu
+from llmsim.metrics.intervals import interval
+from llmsim.validation.points import METRIC_CLASS, METRICS, BenchmarkPoint
 from llmsim.validation.setup import PointSetup, SkipPoint, build_setup
 
 
@@ -36,10 +38,15 @@ class PointOutcome:
     predicted: dict[str, float] = field(default_factory=dict)
     skipped: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # 90 % interval of each prediction
     wall_s: float = 0.0
 
     def errors(self) -> dict[str, float]:
         return {m: (self.predicted[m] - v) / v for m, v in self.measured.items() if m in self.predicted and v > 0}
+
+    def covered(self) -> dict[str, bool]:
+        """Whether each measured value lies inside its prediction's interval."""
+        return {m: lo <= self.measured[m] <= hi for m, (lo, hi) in self.intervals.items() if m in self.measured}
 
 
 def describe(setup: PointSetup) -> str:
@@ -111,6 +118,8 @@ def run_point(point: BenchmarkPoint) -> PointOutcome:
         outcome.skipped = str(exc)
     else:
         outcome.predicted = {m: predicted[m] for m in point.measured if m in predicted}
+        residuals = load_gpu(setup.config.hardware.gpu).residuals
+        outcome.intervals = {m: interval(v, residuals, METRIC_CLASS[m]) for m, v in outcome.predicted.items()}
         missing = [m for m in point.measured if m not in predicted]
         if missing:
             outcome.notes.append("not predicted: " + ", ".join(missing))
@@ -146,6 +155,10 @@ def summarize_errors(outcomes: Iterable[PointOutcome]) -> dict[str, dict]:
     for outcome in outcomes:
         for metric, error in outcome.errors().items():
             by_metric.setdefault(metric, []).append(abs(error))
+    covered: dict[str, list[bool]] = {}
+    for outcome in outcomes:
+        for metric, inside in outcome.covered().items():
+            covered.setdefault(metric, []).append(inside)
     summary = {}
     for metric in METRICS:
         values = by_metric.get(metric)
@@ -153,7 +166,15 @@ def summarize_errors(outcomes: Iterable[PointOutcome]) -> dict[str, dict]:
             arr = np.asarray(values)
             summary[metric] = {"n": int(arr.size), "median_abs_error": float(np.median(arr)),
                                "p90_abs_error": float(np.percentile(arr, 90))}
+            if covered.get(metric):
+                summary[metric]["interval_coverage"] = float(np.mean(covered[metric]))
     return summary
+
+
+def interval_coverage(outcomes: Iterable[PointOutcome]) -> Optional[float]:
+    """Share of all measured values (every point, every metric) inside their prediction's 90 % interval."""
+    flags = [inside for o in outcomes for inside in o.covered().values()]
+    return float(np.mean(flags)) if flags else None
 
 
 def to_json(outcomes: list[PointOutcome]) -> dict:
@@ -164,6 +185,7 @@ def to_json(outcomes: list[PointOutcome]) -> dict:
             continue
         errors = o.errors()
         rows.append({"id": o.id, "setup": o.setup, "notes": o.notes, "metrics": {
-            m: {"measured": o.measured[m], "predicted": o.predicted[m], "error": errors.get(m)} for m in o.predicted}})
-    return {"rows": rows, "summary": summarize_errors(outcomes),
+            m: {"measured": o.measured[m], "predicted": o.predicted[m], "error": errors.get(m),
+                "interval": o.intervals.get(m)} for m in o.predicted}})
+    return {"rows": rows, "summary": summarize_errors(outcomes), "interval_coverage": interval_coverage(outcomes),
             "skipped": [{"id": o.id, "reason": o.skipped} for o in outcomes if o.skipped is not None]}

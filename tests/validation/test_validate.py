@@ -146,8 +146,10 @@ def test_rows_that_cannot_be_modelled_are_skipped_with_a_reason(tmp_path):
     doc = to_json(outcomes)
     assert {s["id"] for s in doc["skipped"]} == {"B", "C", "D"}
     assert set(doc["rows"][0]) >= {"id", "metrics"}
-    assert set(doc["rows"][0]["metrics"]["request_throughput"]) == {"measured", "predicted", "error"}
-    assert set(doc["summary"]["request_throughput"]) == {"n", "median_abs_error", "p90_abs_error"}
+    assert set(doc["rows"][0]["metrics"]["request_throughput"]) == {"measured", "predicted", "error", "interval"}
+    low, high = doc["rows"][0]["metrics"]["request_throughput"]["interval"]
+    assert low < doc["rows"][0]["metrics"]["request_throughput"]["predicted"] < high
+    assert set(doc["summary"]["request_throughput"]) == {"n", "median_abs_error", "p90_abs_error", "interval_coverage"}
 
 
 def test_summary_is_median_and_p90_of_absolute_errors():
@@ -182,7 +184,8 @@ def test_cli_writes_json_with_the_documented_keys(tmp_path, capsys):
     out = tmp_path / "v.json"
     assert main(["validate", str(path), "--json", str(out), "--only", "A,B", "-q"]) == 0
     doc = json.loads(out.read_text())
-    assert set(doc) == {"rows", "summary", "skipped"}
+    assert set(doc) == {"rows", "summary", "skipped", "interval_coverage"}
+    assert 0.0 <= doc["interval_coverage"] <= 1.0
     assert [r["id"] for r in doc["rows"]] == ["A", "B"]
     error = doc["rows"][0]["metrics"]["mean_ttft_ms"]["error"]
     assert math.isfinite(error)

@@ -1,0 +1,236 @@
+"""``llmsim calibrate fit-e2e``: fit a GPU profile's step-time parameters on end-to-end measurements.
+
+The kernel fits (``llmsim calibrate fit``) set each operator's efficiency from microbenchmarks; what they cannot
+see is everything between the kernels and the user: the engine loop's CPU time, launch overheads, the API server,
+and how far a whole forward pass falls short of the sum of its kernels. This fit adjusts a few named, bounded,
+physically meaningful parameters (:data:`FIT_PARAMETERS`) so that simulated benchmarks match published ones.
+
+Method (deterministic, a few dozen simulations per GPU):
+
+1. Residuals are log(predicted / measured) of each point's headline metrics (one throughput, mean and median
+   TTFT, mean TPOT, batch latency), robustly weighted (soft-L1) so that one mis-transcribed row cannot pull the
+   fit; the kernel-fitted values act as a prior (a residual ``log(θ/θ₀)/σ`` per parameter), so parameters that the
+   points do not constrain stay where the microbenchmarks put them.
+2. Gauss–Newton in log-parameter space: simulate every point at θ and at θ·e^h for each parameter (finite
+   differences), solve the linearised, bounded least-squares problem (scipy), repeat from the new θ.
+3. Leave-one-model-out cross-validation: for each model, refit on the other models' points (on the last
+   linearisation) and *simulate* the held-out model's points with that fit. Those out-of-sample residuals are
+   the errors printed per metric, and their quantiles are stored in the profile as its prediction intervals.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import yaml
+
+from llmsim.errors import UserError
+from llmsim.validation.points import METRIC_CLASS, BenchmarkPoint
+from llmsim.validation.setup import SkipPoint, build_setup
+
+
+@dataclass(frozen=True)
+class FitParameter:
+    """One fitted quantity: a key of the GPU profile's ``efficiency:`` block, its bounds and meaning."""
+
+    key: str
+    low: float
+    high: float
+    meaning: str
+    prior_sigma: float = 0.5  # how far (in log units) the points may move it from the kernel fit's value
+
+
+#: What fit-e2e adjusts (the kernel fits and datasheets fix everything else).
+FIT_PARAMETERS: tuple[FitParameter, ...] = (
+    FitParameter("linear_mfu", 0.2, 0.95, "GEMM compute efficiency at large batches"),
+    FitParameter("linear_mbu", 0.3, 0.98, "GEMM weight-streaming bandwidth efficiency (small batches)"),
+    FitParameter("attn_prefill_mfu", 0.1, 0.9, "prefill attention compute efficiency"),
+    FitParameter("attn_decode_mbu", 0.2, 0.95, "decode attention KV-read bandwidth efficiency"),
+    FitParameter("cpu_step_overhead_ms", 0.05, 20.0, "engine loop CPU time per step", prior_sigma=1.5),
+    FitParameter("cpu_per_request_overhead_us", 1.0, 500.0, "engine loop CPU time per scheduled request",
+                 prior_sigma=1.5),
+)
+
+#: The metrics a fit weighs, per point (the first throughput present counts, so variants are not counted thrice).
+_THROUGHPUTS = ("request_throughput", "output_token_throughput", "total_token_throughput", "throughput_tok_s_unspecified")
+_LATENCIES = ("mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "latency_s", "mean_e2el_ms")
+MIN_POINTS = 6  # fewer points than this on a GPU: no fit, the profile keeps its values (and wide intervals)
+
+
+def fitted_metrics(point: BenchmarkPoint) -> list[str]:
+    throughput = [m for m in _THROUGHPUTS if m in point.measured][:1]
+    return throughput + [m for m in _LATENCIES if m in point.measured]
+
+
+# ---- evaluation: simulate points with a GPU profile variant ----------------------------------------
+def _predict(args: tuple[BenchmarkPoint, Optional[str]]) -> dict[str, float]:
+    """Predicted metrics of one point, with the GPU profile replaced by the file ``gpu_file`` when given."""
+    from llmsim.simulation import simulate
+    from llmsim.validation.run import bench_metrics
+
+    point, gpu_file = args
+    try:
+        setup = build_setup(point)
+        if gpu_file is not None:
+            hardware = setup.config.hardware.model_copy(update={"gpu": gpu_file})
+            setup.config = setup.config.model_copy(update={"hardware": hardware})
+        result = simulate(setup.config, workload=setup.workload)
+        return bench_metrics(setup, result.requests, result.summary)
+    except (SkipPoint, UserError):
+        return {}
+
+
+@dataclass
+class Evaluator:
+    """Simulates a GPU's points for parameter vectors, writing a profile variant per evaluation."""
+
+    base_yaml: dict
+    points: list[BenchmarkPoint]
+    jobs: int = 1
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmsim-fit-")))
+    evaluations: int = 0
+    on_evaluation: Optional[Callable[[int], None]] = None
+
+    def profile_yaml(self, theta: dict[str, float]) -> dict:
+        data = yaml.safe_load(yaml.safe_dump(self.base_yaml))
+        data.setdefault("efficiency", {}).update({k: float(v) for k, v in theta.items()})
+        return data
+
+    def predict(self, theta: dict[str, float], points: Optional[list[BenchmarkPoint]] = None) -> list[dict]:
+        from llmsim.sweep.executors import LocalExecutor
+
+        points = self.points if points is None else points
+        self.evaluations += 1
+        path = self.workdir / f"gpu-{self.evaluations}.yaml"
+        path.write_text(yaml.safe_dump(self.profile_yaml(theta), sort_keys=False))
+        out: list[dict] = [{} for _ in points]
+        executor = LocalExecutor(self.jobs)
+        try:
+            for index, ok, value in executor.map_unordered(_predict, [(p, str(path)) for p in points]):
+                out[index] = value if ok else {}
+        finally:
+            executor.close()
+        if self.on_evaluation is not None:
+            self.on_evaluation(self.evaluations)
+        return out
+
+
+def residual_vector(points: list[BenchmarkPoint], predictions: list[dict]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """log(predicted / measured) over each point's fitted metrics (NaN where nothing was predicted)."""
+    values, labels = [], []
+    for i, (point, predicted) in enumerate(zip(points, predictions)):
+        for metric in fitted_metrics(point):
+            measured = point.measured[metric]
+            p = predicted.get(metric)
+            values.append(math.log(p / measured) if p and p > 0 and measured > 0 else math.nan)
+            labels.append((i, metric))
+    return np.asarray(values), labels
+
+
+@dataclass
+class FitResult:
+    gpu: str
+    theta: dict[str, float]
+    theta0: dict[str, float]
+    in_sample: dict[str, dict]
+    cross_validated: dict[str, dict]
+    residuals: dict[str, dict]  # per metric class: n, q05, q95 of out-of-sample log(pred/measured)
+    num_points: int
+    models: list[str]
+    evaluations: int
+
+
+def _solve(r0: np.ndarray, jac: np.ndarray, x0: np.ndarray, prior: np.ndarray, sigma: np.ndarray,
+           lo: np.ndarray, hi: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Bounded robust least squares of the linearised residuals r0 + J(x − x0) (rows selected) plus the prior."""
+    from scipy.optimize import least_squares
+
+    r, j = r0[rows], jac[rows]
+
+    def fun(x):
+        return np.concatenate([r + j @ (x - x0), (x - prior) / sigma / math.sqrt(max(len(r), 1))])
+
+    def jacobian(x):
+        return np.vstack([j, np.diag(1.0 / sigma / math.sqrt(max(len(r), 1)))])
+
+    start = np.clip(x0, lo + 1e-9, hi - 1e-9)
+    return least_squares(fun, start, jac=jacobian, bounds=(lo, hi), loss="soft_l1", f_scale=0.1).x
+
+
+def fit_gpu(evaluator: Evaluator, model_of: Callable[[BenchmarkPoint], str], iterations: int = 2,
+            step: float = 0.15, parameters: tuple[FitParameter, ...] = FIT_PARAMETERS) -> FitResult:
+    """Gauss–Newton fit with leave-one-model-out cross-validation (module docstring)."""
+    points = evaluator.points
+    base_eff = evaluator.base_yaml.get("efficiency", {})
+    from llmsim.hardware.profiles import EfficiencyYAML
+
+    defaults = EfficiencyYAML().model_dump()
+    theta0 = {p.key: float(base_eff.get(p.key, defaults[p.key])) for p in parameters}
+    keys = [p.key for p in parameters]
+    lo = np.log([p.low for p in parameters])
+    hi = np.log([p.high for p in parameters])
+    prior = np.clip(np.log([theta0[k] for k in keys]), lo, hi)
+    sigma = np.array([p.prior_sigma for p in parameters])
+    x = prior.copy()
+
+    def theta_of(vec):
+        return {k: float(math.exp(v)) for k, v in zip(keys, vec)}
+
+    jac = r0 = None
+    for _ in range(iterations):
+        r0, labels = residual_vector(points, evaluator.predict(theta_of(x)))
+        jac = np.zeros((len(r0), len(keys)))
+        for k in range(len(keys)):
+            bumped = x.copy()
+            bumped[k] = x[k] + step if x[k] + step <= hi[k] else x[k] - step
+            rk, _ = residual_vector(points, evaluator.predict(theta_of(bumped)))
+            jac[:, k] = (rk - r0) / (bumped[k] - x[k])
+        rows = np.flatnonzero(np.isfinite(r0) & np.isfinite(jac).all(axis=1))
+        x_lin, x = x, _solve(r0, jac, x, prior, sigma, lo, hi, rows)
+    x_final = x
+    final = evaluator.predict(theta_of(x_final))
+    in_sample = error_table(points, final)
+    # Leave one model out: refit on the last linearisation (made at x_lin), simulate the held-out model's points.
+    models = sorted({model_of(p) for p in points})
+    held_predictions: list[dict] = [{} for _ in points]
+    rows_all = np.flatnonzero(np.isfinite(r0) & np.isfinite(jac).all(axis=1))
+    point_of_row = np.array([i for i, _ in labels])
+    for model in models if len(models) > 1 else []:
+        held = [i for i, p in enumerate(points) if model_of(p) == model]
+        keep = np.array([r for r in rows_all if model_of(points[point_of_row[r]]) != model], dtype=np.int64)
+        x_m = _solve(r0, jac, x_lin, prior, sigma, lo, hi, keep) if len(keep) else prior
+        for i, predicted in zip(held, evaluator.predict(theta_of(x_m), [points[i] for i in held])):
+            held_predictions[i] = predicted
+    cross = error_table(points, held_predictions) if len(models) > 1 else {}
+    residuals = residual_quantiles(points, held_predictions if len(models) > 1 else final)
+    return FitResult(gpu=evaluator.base_yaml.get("name", "?"), theta=theta_of(x_final), theta0=theta0,
+                     in_sample=in_sample, cross_validated=cross, residuals=residuals, num_points=len(points),
+                     models=models, evaluations=evaluator.evaluations)
+
+
+def error_table(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, dict]:
+    """Per metric: n and median absolute relative error of these predictions."""
+    errors: dict[str, list[float]] = {}
+    for point, predicted in zip(points, predictions):
+        for metric, measured in point.measured.items():
+            p = predicted.get(metric)
+            if p is not None and measured > 0:
+                errors.setdefault(metric, []).append(abs(p - measured) / measured)
+    return {m: {"n": len(v), "median_abs_error": float(np.median(v))} for m, v in errors.items()}
+
+
+def residual_quantiles(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, dict]:
+    """Per metric class: count and 5th/95th percentiles of log(predicted / measured)."""
+    by_class: dict[str, list[float]] = {}
+    for point, predicted in zip(points, predictions):
+        for metric, measured in point.measured.items():
+            p = predicted.get(metric)
+            if p and p > 0 and measured > 0 and metric in METRIC_CLASS:
+                by_class.setdefault(METRIC_CLASS[metric], []).append(math.log(p / measured))
+    return {c: {"n": len(v), "q05": round(float(np.percentile(v, 5)), 4), "q95": round(float(np.percentile(v, 95)), 4)}
+            for c, v in sorted(by_class.items())}
