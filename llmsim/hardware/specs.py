@@ -133,6 +133,13 @@ class GPUSpec:
             return self.peak_fp4_flops
         return self.peak_flops
 
+    def runs_weight_only(self, weight_dtype: str) -> bool:
+        """True when GEMMs on these weights dequantize to bf16 (fewer bytes than bf16, bf16 peak)."""
+        if weight_dtype == "auto":
+            return False
+        fmt = FORMATS[canonical(weight_dtype)]
+        return fmt.element_bytes < 2.0 and self.peak_flops_for(weight_dtype) == self.peak_flops
+
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
