@@ -26,7 +26,7 @@ from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
-from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
+from llmsim.hardware.memory import kv_bytes_per_gpu, kv_cache_capacity
 from llmsim.hardware.specs import PredictionResiduals
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
@@ -103,7 +103,9 @@ def build_deployment(config: SimConfig) -> Deployment:
     if sched.num_gpu_blocks is not None:
         num_blocks = sched.num_gpu_blocks
     else:
-        capacity = kv_cache_capacity(model, gpu, hw, sched.block_size, sched.gpu_memory_utilization)
+        capacity = kv_cache_capacity(
+            model, gpu, hw, sched.block_size, sched.gpu_memory_utilization, max_num_seqs=sched.max_num_seqs
+        )
         num_blocks = capacity.num_gpu_blocks
         details["kv_bytes_per_token"] = capacity.kv_bytes_per_token
     if not sched.enable_chunked_prefill and max_model_len > sched.max_num_batched_tokens:
@@ -115,8 +117,7 @@ def build_deployment(config: SimConfig) -> Deployment:
     details["num_gpu_blocks"] = num_blocks
     details["max_model_len"] = max_model_len
     # One block on one GPU (its PP stage's layers, its TP share of KV heads) crosses that GPU's own PCIe link.
-    stage_layers = max(layers_per_stage(model.num_layers, hw.pp))
-    block_bytes = sched.block_size * model.kv_bytes_per_token(hw.kv_cache_dtype, tp=hw.tp, num_layers=stage_layers)
+    block_bytes = sched.block_size * kv_bytes_per_gpu(model, hw, sched.block_size)[0]
     num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
     return Deployment(num_blocks, max_model_len, timing.step_time, details,
                       swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing,

@@ -175,9 +175,59 @@ def show(name: str = typer.Argument(..., help="GPU or model profile name (or pat
     typer.echo(Path(model.source_file).read_text().rstrip())
     typer.echo("derived:")
     typer.echo(f"  parameters: {model.num_params / 1e9:.2f}B ({model.active_params_per_token / 1e9:.2f}B active per token)")
-    typer.echo(f"  weights: {model.weight_bytes() / GIB:.2f} GiB in {model.dtype}")
+    dense, expert = model.weight_precisions()
+    precision = dense if dense == expert or not model.is_moe else f"{dense}, experts {expert}"
+    typer.echo(f"  weights: {model.weight_bytes() / GIB:.2f} GiB in {precision}")
+    if model.num_sliding_layers:
+        typer.echo(f"  attention: {model.num_sliding_layers} of {model.num_layers} layers slide over {model.sliding_window} tokens")
     typer.echo(f"  head_dim: {model.head_dim}")
     typer.echo(f"  KV cache: {model.kv_bytes_per_token() / 1024:.1f} KiB per token in {model.dtype}")
+
+
+@profiles_app.command("coverage")
+def coverage(
+    points_csv: Path = typer.Argument(..., help="benchmark table with gpu, model, dtype/quantization, tp (pp, engine_flags) columns"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write one record per row as JSON here"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also list every distinct modelled setup"),
+) -> list:
+    """How many rows resolve to profiles and fit their GPUs; the others with the reason."""
+    from llmsim.hardware.coverage import check_points
+
+    rows = check_points(_require(points_csv, "POINTS_CSV"))
+    good = [r for r in rows if r.ok]
+    typer.echo(f"{points_csv}: {len(good)} of {len(rows)} rows modelled ({_pct(len(good) / max(1, len(rows)))})")
+    shown: set = set()
+    for r in rows:
+        key = (r.gpu, r.model, r.quantization, r.reason)
+        if key in shown or (r.ok and not verbose):
+            continue
+        shown.add(key)
+        count = sum(1 for o in rows if (o.gpu, o.model, o.quantization, o.reason) == key)
+        if r.ok:
+            d, c = r.deployment, r.capacity
+            typer.echo(
+                f"  ok   {count:3d} x {r.gpu} | {r.model} -> {d.gpu}, {d.model} (weights {d.weight_dtype}, experts "
+                f"{d.expert_weight_dtype}, kv {d.kv_cache_dtype}): {c.weight_bytes_per_gpu / GIB:.1f} GiB weights/GPU, "
+                f"{c.num_tokens} KV tokens{'; ' + d.note if d.note else ''}"
+            )
+        else:
+            typer.echo(f"  skip {count:3d} x {r.gpu} | {r.model} | {r.quantization}: {r.reason}")
+    if json_out is not None:
+        records = [
+            {
+                "id": r.row_id,
+                "ok": r.ok,
+                "reason": r.reason,
+                **({"gpu_profile": r.deployment.gpu, "model_profile": r.deployment.model,
+                    "weight_dtype": r.deployment.weight_dtype, "expert_weight_dtype": r.deployment.expert_weight_dtype,
+                    "kv_cache_dtype": r.deployment.kv_cache_dtype, "note": r.deployment.note} if r.deployment else {}),
+                **({"weight_gib_per_gpu": r.capacity.weight_bytes_per_gpu / GIB, "kv_tokens": r.capacity.num_tokens}
+                   if r.capacity else {}),
+            }
+            for r in rows
+        ]
+        Path(json_out).write_text(json.dumps(records, indent=2))
+    return rows
 
 
 def _add(source: Path, kind: str, name: Optional[str]) -> Path:

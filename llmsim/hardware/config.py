@@ -8,7 +8,9 @@ from pydantic import Field
 
 from llmsim.configbase import StrictModel
 
-Precision = Literal["auto", "fp16", "bf16", "fp8", "int8", "int4"]
+# fp8 = W8A8 (fp8 tensor cores where present); int8/int4 = weight-only (W8A16/W4A16, AWQ/GPTQ); mxfp4 = OCP
+# microscaling 4-bit (gpt-oss experts). fp8_e4m3/fp8_e5m2 are vLLM's kv-cache-dtype spellings of fp8.
+Precision = Literal["auto", "fp16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "mxfp4"]
 
 
 class HardwareConfig(StrictModel):
@@ -19,7 +21,12 @@ class HardwareConfig(StrictModel):
     ep: int = Field(
         1, ge=1, description="expert-parallel degree of MoE layers: experts split over ep of each stage's tp GPUs (divides tp)"
     )
-    weight_dtype: Precision = Field("auto", description="weight precision; auto = the model's dtype")
+    weight_dtype: Precision = Field(
+        "auto", description="precision of the linear layers; auto = the checkpoint's (its quantization, else its dtype)"
+    )
+    expert_weight_dtype: Precision = Field(
+        "auto", description="precision of routed MoE experts; auto = the checkpoint's expert quantization, else weight_dtype"
+    )
     kv_cache_dtype: Precision = Field("auto", description="KV-cache precision; auto = the model's dtype")
     activation_reserve_gib: Optional[float] = Field(
         None, ge=0, description="memory kept for activations and non-torch allocations per GPU; profile default when omitted"

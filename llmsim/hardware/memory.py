@@ -38,6 +38,7 @@ class KVCapacity:
     activation_reserve_bytes: float
     usable_bytes_per_gpu: float  # utilization × GPU memory
     available_kv_bytes_per_gpu: float
+    window_bytes_per_request_per_gpu: float = 0.0  # sliding-window layers' KV held by one running request
 
     @property
     def num_tokens(self) -> int:
@@ -78,19 +79,36 @@ def weight_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig) -> float:
     Dense weights (attention, norms, dense MLPs, shared experts, embeddings) are split by TP over tp GPUs.
     Routed experts are split by expert parallelism: each of the ``ep`` ranks holds num_experts/ep whole
     experts, each of them TP-sharded over the tp/ep GPUs of that rank, so one GPU holds 1/(ep·tp/ep) of them.
-    Pipeline stages hold their own layers; the embedding and LM head are spread like the layers (vLLM puts
-    them on the first and last stage; spreading keeps the total exact and the stage error below one layer).
+    Each part is counted at its own precision (``ModelSpec.weight_bytes_split``: e.g. MXFP4 experts next to
+    bf16 attention). Pipeline stages hold their own layers; the embedding and LM head are spread like the
+    layers (vLLM puts them on the first and last stage; spreading keeps the total exact and the stage error
+    below one layer).
     """
     check_expert_parallel(model, hw)
-    total = model.weight_bytes(hw.weight_dtype)
-    if not model.is_moe:
-        return total / (hw.tp * hw.pp)
-    per_param = total / model.num_params
-    expert_params = model.num_moe_layers * model.num_experts * model.mlp_params(model.expert_intermediate_size)
-    dense_bytes = (model.num_params - expert_params) * per_param
-    expert_bytes = expert_params * per_param
+    dense_bytes, expert_bytes = model.weight_bytes_split(hw.weight_dtype, hw.expert_weight_dtype)
     experts_per_gpu = expert_bytes / hw.ep / (hw.tp // hw.ep)
     return (dense_bytes / hw.tp + experts_per_gpu) / hw.pp
+
+
+def kv_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig, block_size: int) -> tuple[float, float]:
+    """(KV bytes per token of the layers whose cache grows with the context, KV bytes per running request of
+    the sliding-window layers) on one GPU of the most loaded pipeline stage.
+
+    vLLM's hybrid KV cache manager gives a sliding-window layer at most ``sliding_window`` tokens of a
+    request (plus the block being filled) and frees the blocks that fall out of the window, so those layers
+    cost a bounded amount per running request instead of a share of every token. A model whose layers are
+    all sliding (no full-attention layer) is sized as full attention, as vLLM without the hybrid manager does.
+    """
+    worst = (0.0, 0.0)
+    first = 0
+    for count in layers_per_stage(model.num_layers, hw.pp):
+        full, sliding = model.kv_bytes_by_kind(hw.kv_cache_dtype, tp=hw.tp, layers=range(first, first + count))
+        first += count
+        if full == 0.0:
+            full, sliding = sliding, 0.0
+        window = sliding * ((model.sliding_window or 0) + block_size)
+        worst = max(worst, (full, window))
+    return worst
 
 
 def activation_reserve_gib(gpu: GPUSpec, hw: HardwareConfig) -> float:
@@ -100,24 +118,35 @@ def activation_reserve_gib(gpu: GPUSpec, hw: HardwareConfig) -> float:
 
 
 def kv_cache_capacity(
-    model: ModelSpec, gpu: GPUSpec, hw: HardwareConfig, block_size: int, gpu_memory_utilization: float
+    model: ModelSpec,
+    gpu: GPUSpec,
+    hw: HardwareConfig,
+    block_size: int,
+    gpu_memory_utilization: float,
+    max_num_seqs: int = 0,
 ) -> KVCapacity:
-    """KV blocks per replica for ``model`` on ``tp × pp`` GPUs of kind ``gpu`` (raises if weights don't fit)."""
+    """KV blocks per replica for ``model`` on ``tp × pp`` GPUs of kind ``gpu`` (raises if weights don't fit).
+
+    With sliding-window layers (gpt-oss, Step-3.5), ``max_num_seqs`` running requests each hold their
+    window's KV in those layers; that memory is set aside first and the blocks count the full-attention
+    layers only (a per-request approximation of vLLM's hybrid allocator, which shares one pool).
+    """
     if not 0 < gpu_memory_utilization <= 1:
         raise ProfileError(f"scheduler.gpu_memory_utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
     weight_per_gpu = weight_bytes_per_gpu(model, hw)
     usable = gpu_memory_utilization * gpu.memory_bytes
     reserve = activation_reserve_gib(gpu, hw) * GIB
-    available = usable - weight_per_gpu - reserve
+    per_gpu_token, window_per_request = kv_bytes_per_gpu(model, hw, block_size)
+    windows = max_num_seqs * window_per_request
+    available = usable - weight_per_gpu - reserve - windows
     if available <= 0:
-        short = (weight_per_gpu + reserve - usable) / GIB
+        short = (weight_per_gpu + reserve + windows - usable) / GIB
+        extra = f", {windows / GIB:.1f} GiB of sliding-window KV for {max_num_seqs} requests" if windows else ""
         raise ProfileError(
             f"{model.name} needs {weight_per_gpu / GIB:.1f} GiB of weights per GPU at tp={hw.tp}, pp={hw.pp} "
-            f"(plus {reserve / GIB:.1f} GiB activation reserve) but {gpu.name} offers {usable / GIB:.1f} GiB at "
+            f"(plus {reserve / GIB:.1f} GiB activation reserve{extra}) but {gpu.name} offers {usable / GIB:.1f} GiB at "
             f"gpu_memory_utilization={gpu_memory_utilization}: {short:.1f} GiB short; raise hardware.tp or hardware.pp"
         )
-    stage_layers = max(layers_per_stage(model.num_layers, hw.pp))
-    per_gpu_token = model.kv_bytes_per_token(hw.kv_cache_dtype, tp=hw.tp, num_layers=stage_layers)
     blocks = math.floor(available / (block_size * per_gpu_token))
     return KVCapacity(
         num_gpu_blocks=blocks,
@@ -128,4 +157,5 @@ def kv_cache_capacity(
         activation_reserve_bytes=reserve,
         usable_bytes_per_gpu=usable,
         available_kv_bytes_per_gpu=available,
+        window_bytes_per_request_per_gpu=window_per_request,
     )

@@ -13,10 +13,15 @@ calibration measures exactly what the simulator uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmsim.hardware.collectives import all_to_all_time, allreduce_time, link_bandwidth, send_recv_time  # noqa: F401 (re-exported)
 from llmsim.hardware.specs import Efficiency, GPUSpec, ModelSpec, dtype_bytes
+
+
+# Marlin-style weight-only GEMMs (vLLM's kernels for AWQ/GPTQ, fp8 on Ampere, MXFP4 on Hopper) tile the
+# token dimension in blocks of 16 rows (IST-DASLab Marlin: "m-blocks of 16").
+WEIGHT_ONLY_TOKEN_TILE = 16
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,13 @@ class Roofline:
 
     @classmethod
     def of(cls, gpu: GPUSpec, weight_dtype: str = "bf16") -> "Roofline":
-        return cls(gpu.peak_flops_for(weight_dtype), gpu.hbm_bandwidth, gpu.efficiency)
+        """The roofline of GEMMs on weights of ``weight_dtype``: its peak, and for weight-only kernels (Marlin,
+        AWQ/GPTQ, MXFP4 on Hopper) row tiles of WEIGHT_ONLY_TOKEN_TILE: they are built for small decode
+        batches, so a decode step does not pay the compute of a 128-row tile on dequantized weights."""
+        eff = gpu.efficiency
+        if gpu.runs_weight_only(weight_dtype) and eff.linear_token_tile > WEIGHT_ONLY_TOKEN_TILE:
+            eff = replace(eff, linear_token_tile=WEIGHT_ONLY_TOKEN_TILE)
+        return cls(gpu.peak_flops_for(weight_dtype), gpu.hbm_bandwidth, eff)
 
     def linear(self, tokens: int, in_features: float, out_features: float, weight_b: float, act_b: float) -> float:
         """A GEMM ``[tokens × in] @ [in × out]``: reads the weight once, reads/writes the activations."""

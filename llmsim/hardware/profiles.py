@@ -10,6 +10,7 @@ and ``hardware.model: ./config.json`` (a Hugging Face config) both work.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -18,7 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmsim.errors import ProfileError
-from llmsim.hardware.specs import GIB, DTYPE_BYTES, Efficiency, GPUSpec, ModelSpec, PredictionResiduals
+from llmsim.hardware.hf_config import model_from_hf_config
+from llmsim.hardware.precision import split_quant_suffix
+from llmsim.hardware.specs import GIB, Efficiency, GPUSpec, ModelSpec, PredictionResiduals
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -109,6 +112,7 @@ class GPUYAML(_Strict):
     peak_bf16_tflops: float = Field(gt=0)
     peak_fp8_tflops: Optional[float] = Field(None, gt=0)
     peak_int8_tops: Optional[float] = Field(None, gt=0)
+    peak_fp4_tflops: Optional[float] = Field(None, gt=0)
     memory_gib: float = Field(gt=0, description="memory as the driver reports it")
     hbm_bandwidth_gbps: float = Field(gt=0)
     interconnect: str = "PCIe"
@@ -130,6 +134,7 @@ class GPUYAML(_Strict):
             peak_flops=self.peak_bf16_tflops * 1e12,
             peak_fp8_flops=self.peak_fp8_tflops * 1e12 if self.peak_fp8_tflops else None,
             peak_int8_ops=self.peak_int8_tops * 1e12 if self.peak_int8_tops else None,
+            peak_fp4_flops=self.peak_fp4_tflops * 1e12 if self.peak_fp4_tflops else None,
             memory_bytes=self.memory_gib * GIB,
             hbm_bandwidth=self.hbm_bandwidth_gbps * 1e9,
             interconnect=self.interconnect,
@@ -195,70 +200,6 @@ def gpu_from_file(path: Path) -> GPUSpec:
 # Model profiles: {name, aliases, sources, config: <Hugging Face config.json fields>} or a bare config.json
 # ---------------------------------------------------------------------------------------------------
 _MODEL_TOP_KEYS = {"name", "aliases", "sources", "notes", "config"}
-_NOT_GATED = {"PhiForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "OPTForCausalLM", "FalconForCausalLM"}
-_QKV_BIAS = {"Qwen2ForCausalLM", "Qwen2MoeForCausalLM", "QWenLMHeadModel", "PhiForCausalLM"}
-
-
-def _field(cfg: dict[str, Any], path: Path, *keys: str, kind: type = int, default: Any = None) -> Any:
-    """First present key of ``keys`` converted to ``kind``; ProfileError naming the field otherwise."""
-    for key in keys:
-        if key in cfg and cfg[key] is not None:
-            value = cfg[key]
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ProfileError(f"{path}: field '{key}': expected a non-negative integer, got {value!r}")
-            if kind is bool and not isinstance(value, bool):
-                raise ProfileError(f"{path}: field '{key}': expected true or false, got {value!r}")
-            return value
-    if default is None:
-        raise ProfileError(f"{path}: field '{keys[0]}' is missing (a Hugging Face config field)")
-    return default
-
-
-def _dtype(cfg: dict[str, Any], path: Path) -> str:
-    raw = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16").lower().replace("torch.", "")
-    if raw not in DTYPE_BYTES:
-        raise ProfileError(f"{path}: field 'torch_dtype': expected one of {sorted(DTYPE_BYTES)}, got {raw!r}")
-    return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(raw, raw)
-
-
-def model_from_hf_config(cfg: dict[str, Any], name: str, path: Path, aliases: tuple[str, ...] = ()) -> ModelSpec:
-    """Build a ModelSpec from Hugging Face ``config.json`` fields (Llama, Mistral, Qwen, Mixtral, DeepSeek, Phi)."""
-    arch = (cfg.get("architectures") or [""])[0]
-    hidden = _field(cfg, path, "hidden_size", "n_embd", "d_model")
-    heads = _field(cfg, path, "num_attention_heads", "n_head")
-    intermediate = _field(cfg, path, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden)
-    if arch == "QWenLMHeadModel":  # Qwen (v1) stores twice the per-projection MLP width
-        intermediate //= 2
-    gated = cfg.get("gated_mlp", arch not in _NOT_GATED)
-    qkv_bias = bool(cfg.get("attention_bias", cfg.get("qkv_bias", cfg.get("bias", arch in _QKV_BIAS))))
-    return ModelSpec(
-        name=name,
-        aliases=aliases,
-        hidden_size=hidden,
-        num_layers=_field(cfg, path, "num_hidden_layers", "n_layer", "num_layers"),
-        num_heads=heads,
-        num_kv_heads=_field(cfg, path, "num_key_value_heads", "multi_query_group_num", default=heads),
-        intermediate_size=intermediate,
-        vocab_size=_field(cfg, path, "vocab_size", "padded_vocab_size"),
-        dtype=_dtype(cfg, path),
-        max_position_embeddings=_field(cfg, path, "max_position_embeddings", "seq_length", default=4096),
-        tie_word_embeddings=_field(cfg, path, "tie_word_embeddings", kind=bool, default=False),
-        qkv_bias=qkv_bias,
-        gated_mlp=bool(gated),
-        head_dim_override=cfg.get("head_dim") or cfg.get("kv_channels"),
-        num_experts=_field(cfg, path, "num_local_experts", "n_routed_experts", "num_experts", default=0),
-        experts_per_token=_field(cfg, path, "num_experts_per_tok", default=0),
-        moe_intermediate_size=cfg.get("moe_intermediate_size"),
-        num_shared_experts=_field(cfg, path, "n_shared_experts", default=0),
-        first_dense_layers=_field(cfg, path, "first_k_dense_replace", default=0),
-        kv_lora_rank=_field(cfg, path, "kv_lora_rank", default=0),
-        q_lora_rank=_field(cfg, path, "q_lora_rank", default=0),
-        qk_rope_head_dim=_field(cfg, path, "qk_rope_head_dim", default=0),
-        qk_nope_head_dim=_field(cfg, path, "qk_nope_head_dim", default=0),
-        v_head_dim=_field(cfg, path, "v_head_dim", default=0),
-        parallel_attn_mlp=arch == "PhiForCausalLM",
-        source_file=str(path),
-    )
 
 
 def model_from_file(path: Path) -> ModelSpec:
@@ -317,8 +258,38 @@ def load_gpu(name_or_path: str) -> GPUSpec:
 
 
 def load_model(name_or_path: str) -> ModelSpec:
-    """Model profile by name/alias (``Llama-2-7B``) or from a profile YAML / Hugging Face config.json path."""
-    return model_from_file(_resolve(name_or_path, "models", "hardware.model"))
+    """Model profile by name/alias (``Llama-2-7B``) or from a profile YAML / Hugging Face config.json path.
+
+    A Hugging Face id that is not itself an alias resolves through two general rules: a quantization suffix
+    (``-FP8``, ``-AWQ``, ``-FP8-KV``, ``-GPTQ-Int4`` ...) names the same architecture stored at that precision,
+    and an unknown organisation (``amd/``, ``NousResearch/``) may re-publish a known model under its own
+    name: the part after the ``/`` is tried alone.
+    """
+    try:
+        return model_from_file(_resolve(name_or_path, "models", "hardware.model"))
+    except ProfileError as exc:
+        spec = _model_by_checkpoint_name(name_or_path)
+        if spec is None:
+            raise exc from None
+        return spec
+
+
+def _model_by_checkpoint_name(name: str) -> Optional[ModelSpec]:
+    if _looks_like_path(name) or Path(name).expanduser().is_file():
+        return None
+    base, quant = split_quant_suffix(name)
+    index = _index("models")
+    for candidate in dict.fromkeys([base, base.split("/")[-1]]):
+        path = index.get(candidate.lower())
+        if path is None:
+            continue
+        spec = model_from_file(path)
+        if quant == "mxfp4":  # MXFP4 checkpoints quantize the routed experts only (gpt-oss)
+            return dataclasses.replace(spec, expert_weight_quant=quant)
+        if quant is not None:
+            return dataclasses.replace(spec, weight_quant=quant, expert_weight_quant=None)
+        return spec
+    return None
 
 
 def list_gpus() -> list[str]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-# Bytes per element of each precision. int4 packs two weights per byte (group scales are ignored: they add
-# ~3% at group size 128, well below the accuracy of the rest of the model).
+from llmsim.hardware.precision import FORMATS, canonical, weight_bytes_per_param
+
+# Bytes per element of each precision (KV-cache elements, unquantized weights). Quantized weights also pay
+# for their scales: see ``llmsim.hardware.precision.weight_bytes_per_param``.
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
     "float32": 4.0,
@@ -24,6 +26,7 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
+    "mxfp4": 0.5,
 }
 
 GIB = 1024**3
@@ -123,6 +126,7 @@ class GPUSpec:
     aliases: tuple[str, ...] = ()
     peak_fp8_flops: Optional[float] = None
     peak_int8_ops: Optional[float] = None
+    peak_fp4_flops: Optional[float] = None  # dense fp4 tensor-core FLOP/s (Blackwell), None where absent
     activation_reserve_gib: float = 5.0
     interconnect_group_size: int = 8  # GPUs that reach each other at interconnect speed (NVSwitch 8, bridge pairs 2)
     gpus_per_node: int = 8
@@ -137,12 +141,27 @@ class GPUSpec:
     def peak_flops_for(self, weight_dtype: str) -> float:
         """Peak dense FLOP/s of the GEMMs for weights of this precision.
 
-        fp8 weights run fp8 tensor-core GEMMs where the GPU has them; int8/int4 weight-only kernels
-        dequantise to bf16, so they keep the bf16 compute peak and only save bandwidth.
+        fp8 weights run fp8 tensor-core GEMMs (W8A8) where the GPU has them, and MXFP4 runs fp4 ones where the
+        GPU has them (Blackwell). Everywhere else the kernels are weight-only: they dequantize to bf16 (Marlin
+        fp8 on Ampere, AWQ/GPTQ int4, int8, MXFP4 on Hopper), so they keep the bf16 peak and only save bytes.
         """
-        if weight_dtype == "fp8" and self.peak_fp8_flops:
+        compute = FORMATS[canonical(weight_dtype)].compute if weight_dtype != "auto" else "bf16"
+        if compute == "fp8" and self.peak_fp8_flops:
             return self.peak_fp8_flops
+        if compute == "fp4" and self.peak_fp4_flops:
+            return self.peak_fp4_flops
         return self.peak_flops
+
+    def runs_weight_only(self, weight_dtype: str) -> bool:
+        """True when GEMMs on these weights dequantize to bf16 (fewer bytes than bf16, bf16 peak)."""
+        if weight_dtype == "auto":
+            return False
+        fmt = FORMATS[canonical(weight_dtype)]
+        return fmt.element_bytes < 2.0 and self.peak_flops_for(weight_dtype) == self.peak_flops
+
+
+FULL_ATTENTION = "full_attention"
+SLIDING_ATTENTION = "sliding_attention"
 
 
 @dataclass(frozen=True)
@@ -156,17 +175,18 @@ class ModelSpec:
     num_kv_heads: int  # num_key_value_heads (== num_heads without GQA)
     intermediate_size: int  # intermediate_size (per projection of the gated MLP)
     vocab_size: int
-    dtype: str = "bf16"  # torch_dtype
+    dtype: str = "bf16"  # torch_dtype: activations, embeddings and every unquantized weight
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
     qkv_bias: bool = False
     gated_mlp: bool = True  # SwiGLU: gate + up + down
     head_dim_override: Optional[int] = None  # head_dim when it is not hidden_size / num_heads
     # Mixture of experts: every MoE layer holds num_experts MLPs; each token runs experts_per_token of them.
-    num_experts: int = 0  # num_local_experts / n_routed_experts
+    num_experts: int = 0  # num_local_experts / n_routed_experts / num_experts
     experts_per_token: int = 0  # num_experts_per_tok
-    moe_intermediate_size: Optional[int] = None  # per expert (DeepSeek); Mixtral uses intermediate_size
-    num_shared_experts: int = 0  # n_shared_experts (DeepSeek)
+    moe_intermediate_size: Optional[int] = None  # per expert (DeepSeek, Qwen3-MoE); Mixtral uses intermediate_size
+    num_shared_experts: int = 0  # n_shared_experts (DeepSeek, GLM): always-active experts of every MoE layer
+    shared_expert_intermediate_size: Optional[int] = None  # total width of the shared experts when not n × expert
     first_dense_layers: int = 0  # first_k_dense_replace (DeepSeek): leading layers with a dense MLP
     # Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds one compressed latent per token.
     kv_lora_rank: int = 0
@@ -175,6 +195,15 @@ class ModelSpec:
     qk_nope_head_dim: int = 0
     v_head_dim: int = 0
     parallel_attn_mlp: bool = False  # phi-2: attention and MLP read the same normed input
+    # Hybrid attention (gpt-oss, Step-3.5): per-layer "full_attention" / "sliding_attention" (HF layer_types);
+    # a sliding layer attends to, and caches, only the last sliding_window tokens.
+    sliding_window: Optional[int] = None
+    layer_types: tuple[str, ...] = ()
+    attention_sinks: bool = False  # gpt-oss: one learned softmax "sink" logit per head
+    # What the checkpoint stores (quantization_config or a -FP8/-AWQ name suffix); None = dtype.
+    weight_quant: Optional[str] = None  # every linear layer (attention, dense MLP, shared experts, experts)
+    expert_weight_quant: Optional[str] = None  # routed experts, when they differ (gpt-oss: mxfp4)
+    encoder_params: int = 0  # vision encoder of a multimodal checkpoint: loaded, not run on text requests
     aliases: tuple[str, ...] = ()
     source_file: str = ""
 
@@ -201,10 +230,32 @@ class ModelSpec:
     def expert_intermediate_size(self) -> int:
         return self.moe_intermediate_size or self.intermediate_size
 
+    @property
+    def shared_intermediate_size(self) -> int:
+        """Width of all shared experts of one MoE layer together (0 without shared experts)."""
+        if self.shared_expert_intermediate_size is not None:
+            return self.shared_expert_intermediate_size
+        return self.num_shared_experts * self.expert_intermediate_size
+
+    @property
+    def attention_layer_types(self) -> tuple[str, ...]:
+        """Each layer's attention kind. Without ``layer_types`` every layer counts as full attention, also
+        when the config names a ``sliding_window`` (Mistral-7B-v0.1): vLLM without the hybrid allocator
+        sizes such a cache as full (REFERENCE.md section 2)."""
+        types = self.layer_types[: self.num_layers]
+        if len(types) == self.num_layers and self.sliding_window:
+            return types
+        return (FULL_ATTENTION,) * self.num_layers
+
+    @property
+    def num_sliding_layers(self) -> int:
+        return sum(1 for kind in self.attention_layer_types if kind == SLIDING_ATTENTION)
+
     # ---- parameter counts (per layer, then whole model) -------------------------------------------
     def attention_params(self) -> int:
-        """Q, K, V and output projection weights (and QKV biases) of one layer."""
+        """Q, K, V and output projection weights (and QKV biases, attention sinks) of one layer."""
         h, d = self.hidden_size, self.head_dim
+        sinks = self.num_heads if self.attention_sinks else 0
         if self.uses_mla:
             qk_head = self.qk_nope_head_dim + self.qk_rope_head_dim
             if self.q_lora_rank:
@@ -214,9 +265,9 @@ class ModelSpec:
             kv_down = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
             kv_up = self.kv_lora_rank * self.num_heads * (self.qk_nope_head_dim + self.v_head_dim)
             out = self.num_heads * self.v_head_dim * h
-            return q + kv_down + kv_up + out
+            return q + kv_down + kv_up + out + sinks
         qkv_out = (self.num_heads + 2 * self.num_kv_heads) * d
-        params = h * qkv_out + self.num_heads * d * h
+        params = h * qkv_out + self.num_heads * d * h + sinks
         if self.qkv_bias:
             params += qkv_out
         return params
@@ -230,7 +281,7 @@ class ModelSpec:
         params = self.attention_params() + 2 * self.hidden_size  # two norms
         if self.is_moe and layer >= self.first_dense_layers:
             params += self.num_experts * self.mlp_params(self.expert_intermediate_size)
-            params += self.num_shared_experts * self.mlp_params(self.expert_intermediate_size)
+            params += self.mlp_params(self.shared_intermediate_size)
             params += self.hidden_size * self.num_experts  # router
         else:
             params += self.mlp_params(self.intermediate_size)
@@ -244,22 +295,59 @@ class ModelSpec:
 
     @property
     def num_params(self) -> int:
-        return self.embedding_params + sum(self.layer_params(i) for i in range(self.num_layers))
+        layers = sum(self.layer_params(i) for i in range(self.num_layers))
+        return self.embedding_params + layers + self.encoder_params
+
+    @property
+    def expert_params(self) -> int:
+        """Weights of all routed experts (what expert parallelism splits and MXFP4 quantizes)."""
+        return self.num_moe_layers * self.num_experts * self.mlp_params(self.expert_intermediate_size)
+
+    @property
+    def unquantized_params(self) -> int:
+        """Weights no quantization scheme touches: embeddings, LM head, norms, routers, sinks, vision encoder."""
+        norms = 2 * self.hidden_size * self.num_layers
+        routers = self.num_moe_layers * self.hidden_size * self.num_experts
+        sinks = self.num_layers * self.num_heads if self.attention_sinks else 0
+        return self.embedding_params + norms + routers + sinks + self.encoder_params
 
     @property
     def active_params_per_token(self) -> int:
-        """Parameters one token actually multiplies (MoE: only its routed experts)."""
+        """Parameters one token actually multiplies (MoE: only its routed experts; no vision encoder)."""
+        active = self.num_params - self.encoder_params
         if not self.is_moe:
-            return self.num_params
+            return active
         inactive = (self.num_experts - self.experts_per_token) * self.mlp_params(self.expert_intermediate_size)
-        return self.num_params - self.num_moe_layers * inactive
+        return active - self.num_moe_layers * inactive
 
-    def weight_bytes(self, dtype: str = "auto") -> float:
-        """Bytes of all weights at a precision (``auto`` = the model's own dtype)."""
-        return self.num_params * dtype_bytes(self.resolve_dtype(dtype))
+    # ---- weight memory ------------------------------------------------------------------------------
+    def weight_precisions(self, weight_dtype: str = "auto", expert_dtype: str = "auto") -> tuple[str, str]:
+        """(linear layers, routed experts) precision for ``hardware.weight_dtype`` / ``expert_weight_dtype``.
+
+        ``auto`` takes what the checkpoint stores (its quantization, else its dtype); experts on ``auto``
+        follow the checkpoint's expert quantization, else the linear layers' precision.
+        """
+        dense = (self.weight_quant or self.dtype) if weight_dtype == "auto" else canonical(weight_dtype)
+        if expert_dtype != "auto":
+            return dense, canonical(expert_dtype)
+        return dense, self.expert_weight_quant or dense
+
+    def weight_bytes_split(self, weight_dtype: str = "auto", expert_dtype: str = "auto") -> tuple[float, float]:
+        """(bytes of everything but the routed experts, bytes of the routed experts), scales included."""
+        dense, expert = self.weight_precisions(weight_dtype, expert_dtype)
+        unquantized = self.unquantized_params
+        linear = self.num_params - unquantized - self.expert_params
+        rest = unquantized * weight_bytes_per_param(self.dtype) + linear * weight_bytes_per_param(dense)
+        return rest, self.expert_params * weight_bytes_per_param(expert)
+
+    def weight_bytes(self, dtype: str = "auto", expert_dtype: str = "auto") -> float:
+        """Bytes of all weights: linear layers at ``dtype`` (``auto`` = the checkpoint's), experts at
+        ``expert_dtype``, embeddings/norms/routers at the model dtype (no scheme quantizes them)."""
+        rest, experts = self.weight_bytes_split(dtype, expert_dtype)
+        return rest + experts
 
     def resolve_dtype(self, dtype: str) -> str:
-        return self.dtype if dtype == "auto" else dtype
+        return self.dtype if dtype == "auto" else canonical(dtype)
 
     # ---- KV cache ----------------------------------------------------------------------------------
     def kv_elements_per_token_per_layer(self, tp: int = 1) -> int:
@@ -275,6 +363,19 @@ class ModelSpec:
         return 2 * kv_heads_per_rank * self.head_dim
 
     def kv_bytes_per_token(self, kv_dtype: str = "auto", tp: int = 1, num_layers: Optional[int] = None) -> float:
-        """KV-cache bytes one token occupies on one TP rank across ``num_layers`` layers (default all)."""
+        """KV-cache bytes one token occupies on one TP rank across ``num_layers`` layers (default all),
+        as if every layer kept every token (sliding-window layers keep fewer: :meth:`kv_bytes_by_kind`)."""
         layers = self.num_layers if num_layers is None else num_layers
         return layers * self.kv_elements_per_token_per_layer(tp) * dtype_bytes(self.resolve_dtype(kv_dtype))
+
+    def kv_bytes_by_kind(self, kv_dtype: str = "auto", tp: int = 1, layers: Optional[range] = None) -> tuple[float, float]:
+        """(full-attention, sliding-window) KV bytes per token on one TP rank over ``layers`` (default all).
+
+        A full-attention layer keeps every token of a request; a sliding layer at most ``sliding_window``
+        of them (plus the partly filled block), so only the first number grows with the context.
+        """
+        kinds = self.attention_layer_types
+        chosen = range(self.num_layers) if layers is None else layers
+        sliding = sum(1 for i in chosen if kinds[i] == SLIDING_ATTENTION)
+        per_layer = self.kv_elements_per_token_per_layer(tp) * dtype_bytes(self.resolve_dtype(kv_dtype))
+        return (len(chosen) - sliding) * per_layer, sliding * per_layer

@@ -40,6 +40,7 @@ from llmsim.hardware.collectives import all_to_all_time, allreduce_time, send_re
 from llmsim.hardware.config import HardwareConfig
 from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
 from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of, layer_op_times
+from llmsim.hardware.precision import weight_bytes_per_param
 from llmsim.hardware.specs import GPUSpec, ModelSpec, dtype_bytes
 
 
@@ -82,10 +83,15 @@ class RooflineTimingModel:
     def __init__(self, hw: HardwareConfig, gpu: GPUSpec, model: ModelSpec, cpu_overhead: bool = True) -> None:
         self.hw, self.gpu, self.model = hw, gpu, model
         check_expert_parallel(model, hw)
-        weight_dtype = model.resolve_dtype(hw.weight_dtype)
-        self._weight_b = dtype_bytes(weight_dtype)
+        # Precision -> bytes per weight (scales included) and GEMM peak, per component: linear layers, routed
+        # experts (MXFP4 in gpt-oss), LM head (never quantized: the model dtype).
+        weight_dtype, expert_dtype = model.weight_precisions(hw.weight_dtype, hw.expert_weight_dtype)
+        self._weight_b = weight_bytes_per_param(weight_dtype)
+        self._expert_b = weight_bytes_per_param(expert_dtype)
         self._act_b = act_bytes_of(model)
+        self._head_b = weight_bytes_per_param(model.dtype)
         self._roof = Roofline.of(gpu, weight_dtype)
+        self._expert_roof = Roofline.of(gpu, expert_dtype)
         self._tp, self._ep, self._pp = hw.tp, hw.ep, hw.pp
         self._num_layers = model.num_layers
         self._shape = LayerShape.of(model, hw.tp)
@@ -141,6 +147,7 @@ class RooflineTimingModel:
         busiest rank (binomial spread of the routed tokens) sets the time.
         """
         m, roof, wb, ab, tp, ep = self.model, self._roof, self._weight_b, self._act_b, self._tp, self._ep
+        xroof, xb = self._expert_roof, self._expert_b  # routed experts may be stored at another precision
         ops = layer_op_times(roof, self._shape, tokens, wb, ab)
         time = sum(v for k, v in ops.items() if not k.startswith("mlp_"))
         shard = tp // ep  # ranks one expert is split over
@@ -154,9 +161,9 @@ class RooflineTimingModel:
         time += roof.linear(tokens, m.hidden_size, m.num_experts, wb, ab)  # router
         for k_in, n_out in ((m.hidden_size, up_out), (inter / shard, m.hidden_size)):
             flops = 2.0 * routed * k_in * n_out
-            bytes_moved = touched * k_in * n_out * wb + routed * (k_in + n_out) * ab
-            e = roof.eff
-            time += max(flops / (roof.peak_flops * e.linear_mfu), bytes_moved / (roof.hbm_bandwidth * e.linear_mbu))
+            bytes_moved = touched * k_in * n_out * xb + routed * (k_in + n_out) * ab
+            e = xroof.eff
+            time += max(flops / (xroof.peak_flops * e.linear_mfu), bytes_moved / (xroof.hbm_bandwidth * e.linear_mbu))
             time += e.linear_overhead_s
         time += roof.elementwise(routed * (up_out + inter / shard) * ab)  # activation
         if m.num_shared_experts:
@@ -205,7 +212,7 @@ class RooflineTimingModel:
             if index == len(self._stages) - 1:
                 time += roof.elementwise(2.0 * activation_bytes)  # final norm
                 if num_sampled:
-                    time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._weight_b, ab)
+                    time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._head_b, ab)
             else:
                 time += send_recv_time(self.gpu, activation_bytes, same_node=not crosses)
             times.append(time)

@@ -52,4 +52,8 @@ def test_moe_active_params_are_a_fraction_of_total():
     # Mixtral reports ~12.9B active parameters per token
     assert model.active_params_per_token == pytest.approx(12.88e9, rel=0.01)
     assert model.weight_bytes() == model.num_params * 2
-    assert model.weight_bytes("int4") == model.num_params * 0.5
+    # int4 (AWQ/GPTQ) quantizes the linear layers only: 4 bits + a 16-bit scale and 4-bit zero per 128 weights;
+    # embeddings, LM head, norms and routers stay in bf16
+    kept = model.unquantized_params
+    assert kept == 2 * 32000 * 4096 + 4096 + 32 * (2 * 4096 + 4096 * 8)
+    assert model.weight_bytes("int4") == pytest.approx(kept * 2 + (model.num_params - kept) * (0.5 + 20 / 1024))

@@ -1,0 +1,178 @@
+"""Number formats of weights and KV caches: what a value costs in memory and which tensor-core peak runs it.
+
+A quantized checkpoint stores each weight in fewer bits plus *scales* (and zero points) shared by a group of
+weights, and its GEMM kernels run in one of two ways:
+
+* **weight and activation quantized** (W8A8 fp8): the tensor cores multiply fp8 by fp8, so the GEMM runs at
+  the GPU's fp8 peak; on a GPU without fp8 tensor cores (Ampere) vLLM falls back to a weight-only kernel
+  (Marlin) that dequantizes to bf16, which saves bandwidth but keeps the bf16 peak;
+* **weight-only** (AWQ/GPTQ int4 = W4A16, MXFP4 on Hopper): weights are dequantized to bf16 inside the
+  kernel, so compute runs at the bf16 peak and only the bytes read shrink. MXFP4 runs natively (fp4 tensor
+  cores) where the GPU has them (Blackwell).
+
+Embeddings, the LM head and norms stay in the model's own dtype in every scheme vLLM runs (AWQ, GPTQ, FP8,
+MXFP4 all quantize linear layers only), and a checkpoint may quantize only its routed experts (gpt-oss:
+MXFP4 experts, bf16 attention). :class:`llmsim.hardware.specs.ModelSpec` therefore carries a precision per
+component; this module only says what one value of each format costs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """One storage format: element size, per-weight share of its scales, and the GEMM peak it runs at."""
+
+    element_bytes: float
+    scale_bytes: float = 0.0  # quantization scales/zero points per weight (0 for KV caches and plain floats)
+    compute: str = "bf16"  # "bf16", "fp8" or "fp4": which tensor-core peak a GEMM on these weights reaches
+
+
+# AWQ/GPTQ int4: one fp16 scale + one packed 4-bit zero point per group of 128 weights = 20 bits / 128.
+# MXFP4 (OCP microscaling): one e8m0 (8-bit) scale per block of 32 values = 8 bits / 32 -> 4.25 bits/weight.
+# fp8 block quantization (128x128 blocks, one fp32 scale) adds 4 bytes / 16384 weights: negligible.
+FORMATS: dict[str, NumberFormat] = {
+    "fp32": NumberFormat(4.0, compute="fp32"),
+    "fp16": NumberFormat(2.0),
+    "bf16": NumberFormat(2.0),
+    "fp8": NumberFormat(1.0, compute="fp8"),
+    "int8": NumberFormat(1.0),  # weight-only int8 (W8A16): dequantized to bf16 in the kernel
+    "int4": NumberFormat(0.5, scale_bytes=20 / 128 / 8),
+    "mxfp4": NumberFormat(0.5, scale_bytes=8 / 32 / 8, compute="fp4"),
+}
+
+# Spellings of the same formats (Hugging Face torch_dtype names, vLLM's kv-cache-dtype names).
+_SYNONYMS = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "half": "fp16",
+    "bfloat16": "bf16",
+    "fp8_e4m3": "fp8",
+    "fp8_e5m2": "fp8",
+    "float8_e4m3fn": "fp8",
+    "w4a16": "int4",
+    "awq": "int4",
+    "gptq": "int4",
+}
+
+
+def canonical(name: str) -> str:
+    """The canonical format name of a spelling (``bfloat16`` -> ``bf16``); ValueError if unknown."""
+    key = name.lower().replace("torch.", "")
+    key = _SYNONYMS.get(key, key)
+    if key not in FORMATS:
+        raise ValueError(f"unknown precision {name!r}; expected one of {sorted(FORMATS)}")
+    return key
+
+
+def element_bytes(name: str) -> float:
+    """Bytes of one stored value (a KV-cache element, or a weight without its scales)."""
+    return FORMATS[canonical(name)].element_bytes
+
+
+def weight_bytes_per_param(name: str) -> float:
+    """Bytes one weight costs in a checkpoint of this format, its share of the quantization scales included."""
+    fmt = FORMATS[canonical(name)]
+    return fmt.element_bytes + fmt.scale_bytes
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a checkpoint is quantized to: its config.json `quantization_config`, or its name's suffix
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckpointQuant:
+    """Precision of a checkpoint's linear layers (None = the model dtype) and of its routed experts."""
+
+    weights: Optional[str] = None
+    experts: Optional[str] = None
+
+
+def _bits_format(bits: Any, kind: str) -> Optional[str]:
+    if kind == "float" and bits == 8:
+        return "fp8"
+    if bits == 8:
+        return "int8"
+    if bits == 4:
+        return "mxfp4" if kind == "mxfp4" else "int4"
+    return None
+
+
+def quant_from_config(qcfg: Any) -> CheckpointQuant:
+    """Read a Hugging Face ``quantization_config`` block; ValueError naming the method when unsupported.
+
+    ``fp8`` (block or per-tensor), ``awq``/``gptq`` (4 or 8 bits), ``compressed-tensors`` and AMD ``quark``
+    (weights of ``num_bits`` 8/4, type float/int) quantize every linear layer; ``mxfp4`` (gpt-oss) quantizes
+    the routed experts only: its ``modules_to_not_convert`` keeps attention, router and embeddings in bf16.
+    """
+    if not isinstance(qcfg, dict):
+        return CheckpointQuant()
+    method = str(qcfg.get("quant_method", "")).lower()
+    if method == "fp8":
+        return CheckpointQuant("fp8", "fp8")
+    if method == "mxfp4":
+        return CheckpointQuant(None, "mxfp4")
+    if method in ("awq", "gptq", "awq_marlin", "gptq_marlin"):
+        fmt = _bits_format(qcfg.get("bits", 4), "int")
+        if fmt is None:
+            raise ValueError(f"{method} with {qcfg.get('bits')} bits is not modelled (4 or 8 bits are)")
+        return CheckpointQuant(fmt, fmt)
+    if method in ("compressed-tensors", "quark"):
+        weights = _find_weight_scheme(qcfg)
+        if weights is None:
+            raise ValueError(f"{method} checkpoint without a readable weight scheme")
+        return CheckpointQuant(weights, weights)
+    raise ValueError(f"quantization method {method or '(none)'!r} is not modelled (fp8, awq, gptq, mxfp4, compressed-tensors, quark are)")
+
+
+def _find_weight_scheme(qcfg: dict) -> Optional[str]:
+    """The first ``weights``/``weight`` scheme of compressed-tensors ``config_groups`` or quark's global config."""
+    groups = list((qcfg.get("config_groups") or {}).values())
+    if "global_quant_config" in qcfg:
+        groups.append(qcfg["global_quant_config"])
+    for group in groups:
+        scheme = group.get("weights") or group.get("weight") if isinstance(group, dict) else None
+        if isinstance(scheme, dict):
+            dtype = str(scheme.get("dtype", "")).lower()
+            if dtype.startswith("fp8"):
+                return "fp8"
+            fmt = _bits_format(scheme.get("num_bits"), str(scheme.get("type", "int")))
+            if fmt:
+                return fmt
+    return None
+
+
+# Checkpoint names that end in a quantization tag are the base architecture stored at another precision
+# (Qwen/Qwen3-8B-AWQ, Qwen/Qwen3-235B-A22B-Instruct-2507-FP8, amd/Llama-3.1-70B-Instruct-FP8-KV).
+_SUFFIXES: list[tuple[str, str]] = [
+    (r"-fp8-kv", "fp8"),
+    (r"-(w8a8-)?fp8(-(dynamic|static|block|blockwise))?", "fp8"),
+    (r"-(awq|gptq)(-int4)?", "int4"),
+    (r"-(w4a16|int4|4bit)", "int4"),
+    (r"-(gptq-)?(int8|w8a16)", "int8"),
+    (r"-mxfp4", "mxfp4"),
+]
+
+
+def split_quant_suffix(name: str) -> tuple[str, Optional[str]]:
+    """``("Qwen/Qwen3-8B", "int4")`` for ``"Qwen/Qwen3-8B-AWQ"``; ``(name, None)`` without a known suffix."""
+    for pattern, fmt in _SUFFIXES:
+        match = re.search(pattern + r"$", name, flags=re.IGNORECASE)
+        if match and match.start() > 0:
+            return name[: match.start()], fmt
+    return name, None
+
+
+__all__ = [
+    "FORMATS",
+    "NumberFormat",
+    "CheckpointQuant",
+    "canonical",
+    "element_bytes",
+    "weight_bytes_per_param",
+    "quant_from_config",
+    "split_quant_suffix",
+]
