@@ -26,6 +26,7 @@ from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
+from llmsim.hardware.execution import Execution, vllm_capture_sizes
 from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
@@ -108,7 +109,7 @@ def build_deployment(config: SimConfig) -> Deployment:
             f"config field scheduler.max_num_batched_tokens: {sched.max_num_batched_tokens} is smaller than "
             f"max_model_len {max_model_len}; with chunked prefill off vLLM requires it to be at least max_model_len"
         )
-    timing = build_timing_model(hw, gpu, model, cpu_overhead=config.engine.cpu_overhead)
+    timing = build_timing_model(hw, gpu, model, execution=execution_of(config))
     details["num_gpu_blocks"] = num_blocks
     details["max_model_len"] = max_model_len
     # One block on one GPU (its PP stage's layers, its TP share of KV heads) crosses that GPU's own PCIe link.
@@ -117,6 +118,16 @@ def build_deployment(config: SimConfig) -> Deployment:
     num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
     return Deployment(num_blocks, max_model_len, timing.step_time, details,
                       swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing)
+
+
+def execution_of(config: SimConfig) -> Execution:
+    """How the replicas execute steps (CUDA graphs, engine-loop CPU time), from the engine and scheduler sections."""
+    engine, sched = config.engine, config.scheduler
+    sizes = engine.cudagraph_capture_sizes
+    if sizes is None:
+        sizes = vllm_capture_sizes(sched.max_num_seqs, engine.max_cudagraph_capture_size)
+    return Execution(cpu_overhead=engine.cpu_overhead, async_scheduling=sched.async_scheduling,
+                     cuda_graphs=engine.cuda_graphs, capture_sizes=tuple(sizes))
 
 
 def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
