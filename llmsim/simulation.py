@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from llmsim.engine.aggregate import AggregateReplica, ReplicaTail, aggregate_eng
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
+from llmsim.engine.server import Ingress, client_view, solve_ingress
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
 from llmsim.hardware.execution import Execution, vllm_capture_sizes
@@ -171,8 +173,13 @@ def simulate(
     if workload is None:
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
+    client_arrivals, ingress = None, server_ingress(config, workload)
+    if ingress is not None:  # the engines see each request when the API server hands it over
+        client_arrivals = workload.df["arrival_s"].to_numpy(dtype=np.float64)
+        workload = dataclasses.replace(workload, df=workload.df.assign(arrival_s=ingress.handoff_s))
+    client = (ingress, client_arrivals)
     if config.engine.mode == "fast" and not aggregate_blockers(config):
-        return _simulate_aggregate(config, workload, deployment, progress)
+        return _simulate_aggregate(config, workload, deployment, progress, client)
     env = simpy.Environment()
     recorder = make_recorder(config)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))
@@ -183,7 +190,23 @@ def simulate(
     else:
         _run_with_progress(env, cluster, recorder, total, progress)
     cluster.fail_unfinished("stalled")
-    return _collect(config, recorder, deployment, cluster)
+    return _collect(config, recorder, deployment, cluster, client)
+
+
+def server_ingress(config: SimConfig, workload: Workload) -> Optional[Ingress]:
+    """The API server's queue over the whole workload (``llmsim.engine.server``), or None without a server."""
+    server = config.server
+    if not server.enabled:
+        return None
+    df = workload.df
+    output = df["output_tokens"].to_numpy(dtype=np.int64)
+    served = output > 0
+    if "failed" in df.columns:
+        served &= ~df["failed"].to_numpy(dtype=bool)
+    processes = server.processes or max(1, sum(g.count for g in config.cluster.replica_groups()
+                                               if g.role in ("colocated", "prefill")))
+    return solve_ingress(server, df["arrival_s"].to_numpy(dtype=np.float64), df["prompt_tokens"].to_numpy(),
+                         output, served, processes)
 
 
 def make_recorder(config: SimConfig) -> Recorder:
@@ -226,7 +249,7 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
     return reasons
 
 
-def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress) -> Result:
+def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress, client) -> Result:
     """Route the workload up front, run each replica alone in the aggregate engine, and assemble the same
     tables and summary as the simpy run (through the same recorder and cluster reports)."""
     df = workload.df
@@ -283,7 +306,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     recorder.add_requests(columns)
     del columns
     cluster.num_ended = n
-    return _collect(config, recorder, deployment, cluster)
+    return _collect(config, recorder, deployment, cluster, client)
 
 
 def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
@@ -413,8 +436,13 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
     progress(recorder.num_ended, total)
 
 
-def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster) -> Result:
-    requests, tables, cluster_summary = cluster_results(cluster, recorder.requests_frame())
+def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster,
+             client=(None, None)) -> Result:
+    requests = recorder.requests_frame()
+    ingress, client_arrivals = client
+    if ingress is not None:
+        requests = client_view(requests, ingress, client_arrivals)
+    requests, tables, cluster_summary = cluster_results(cluster, requests)
     steps_file = recorder.finish_stream()
     steps = None if steps_file is not None else recorder.steps_frame()
     itl_values, itl_weights = recorder.itl_samples()
@@ -423,6 +451,10 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
     info["engine_mode"] = engine_mode(config)
     summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
     summary["seed"] = config.seed
+    if ingress is not None:
+        server_s = requests["server_s"].to_numpy()
+        summary["server"] = {"processes": ingress.processes, "mean_server_s": float(np.mean(server_s)) if len(server_s) else 0.0,
+                             "p99_server_s": float(np.percentile(server_s, 99)) if len(server_s) else 0.0}
     summary["cluster"] = cluster_summary
     result = Result(config=config, requests=requests, summary=summary, tables=tables,
                     steps_file=None if steps_file is None else Path(steps_file), _steps=steps)
