@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,8 +25,10 @@ from llmsim.engine.aggregate import AggregateReplica, ReplicaTail, aggregate_eng
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
+from llmsim.engine.server import Ingress, ServerQueue, client_view, solve_ingress
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
+from llmsim.hardware.execution import Execution, vllm_capture_sizes
 from llmsim.hardware.memory import kv_bytes_per_gpu, kv_cache_capacity
 from llmsim.hardware.specs import PredictionResiduals
 from llmsim.hardware.profiles import load_gpu, load_model
@@ -113,7 +116,7 @@ def build_deployment(config: SimConfig) -> Deployment:
             f"config field scheduler.max_num_batched_tokens: {sched.max_num_batched_tokens} is smaller than "
             f"max_model_len {max_model_len}; with chunked prefill off vLLM requires it to be at least max_model_len"
         )
-    timing = build_timing_model(hw, gpu, model, cpu_overhead=config.engine.cpu_overhead)
+    timing = build_timing_model(hw, gpu, model, execution=execution_of(config))
     details["num_gpu_blocks"] = num_blocks
     details["max_model_len"] = max_model_len
     # One block on one GPU (its PP stage's layers, its TP share of KV heads) crosses that GPU's own PCIe link.
@@ -124,7 +127,19 @@ def build_deployment(config: SimConfig) -> Deployment:
                       residuals=gpu.residuals)
 
 
-def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, config: SimConfig):
+def execution_of(config: SimConfig) -> Execution:
+    """How the replicas execute steps (CUDA graphs, engine-loop CPU time), from the engine and scheduler sections."""
+    engine, sched = config.engine, config.scheduler
+    sizes = engine.cudagraph_capture_sizes
+    if sizes is None:
+        sizes = vllm_capture_sizes(sched.max_num_seqs, engine.max_cudagraph_capture_size)
+    return Execution(cpu_overhead=engine.cpu_overhead, async_scheduling=sched.async_scheduling,
+                     cuda_graphs=engine.cuda_graphs, capture_sizes=tuple(sizes))
+
+
+def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, config: SimConfig,
+              closed_loop: Optional["ClosedLoop"] = None):
+    """Send every request of the workload at its arrival (or, in a closed loop, when a slot frees)."""
     df = workload.df
     arrival = df["arrival_s"].to_numpy(dtype=np.float64)
     prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
@@ -134,17 +149,17 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, conf
     session = df["session_id"].to_numpy() if "session_id" in df.columns else None
     prefixes = df["prefix_hashes"].to_numpy() if "prefix_hashes" in df.columns else None
     width = len(str(max(len(df) - 1, 0)))
-    limit = None
-    if config.client.max_concurrency is not None:
-        limit = ConcurrencyLimit(env, config.client.max_concurrency)
-        cluster.listeners.append(limit)
+    if closed_loop is not None:
+        cluster.listeners.append(closed_loop.limit)
     for i in range(len(df)):
         delay = arrival[i] - env.now
         if delay > 0:
             yield env.timeout(delay)
-        if limit is not None:
-            yield from limit.acquire()
-        request = Request(f"{i:0{width}d}", max(arrival[i], env.now), int(prompt[i]), int(output[i]), index=i,
+        engine_arrival = arrival[i]
+        if closed_loop is not None:
+            yield from closed_loop.limit.acquire()
+            engine_arrival = closed_loop.send(i, env.now, int(prompt[i]), int(output[i]))
+        request = Request(f"{i:0{width}d}", engine_arrival, int(prompt[i]), int(output[i]), index=i,
                           priority=int(priority[i]) if priority is not None else 0,
                           session_id=int(session[i]) if session is not None else None,
                           prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
@@ -153,10 +168,63 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, conf
             request.reason = "failed_in_trace" if failed[i] else "zero_output_tokens"
             cluster.request_ended(request)
             continue
-        if cluster.client is not None:
-            cluster.client.submit(request)
-        cluster.submit(request)
+        if engine_arrival > env.now:  # the API server hands it over later; the loop goes on sending
+            env.process(_submit_later(env, cluster, request, engine_arrival - env.now))
+        else:
+            _submit(cluster, request)
+    if closed_loop is not None:
+        yield from closed_loop.all_handed_over(env)
     cluster.finish_arrivals()
+
+
+def _submit(cluster: Cluster, request: Request) -> None:
+    if cluster.client is not None:
+        cluster.client.submit(request)
+    cluster.submit(request)
+
+
+def _submit_later(env: simpy.Environment, cluster: Cluster, request: Request, delay_s: float):
+    yield env.timeout(delay_s)
+    _submit(cluster, request)
+
+
+@dataclass
+class ClosedLoop:
+    """Closed-loop clients (``client.max_concurrency``): their sends depend on completions, so the API server's
+    queue is run request by request as they are sent, and the sends are kept for the client's view."""
+
+    limit: ConcurrencyLimit
+    server: Optional[ServerQueue]
+    sent_s: np.ndarray
+    handoff_s: np.ndarray
+
+    @classmethod
+    def of(cls, config: SimConfig, env: simpy.Environment, num_requests: int) -> "ClosedLoop":
+        server = None
+        if config.server.enabled:
+            server = ServerQueue(config.server, server_processes(config))
+        delay = config.server.stream_s_per_token if server is not None else 0.0  # the last chunk's trip
+        return cls(ConcurrencyLimit(env, config.client.max_concurrency, delay), server,
+                   np.zeros(num_requests), np.zeros(num_requests))
+
+    def send(self, row: int, now_s: float, prompt_tokens: int, output_tokens: int) -> float:
+        """Record a send; return when the engines see the request."""
+        handoff = now_s if self.server is None else self.server.admit(now_s, prompt_tokens, output_tokens)
+        self.sent_s[row], self.handoff_s[row] = now_s, handoff
+        return handoff
+
+    def all_handed_over(self, env: simpy.Environment):
+        last = float(self.handoff_s.max()) if len(self.handoff_s) else 0.0
+        if last > env.now:
+            yield env.timeout(last - env.now)
+
+    def client(self) -> tuple[Optional[Ingress], Optional[np.ndarray]]:
+        """(ingress, client send times) for the client's view of the requests table."""
+        if self.server is None:
+            return None, None
+        ingress = Ingress(self.handoff_s, self.handoff_s - self.sent_s, self.server.cfg.stream_s_per_token,
+                          self.server.processes)
+        return ingress, self.sent_s
 
 
 def simulate(
@@ -171,19 +239,48 @@ def simulate(
     if workload is None:
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
+    closed = config.client.max_concurrency is not None
+    client_arrivals, ingress = None, None if closed else server_ingress(config, workload)
+    if ingress is not None:  # the engines see each request when the API server hands it over
+        client_arrivals = workload.df["arrival_s"].to_numpy(dtype=np.float64)
+        workload = dataclasses.replace(workload, df=workload.df.assign(arrival_s=ingress.handoff_s))
+    client = (ingress, client_arrivals)
     if config.engine.mode == "fast" and not aggregate_blockers(config):
-        return _simulate_aggregate(config, workload, deployment, progress)
+        return _simulate_aggregate(config, workload, deployment, progress, client)
     env = simpy.Environment()
     recorder = make_recorder(config)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))
-    env.process(_arrivals(env, workload, cluster, config))
+    closed_loop = ClosedLoop.of(config, env, len(workload.df)) if closed else None
+    env.process(_arrivals(env, workload, cluster, config, closed_loop))
     total = len(workload.df)
     if progress is None:
         env.run(until=cluster.done)
     else:
         _run_with_progress(env, cluster, recorder, total, progress)
     cluster.fail_unfinished("stalled")
-    return _collect(config, recorder, deployment, cluster)
+    if closed_loop is not None:
+        client = closed_loop.client()
+    return _collect(config, recorder, deployment, cluster, client)
+
+
+def server_ingress(config: SimConfig, workload: Workload) -> Optional[Ingress]:
+    """The API server's queue over the whole workload (``llmsim.engine.server``), or None without a server."""
+    server = config.server
+    if not server.enabled:
+        return None
+    df = workload.df
+    output = df["output_tokens"].to_numpy(dtype=np.int64)
+    served = output > 0
+    if "failed" in df.columns:
+        served &= ~df["failed"].to_numpy(dtype=bool)
+    return solve_ingress(server, df["arrival_s"].to_numpy(dtype=np.float64), df["prompt_tokens"].to_numpy(),
+                         output, served, server_processes(config))
+
+
+def server_processes(config: SimConfig) -> int:
+    """API server processes: as configured, else one per replica that takes arrivals (one ``vllm serve`` each)."""
+    return config.server.processes or max(1, sum(g.count for g in config.cluster.replica_groups()
+                                                 if g.role in ("colocated", "prefill")))
 
 
 def make_recorder(config: SimConfig) -> Recorder:
@@ -226,7 +323,7 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
     return reasons
 
 
-def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress) -> Result:
+def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress, client) -> Result:
     """Route the workload up front, run each replica alone in the aggregate engine, and assemble the same
     tables and summary as the simpy run (through the same recorder and cluster reports)."""
     df = workload.df
@@ -283,7 +380,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     recorder.add_requests(columns)
     del columns
     cluster.num_ended = n
-    return _collect(config, recorder, deployment, cluster)
+    return _collect(config, recorder, deployment, cluster, client)
 
 
 def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
@@ -415,8 +512,13 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
     progress(recorder.num_ended, total)
 
 
-def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster) -> Result:
-    requests, tables, cluster_summary = cluster_results(cluster, recorder.requests_frame())
+def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster,
+             client=(None, None)) -> Result:
+    requests = recorder.requests_frame()
+    ingress, client_arrivals = client
+    if ingress is not None:
+        requests = client_view(requests, ingress, client_arrivals)
+    requests, tables, cluster_summary = cluster_results(cluster, requests)
     steps_file = recorder.finish_stream()
     steps = None if steps_file is not None else recorder.steps_frame()
     itl_values, itl_weights = recorder.itl_samples()
@@ -426,6 +528,10 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
     summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
     add_intervals(summary, deployment.residuals)
     summary["seed"] = config.seed
+    if ingress is not None:
+        server_s = requests["server_s"].to_numpy()
+        summary["server"] = {"processes": ingress.processes, "mean_server_s": float(np.mean(server_s)) if len(server_s) else 0.0,
+                             "p99_server_s": float(np.percentile(server_s, 99)) if len(server_s) else 0.0}
     summary["cluster"] = cluster_summary
     result = Result(config=config, requests=requests, summary=summary, tables=tables,
                     steps_file=None if steps_file is None else Path(steps_file), _steps=steps)

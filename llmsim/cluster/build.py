@@ -80,8 +80,18 @@ def build_cluster(config, env: simpy.Environment, recorder, num_requests: int, d
     cfg: ClusterConfig = config.cluster
     specs = replica_specs(config, deployment_for)
     node_groups = cfg.nodes if cfg.nodes is not None else _auto_nodes(cfg, specs)
-    nodes = expand_nodes(node_groups, lambda name: load_gpu(name or config.hardware.gpu).name)
-    nvlink = {n.gpu: load_gpu(n.gpu).interconnect_bandwidth for n in nodes}
+    # profile name → spec: a GPU given as a profile file is known by the name inside it from here on
+    loaded = {gpu.name: gpu for gpu in (load_gpu(g.gpu or config.hardware.gpu) for g in cfg.replica_groups())}
+
+    def gpu_kind(name):
+        if name in loaded:
+            return name
+        gpu = load_gpu(name or config.hardware.gpu)
+        loaded[gpu.name] = gpu
+        return gpu.name
+
+    nodes = expand_nodes(node_groups, gpu_kind)
+    nvlink = {n.gpu: (loaded.get(n.gpu) or load_gpu(n.gpu)).interconnect_bandwidth for n in nodes}
     topology = Topology(nodes, cfg.topology, nvlink)
     routers = {"colocated": make_router(cfg.router, config.seed), "prefill": make_router(cfg.router, config.seed),
                "decode": make_router(cfg.disaggregation.decode_router or cfg.router, config.seed + 1,

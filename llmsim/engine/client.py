@@ -85,9 +85,10 @@ class ConcurrencyLimit:
 
     The cluster calls :meth:`on_request_end` for every request that ends (finished, rejected or failed)."""
 
-    def __init__(self, env: simpy.Environment, limit: int) -> None:
+    def __init__(self, env: simpy.Environment, limit: int, response_delay_s: float = 0.0) -> None:
         self.env = env
         self.limit = limit
+        self.response_delay_s = response_delay_s  # the client hears of the end this much later (streaming)
         self.outstanding = 0
         self._slot_freed: Optional[simpy.Event] = None
 
@@ -100,6 +101,12 @@ class ConcurrencyLimit:
         self.outstanding += 1
 
     def on_request_end(self, request: Request, now_s: float) -> None:
+        if self.response_delay_s > 0:
+            self.env.timeout(self.response_delay_s).callbacks.append(lambda _: self._release())
+        else:
+            self._release()
+
+    def _release(self) -> None:
         self.outstanding -= 1
         if self._slot_freed is not None:
             event, self._slot_freed = self._slot_freed, None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmsim.configbase import StrictModel
 
@@ -64,5 +64,22 @@ class ClientConfig(StrictModel):
 
 
 class EngineConfig(StrictModel):
+    """How the engine executes steps: which simulator engine runs, and what a step costs beyond its kernels
+    (docs/step-time-physics.md). None of these changes a scheduling decision."""
+
     mode: Literal["fast", "reference"] = Field("fast", description="fast: aggregate engine, else event skipping (same decisions); reference: one event per step")
-    cpu_overhead: bool = Field(True, description="add the profile's per-step CPU (scheduler/framework) time")
+    cpu_overhead: bool = Field(True, description="price the engine loop's CPU time (scheduling, input preparation, "
+                                                 "sampling, outputs); overlapped with the GPU under async scheduling")
+    cuda_graphs: Literal["full_and_piecewise", "full_decode_only", "piecewise", "full", "none"] = Field(
+        "full_and_piecewise", description="vLLM's cudagraph_mode (V1 default FULL_AND_PIECEWISE); none = enforce_eager")
+    cudagraph_capture_sizes: Optional[list[int]] = Field(
+        None, description="batch sizes with a captured graph; default vLLM's [1, 2, 4, 8..248 by 8, 256.. by 16]")
+    max_cudagraph_capture_size: Optional[int] = Field(
+        None, ge=1, description="largest default capture size; default min(2 × max_num_seqs, 512) as vLLM")
+
+    @field_validator("cudagraph_capture_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: Optional[list[int]]) -> Optional[list[int]]:
+        if sizes is not None and any(size < 1 for size in sizes):
+            raise ValueError("capture sizes must be positive token counts")
+        return sizes

@@ -71,10 +71,15 @@ def network_time(gpu: GPUSpec, node_bytes: float, efficiency: float | None, gpus
     return fast / (rate * e.network_burst_speedup) + (node_bytes - fast) / rate
 
 
-def allreduce_time(gpu: GPUSpec, size_bytes: float, num_gpus: int, devices_per_node: int | None = None) -> float:
+def allreduce_time(gpu: GPUSpec, size_bytes: float, num_gpus: int, devices_per_node: int | None = None,
+                   custom: bool = False) -> float:
     """All-reduce of ``size_bytes`` over ``num_gpus`` (ring inside a node; hierarchical across nodes).
 
     ``devices_per_node``: how many of the group's GPUs share a node (default: packed, up to the node size).
+    ``custom``: the caller is vLLM's model runner, which reduces messages up to ``custom_allreduce_max_bytes``
+    inside one NVLink group with its own one-kernel all-reduce (``vllm/distributed/device_communicators/
+    custom_all_reduce.py``, max_size 8 MiB): same bandwidth term, ``custom_allreduce_latency_s`` instead of
+    NCCL's latency. NCCL's own timings (Vidur's all_reduce.csv) are compared with ``custom=False``.
     """
     if num_gpus <= 1:
         return 0.0
@@ -84,6 +89,10 @@ def allreduce_time(gpu: GPUSpec, size_bytes: float, num_gpus: int, devices_per_n
     if per_node > 1:
         intra = 2.0 * (per_node - 1) / per_node * size_bytes / link_bandwidth(gpu, per_node)
     if nodes == 1:
+        # vLLM enables it on world sizes 2, 4, 6, 8 over NVLink (PCIe-only: 2 GPUs at most)
+        fully_linked = per_node <= gpu.interconnect_group_size and (gpu.interconnect != "PCIe" or per_node <= 2)
+        if custom and fully_linked and per_node in (2, 4, 6, 8) and size_bytes <= e.custom_allreduce_max_bytes:
+            return intra + e.custom_allreduce_latency_s
         return intra + e.allreduce_latency_s
     inter = network_time(gpu, 2.0 * (nodes - 1) / nodes * size_bytes, None, per_node)
     if per_node > 1:

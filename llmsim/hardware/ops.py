@@ -43,15 +43,21 @@ class Roofline:
         return cls(gpu.peak_flops_for(weight_dtype), gpu.hbm_bandwidth, eff)
 
     def linear(self, tokens: int, in_features: float, out_features: float, weight_b: float, act_b: float) -> float:
-        """A GEMM ``[tokens × in] @ [in × out]``: reads the weight once, reads/writes the activations."""
-        tile = self.eff.linear_token_tile
-        padded = -(-tokens // tile) * tile
-        flops = 2.0 * padded * in_features * out_features
-        bytes_moved = in_features * out_features * weight_b + tokens * (in_features + out_features) * act_b
+        """A GEMM ``[tokens × in] @ [in × out]``: reads the weight once, reads/writes the activations.
+
+        Few tokens: bandwidth-bound (the weight read). Many: compute-bound at ``linear_mfu`` of peak, reached
+        only once the output tiles (``⌈M/tile⌉·⌈N/128⌉``) fill the GPU: efficiency ``mfu·T/(T + half)``.
+        """
         e = self.eff
-        return max(flops / (self.peak_flops * e.linear_mfu), bytes_moved / (self.hbm_bandwidth * e.linear_mbu)) + (
-            e.linear_overhead_s
-        )
+        tile = e.linear_token_tile
+        row_tiles = -(-tokens // tile)
+        flops = 2.0 * row_tiles * tile * in_features * out_features
+        bytes_moved = in_features * out_features * weight_b + tokens * (in_features + out_features) * act_b
+        mfu = e.linear_mfu
+        if e.linear_half_tiles:
+            tiles = row_tiles * -(-out_features // 128)
+            mfu = mfu * tiles / (tiles + e.linear_half_tiles)
+        return max(flops / (self.peak_flops * mfu), bytes_moved / (self.hbm_bandwidth * e.linear_mbu)) + e.linear_overhead_s
 
     def elementwise(self, bytes_moved: float) -> float:
         """A memory-bound kernel (norm, activation, rotary embedding, residual add)."""

@@ -72,8 +72,17 @@ class EfficiencyYAML(_Strict):
     network_burst_mb: float = Field(Efficiency.network_burst_bytes / 1e6, ge=0)
     network_burst_speedup: float = Field(Efficiency.network_burst_speedup, ge=1)
     network_by_gpus: list[NetworkLayoutYAML] = []
-    cpu_step_overhead_ms: float = Field(Efficiency.cpu_step_overhead_s * 1e3, ge=0)
-    cpu_per_request_overhead_us: float = Field(Efficiency.cpu_per_request_overhead_s * 1e6, ge=0)
+    sustained_compute_fraction: float = Field(Efficiency.sustained_compute_fraction, gt=0, le=1)
+    sustained_half_tokens: float = Field(Efficiency.sustained_half_tokens, gt=0)
+    linear_half_tiles: float = Field(Efficiency.linear_half_tiles, ge=0, le=10000)
+    kernel_launch_us: float = Field(Efficiency.kernel_launch_s * 1e6, ge=0, le=100)
+    graph_launch_us: float = Field(Efficiency.graph_launch_s * 1e6, ge=0, le=1000)
+    custom_allreduce_latency_us: float = Field(Efficiency.custom_allreduce_latency_s * 1e6, ge=0, le=1000)
+    custom_allreduce_max_mb: float = Field(Efficiency.custom_allreduce_max_bytes / 1e6, ge=0)
+    cpu_step_overhead_ms: float = Field(Efficiency.cpu_step_overhead_s * 1e3, ge=0, le=100)
+    cpu_per_request_overhead_us: float = Field(Efficiency.cpu_per_request_overhead_s * 1e6, ge=0, le=1000)
+    cpu_per_token_us: float = Field(Efficiency.cpu_per_token_s * 1e6, ge=0, le=100)
+    cpu_per_sampled_token_us: float = Field(Efficiency.cpu_per_sampled_token_s * 1e6, ge=0, le=1000)
     fitted_on: str = Efficiency.fitted_on
 
     def to_efficiency(self) -> Efficiency:

@@ -87,8 +87,29 @@ class Efficiency:
     network_send_recv_latency_s: float = 20e-6
     network_burst_bytes: float = 0.0
     network_burst_speedup: float = 1.0
-    cpu_step_overhead_s: float = 2e-3
-    cpu_per_request_overhead_s: float = 2e-5
+    # Sustained share of the FLOP rates above under serving load: operator timings are short bursts at boost
+    # clock; a GPU kept busy by big GEMMs runs at its power-limited clock. The GEMMs of a step of T tokens run
+    # at s + (1 − s)·h/(T + h) of the burst rate (s this fraction, h sustained_half_tokens: small decode steps
+    # are memory-bound and stay at boost clock); prefill attention at s (docs/step-time-physics.md).
+    sustained_compute_fraction: float = 1.0
+    sustained_half_tokens: float = 512.0
+    # GEMM compute efficiency grows with the output tiles T = ⌈M/tile⌉·⌈N/128⌉ that fill the SMs:
+    # linear_mfu · T / (T + linear_half_tiles) (0: no ramp).
+    linear_half_tiles: float = 0.0
+    # Host time to launch one kernel eagerly (PyTorch dispatch + cudaLaunchKernel) and one CUDA-graph replay
+    # (llmsim.hardware.execution). The *_overhead_s above are GPU time (Vidur timed kernels only), kept in
+    # every mode; a forward pass takes max(its kernels' GPU time, the host time to launch them).
+    kernel_launch_s: float = 5e-6
+    graph_launch_s: float = 10e-6
+    # vLLM's custom all-reduce (one kernel over NVLink peer memory) for messages up to this size in one node:
+    # its latency replaces NCCL's allreduce_latency_s.
+    custom_allreduce_latency_s: float = 8e-6
+    custom_allreduce_max_bytes: float = 8 * 1024 * 1024
+    # The engine loop's CPU time per step (llmsim.hardware.execution).
+    cpu_step_overhead_s: float = 0.4e-3
+    cpu_per_request_overhead_s: float = 6e-6
+    cpu_per_token_s: float = 0.1e-6
+    cpu_per_sampled_token_s: float = 4e-6
     fitted_on: str = "not fitted: typical values (REFERENCE.md section 3)"
 
 

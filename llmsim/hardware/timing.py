@@ -5,7 +5,13 @@ CPU work around it (scheduling, input preparation, sampling). Its cost depends o
 how many tokens each request feeds (a prefill chunk, or 1 for a decode) and how many tokens each already
 has cached (what its attention must read).
 
-The roofline model prices each operator as max(compute time, memory time) + a launch overhead
+How the step is *executed* (``llmsim.hardware.execution``) changes its price, never a decision: a uniform
+decode batch replays a FULL CUDA graph padded to its capture size, other batches PIECEWISE graphs (attention
+eager) or run eagerly; and the engine loop's CPU time overlaps the GPU (async scheduling: period
+max(CPU, GPU)) or adds to it (synchronous loop). Serving-time FLOP rates are the fitted burst rates times
+``sustained_compute_fraction``.
+
+The roofline model prices each operator as max(compute time, memory time) + a fixed kernel time
 (``llmsim.hardware.ops``) with efficiencies fitted per GPU, and adds tensor-parallel all-reduces, expert-
 parallel all-to-alls and pipeline send/recv over the interconnect (``llmsim.hardware.collectives``).
 Everything that depends only on the number of tokens in the batch (all GEMMs, norms, collectives) is
@@ -19,17 +25,19 @@ splits that step's requests round-robin into ``m = min(pp, requests)`` micro-bat
 
 * ``latency_s``: the slowest micro-batch's trip through all stages (stage times + send/recv), and
 * ``occupancy_s``: how long the replica is busy before those requests can go again, the steady-state cycle
-  ``max(latency, max over stages of the stage's time summed over micro-batches)`` + CPU time.
+  ``max(latency, max over stages of the stage's time summed over micro-batches)``, combined with the CPU
+  time as the engine loop does (max with async scheduling, sum without).
 
 ``step_time`` returns the occupancy. With enough micro-batches the slowest stage sets the pace; with fewer
 micro-batches than stages (a single request, a big prefill alone) the stages wait on each other: the
 *bubble* (``bubble_fraction`` = idle share of the stages over the cycle). Approximations: the cycle bound
 ignores cycles that mix micro-batches and stages (exact for equal micro-batches), CPU time is paid once per
-step and not overlapped, and each micro-batch re-reads its stage's weights (as a real pipeline does).
+step, and each micro-batch re-reads its stage's weights (as a real pipeline does).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
@@ -38,9 +46,12 @@ import numpy as np
 from llmsim.errors import ProfileError
 from llmsim.hardware.collectives import all_to_all_time, allreduce_time, send_recv_time
 from llmsim.hardware.config import HardwareConfig
+from llmsim.hardware.execution import Execution
 from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
 from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of, layer_op_times
 from llmsim.hardware.precision import weight_bytes_per_param
+
+LAYER_OPS = 9  # operators of layer_op_times: two norms, QKV, rotary, output projection, up, activation, down, add
 from llmsim.hardware.specs import GPUSpec, ModelSpec, dtype_bytes
 
 
@@ -78,10 +89,15 @@ class PipelineTiming:
 
 
 class RooflineTimingModel:
-    """Per-operator roofline of every layer, per pipeline stage, plus CPU overhead."""
+    """Per-operator roofline of every layer, per pipeline stage, executed as ``execution`` says, plus CPU time."""
 
-    def __init__(self, hw: HardwareConfig, gpu: GPUSpec, model: ModelSpec, cpu_overhead: bool = True) -> None:
+    def __init__(self, hw: HardwareConfig, gpu: GPUSpec, model: ModelSpec, cpu_overhead: bool = True,
+                 execution: Optional[Execution] = None) -> None:
         self.hw, self.gpu, self.model = hw, gpu, model
+        execution = execution or Execution()
+        if not cpu_overhead:
+            execution = dataclasses.replace(execution, cpu_overhead=False)
+        self.execution = execution
         check_expert_parallel(model, hw)
         # Precision -> bytes per weight (scales included) and GEMM peak, per component: linear layers, routed
         # experts (MXFP4 in gpt-oss), LM head (never quantized: the model dtype).
@@ -90,8 +106,10 @@ class RooflineTimingModel:
         self._expert_b = weight_bytes_per_param(expert_dtype)
         self._act_b = act_bytes_of(model)
         self._head_b = weight_bytes_per_param(model.dtype)
-        self._roof = Roofline.of(gpu, weight_dtype)
-        self._expert_roof = Roofline.of(gpu, expert_dtype)
+        eff = gpu.efficiency
+        self._burst = Roofline.of(gpu, weight_dtype)  # operator timings: bursts at boost clock
+        self._sustained, self._clock_half = eff.sustained_compute_fraction, eff.sustained_half_tokens
+        self._expert_burst = Roofline.of(gpu, expert_dtype)  # routed experts may be stored at another precision
         self._tp, self._ep, self._pp = hw.tp, hw.ep, hw.pp
         self._num_layers = model.num_layers
         self._shape = LayerShape.of(model, hw.tp)
@@ -107,18 +125,22 @@ class RooflineTimingModel:
         self._attn_flops_per_unit = heads * (qk_dim + v_dim)  # × Σ c·(2k + c + 1)
         self._kv_bytes_per_ctx_token = model.kv_elements_per_token_per_layer(hw.tp) * kv_b
         self._qo_bytes_per_token = heads * (qk_dim + v_dim) * self._act_b
-        eff = gpu.efficiency
-        self._attn_flops_rate = self._roof.peak_flops * eff.attn_prefill_mfu
+        self._attn_flops_rate = self._burst.peak_flops * self._sustained * eff.attn_prefill_mfu
         self._attn_bytes_rate = gpu.hbm_bandwidth * eff.attn_decode_mbu
         self._attn_overhead = eff.attn_overhead_s
+        self._kernel_launch, self._graph_launch = eff.kernel_launch_s, eff.graph_launch_s
         self._half = eff.attn_prefill_half_tokens
         self._ctx_w2 = 2.0 * eff.attn_prefill_context_weight
-        self._cpu_step = eff.cpu_step_overhead_s if cpu_overhead else 0.0
-        self._cpu_per_request = eff.cpu_per_request_overhead_s if cpu_overhead else 0.0
-        self._base_cache: dict[tuple[int, int], float] = {}
+        on = execution.cpu_overhead
+        self._cpu_step = eff.cpu_step_overhead_s if on else 0.0
+        self._cpu_per_request = eff.cpu_per_request_overhead_s if on else 0.0
+        self._cpu_per_token = eff.cpu_per_token_s if on else 0.0
+        self._cpu_per_sampled = eff.cpu_per_sampled_token_s if on else 0.0
+        self._overlap = execution.async_scheduling
+        self._base_cache: dict[tuple[int, int, bool], tuple[float, float]] = {}
         self._layer_cache: dict[int, tuple[float, float]] = {}
-        self._stage_cache: dict[tuple[int, int], tuple[float, ...]] = {}
-        self._decode_consts: dict[int, tuple[float, float, float]] = {}
+        self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], float]] = {}
+        self._decode_consts: dict[int, tuple[float, float, float, float]] = {}
 
     def _stage_layout(self) -> list[tuple[int, int, bool]]:
         """(dense layers, MoE layers, send crosses nodes) of each stage; layers keep their model order."""
@@ -132,12 +154,34 @@ class RooflineTimingModel:
             first += count
         return stages
 
+    def _roof_for(self, tokens: int) -> Roofline:
+        """The roofline of a step's GEMMs: the power-limited clock binds as the step's tokens grow."""
+        s = self._sustained
+        clock = s + (1.0 - s) * self._clock_half / (tokens + self._clock_half) if s < 1.0 else 1.0
+        return dataclasses.replace(self._burst, peak_flops=self._burst.peak_flops * clock)
+
+    # ---- the engine loop around the forward pass ------------------------------------------------------
+    def cpu_time(self, tokens, num_scheduled, num_sampled):
+        """The engine core's CPU seconds for one step (scheduling, input preparation, sampling, outputs);
+        Python numbers or numpy arrays, same arithmetic."""
+        return (self._cpu_step + self._cpu_per_request * num_scheduled + self._cpu_per_token * tokens
+                + self._cpu_per_sampled * num_sampled)
+
+    def period(self, gpu, cpu):
+        """A step's period from its GPU and CPU seconds: max with async scheduling (the CPU work of the next
+        step overlaps this one's forward pass), their sum with the synchronous loop."""
+        if not self._overlap:
+            return gpu + cpu
+        if isinstance(gpu, np.ndarray) or isinstance(cpu, np.ndarray):
+            return np.maximum(gpu, cpu)
+        return gpu if gpu > cpu else cpu
+
     # ---- everything but attention: depends on token counts only, memoised ---------------------------
-    def _dense_layer(self, tokens: int) -> float:
-        ops = layer_op_times(self._roof, self._shape, tokens, self._weight_b, self._act_b)
+    def _dense_layer(self, roof: Roofline, tokens: int) -> float:
+        ops = layer_op_times(roof, self._shape, tokens, self._weight_b, self._act_b)
         return sum(ops.values())
 
-    def _moe_layer(self, tokens: int) -> float:
+    def _moe_layer(self, roof: Roofline, tokens: int) -> float:
         """Attention half of a dense layer, then router + the routed experts' grouped GEMMs (+ shared experts).
 
         All experts sit in memory, but a step only reads the weights of experts that some token picked:
@@ -146,8 +190,11 @@ class RooflineTimingModel:
         the remaining tp/ep ranks); tokens travel to their experts' ranks and back in two all-to-alls, and the
         busiest rank (binomial spread of the routed tokens) sets the time.
         """
-        m, roof, wb, ab, tp, ep = self.model, self._roof, self._weight_b, self._act_b, self._tp, self._ep
-        xroof, xb = self._expert_roof, self._expert_b  # routed experts may be stored at another precision
+        m, wb, ab, tp, ep = self.model, self._weight_b, self._act_b, self._tp, self._ep
+        # routed experts may be stored at another precision: their own peak, at this step's clock
+        xb = self._expert_b
+        xroof = dataclasses.replace(self._expert_burst,
+                                    peak_flops=self._expert_burst.peak_flops * roof.peak_flops / self._burst.peak_flops)
         ops = layer_op_times(roof, self._shape, tokens, wb, ab)
         time = sum(v for k, v in ops.items() if not k.startswith("mlp_"))
         shard = tp // ep  # ranks one expert is split over
@@ -178,53 +225,74 @@ class RooflineTimingModel:
         """(dense layer, MoE layer) seconds without attention, TP all-reduces included (memoised per size)."""
         cached = self._layer_cache.get(tokens)
         if cached is None:
-            cached = self._layer_cache[tokens] = self._compute_layer_times(tokens)
+            cached = self._layer_cache[tokens] = self._compute_layer_times(self._roof_for(tokens), tokens)
         return cached
 
-    def _compute_layer_times(self, tokens: int) -> tuple[float, float]:
+    def _compute_layer_times(self, roof: Roofline, tokens: int) -> tuple[float, float]:
         m = self.model
         activation_bytes = tokens * m.hidden_size * self._act_b
-        allreduce = allreduce_time(self.gpu, activation_bytes, self._tp)
+        allreduce = allreduce_time(self.gpu, activation_bytes, self._tp, custom=True)
         # with EP the MoE output is combined by the all-to-all; its TP all-reduce remains over tp/ep ranks
-        moe_reduce = allreduce_time(self.gpu, activation_bytes, self._tp // self._ep)
+        moe_reduce = allreduce_time(self.gpu, activation_bytes, self._tp // self._ep, custom=True)
         if m.parallel_attn_mlp:
             dense, moe = allreduce, moe_reduce
         else:
             dense, moe = 2.0 * allreduce, allreduce + moe_reduce
-        dense += self._dense_layer(tokens) if m.num_layers > m.num_moe_layers else 0.0
-        moe += self._moe_layer(tokens) if m.num_moe_layers else 0.0
+        dense += self._dense_layer(roof, tokens) if m.num_layers > m.num_moe_layers else 0.0
+        moe += self._moe_layer(roof, tokens) if m.num_moe_layers else 0.0
         return dense, moe
 
-    def _stage_base(self, tokens: int, num_sampled: int) -> tuple[float, ...]:
-        """Each stage's non-attention seconds for one (micro-)batch, its send to the next stage included."""
-        key = (tokens, num_sampled)
+    def _kernels_per_layer(self, dense: bool) -> int:
+        """Kernels one layer launches: its operators, the cache write and attention, the TP all-reduces."""
+        m = self.model
+        count = LAYER_OPS + 2 + (0 if m.parallel_attn_mlp else 1) * (self._tp > 1) + (self._tp > 1)
+        return count if dense else count + 4  # MoE: router, top-k, and two grouped GEMMs
+
+    def _stage_shape(self, tokens: int, num_sampled: int, uniform: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(each stage's non-attention GPU seconds, its send to the next stage included; each stage's host
+        seconds to launch its forward pass) for one (micro-)batch of ``tokens``; ``uniform``: every request
+        feeds one token. A CUDA graph runs its padded batch and costs one launch (FULL) or one per piece
+        with the attention kernels launched between them (PIECEWISE); eagerly every kernel is launched."""
+        key = (tokens, num_sampled, uniform)
         cached = self._stage_cache.get(key)
         if cached is not None:
             return cached
-        m, roof, ab = self.model, self._roof, self._act_b
-        dense, moe = self._layer_times(tokens)
-        activation_bytes = tokens * m.hidden_size * ab
-        times = []
+        m, ab = self.model, self._act_b
+        mode, run_tokens = self.execution.graph_for(tokens, uniform)
+        roof = self._roof_for(run_tokens)
+        dense, moe = self._layer_times(run_tokens)
+        activation_bytes = run_tokens * m.hidden_size * ab
+        times, hosts = [], []
         for index, (dense_layers, moe_layers, crosses) in enumerate(self._stages):
             time = dense_layers * dense + moe_layers * moe
+            kernels = dense_layers * self._kernels_per_layer(True) + moe_layers * self._kernels_per_layer(False)
             if index == 0:
                 time += roof.elementwise(activation_bytes)  # embedding
             if index == len(self._stages) - 1:
                 time += roof.elementwise(2.0 * activation_bytes)  # final norm
-                if num_sampled:
+                if num_sampled:  # logits of the sampled rows, computed after the graph (eager)
                     time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._head_b, ab)
             else:
-                time += send_recv_time(self.gpu, activation_bytes, same_node=not crosses)
+                time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not crosses)
+            layers = dense_layers + moe_layers
+            if mode == "full":
+                host = self._graph_launch
+            elif mode == "piecewise":
+                host = (layers + 1) * self._graph_launch + 2 * layers * self._kernel_launch
+            else:
+                host = (kernels + 3) * self._kernel_launch  # + embedding, final norm, logits
             times.append(time)
-        self._stage_cache[key] = result = tuple(times)
+            hosts.append(host)
+        self._stage_cache[key] = result = (tuple(times), tuple(hosts))
         return result
 
-    def _base_time(self, tokens: int, num_sampled: int) -> float:
-        """All stages' non-attention seconds for one batch, one after the other (pp = 1: the whole model)."""
-        key = (tokens, num_sampled)
+    def _consts(self, tokens: int, num_sampled: int, uniform: bool) -> tuple[float, float]:
+        """(all stages' non-attention GPU seconds one after the other, host seconds to launch them)."""
+        key = (tokens, num_sampled, uniform)
         cached = self._base_cache.get(key)
         if cached is None:
-            cached = self._base_cache[key] = sum(self._stage_base(tokens, num_sampled))
+            stages, hosts = self._stage_shape(tokens, num_sampled, uniform)
+            cached = self._base_cache[key] = (sum(stages), sum(hosts))
         return cached
 
     # ---- attention: one varlen kernel per layer over the whole batch --------------------------------
@@ -261,13 +329,19 @@ class RooflineTimingModel:
         same order as :meth:`time_from_totals`, so the result is bit-identical."""
         consts = self._decode_consts.get(batch)
         if consts is None:
-            consts = self._decode_consts[batch] = (self._base_time(batch, batch), batch * self._qo_bytes_per_token,
-                                                   self._cpu_step + self._cpu_per_request * batch)
-        base, qo_bytes, cpu = consts
+            base, host = self._consts(batch, batch, True)
+            consts = self._decode_consts[batch] = (base, batch * self._qo_bytes_per_token,
+                                                   self.cpu_time(batch, batch, batch), host)
+        base, qo_bytes, cpu, host = consts
         compute = (2 * sum_context + 2 * batch) * self._attn_flops_per_unit / self._attn_flops_rate
         memory = ((sum_context + batch) * self._kv_bytes_per_ctx_token + qo_bytes) / self._attn_bytes_rate
         attention = (compute if compute > memory else memory) + self._attn_overhead
-        return (base + self._num_layers * attention) + cpu
+        gpu = base + self._num_layers * attention
+        if host > gpu:
+            gpu = host
+        if not self._overlap:
+            return gpu + cpu
+        return gpu if gpu > cpu else cpu
 
     def chunk_flop_units(self, c: int, k: int) -> float:
         """Attention work units of a chunk of ``c`` > 1 new tokens over ``k`` cached ones (a decode, c = 1,
@@ -279,35 +353,47 @@ class RooflineTimingModel:
         """A step's duration (pp = 1) from the batch totals :meth:`step_time` accumulates: new tokens, attention
         units (summed in batch order), cached-plus-new context tokens, sampled rows and scheduled requests.
         The aggregate engine calls it with totals it keeps without visiting each request; the arithmetic is
-        the same, so the durations are bit-identical."""
-        time = self._base_time(tokens, num_sampled) + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
-        return time + (self._cpu_step + self._cpu_per_request * num_scheduled)
+        the same, so the durations are bit-identical. One token per request is a uniform decode batch (vLLM's
+        FULL CUDA graph)."""
+        uniform = tokens == num_scheduled
+        consts = self._base_cache.get((tokens, num_sampled, uniform))
+        if consts is None:
+            consts = self._consts(tokens, num_sampled, uniform)
+        base, host = consts
+        gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
+        if host > gpu:  # launch-bound: the GPU waits for the host
+            gpu = host
+        return self.period(gpu, self.cpu_time(tokens, num_scheduled, num_sampled))
 
     def pipeline_times(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> PipelineTiming:
         """Latency, occupancy and per-stage busy time of one step split into micro-batches (module docstring)."""
         count = len(new_tokens)
         micro = max(1, min(self._pp, count))
-        sums = [[0, 0, 0] for _ in range(micro)]  # tokens, flop units, context tokens per micro-batch
+        sums = [[0, 0, 0, 0] for _ in range(micro)]  # tokens, flop units, context tokens, requests per micro-batch
+        total = 0
         for i, (c, k) in enumerate(zip(new_tokens, context_lens)):
             s = sums[i % micro]
             s[0] += c
             s[1] += 2 * k + 2 if c == 1 else self.chunk_flop_units(c, k)
             s[2] += k + c
+            s[3] += 1
+            total += c
         per_stage = [[] for _ in self._stages]
-        for g, (tokens, flop_units, ctx_tokens) in enumerate(sums):
+        for g, (tokens, flop_units, ctx_tokens, requests) in enumerate(sums):
             if tokens == 0:
                 continue
             sampled = num_sampled // micro + (1 if g < num_sampled % micro else 0)
+            stages, hosts = self._stage_shape(tokens, sampled, tokens == requests)
             attention = self.attention_time(flop_units, ctx_tokens, tokens)
-            for index, base in enumerate(self._stage_base(tokens, sampled)):
-                per_stage[index].append(base + self._stage_attention_layers(index) * attention)
-        return self._assemble(per_stage, count, micro)
+            for index, (base, host) in enumerate(zip(stages, hosts)):
+                per_stage[index].append(max(base + self._stage_attention_layers(index) * attention, host))
+        return self._assemble(per_stage, micro, self.cpu_time(total, count, num_sampled))
 
     def _stage_attention_layers(self, index: int) -> int:
         dense, moe, _ = self._stages[index]
         return dense + moe
 
-    def _assemble(self, per_stage, count: int, micro: int) -> PipelineTiming:
+    def _assemble(self, per_stage, micro: int, cpu) -> PipelineTiming:
         """Combine stage × micro-batch times (floats, or numpy arrays over steps) into the step's timing."""
         if not per_stage[0]:
             return PipelineTiming(0.0, 0.0, tuple(0.0 for _ in per_stage), micro)
@@ -326,7 +412,7 @@ class RooflineTimingModel:
         cycle = latency
         for total in busy:
             cycle = np.maximum(cycle, total)
-        occupancy = cycle + (self._cpu_step + self._cpu_per_request * count)
+        occupancy = self.period(cycle, cpu)
         if not isinstance(occupancy, np.ndarray):
             occupancy, latency, busy = float(occupancy), float(latency), [float(b) for b in busy]
         return PipelineTiming(occupancy, latency, tuple(busy), micro)
@@ -337,6 +423,7 @@ class RooflineTimingModel:
         if batch == 0 or num_steps <= 0:
             return np.zeros(max(num_steps, 0))
         step = np.arange(num_steps, dtype=np.int64)
+        cpu = self.cpu_time(batch, batch, batch)
         if self._pp > 1:
             micro = min(self._pp, batch)
             per_stage = [[] for _ in self._stages]
@@ -344,16 +431,17 @@ class RooflineTimingModel:
                 group = ctx[g::micro]
                 size = int(group.size)
                 summed = int(group.sum()) + step * size
+                stages, hosts = self._stage_shape(size, size, True)
                 attention = self.attention_time(2 * summed + 2 * size, summed + size, size)
-                for index, base in enumerate(self._stage_base(size, size)):
-                    per_stage[index].append(base + self._stage_attention_layers(index) * attention)
-            return self._assemble(per_stage, batch, micro).occupancy_s
+                for index, (base, host) in enumerate(zip(stages, hosts)):
+                    per_stage[index].append(np.maximum(base + self._stage_attention_layers(index) * attention, host))
+            return self._assemble(per_stage, micro, cpu).occupancy_s
         summed = int(ctx.sum()) + step * batch  # Σ context before each step
         flop_units = 2 * summed + 2 * batch  # Σ 1·(2k + 1 + 1)
         ctx_tokens = summed + batch
+        base, host = self._consts(batch, batch, True)
         attention = self.attention_time(flop_units, ctx_tokens, batch)
-        time = self._base_time(batch, batch) + self._num_layers * attention
-        return time + (self._cpu_step + self._cpu_per_request * batch)
+        return self.period(np.maximum(base + self._num_layers * attention, host), cpu)
 
     def decode_times_from_totals(self, batch_sizes: np.ndarray, sum_contexts: np.ndarray) -> Optional[np.ndarray]:
         """Durations of decode-only steps from each step's batch size and Σ context before it.
@@ -366,26 +454,31 @@ class RooflineTimingModel:
             return None
         b = np.asarray(batch_sizes, dtype=np.int64)
         summed = np.asarray(sum_contexts, dtype=np.int64)
-        attention = self.attention_time(2 * summed + 2 * b, summed + b, b)
         # Batches only shrink inside a run: price each stretch of equal size once.
         starts = np.concatenate([[0], np.flatnonzero(np.diff(b)) + 1])
         lengths = np.diff(np.append(starts, len(b)))
-        base = np.repeat([self._base_time(int(x), int(x)) for x in b[starts]], lengths)
-        return (base + self._num_layers * attention) + (self._cpu_step + self._cpu_per_request * b)
+        consts = [self._consts(int(x), int(x), True) for x in b[starts]]
+        base = np.repeat([c[0] for c in consts], lengths)
+        host = np.repeat([c[1] for c in consts], lengths)
+        attention = self.attention_time(2 * summed + 2 * b, summed + b, b)
+        return self.period(np.maximum(base + self._num_layers * attention, host), self.cpu_time(b, b, b))
 
 
 TIMING_MODELS = {"roofline": RooflineTimingModel}
 
 
 def build_timing_model(
-    hw: HardwareConfig, gpu: GPUSpec, model: ModelSpec, cpu_overhead: bool = True, kind: str = "roofline"
+    hw: HardwareConfig, gpu: GPUSpec, model: ModelSpec, cpu_overhead: bool = True, kind: str = "roofline",
+    execution: Optional[Execution] = None,
 ) -> TimingModel:
-    """The timing model named ``kind`` for this hardware (only ``roofline`` so far)."""
+    """The timing model named ``kind`` for this hardware (only ``roofline`` so far), executed as ``execution``
+    says (default: vLLM V1's defaults, see ``llmsim.hardware.execution``). The one place a timing model is
+    built: every parameter it reads is a field of the GPU profile's ``efficiency:`` block or of ``execution``."""
     try:
         cls = TIMING_MODELS[kind]
     except KeyError:
         raise ProfileError(f"timing model {kind!r} is unknown; valid names: {', '.join(TIMING_MODELS)}") from None
-    return cls(hw, gpu, model, cpu_overhead=cpu_overhead)
+    return cls(hw, gpu, model, cpu_overhead=cpu_overhead, execution=execution)
 
 
 def swap_time(gpu: GPUSpec, num_bytes: float, efficiency: float = 0.8) -> float:

@@ -107,13 +107,12 @@ def build_setup(point: BenchmarkPoint) -> PointSetup:
         if value is not None:
             scheduler[name] = value
     if scheduler["policy"] == "vllm-v0":
-        _v0_budget(scheduler, flags, load_model(resolved.model).max_position_embeddings)
+        _v0_budget(scheduler, flags, load_model(resolved.model_id or resolved.model).max_position_embeddings)
     tp = flags.tp or point.tp
     pp = flags.pp or point.pp
-    hardware = {"gpu": resolved.gpu, "model": resolved.model, "tp": tp, "pp": pp,
-                "ep": tp if flags.expert_parallel else 1,
-                "weight_dtype": resolved.weight_dtype,
-                "kv_cache_dtype": flags.kv_cache_dtype or resolved.kv_cache_dtype}
+    hardware = resolved.hardware(tp=tp, pp=pp, ep=tp if flags.expert_parallel else 1).model_dump()
+    if flags.kv_cache_dtype:
+        hardware["kv_cache_dtype"] = flags.kv_cache_dtype
     if flags.ignored:
         notes.append("flags without effect in llmsim: " + " ".join(flags.ignored))
     if flags.num_scheduler_steps and flags.num_scheduler_steps > 1:
@@ -127,6 +126,7 @@ def build_setup(point: BenchmarkPoint) -> PointSetup:
         "engine": {"mode": "fast"},
         "cluster": {"replicas": replicas, "router": "round-robin"},
         "client": {"max_concurrency": point.max_concurrency} if online and point.max_concurrency else {},
+        "server": {"enabled": online},  # vllm bench serve talks to the API server; offline benchmarks do not
         "metrics": {"step_detail": False, "timeseries_interval_s": 1e6},
     }
     try:

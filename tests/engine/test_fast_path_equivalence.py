@@ -37,6 +37,10 @@ SCENARIOS = {
     "random_router_queue_cap": ["workload.num_requests=600", "workload.rate=8", "cluster.replicas=3",
                                 "cluster.router=random", "scheduler.max_waiting_requests=4",
                                 "scheduler.num_gpu_blocks=1500"],
+    "eager_sync_no_server": ["workload.num_requests=300", "engine.cuda_graphs=none", "scheduler.async_scheduling=false",
+                             "server.enabled=false"],
+    "saturated_two_servers_small_graphs": ["workload.num_requests=600", "workload.rate=30", "cluster.replicas=2",
+                                           "server.processes=2", "engine.cudagraph_capture_sizes=[1,2,4,8]"],
     "heavy_pressure_small_budget": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=400",
                                     "scheduler.max_num_batched_tokens=256", "scheduler.watermark=0.01"],
 }

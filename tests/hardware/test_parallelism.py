@@ -22,7 +22,8 @@ def test_one_request_through_two_stages_leaves_half_the_pipeline_idle():
     timed = timing(pp=2).pipeline_times([1], [500], 1)
     assert timed.num_microbatches == 1
     assert timed.bubble_fraction == pytest.approx(0.5, abs=0.02)
-    assert timed.occupancy_s > timed.latency_s  # one micro-batch: the replica waits its whole trip (+ CPU)
+    # one micro-batch: the replica waits its whole trip (async scheduling hides the CPU time under it)
+    assert timed.occupancy_s == pytest.approx(timed.latency_s)
 
 
 def test_enough_micro_batches_fill_the_pipeline():

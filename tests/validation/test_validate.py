@@ -49,6 +49,9 @@ def test_closed_loop_of_one_client_sends_back_to_back(tmp_path):
     # each request is sent the instant the previous one ends: never two in flight
     np.testing.assert_allclose(arrivals[1:], finishes[:-1])
     assert result.summary["engine_mode"].startswith("reference")  # closed loops need the per-step engine
+    assert setup.config.server.enabled  # online: the API server's time is in every TTFT
+    assert (done["server_s"] > 0).all()
+    np.testing.assert_allclose(done["ttft_s"], done["first_token_s"] - done["arrival_s"])
 
 
 def test_closed_loop_never_exceeds_its_concurrency(tmp_path):
@@ -91,7 +94,7 @@ def test_serve_metrics_follow_vllm_bench_serve(tmp_path):
 
 def test_throughput_benchmark_is_offline_all_at_once(tmp_path):
     setup, result = _simulate(tmp_path, benchmark="throughput", num_prompts=16, rate="inf")
-    assert not setup.online
+    assert not setup.online and not setup.config.server.enabled  # offline: no API server in front
     assert (result.requests["arrival_s"] == 0).all()
     # offline LLM class on an H100 (>= 70 GiB, not an A100) with vLLM 0.11: 16,384 tokens, 1,024 sequences
     assert setup.config.scheduler.max_num_batched_tokens == 16384

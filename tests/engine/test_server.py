@@ -1,0 +1,76 @@
+"""The API server in front of the engines: a FIFO queue of finite throughput, absent in offline runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmsim.config import load_config
+from llmsim.engine.server import ServerConfig, solve_ingress
+from llmsim.errors import ConfigError
+from llmsim.simulation import simulate
+from llmsim.workload import Workload
+
+CFG = ServerConfig()
+
+
+def _tiny(n: int, rate: float, prompt: int = 16, output: int = 4) -> Workload:
+    return Workload(pd.DataFrame({"arrival_s": np.arange(n) / rate, "prompt_tokens": np.full(n, prompt),
+                                  "output_tokens": np.full(n, output)}))
+
+
+def test_idle_server_adds_only_the_ingress_work():
+    arrival = np.array([0.0, 10.0, 20.0])
+    prompt = np.array([100, 1000, 0])
+    ingress = solve_ingress(CFG, arrival, prompt, np.array([5, 5, 5]), np.ones(3, bool), 1)
+    expected = CFG.request_overhead_s + CFG.tokenize_s_per_token * prompt
+    np.testing.assert_allclose(ingress.server_s, expected)
+
+
+def test_server_queue_caps_throughput_at_one_over_the_work_per_request():
+    n, prompt, output = 2000, 16, 4
+    work = CFG.request_overhead_s + CFG.tokenize_s_per_token * prompt + CFG.stream_s_per_token * output
+    arrival = np.arange(n) / 200.0  # five times what one process can take
+    ingress = solve_ingress(CFG, arrival, np.full(n, prompt), np.full(n, output), np.ones(n, bool), 1)
+    handoff = ingress.handoff_s
+    assert (np.diff(handoff) >= 0).all()
+    rate = (n - 1) / (handoff[-1] - handoff[0])
+    assert rate == pytest.approx(1.0 / work, rel=1e-6)
+    two = solve_ingress(CFG, arrival, np.full(n, prompt), np.full(n, output), np.ones(n, bool), 2).handoff_s
+    assert (n - 1) / (two[-1] - two[0]) == pytest.approx(2.0 / work, rel=0.01)
+
+
+def test_rows_the_engines_never_see_pass_untouched():
+    served = np.array([True, False, True])
+    ingress = solve_ingress(CFG, np.zeros(3), np.full(3, 10), np.array([3, 0, 3]), served, 1)
+    assert ingress.server_s[1] == 0.0 and ingress.server_s[2] > ingress.server_s[0] > 0.0
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_online_run_pays_the_server_and_offline_does_not(mode):
+    workload = _tiny(40, rate=2.0, prompt=200, output=20)  # light load: nobody waits for the server
+    online = simulate(load_config(None, [f"engine.mode={mode}", "hardware.gpu=H100", "hardware.model=Llama-3-8B"]),
+                      workload=workload)
+    offline = simulate(load_config(None, [f"engine.mode={mode}", "hardware.gpu=H100", "hardware.model=Llama-3-8B",
+                                          "server.enabled=false"]), workload=workload)
+    assert "server_s" in online.requests and "server_s" not in offline.requests
+    ingress = CFG.request_overhead_s + 200 * CFG.tokenize_s_per_token
+    np.testing.assert_allclose(online.requests["server_s"], ingress)
+    extra = (online.requests["ttft_s"] - offline.requests["ttft_s"]).to_numpy()
+    np.testing.assert_allclose(extra, ingress + CFG.stream_s_per_token, rtol=1e-6)
+    np.testing.assert_allclose(online.requests["arrival_s"], workload.df["arrival_s"])
+    np.testing.assert_allclose(online.requests["tpot_s"], offline.requests["tpot_s"], rtol=1e-9)
+
+
+def test_many_tiny_requests_saturate_the_server_not_the_gpu():
+    workload = _tiny(1500, rate=150.0)
+    base = ["hardware.gpu=H100", "hardware.model=Llama-3-8B", "scheduler.max_num_seqs=1024"]
+    online = simulate(load_config(None, base), workload=workload)
+    offline = simulate(load_config(None, [*base, "server.enabled=false"]), workload=workload)
+    assert online.summary["request_throughput"] < 45 < 100 < offline.summary["request_throughput"]
+
+
+def test_server_section_is_validated():
+    with pytest.raises(ConfigError, match="server.request_overhead_s"):
+        load_config(None, ["server.request_overhead_s=-1"])

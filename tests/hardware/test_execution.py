@@ -1,0 +1,133 @@
+"""Step execution physics: CUDA graphs, the engine loop's CPU time, shape-dependent efficiency, collectives."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from llmsim.hardware.calibration import with_efficiency
+from llmsim.hardware.collectives import allreduce_time
+from llmsim.hardware.config import HardwareConfig
+from llmsim.hardware.execution import Execution, vllm_capture_sizes
+from llmsim.hardware.ops import Roofline
+from llmsim.hardware.profiles import load_gpu, load_model
+from llmsim.hardware.timing import build_timing_model
+
+
+def timing(gpu="H100", model="Llama-3-8B", tp=1, pp=1, **execution):
+    spec = gpu if not isinstance(gpu, str) else load_gpu(gpu)
+    hw = HardwareConfig(gpu=spec.name, model=model, tp=tp, pp=pp)
+    return build_timing_model(hw, spec, load_model(model), execution=Execution(**execution))
+
+
+def test_default_capture_sizes_follow_vllm():
+    sizes = vllm_capture_sizes(256)
+    assert sizes[:5] == (1, 2, 4, 8, 16) and sizes[-1] == 512
+    assert 248 in sizes and 256 in sizes and 264 not in sizes and 272 in sizes
+    assert vllm_capture_sizes(64)[-1] == 128  # min(2 × max_num_seqs, 512)
+
+
+def test_decode_batch_of_five_runs_the_graph_of_eight():
+    ex = Execution()
+    assert ex.graph_for(5, uniform_decode=True) == ("full", 8)
+    assert ex.graph_for(5, uniform_decode=False) == ("piecewise", 8)
+    assert ex.graph_for(600, uniform_decode=True) == ("none", 600)  # beyond the largest capture size: eager
+    assert Execution(cuda_graphs="none").graph_for(5, True) == ("none", 5)
+    assert Execution(cuda_graphs="full_decode_only").graph_for(5, False) == ("none", 5)
+    tm = timing()
+    # every kernel but the logits (computed on the 5 sampled rows after the graph) runs 8 rows
+    assert tm._consts(5, 5, True)[0] == tm._consts(8, 5, True)[0]
+    eager = timing(cuda_graphs="none")
+    assert eager._consts(5, 5, True)[0] < tm._consts(5, 5, True)[0]
+
+
+def test_graphs_remove_kernel_launches():
+    # a host so slow at launching kernels that an eager decode step is launch-bound
+    slow_host = with_efficiency(load_gpu("H100"), kernel_launch_s=200e-6)
+    eager = timing(slow_host, cuda_graphs="none", cpu_overhead=False)
+    graphs = timing(slow_host, cpu_overhead=False)
+    model = load_model("Llama-3-8B")
+    kernels = model.num_layers * (9 + 2) + 3  # per layer: 9 operators, cache write, attention; embedding, norm, logits
+    step = eager.step_time([1] * 4, [100] * 4, 4)
+    assert step == pytest.approx(kernels * 200e-6)
+    assert graphs.step_time([1] * 4, [100] * 4, 4) < 0.5 * step
+    # a mixed batch runs PIECEWISE: one launch per piece and the eager attention kernels in between
+    e = slow_host.efficiency
+    mixed = graphs.step_time([64, 1], [0, 100], 2)
+    assert mixed == pytest.approx((model.num_layers + 1) * e.graph_launch_s + 2 * model.num_layers * 200e-6)
+
+
+def test_async_period_is_max_of_cpu_and_gpu_sync_is_their_sum():
+    gpu_only = timing(cpu_overhead=False)
+    for async_scheduling in (True, False):
+        tm = timing(async_scheduling=async_scheduling)
+        for new, ctx in (([1] * 8, [500] * 8), ([512, 1, 1], [0, 40, 900]), ([1] * 300, [2000] * 300)):
+            gpu = gpu_only.step_time(new, ctx, len(new))
+            cpu = tm.cpu_time(sum(new), len(new), len(new))
+            expected = max(gpu, cpu) if async_scheduling else gpu + cpu
+            assert tm.step_time(new, ctx, len(new)) == pytest.approx(expected, rel=1e-12)
+    # a slow host: the CPU sets the pace under async scheduling, whatever the batch
+    slow = timing(with_efficiency(load_gpu("H100"), cpu_step_overhead_s=0.05))
+    assert slow.step_time([1] * 64, [10] * 64, 64) == slow.cpu_time(64, 64, 64) > 0.05
+
+
+@pytest.mark.parametrize("kw", [{}, {"async_scheduling": False}, {"cuda_graphs": "none"}, {"cuda_graphs": "piecewise"}])
+def test_vectorised_decode_paths_equal_the_step_loop(kw):
+    tm = timing(**kw)
+    contexts = np.array([5, 100, 1000, 3, 4096])
+    fast = tm.decode_step_times(contexts, 20)
+    slow = [tm.step_time([1] * 5, list(contexts + j), 5) for j in range(20)]
+    assert fast.tolist() == slow
+    sizes = np.array([700, 700, 300, 5, 5, 1])
+    sums = np.array([70_000, 70_700, 30_000, 500, 505, 100])
+    totals = tm.decode_times_from_totals(sizes, sums)
+    assert totals.tolist() == [tm.decode_step_time(int(b), int(s)) for b, s in zip(sizes, sums)]
+
+
+def test_gemm_efficiency_rises_with_tokens_and_saturates_below_peak():
+    gpu = load_gpu("H100")
+    roof = Roofline.of(gpu, "bf16")
+    achieved = []
+    for m in (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768):
+        achieved.append(2.0 * m * 4096 * 14336 / roof.linear(m, 4096, 14336, 2.0, 2.0))
+    assert all(b >= a for a, b in zip(achieved, achieved[1:]))
+    assert achieved[-1] < gpu.efficiency.linear_mfu * gpu.peak_flops
+    assert achieved[-1] / achieved[-2] < 1.02  # saturated
+    assert achieved[0] < 0.6 * achieved[-1]  # one row of tiles does not fill 132 SMs
+
+
+def test_sustained_clock_slows_big_prefills_but_not_small_decodes():
+    gpu = load_gpu("H100")
+    burst = with_efficiency(gpu, sustained_compute_fraction=1.0)
+    assert timing(gpu).step_time([8192], [0], 1) > 1.3 * timing(burst).step_time([8192], [0], 1)
+    assert timing(gpu).step_time([1] * 4, [512] * 4, 4) == pytest.approx(timing(burst).step_time([1] * 4, [512] * 4, 4), rel=0.02)
+
+
+def _prefill_tflops(gpu: str, model: str = "Llama-3-8B", prompt: int = 32768, chunk: int = 8192) -> float:
+    tm, m = timing(gpu, model), load_model(model)
+    seconds = sum(tm.step_time([chunk], [k], int(k + chunk >= prompt)) for k in range(0, prompt, chunk))
+    flops = 2 * (m.num_params - m.embedding_params) * prompt + 2 * m.num_layers * m.num_heads * m.head_dim * prompt**2
+    return flops / seconds / 1e12
+
+
+def test_long_prefill_reaches_about_half_the_h100_peak_and_twice_the_a100():
+    h100, a100 = _prefill_tflops("H100"), _prefill_tflops("A100-80GB")
+    assert 0.35 * 989 <= h100 <= 0.55 * 989  # published 32k-token prefills: about half the bf16 peak
+    assert 1.7 <= h100 / a100 <= 2.2  # measured H100:A100 on prefill-heavy work: 1.8-2.0
+
+
+def test_vllm_custom_allreduce_only_for_small_messages_inside_an_nvlink_group():
+    gpu = load_gpu("H100")
+    small, big = 64 * 4096 * 2, 16 * 2**20
+    assert allreduce_time(gpu, small, 4, custom=True) < allreduce_time(gpu, small, 4)
+    assert allreduce_time(gpu, big, 4, custom=True) == allreduce_time(gpu, big, 4)
+    assert allreduce_time(gpu, small, 16, custom=True) == allreduce_time(gpu, small, 16)  # across nodes: NCCL
+    pcie = dataclasses.replace(load_gpu("L40S"), interconnect="PCIe")
+    assert allreduce_time(pcie, small, 4, custom=True) == allreduce_time(pcie, small, 4)
+
+
+def test_unknown_graph_mode_is_refused():
+    with pytest.raises(ValueError, match="full_and_piecewise"):
+        Execution(cuda_graphs="sometimes")
