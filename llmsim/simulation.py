@@ -146,7 +146,10 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
         delay = arrival[i] - env.now
         if delay > 0:
             yield env.timeout(delay)
-        request = Request(f"{i:0{width}d}", arrival[i], int(prompt[i]), int(output[i]), index=i,
+        # simpy's clock reads now + (arrival − now), which can miss the arrival by one ulp: the request
+        # arrives when the clock says so (the aggregate engine, without a clock, uses the arrival itself)
+        arrival_s = float(env.now) if delay > 0 else float(arrival[i])
+        request = Request(f"{i:0{width}d}", arrival_s, int(prompt[i]), int(output[i]), index=i,
                           priority=int(priority[i]) if priority is not None else 0,
                           session_id=int(session[i]) if session is not None else None,
                           prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
