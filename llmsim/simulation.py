@@ -155,7 +155,9 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, conf
         delay = arrival[i] - env.now
         if delay > 0:
             yield env.timeout(delay)
-        engine_arrival = arrival[i]
+        # simpy's clock reads now + (arrival − now), which can miss the arrival by one ulp: the request
+        # arrives when the clock says so (the aggregate engine, without a clock, uses the arrival itself)
+        engine_arrival = float(env.now) if delay > 0 else float(arrival[i])
         if closed_loop is not None:
             yield from closed_loop.limit.acquire()
             engine_arrival = closed_loop.send(i, env.now, int(prompt[i]), int(output[i]))

@@ -76,6 +76,7 @@ class EfficiencyYAML(_Strict):
     sustained_half_tokens: float = Field(Efficiency.sustained_half_tokens, gt=0)
     linear_half_tiles: float = Field(Efficiency.linear_half_tiles, ge=0, le=10000)
     kernel_launch_us: float = Field(Efficiency.kernel_launch_s * 1e6, ge=0, le=100)
+    kernel_gap_us: float = Field(Efficiency.kernel_gap_s * 1e6, ge=0, le=100)
     graph_launch_us: float = Field(Efficiency.graph_launch_s * 1e6, ge=0, le=1000)
     custom_allreduce_latency_us: float = Field(Efficiency.custom_allreduce_latency_s * 1e6, ge=0, le=1000)
     custom_allreduce_max_mb: float = Field(Efficiency.custom_allreduce_max_bytes / 1e6, ge=0)

@@ -96,10 +96,12 @@ class Efficiency:
     # GEMM compute efficiency grows with the output tiles T = ⌈M/tile⌉·⌈N/128⌉ that fill the SMs:
     # linear_mfu · T / (T + linear_half_tiles) (0: no ramp).
     linear_half_tiles: float = 0.0
-    # Host time to launch one kernel eagerly (PyTorch dispatch + cudaLaunchKernel) and one CUDA-graph replay
-    # (llmsim.hardware.execution). The *_overhead_s above are GPU time (Vidur timed kernels only), kept in
-    # every mode; a forward pass takes max(its kernels' GPU time, the host time to launch them).
-    kernel_launch_s: float = 5e-6
+    # Launching kernels one by one (llmsim.hardware.execution): host time per eager kernel (PyTorch dispatch +
+    # cudaLaunchKernel), GPU idle gap between two eagerly launched kernels, host time of one CUDA-graph replay.
+    # The *_overhead_s above are GPU time (Vidur timed kernels only), kept in every mode; a forward pass takes
+    # max(its kernels' GPU time + gaps, the host time to launch them).
+    kernel_launch_s: float = 10e-6
+    kernel_gap_s: float = 2.5e-6
     graph_launch_s: float = 10e-6
     # vLLM's custom all-reduce (one kernel over NVLink peer memory) for messages up to this size in one node:
     # its latency replaces NCCL's allreduce_latency_s.

@@ -128,7 +128,7 @@ class RooflineTimingModel:
         self._attn_flops_rate = self._burst.peak_flops * self._sustained * eff.attn_prefill_mfu
         self._attn_bytes_rate = gpu.hbm_bandwidth * eff.attn_decode_mbu
         self._attn_overhead = eff.attn_overhead_s
-        self._kernel_launch, self._graph_launch = eff.kernel_launch_s, eff.graph_launch_s
+        self._kernel_launch, self._kernel_gap, self._graph_launch = eff.kernel_launch_s, eff.kernel_gap_s, eff.graph_launch_s
         self._half = eff.attn_prefill_half_tokens
         self._ctx_w2 = 2.0 * eff.attn_prefill_context_weight
         on = execution.cpu_overhead
@@ -252,7 +252,8 @@ class RooflineTimingModel:
         """(each stage's non-attention GPU seconds, its send to the next stage included; each stage's host
         seconds to launch its forward pass) for one (micro-)batch of ``tokens``; ``uniform``: every request
         feeds one token. A CUDA graph runs its padded batch and costs one launch (FULL) or one per piece
-        with the attention kernels launched between them (PIECEWISE); eagerly every kernel is launched."""
+        with the attention kernels launched between them (PIECEWISE); eagerly every kernel is launched, and
+        each launch leaves the GPU idle for ``kernel_gap_s``."""
         key = (tokens, num_sampled, uniform)
         cached = self._stage_cache.get(key)
         if cached is not None:
@@ -276,12 +277,14 @@ class RooflineTimingModel:
                 time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not crosses)
             layers = dense_layers + moe_layers
             if mode == "full":
-                host = self._graph_launch
+                launches, host = 1, self._graph_launch
             elif mode == "piecewise":
+                launches = (layers + 1) + 2 * layers
                 host = (layers + 1) * self._graph_launch + 2 * layers * self._kernel_launch
             else:
-                host = (kernels + 3) * self._kernel_launch  # + embedding, final norm, logits
-            times.append(time)
+                launches = kernels + 3  # + embedding, final norm, logits
+                host = launches * self._kernel_launch
+            times.append(time + launches * self._kernel_gap)
             hosts.append(host)
         self._stage_cache[key] = result = (tuple(times), tuple(hosts))
         return result

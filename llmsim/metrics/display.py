@@ -34,6 +34,10 @@ def summary_table(summary: dict[str, Any], title: str = "llmsim run summary") ->
         d = summary[key]
         mean = _ms(d["mean"]) + plus_minus(d["mean"], d.get("mean_interval"))
         table.add_row(f"{label} mean / median / p99 (ms)", f"{mean} / {_ms(d['median'])} / {_ms(d.get('p99'))}")
+    server = summary.get("server")
+    if server:
+        table.add_row("API server mean / p99 (ms)", f"{_ms(server['mean_server_s'])} / {_ms(server['p99_server_s'])} "
+                                                    f"({server['processes']} process{'es' if server['processes'] > 1 else ''})")
     table.add_row("preemptions (requests preempted)", f"{summary['preemptions']:,} ({summary.get('preempted_requests', 0):,})")
     table.add_row("peak KV-cache usage", f"{summary.get('peak_kv_usage', 0.0):.1%}")
     table.add_row("max waiting requests", f"{summary.get('max_num_waiting', 0):,}")

@@ -47,9 +47,8 @@ class FitParameter:
 
 #: What fit-e2e adjusts (the kernel fits and datasheets fix everything else).
 FIT_PARAMETERS: tuple[FitParameter, ...] = (
-    FitParameter("linear_mfu", 0.2, 0.95, "GEMM compute efficiency at large batches"),
+    FitParameter("sustained_compute_fraction", 0.25, 1.0, "share of the burst FLOP rate kept under sustained load"),
     FitParameter("linear_mbu", 0.3, 0.98, "GEMM weight-streaming bandwidth efficiency (small batches)"),
-    FitParameter("attn_prefill_mfu", 0.1, 0.9, "prefill attention compute efficiency"),
     FitParameter("attn_decode_mbu", 0.2, 0.95, "decode attention KV-read bandwidth efficiency"),
     FitParameter("cpu_step_overhead_ms", 0.05, 20.0, "engine loop CPU time per step", prior_sigma=1.5),
     FitParameter("cpu_per_request_overhead_us", 1.0, 500.0, "engine loop CPU time per scheduled request",
