@@ -91,6 +91,17 @@ def _sliding_window(cfg: dict[str, Any]) -> Optional[int]:
     return int(window) if window else None
 
 
+def _layer_types(cfg: dict[str, Any], num_layers: int) -> tuple[str, ...]:
+    """Per-layer attention kinds: ``layer_types``, or Gemma's ``sliding_window_pattern`` (every n-th layer
+    full, the others sliding) in configs written before ``layer_types`` existed."""
+    if cfg.get("layer_types"):
+        return tuple(str(t) for t in cfg["layer_types"])
+    pattern = cfg.get("sliding_window_pattern")
+    if isinstance(pattern, int) and pattern > 1 and _sliding_window(cfg):
+        return tuple(FULL_ATTENTION if (i + 1) % pattern == 0 else SLIDING_ATTENTION for i in range(num_layers))
+    return ()
+
+
 def _vision_encoder_params(cfg: dict[str, Any]) -> int:
     """Weights of a ViT ``vision_config`` (QKV + output projections and the MLP per layer; patch embedding and
     norms are ignored): loaded with the model, idle on text-only requests."""
@@ -151,7 +162,7 @@ def model_from_hf_config(cfg: dict[str, Any], name: str, path: Path, aliases: tu
         v_head_dim=_field(cfg, path, "v_head_dim", default=0),
         parallel_attn_mlp=arch == "PhiForCausalLM",
         sliding_window=_sliding_window(cfg),
-        layer_types=tuple(str(t) for t in cfg.get("layer_types") or ()),
+        layer_types=_layer_types(cfg, layers),
         attention_sinks=arch in _ATTENTION_SINKS or bool(cfg.get("sink")),
         weight_quant=quant.weights,
         expert_weight_quant=quant.experts if quant.experts != quant.weights else None,

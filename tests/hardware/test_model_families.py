@@ -30,6 +30,15 @@ from llmsim.hardware.profiles import load_model, model_from_hf_config
         ("Ministral-3-3B", 3.4e9 + 0.4e9),  # language model + vision encoder
         ("Ministral-3-8B", 8.4e9 + 0.4e9),
         ("Ministral-3-14B", 13.5e9 + 0.4e9),
+        ("Llama-3.2-1B", 1.24e9),
+        ("Llama-3.2-3B", 3.21e9),
+        ("Qwen2.5-72B", 72.7e9),
+        ("Qwen3-32B", 32.8e9),
+        ("Qwen3-Coder-480B-A35B", 480e9),
+        ("Kimi-K2", 1.0e12),
+        ("Mixtral-8x22B", 141e9),
+        ("Mistral-Small-24B", 24e9),
+        ("Gemma-3-27B", 27e9),
     ],
 )
 def test_parameter_count_within_3_percent_of_published_total(name, total):
@@ -91,6 +100,13 @@ def test_step_3_5_reads_its_own_field_names():
     assert model.first_dense_layers == 3  # moe_layers_enum starts at layer 3
     assert model.shared_intermediate_size == 1280  # share_expert_dim
     assert model.num_sliding_layers == 33 and model.sliding_window == 512  # 48 layer_types entries cut to 45 layers
+
+
+def test_gemma_sliding_window_pattern_without_layer_types():
+    model = load_model("google/gemma-3-27b-it")
+    kinds = model.attention_layer_types
+    assert kinds[5] == "full_attention" and set(kinds[:5]) == {"sliding_attention"}
+    assert model.num_sliding_layers == 62 - 10
 
 
 def test_mla_kv_is_the_latent_only():
