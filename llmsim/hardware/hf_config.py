@@ -18,6 +18,7 @@ from llmsim.hardware.specs import DTYPE_BYTES, FULL_ATTENTION, SLIDING_ATTENTION
 _NOT_GATED = {"PhiForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "OPTForCausalLM", "FalconForCausalLM"}
 _QKV_BIAS = {"Qwen2ForCausalLM", "Qwen2MoeForCausalLM", "QWenLMHeadModel", "PhiForCausalLM"}
 _ATTENTION_SINKS = {"GptOssForCausalLM"}
+_SHARED_EXPERT = {"Llama4ForConditionalGeneration", "Llama4ForCausalLM"}  # one implicit shared expert per MoE layer
 
 
 def _field(cfg: dict[str, Any], path: Path, *keys: str, kind: type = int, default: Any = None) -> Any:
@@ -125,6 +126,9 @@ def model_from_hf_config(cfg: dict[str, Any], name: str, path: Path, aliases: tu
     heads = _field(cfg, path, "num_attention_heads", "n_head")
     layers = _field(cfg, path, "num_hidden_layers", "n_layer", "num_layers")
     intermediate = _field(cfg, path, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden)
+    moe_intermediate = cfg.get("moe_intermediate_size")
+    if "intermediate_size_mlp" in cfg:  # Llama 4: intermediate_size is the experts', _mlp the dense layers'
+        intermediate, moe_intermediate = _field(cfg, path, "intermediate_size_mlp"), intermediate
     if arch == "QWenLMHeadModel":  # Qwen (v1) stores twice the per-projection MLP width
         intermediate //= 2
     gated = cfg.get("gated_mlp", arch not in _NOT_GATED)
@@ -151,10 +155,11 @@ def model_from_hf_config(cfg: dict[str, Any], name: str, path: Path, aliases: tu
         head_dim_override=cfg.get("head_dim") or cfg.get("kv_channels"),
         num_experts=_field(cfg, path, "num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts", default=0),
         experts_per_token=_field(cfg, path, "num_experts_per_tok", "experts_per_token", "moe_top_k", default=0),
-        moe_intermediate_size=cfg.get("moe_intermediate_size"),
-        num_shared_experts=_field(cfg, path, "n_shared_experts", default=1 if shared else 0),
+        moe_intermediate_size=moe_intermediate,
+        num_shared_experts=_field(cfg, path, "n_shared_experts", default=1 if shared or arch in _SHARED_EXPERT else 0),
         shared_expert_intermediate_size=int(shared) if shared is not None else None,
         first_dense_layers=_first_dense_layers(cfg, path, layers),
+        moe_layer_step=max(1, _field(cfg, path, "interleave_moe_layer_step", default=1)),
         kv_lora_rank=_field(cfg, path, "kv_lora_rank", default=0),
         q_lora_rank=_field(cfg, path, "q_lora_rank", default=0),
         qk_rope_head_dim=_field(cfg, path, "qk_rope_head_dim", default=0),

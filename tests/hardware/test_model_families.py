@@ -39,6 +39,8 @@ from llmsim.hardware.profiles import load_model, model_from_hf_config
         ("Mixtral-8x22B", 141e9),
         ("Mistral-Small-24B", 24e9),
         ("Gemma-3-27B", 27e9),
+        ("Llama-4-Scout-17B-16E", 109e9),
+        ("Llama-4-Maverick-17B-128E", 400e9),
     ],
 )
 def test_parameter_count_within_3_percent_of_published_total(name, total):
@@ -58,6 +60,8 @@ def test_parameter_count_within_3_percent_of_published_total(name, total):
         ("GLM-5", 40e9, False),
         # sliding layers of Step-3.5 have 96 query heads, modelled as 64 (profile notes): 1.1B short
         ("Step-3.5-Flash", 11e9 - 1.1e9, False),
+        ("Llama-4-Scout-17B-16E", 17e9, True),
+        ("Llama-4-Maverick-17B-128E", 17e9, True),
     ],
 )
 def test_moe_active_parameters_match_published(name, active, counts_input_embedding):
@@ -107,6 +111,19 @@ def test_gemma_sliding_window_pattern_without_layer_types():
     kinds = model.attention_layer_types
     assert kinds[5] == "full_attention" and set(kinds[:5]) == {"sliding_attention"}
     assert model.num_sliding_layers == 62 - 10
+
+
+def test_interleaved_moe_layers_of_llama4_maverick():
+    from llmsim.hardware.config import HardwareConfig
+    from llmsim.hardware.profiles import load_gpu
+    from llmsim.hardware.timing import RooflineTimingModel
+
+    model = load_model("Llama-4-Maverick-17B-128E")
+    assert [model.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
+    assert model.num_moe_layers == 24 and model.intermediate_size == 16384 and model.expert_intermediate_size == 8192
+    hw = HardwareConfig(model="Llama-4-Maverick-17B-128E", gpu="H200", tp=8)
+    timing = RooflineTimingModel(hw, load_gpu("H200"), model)
+    assert timing._stage_layout()[0][:2] == (24, 24)  # dense and MoE layers priced separately
 
 
 def test_mla_kv_is_the_latent_only():
