@@ -48,8 +48,29 @@ def _dtype(cfg: dict[str, Any], path: Path) -> str:
 _STATE_SPACE_KEYS = ("hybrid_override_pattern", "ssm_state_size", "mamba_num_heads", "layers_block_type")
 
 
+_RECURRENT_ARCHS = {
+    "MambaForCausalLM": "Mamba (state-space)",
+    "Mamba2ForCausalLM": "Mamba-2 (state-space)",
+    "JambaForCausalLM": "Mamba (state-space)",
+    "BambaForCausalLM": "Mamba-2 (state-space)",
+    "NemotronHForCausalLM": "Mamba-2 (state-space)",
+    "FalconH1ForCausalLM": "Mamba-2 (state-space)",
+    "Zamba2ForCausalLM": "Mamba-2 (state-space)",
+    "GraniteMoeHybridForCausalLM": "Mamba-2 (state-space)",
+    "Qwen3NextForCausalLM": "Gated DeltaNet (linear attention)",
+    "MiniMaxText01ForCausalLM": "lightning (linear) attention",
+    "MiniMaxM1ForCausalLM": "lightning (linear) attention",
+}
+
+
 def _check_supported(cfg: dict[str, Any], path: Path, name: str) -> None:
     """ProfileError when the config describes layers llmsim does not model (one sentence, the reason)."""
+    arch = (cfg.get("architectures") or [""])[0]
+    if arch in _RECURRENT_ARCHS:
+        raise ProfileError(
+            f"{path}: {name} ({arch}) has {_RECURRENT_ARCHS[arch]} layers, which keep a recurrent state instead "
+            "of a KV cache and are not modelled by llmsim"
+        )
     found = [key for key in _STATE_SPACE_KEYS if key in cfg]
     if found:
         raise ProfileError(

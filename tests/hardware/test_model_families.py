@@ -170,9 +170,15 @@ def test_unknown_quantized_name_still_reports_unknown_model():
 
 
 def test_state_space_hybrid_raises_with_the_reason():
-    with pytest.raises(ProfileError, match="Mamba/state-space layers") as info:
+    with pytest.raises(ProfileError, match=r"Mamba-2 \(state-space\) layers") as info:
         load_model("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8")
     assert "\n" not in str(info.value)
+
+
+def test_state_space_config_fields_are_rejected_without_a_known_architecture(tmp_path):
+    cfg = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 10, "ssm_state_size": 128}
+    with pytest.raises(ProfileError, match="config field 'ssm_state_size'"):
+        model_from_hf_config(cfg, "toy", tmp_path / "config.json")
 
 
 def test_linear_attention_layer_type_is_rejected(tmp_path):
