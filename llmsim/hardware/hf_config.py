@@ -18,6 +18,7 @@ from llmsim.hardware.specs import DTYPE_BYTES, FULL_ATTENTION, SLIDING_ATTENTION
 _NOT_GATED = {"PhiForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "OPTForCausalLM", "FalconForCausalLM"}
 _QKV_BIAS = {"Qwen2ForCausalLM", "Qwen2MoeForCausalLM", "QWenLMHeadModel", "PhiForCausalLM"}
 _ATTENTION_SINKS = {"GptOssForCausalLM"}
+_SHARED_EXPERT = {"Llama4ForConditionalGeneration", "Llama4ForCausalLM"}  # one implicit shared expert per MoE layer
 
 
 def _field(cfg: dict[str, Any], path: Path, *keys: str, kind: type = int, default: Any = None) -> Any:
@@ -47,8 +48,29 @@ def _dtype(cfg: dict[str, Any], path: Path) -> str:
 _STATE_SPACE_KEYS = ("hybrid_override_pattern", "ssm_state_size", "mamba_num_heads", "layers_block_type")
 
 
+_RECURRENT_ARCHS = {
+    "MambaForCausalLM": "Mamba (state-space)",
+    "Mamba2ForCausalLM": "Mamba-2 (state-space)",
+    "JambaForCausalLM": "Mamba (state-space)",
+    "BambaForCausalLM": "Mamba-2 (state-space)",
+    "NemotronHForCausalLM": "Mamba-2 (state-space)",
+    "FalconH1ForCausalLM": "Mamba-2 (state-space)",
+    "Zamba2ForCausalLM": "Mamba-2 (state-space)",
+    "GraniteMoeHybridForCausalLM": "Mamba-2 (state-space)",
+    "Qwen3NextForCausalLM": "Gated DeltaNet (linear attention)",
+    "MiniMaxText01ForCausalLM": "lightning (linear) attention",
+    "MiniMaxM1ForCausalLM": "lightning (linear) attention",
+}
+
+
 def _check_supported(cfg: dict[str, Any], path: Path, name: str) -> None:
     """ProfileError when the config describes layers llmsim does not model (one sentence, the reason)."""
+    arch = (cfg.get("architectures") or [""])[0]
+    if arch in _RECURRENT_ARCHS:
+        raise ProfileError(
+            f"{path}: {name} ({arch}) has {_RECURRENT_ARCHS[arch]} layers, which keep a recurrent state instead "
+            "of a KV cache and are not modelled by llmsim"
+        )
     found = [key for key in _STATE_SPACE_KEYS if key in cfg]
     if found:
         raise ProfileError(
@@ -91,6 +113,17 @@ def _sliding_window(cfg: dict[str, Any]) -> Optional[int]:
     return int(window) if window else None
 
 
+def _layer_types(cfg: dict[str, Any], num_layers: int) -> tuple[str, ...]:
+    """Per-layer attention kinds: ``layer_types``, or Gemma's ``sliding_window_pattern`` (every n-th layer
+    full, the others sliding) in configs written before ``layer_types`` existed."""
+    if cfg.get("layer_types"):
+        return tuple(str(t) for t in cfg["layer_types"])
+    pattern = cfg.get("sliding_window_pattern")
+    if isinstance(pattern, int) and pattern > 1 and _sliding_window(cfg):
+        return tuple(FULL_ATTENTION if (i + 1) % pattern == 0 else SLIDING_ATTENTION for i in range(num_layers))
+    return ()
+
+
 def _vision_encoder_params(cfg: dict[str, Any]) -> int:
     """Weights of a ViT ``vision_config`` (QKV + output projections and the MLP per layer; patch embedding and
     norms are ignored): loaded with the model, idle on text-only requests."""
@@ -114,6 +147,9 @@ def model_from_hf_config(cfg: dict[str, Any], name: str, path: Path, aliases: tu
     heads = _field(cfg, path, "num_attention_heads", "n_head")
     layers = _field(cfg, path, "num_hidden_layers", "n_layer", "num_layers")
     intermediate = _field(cfg, path, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden)
+    moe_intermediate = cfg.get("moe_intermediate_size")
+    if "intermediate_size_mlp" in cfg:  # Llama 4: intermediate_size is the experts', _mlp the dense layers'
+        intermediate, moe_intermediate = _field(cfg, path, "intermediate_size_mlp"), intermediate
     if arch == "QWenLMHeadModel":  # Qwen (v1) stores twice the per-projection MLP width
         intermediate //= 2
     gated = cfg.get("gated_mlp", arch not in _NOT_GATED)
@@ -140,10 +176,11 @@ def model_from_hf_config(cfg: dict[str, Any], name: str, path: Path, aliases: tu
         head_dim_override=cfg.get("head_dim") or cfg.get("kv_channels"),
         num_experts=_field(cfg, path, "num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts", default=0),
         experts_per_token=_field(cfg, path, "num_experts_per_tok", "experts_per_token", "moe_top_k", default=0),
-        moe_intermediate_size=cfg.get("moe_intermediate_size"),
-        num_shared_experts=_field(cfg, path, "n_shared_experts", default=1 if shared else 0),
+        moe_intermediate_size=moe_intermediate,
+        num_shared_experts=_field(cfg, path, "n_shared_experts", default=1 if shared or arch in _SHARED_EXPERT else 0),
         shared_expert_intermediate_size=int(shared) if shared is not None else None,
         first_dense_layers=_first_dense_layers(cfg, path, layers),
+        moe_layer_step=max(1, _field(cfg, path, "interleave_moe_layer_step", default=1)),
         kv_lora_rank=_field(cfg, path, "kv_lora_rank", default=0),
         q_lora_rank=_field(cfg, path, "q_lora_rank", default=0),
         qk_rope_head_dim=_field(cfg, path, "qk_rope_head_dim", default=0),
@@ -151,7 +188,7 @@ def model_from_hf_config(cfg: dict[str, Any], name: str, path: Path, aliases: tu
         v_head_dim=_field(cfg, path, "v_head_dim", default=0),
         parallel_attn_mlp=arch == "PhiForCausalLM",
         sliding_window=_sliding_window(cfg),
-        layer_types=tuple(str(t) for t in cfg.get("layer_types") or ()),
+        layer_types=_layer_types(cfg, layers),
         attention_sinks=arch in _ATTENTION_SINKS or bool(cfg.get("sink")),
         weight_quant=quant.weights,
         expert_weight_quant=quant.experts if quant.experts != quant.weights else None,

@@ -154,6 +154,7 @@ _SUFFIXES: list[tuple[str, str]] = [
     (r"-(w4a16|int4|4bit)", "int4"),
     (r"-(gptq-)?(int8|w8a16)", "int8"),
     (r"-mxfp4", "mxfp4"),
+    (r"-(bf16|fp16)", "bf16"),  # a dequantized re-publication (unsloth/gpt-oss-20b-BF16)
 ]
 
 

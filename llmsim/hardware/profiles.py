@@ -296,6 +296,8 @@ def _model_by_checkpoint_name(name: str) -> Optional[ModelSpec]:
         spec = model_from_file(path)
         if quant == "mxfp4":  # MXFP4 checkpoints quantize the routed experts only (gpt-oss)
             return dataclasses.replace(spec, expert_weight_quant=quant)
+        if quant == "bf16":  # every weight in the 16-bit model dtype
+            return dataclasses.replace(spec, weight_quant=None, expert_weight_quant=None)
         if quant is not None:
             return dataclasses.replace(spec, weight_quant=quant, expert_weight_quant=None)
         return spec

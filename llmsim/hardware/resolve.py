@@ -61,11 +61,14 @@ class ResolvedDeployment:
 _REMARK = re.compile(r"\([^)]*\)")
 _MEMORY = re.compile(r"(\d+)\s*GB", re.IGNORECASE)
 _FORM = re.compile(r"\b(SXM\d?|PCIe|NVL|OAM)\b", re.IGNORECASE)
-_NOISE = re.compile(r"\b(NPU|GPU|Accelerator|NVIDIA|AMD|Huawei|GeForce|Instinct)\b", re.IGNORECASE)
+_NOISE = re.compile(r"\b(NPU|GPU|Accelerator|NVIDIA|AMD|Huawei|GeForce|Instinct|Tesla|HBM\d?e?|GDDR\dX?)\b", re.IGNORECASE)
+_COUNT = re.compile(r"^\s*\d+\s*[x×]\s*", re.IGNORECASE)  # "8x H200": a node, not a GPU name
 
 
-def _gpu_candidates(text: str) -> tuple[list[str], Optional[str]]:
-    """Profile names to try for a GPU spelling, most specific first, and the memory size found (if any)."""
+def _gpu_candidates(text: str) -> tuple[list[str], Optional[str], Optional[str]]:
+    """Profile names to try for a GPU spelling, most specific first, and the memory size and form factor
+    found (if any)."""
+    text = _COUNT.sub("", text)
     memory = _MEMORY.search(text)  # anywhere, remarks included ("80GB assumed")
     base = _REMARK.sub(" ", text)
     form = _FORM.search(base)
@@ -78,23 +81,25 @@ def _gpu_candidates(text: str) -> tuple[list[str], Optional[str]]:
     for parts in ((core, mem, ff), (core, mem), (core, ff), (core,)):
         if all(parts):
             names.append("-".join(parts))
-    return list(dict.fromkeys(n for n in names if n)), mem
+    return list(dict.fromkeys(n for n in names if n)), mem, ff
 
 
 def resolve_gpu(text: str) -> tuple[str, str]:
     """(GPU profile name, note) for a free-text accelerator name; ProfileError when no profile matches."""
-    candidates, memory = _gpu_candidates(text)
-    for name in candidates:
+    candidates, memory, form = _gpu_candidates(text)
+    for index, name in enumerate(candidates):
         try:
             spec = load_gpu(name)
         except ProfileError:
             continue
-        note = ""
+        notes = []
         if memory is None:
-            note = f"GPU memory size not stated: {spec.name} ({spec.memory_gib:.0f} GiB) assumed"
+            notes.append(f"GPU memory size not stated: {spec.name} ({spec.memory_gib:.0f} GiB) assumed")
         elif re.search(r"assum", text, re.IGNORECASE):
-            note = f"GPU memory size assumed by the source ({memory}): {spec.name}"
-        return spec.name, note
+            notes.append(f"GPU memory size assumed by the source ({memory}): {spec.name}")
+        if form and index > 0 and form.lower() not in name.lower():
+            notes.append(f"no {form} profile: {spec.name} used")
+        return spec.name, "; ".join(notes)
     raise ProfileError(f"GPU {text!r} matches no GPU profile (tried {', '.join(candidates)}); add one with 'llmsim profiles add-gpu'")
 
 

@@ -211,6 +211,7 @@ class ModelSpec:
     num_shared_experts: int = 0  # n_shared_experts (DeepSeek, GLM): always-active experts of every MoE layer
     shared_expert_intermediate_size: Optional[int] = None  # total width of the shared experts when not n × expert
     first_dense_layers: int = 0  # first_k_dense_replace (DeepSeek): leading layers with a dense MLP
+    moe_layer_step: int = 1  # interleave_moe_layer_step (Llama 4 Maverick: 2 = every other layer is MoE)
     # Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds one compressed latent per token.
     kv_lora_rank: int = 0
     q_lora_rank: int = 0
@@ -245,9 +246,13 @@ class ModelSpec:
     def uses_mla(self) -> bool:
         return self.kv_lora_rank > 0
 
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether layer ``layer`` (0-based) holds experts: past the dense prefix, every moe_layer_step-th."""
+        return self.is_moe and layer >= self.first_dense_layers and (layer + 1) % self.moe_layer_step == 0
+
     @property
     def num_moe_layers(self) -> int:
-        return self.num_layers - self.first_dense_layers if self.is_moe else 0
+        return sum(1 for layer in range(self.num_layers) if self.is_moe_layer(layer))
 
     @property
     def expert_intermediate_size(self) -> int:
@@ -302,7 +307,7 @@ class ModelSpec:
     def layer_params(self, layer: int) -> int:
         """All weights of layer ``layer`` (0-based), all experts included."""
         params = self.attention_params() + 2 * self.hidden_size  # two norms
-        if self.is_moe and layer >= self.first_dense_layers:
+        if self.is_moe_layer(layer):
             params += self.num_experts * self.mlp_params(self.expert_intermediate_size)
             params += self.mlp_params(self.shared_intermediate_size)
             params += self.hidden_size * self.num_experts  # router

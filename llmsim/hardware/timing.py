@@ -147,7 +147,7 @@ class RooflineTimingModel:
         m, tp = self.model, self._tp
         stages, first = [], 0
         for index, count in enumerate(layers_per_stage(m.num_layers, self._pp)):
-            dense = sum(1 for layer in range(first, first + count) if not m.is_moe or layer < m.first_dense_layers)
+            dense = sum(1 for layer in range(first, first + count) if not m.is_moe_layer(layer))
             # stage s runs on GPUs [s·tp, (s+1)·tp): its send leaves the node when the next stage starts a node
             crosses = ((index + 1) * tp) % self.gpu.gpus_per_node == 0 or tp > self.gpu.gpus_per_node
             stages.append((dense, count - dense, crosses))

@@ -30,6 +30,17 @@ from llmsim.hardware.profiles import load_model, model_from_hf_config
         ("Ministral-3-3B", 3.4e9 + 0.4e9),  # language model + vision encoder
         ("Ministral-3-8B", 8.4e9 + 0.4e9),
         ("Ministral-3-14B", 13.5e9 + 0.4e9),
+        ("Llama-3.2-1B", 1.24e9),
+        ("Llama-3.2-3B", 3.21e9),
+        ("Qwen2.5-72B", 72.7e9),
+        ("Qwen3-32B", 32.8e9),
+        ("Qwen3-Coder-480B-A35B", 480e9),
+        ("Kimi-K2", 1.0e12),
+        ("Mixtral-8x22B", 141e9),
+        ("Mistral-Small-24B", 24e9),
+        ("Gemma-3-27B", 27e9),
+        ("Llama-4-Scout-17B-16E", 109e9),
+        ("Llama-4-Maverick-17B-128E", 400e9),
     ],
 )
 def test_parameter_count_within_3_percent_of_published_total(name, total):
@@ -49,6 +60,8 @@ def test_parameter_count_within_3_percent_of_published_total(name, total):
         ("GLM-5", 40e9, False),
         # sliding layers of Step-3.5 have 96 query heads, modelled as 64 (profile notes): 1.1B short
         ("Step-3.5-Flash", 11e9 - 1.1e9, False),
+        ("Llama-4-Scout-17B-16E", 17e9, True),
+        ("Llama-4-Maverick-17B-128E", 17e9, True),
     ],
 )
 def test_moe_active_parameters_match_published(name, active, counts_input_embedding):
@@ -91,6 +104,26 @@ def test_step_3_5_reads_its_own_field_names():
     assert model.first_dense_layers == 3  # moe_layers_enum starts at layer 3
     assert model.shared_intermediate_size == 1280  # share_expert_dim
     assert model.num_sliding_layers == 33 and model.sliding_window == 512  # 48 layer_types entries cut to 45 layers
+
+
+def test_gemma_sliding_window_pattern_without_layer_types():
+    model = load_model("google/gemma-3-27b-it")
+    kinds = model.attention_layer_types
+    assert kinds[5] == "full_attention" and set(kinds[:5]) == {"sliding_attention"}
+    assert model.num_sliding_layers == 62 - 10
+
+
+def test_interleaved_moe_layers_of_llama4_maverick():
+    from llmsim.hardware.config import HardwareConfig
+    from llmsim.hardware.profiles import load_gpu
+    from llmsim.hardware.timing import RooflineTimingModel
+
+    model = load_model("Llama-4-Maverick-17B-128E")
+    assert [model.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
+    assert model.num_moe_layers == 24 and model.intermediate_size == 16384 and model.expert_intermediate_size == 8192
+    hw = HardwareConfig(model="Llama-4-Maverick-17B-128E", gpu="H200", tp=8)
+    timing = RooflineTimingModel(hw, load_gpu("H200"), model)
+    assert timing._stage_layout()[0][:2] == (24, 24)  # dense and MoE layers priced separately
 
 
 def test_mla_kv_is_the_latent_only():
@@ -137,9 +170,15 @@ def test_unknown_quantized_name_still_reports_unknown_model():
 
 
 def test_state_space_hybrid_raises_with_the_reason():
-    with pytest.raises(ProfileError, match="Mamba/state-space layers") as info:
+    with pytest.raises(ProfileError, match=r"Mamba-2 \(state-space\) layers") as info:
         load_model("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8")
     assert "\n" not in str(info.value)
+
+
+def test_state_space_config_fields_are_rejected_without_a_known_architecture(tmp_path):
+    cfg = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 10, "ssm_state_size": 128}
+    with pytest.raises(ProfileError, match="config field 'ssm_state_size'"):
+        model_from_hf_config(cfg, "toy", tmp_path / "config.json")
 
 
 def test_linear_attention_layer_type_is_rejected(tmp_path):

@@ -84,7 +84,7 @@ def test_unsupported_architecture_reason_has_no_path():
     with pytest.raises(ProfileError) as info:
         resolve_deployment("H200-141GB", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8", "FP8 weights, FP8 KV cache")
     message = str(info.value)
-    assert "Mamba/state-space" in message and ".yaml" not in message
+    assert "state-space" in message and ".yaml" not in message
 
 
 @pytest.mark.parametrize("name", list_gpus())
@@ -93,7 +93,7 @@ def test_gpu_profile_sanity(name):
     data = yaml.safe_load(gpu_source(name))
     for field in ("peak_bf16_tflops", "memory_gib", "hbm_bandwidth_gbps", "interconnect_bandwidth_gbps"):
         assert field in data["sources"], f"{name}: {field} has no source"
-    assert 10 < gpu.memory_gib < 200
+    assert 10 < gpu.memory_gib < 300
     assert 100e9 < gpu.hbm_bandwidth < 10e12
     # a GPU's fp8 peak is twice its bf16 peak where it exists (dense, same accumulate precision)
     if gpu.peak_fp8_flops:
