@@ -204,8 +204,8 @@ class ClosedLoop:
     def of(cls, config: SimConfig, env: simpy.Environment, num_requests: int) -> "ClosedLoop":
         server = None
         if config.server.enabled:
-            server = ServerQueue(config.server, server_processes(config))
-        delay = config.server.stream_s_per_token if server is not None else 0.0  # the last chunk's trip
+            server = ServerQueue(server_config(config), server_processes(config))
+        delay = server.cfg.stream_s_per_token if server is not None else 0.0  # the last chunk's trip
         return cls(ConcurrencyLimit(env, config.client.max_concurrency, delay), server,
                    np.zeros(num_requests), np.zeros(num_requests))
 
@@ -267,9 +267,9 @@ def simulate(
 
 def server_ingress(config: SimConfig, workload: Workload) -> Optional[Ingress]:
     """The API server's queue over the whole workload (``llmsim.engine.server``), or None without a server."""
-    server = config.server
-    if not server.enabled:
+    if not config.server.enabled:
         return None
+    server = server_config(config)
     df = workload.df
     output = df["output_tokens"].to_numpy(dtype=np.int64)
     served = output > 0
@@ -277,6 +277,11 @@ def server_ingress(config: SimConfig, workload: Workload) -> Optional[Ingress]:
         served &= ~df["failed"].to_numpy(dtype=bool)
     return solve_ingress(server, df["arrival_s"].to_numpy(dtype=np.float64), df["prompt_tokens"].to_numpy(),
                          output, served, server_processes(config))
+
+
+def server_config(config: SimConfig):
+    """The ``server:`` section with its unset costs taken from the GPU profile (the machine the server runs on)."""
+    return config.server.with_costs(load_gpu(config.hardware.gpu).api_server)
 
 
 def server_processes(config: SimConfig) -> int:

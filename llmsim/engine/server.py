@@ -42,17 +42,24 @@ from llmsim.configbase import StrictModel
 
 
 class ServerConfig(StrictModel):
-    """The `server:` section. Defaults: [I] sized so that a server of many tiny requests saturates near
-    40 req/s and adds ~25-30 ms to the TTFT of a short prompt at low load (published vLLM runs, issue 13);
-    fit them per deployment with end-to-end points."""
+    """The `server:` section. A cost left unset comes from the GPU profile's ``api_server:`` block (the machine
+    the server runs on; fitted end to end by ``llmsim calibrate fit-e2e``), else ``APIServerCosts``' defaults."""
 
     enabled: bool = Field(True, description="model the API server; false for offline / engine-only studies")
-    request_overhead_s: float = Field(0.025, ge=0, le=1.0, description="per request: HTTP, validation, chat template, "
-                                                                        "hand-off to the engine (server CPU seconds)")
-    tokenize_s_per_token: float = Field(2e-6, ge=0, le=1e-3, description="per prompt token: tokenisation")
-    stream_s_per_token: float = Field(25e-6, ge=0, le=1e-2, description="per output token: detokenisation and one "
-                                                                        "streamed chunk")
+    request_overhead_s: Optional[float] = Field(None, ge=0, le=1.0, description="per request: HTTP, validation, chat "
+                                                "template, hand-off to the engine (server CPU seconds); unset = the "
+                                                "GPU profile's")
+    tokenize_s_per_token: Optional[float] = Field(None, ge=0, le=1e-3, description="per prompt token: tokenisation; "
+                                                  "unset = the GPU profile's")
+    stream_s_per_token: Optional[float] = Field(None, ge=0, le=1e-2, description="per output token: detokenisation "
+                                                "and one streamed chunk; unset = the GPU profile's")
     processes: Optional[int] = Field(None, ge=1, description="server processes; default one per replica taking arrivals")
+
+    def with_costs(self, costs) -> "ServerConfig":
+        """This section with every unset cost taken from ``costs`` (an ``APIServerCosts``)."""
+        return self.model_copy(update={name: getattr(costs, name) for name in
+                                       ("request_overhead_s", "tokenize_s_per_token", "stream_s_per_token")
+                                       if getattr(self, name) is None})
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmsim.errors import ProfileError
 from llmsim.hardware.hf_config import model_from_hf_config
 from llmsim.hardware.precision import split_quant_suffix
-from llmsim.hardware.specs import GIB, Efficiency, GPUSpec, ModelSpec, PredictionResiduals
+from llmsim.hardware.specs import GIB, APIServerCosts, Efficiency, GPUSpec, ModelSpec, PredictionResiduals
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -102,6 +102,18 @@ class EfficiencyYAML(_Strict):
         return Efficiency(**values)
 
 
+class APIServerYAML(_Strict):
+    """Per-request and per-token CPU costs of vLLM's API server on this machine (see APIServerCosts)."""
+
+    request_overhead_ms: float = Field(APIServerCosts.request_overhead_s * 1e3, ge=0, le=1000)
+    tokenize_us_per_token: float = Field(APIServerCosts.tokenize_s_per_token * 1e6, ge=0, le=1000)
+    stream_us_per_token: float = Field(APIServerCosts.stream_s_per_token * 1e6, ge=0, le=10000)
+
+    def to_costs(self) -> APIServerCosts:
+        return APIServerCosts(self.request_overhead_ms * 1e-3, self.tokenize_us_per_token * 1e-6,
+                              self.stream_us_per_token * 1e-6)
+
+
 class ResidualYAML(_Strict):
     n: int = Field(ge=1)
     q05: float
@@ -134,6 +146,7 @@ class GPUYAML(_Strict):
     cost_per_hour_usd: float = Field(ge=0)
     activation_reserve_gib: float = Field(5.0, ge=0)
     efficiency: EfficiencyYAML = EfficiencyYAML()
+    api_server: APIServerYAML = APIServerYAML()
     validation: Optional[ValidationYAML] = None
     sources: dict[str, str] = {}
 
@@ -156,6 +169,7 @@ class GPUYAML(_Strict):
             cost_per_hour_usd=self.cost_per_hour_usd,
             activation_reserve_gib=self.activation_reserve_gib,
             efficiency=self.efficiency.to_efficiency(),
+            api_server=self.api_server.to_costs(),
             residuals=PredictionResiduals(
                 tuple((c, r.n, r.q05, r.q95) for c, r in self.validation.residuals.items()),
                 self.validation.fitted_on) if self.validation else PredictionResiduals(),

@@ -134,6 +134,19 @@ class PredictionResiduals:
 
 
 @dataclass(frozen=True)
+class APIServerCosts:
+    """CPU seconds vLLM's OpenAI server spends per request and per token on this kind of machine (the host the
+    GPUs sit in): what ``server:`` uses where the config leaves a cost unset (``llmsim.engine.server``).
+
+    Defaults [I]: sized so that a server of many tiny requests saturates near 40 req/s and adds ~25-30 ms to the
+    TTFT of a short prompt at low load (published vLLM runs); ``llmsim calibrate fit-e2e`` fits them per GPU."""
+
+    request_overhead_s: float = 0.025
+    tokenize_s_per_token: float = 2e-6
+    stream_s_per_token: float = 25e-6
+
+
+@dataclass(frozen=True)
 class GPUSpec:
     """One accelerator: datasheet peaks in SI units (FLOP/s, bytes, bytes/s) and achieved efficiencies."""
 
@@ -154,6 +167,7 @@ class GPUSpec:
     interconnect_group_size: int = 8  # GPUs that reach each other at interconnect speed (NVSwitch 8, bridge pairs 2)
     gpus_per_node: int = 8
     internode_bandwidth: float = 25e9  # bytes/s per GPU to other nodes, line rate (InfiniBand HDR 200 Gb/s per GPU)
+    api_server: APIServerCosts = field(default_factory=APIServerCosts)
     residuals: PredictionResiduals = field(default_factory=PredictionResiduals)
     source_file: str = ""
 

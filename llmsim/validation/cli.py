@@ -118,7 +118,7 @@ def fit_e2e_command(
 
     from llmsim.fileio import atomic_write_text
     from llmsim.hardware.profiles import load_gpu
-    from llmsim.validation.fit import FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu
+    from llmsim.validation.fit import FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu, profile_with
     from llmsim.validation.points import read_points
     from llmsim.validation.setup import SkipPoint, build_setup
 
@@ -149,7 +149,9 @@ def fit_e2e_command(
         spec = load_gpu(name)
         base = yaml.safe_load(Path(spec.source_file).read_text())
         typer.echo(f"fitting {name} on {len(group)} points ({len({model_of[p.id] for p in group})} models) ...", err=True)
-        result = fit_gpu(Evaluator(base, group, jobs=jobs), lambda p: model_of[p.id], iterations=iterations)
+        evaluator = Evaluator(base, group, jobs=jobs,
+                              on_evaluation=lambda k: typer.echo(f"  simulation pass {k} done", err=True))
+        result = fit_gpu(evaluator, lambda p: model_of[p.id], iterations=iterations)
         params = Table(title=f"{name}: fitted parameters")
         for column in ("parameter", "kernel fit", "end-to-end fit", "meaning"):
             params.add_column(column)
@@ -164,8 +166,7 @@ def fit_e2e_command(
             errors.add_row(metric, str(s["n"]), f"{100 * s['median_abs_error']:.1f}%",
                            "-" if cv is None else f"{100 * cv['median_abs_error']:.1f}%")
         console.print(errors)
-        profile = dict(base)
-        profile["efficiency"] = {**base.get("efficiency", {}), **{k: round(v, 5) for k, v in result.theta.items()}}
+        profile = profile_with(base, {k: round(v, 5) for k, v in result.theta.items()})
         profile["validation"] = {
             "fitted_on": (f"llmsim calibrate fit-e2e on {Path(points_csv).name}: {result.num_points} points, models "
                           f"{', '.join(result.models)}; intervals from leave-one-model-out residuals"),

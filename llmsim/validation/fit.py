@@ -36,7 +36,8 @@ from llmsim.validation.setup import SkipPoint, build_setup
 
 @dataclass(frozen=True)
 class FitParameter:
-    """One fitted quantity: a key of the GPU profile's ``efficiency:`` block, its bounds and meaning."""
+    """One fitted quantity: ``block.key`` of the GPU profile YAML (``efficiency`` or ``api_server``), its bounds
+    and meaning."""
 
     key: str
     low: float
@@ -44,14 +45,25 @@ class FitParameter:
     meaning: str
     prior_sigma: float = 0.5  # how far (in log units) the points may move it from the kernel fit's value
 
+    @property
+    def block(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".", 1)[1]
+
 
 #: What fit-e2e adjusts (the kernel fits and datasheets fix everything else).
 FIT_PARAMETERS: tuple[FitParameter, ...] = (
-    FitParameter("sustained_compute_fraction", 0.25, 1.0, "share of the burst FLOP rate kept under sustained load"),
-    FitParameter("linear_mbu", 0.3, 0.98, "GEMM weight-streaming bandwidth efficiency (small batches)"),
-    FitParameter("attn_decode_mbu", 0.2, 0.95, "decode attention KV-read bandwidth efficiency"),
-    FitParameter("cpu_step_overhead_ms", 0.05, 20.0, "engine loop CPU time per step", prior_sigma=1.5),
-    FitParameter("cpu_per_request_overhead_us", 1.0, 500.0, "engine loop CPU time per scheduled request",
+    FitParameter("efficiency.sustained_compute_fraction", 0.25, 1.0, "share of the burst FLOP rate kept under load"),
+    FitParameter("efficiency.linear_mbu", 0.3, 0.98, "GEMM weight-streaming bandwidth efficiency (small batches)"),
+    FitParameter("efficiency.attn_decode_mbu", 0.2, 0.95, "decode attention KV-read bandwidth efficiency"),
+    FitParameter("efficiency.cpu_step_overhead_ms", 0.05, 20.0, "engine loop CPU time per step", prior_sigma=1.5),
+    FitParameter("efficiency.cpu_per_request_overhead_us", 1.0, 500.0, "engine loop CPU time per scheduled request",
+                 prior_sigma=1.5),
+    FitParameter("api_server.request_overhead_ms", 0.5, 200.0, "API server CPU time per request", prior_sigma=1.5),
+    FitParameter("api_server.stream_us_per_token", 1.0, 1000.0, "API server CPU time per streamed token",
                  prior_sigma=1.5),
 )
 
@@ -96,9 +108,7 @@ class Evaluator:
     on_evaluation: Optional[Callable[[int], None]] = None
 
     def profile_yaml(self, theta: dict[str, float]) -> dict:
-        data = yaml.safe_load(yaml.safe_dump(self.base_yaml))
-        data.setdefault("efficiency", {}).update({k: float(v) for k, v in theta.items()})
-        return data
+        return profile_with(self.base_yaml, theta)
 
     def predict(self, theta: dict[str, float], points: Optional[list[BenchmarkPoint]] = None) -> list[dict]:
         from llmsim.sweep.executors import LocalExecutor
@@ -117,6 +127,23 @@ class Evaluator:
         if self.on_evaluation is not None:
             self.on_evaluation(self.evaluations)
         return out
+
+
+def profile_with(base: dict, theta: dict[str, float]) -> dict:
+    """A copy of a GPU profile (YAML mapping) with ``block.key`` values replaced."""
+    data = yaml.safe_load(yaml.safe_dump(base))
+    for key, value in theta.items():
+        block, name = key.split(".", 1)
+        data.setdefault(block, {})[name] = float(value)
+    return data
+
+
+def current_values(base: dict, parameters: tuple[FitParameter, ...]) -> dict[str, float]:
+    """Each parameter's value in the profile, or the schema's default where the profile leaves it out."""
+    from llmsim.hardware.profiles import APIServerYAML, EfficiencyYAML
+
+    defaults = {"efficiency": EfficiencyYAML().model_dump(), "api_server": APIServerYAML().model_dump()}
+    return {p.key: float((base.get(p.block) or {}).get(p.name, defaults[p.block][p.name])) for p in parameters}
 
 
 def residual_vector(points: list[BenchmarkPoint], predictions: list[dict]) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -165,11 +192,7 @@ def fit_gpu(evaluator: Evaluator, model_of: Callable[[BenchmarkPoint], str], ite
             step: float = 0.15, parameters: tuple[FitParameter, ...] = FIT_PARAMETERS) -> FitResult:
     """Gauss–Newton fit with leave-one-model-out cross-validation (module docstring)."""
     points = evaluator.points
-    base_eff = evaluator.base_yaml.get("efficiency", {})
-    from llmsim.hardware.profiles import EfficiencyYAML
-
-    defaults = EfficiencyYAML().model_dump()
-    theta0 = {p.key: float(base_eff.get(p.key, defaults[p.key])) for p in parameters}
+    theta0 = current_values(evaluator.base_yaml, parameters)
     keys = [p.key for p in parameters]
     lo = np.log([p.low for p in parameters])
     hi = np.log([p.high for p in parameters])

@@ -11,7 +11,8 @@ from llmsim.metrics.intervals import UNCALIBRATED_LOG_HALF_WIDTH, add_intervals,
 from llmsim.validation.fit import FitParameter, Evaluator, fit_gpu, residual_quantiles
 from llmsim.validation.points import BenchmarkPoint
 
-PARAMS = (FitParameter("linear_mfu", 0.1, 0.95, "compute"), FitParameter("cpu_step_overhead_ms", 0.01, 20.0, "cpu"))
+PARAMS = (FitParameter("efficiency.linear_mfu", 0.1, 0.95, "compute"),
+          FitParameter("efficiency.cpu_step_overhead_ms", 0.01, 20.0, "cpu"))
 
 
 def _point(i: int, model: str, tokens: float) -> BenchmarkPoint:
@@ -28,7 +29,8 @@ class FakeEvaluator(Evaluator):
     def predict(self, theta, points=None):
         self.evaluations += 1
         points = self.points if points is None else points
-        return [{"latency_s": p.input_len / theta["linear_mfu"] + 3 * theta["cpu_step_overhead_ms"]} for p in points]
+        mfu, cpu = theta["efficiency.linear_mfu"], theta["efficiency.cpu_step_overhead_ms"]
+        return [{"latency_s": p.input_len / mfu + 3 * cpu} for p in points]
 
 
 def _measured_points(true_mfu=0.5, true_cpu=4.0):
@@ -44,8 +46,8 @@ def test_fit_recovers_the_parameters_that_produced_the_measurements():
     points = _measured_points()
     evaluator = FakeEvaluator({"name": "fake", "efficiency": {"linear_mfu": 0.8, "cpu_step_overhead_ms": 1.0}}, points)
     result = fit_gpu(evaluator, lambda p: p.model, iterations=4, parameters=PARAMS)
-    assert result.theta["linear_mfu"] == pytest.approx(0.5, rel=0.05)
-    assert result.theta["cpu_step_overhead_ms"] == pytest.approx(4.0, rel=0.1)
+    assert result.theta["efficiency.linear_mfu"] == pytest.approx(0.5, rel=0.05)
+    assert result.theta["efficiency.cpu_step_overhead_ms"] == pytest.approx(4.0, rel=0.1)
     assert result.in_sample["latency_s"]["median_abs_error"] < 0.05  # the kernel-fit prior pulls a little
     # leave-one-model-out: every point was predicted by a fit that never saw its model
     assert result.cross_validated["latency_s"]["n"] == len(points)
