@@ -199,6 +199,7 @@ class ClosedLoop:
     server: Optional[ServerQueue]
     sent_s: np.ndarray
     handoff_s: np.ndarray
+    work_s: np.ndarray
 
     @classmethod
     def of(cls, config: SimConfig, env: simpy.Environment, num_requests: int) -> "ClosedLoop":
@@ -207,12 +208,14 @@ class ClosedLoop:
             server = ServerQueue(server_config(config), server_processes(config))
         delay = server.cfg.stream_s_per_token if server is not None else 0.0  # the last chunk's trip
         return cls(ConcurrencyLimit(env, config.client.max_concurrency, delay), server,
-                   np.zeros(num_requests), np.zeros(num_requests))
+                   np.zeros(num_requests), np.zeros(num_requests), np.zeros(num_requests))
 
     def send(self, row: int, now_s: float, prompt_tokens: int, output_tokens: int) -> float:
         """Record a send; return when the engines see the request."""
         handoff = now_s if self.server is None else self.server.admit(now_s, prompt_tokens, output_tokens)
         self.sent_s[row], self.handoff_s[row] = now_s, handoff
+        if self.server is not None:
+            self.work_s[row] = self.server.work_in[-1]
         return handoff
 
     def all_handed_over(self, env: simpy.Environment):
@@ -224,8 +227,9 @@ class ClosedLoop:
         """(ingress, client send times) for the client's view of the requests table."""
         if self.server is None:
             return None, None
-        ingress = Ingress(self.handoff_s, self.handoff_s - self.sent_s, self.server.cfg.stream_s_per_token,
-                          self.server.processes)
+        cfg = self.server.cfg
+        ingress = Ingress(self.handoff_s, self.handoff_s - self.sent_s, cfg.stream_s_per_token,
+                          self.server.processes, self.work_s)
         return ingress, self.sent_s
 
 

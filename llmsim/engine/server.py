@@ -68,8 +68,9 @@ class Ingress:
 
     handoff_s: np.ndarray  # when the engines see the request
     server_s: np.ndarray  # handoff − arrival: waiting for the server + ingress work
-    stream_s: float  # extra delay of every delivered token
+    stream_s: float  # server CPU seconds per streamed token
     processes: int = 1
+    work_s: Optional[np.ndarray] = None  # each request's ingress work (server CPU seconds)
 
 
 def solve_ingress(cfg: ServerConfig, arrival_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray,
@@ -77,11 +78,13 @@ def solve_ingress(cfg: ServerConfig, arrival_s: np.ndarray, prompt_tokens: np.nd
     """Hand-off times of the FIFO server queue (module docstring); rows not ``served`` pass untouched."""
     arrival = np.asarray(arrival_s, dtype=np.float64)
     handoff = arrival.copy()
+    ingress_work = np.zeros(len(arrival))
     rows = np.flatnonzero(served)
     if len(rows):
         a = arrival[rows]
         work_in = cfg.request_overhead_s + cfg.tokenize_s_per_token * np.asarray(prompt_tokens, dtype=np.float64)[rows]
-        work = work_in + cfg.stream_s_per_token * np.asarray(output_tokens, dtype=np.float64)[rows]
+        work = work_in  # streaming work is charged when the tokens come (egress_delays), not here
+        ingress_work[rows] = work_in
         if processes == 1:
             # Lindley: free_i = W_i + max_{j<=i}(a_j − W_{j−1}), W the cumulative work (no Python loop)
             total = np.cumsum(work)
@@ -90,7 +93,7 @@ def solve_ingress(cfg: ServerConfig, arrival_s: np.ndarray, prompt_tokens: np.nd
             start = _multi_server_starts(a, work, processes)
         done = start + work_in
         handoff[rows] = np.maximum.accumulate(done)  # the engines receive requests in arrival order
-    return Ingress(handoff, handoff - arrival, cfg.stream_s_per_token, processes)
+    return Ingress(handoff, handoff - arrival, cfg.stream_s_per_token, processes, ingress_work)
 
 
 def _multi_server_starts(arrival: np.ndarray, work: np.ndarray, processes: int) -> np.ndarray:
@@ -105,20 +108,79 @@ def _multi_server_starts(arrival: np.ndarray, work: np.ndarray, processes: int) 
     return start
 
 
+def egress_delays(first_s: np.ndarray, last_s: np.ndarray, num_tokens: np.ndarray, ingress: Ingress,
+                  arrival_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much later than the engine emits them the client receives each request's first and last token.
+
+    The server process(es) stream every token (``stream_s`` of CPU each) and also take in new requests (their
+    ingress work, at arrival): one FIFO of work. Its backlog over time is a reflected random walk on a grid of
+    time bins (work arriving in a bin minus what the processes clear in it), with each request's tokens spread
+    evenly between its first and last token. A token emitted at t reaches the client after the backlog at t
+    and its own streaming work. A lightly loaded server adds ``stream_s``; a server streaming for a thousand
+    running requests falls behind, and the clients see longer gaps than the engine's steps (ITL and TPOT grow
+    while the GPU is idle waiting on nothing)."""
+    cost, processes = ingress.stream_s, max(ingress.processes, 1)
+    delivered = ~np.isnan(first_s)
+    first_delay = np.full(len(first_s), cost)
+    last_delay = np.full(len(first_s), cost)
+    if not delivered.any() or cost <= 0:
+        return first_delay, last_delay
+    f, l, n = first_s[delivered], last_s[delivered], num_tokens[delivered].astype(np.float64)
+    end = float(max(l.max(), np.nanmax(arrival_s) if len(arrival_s) else 0.0)) * 1.001 + 1e-3
+    bins = int(min(2_000_000, max(1_000, end / 2e-3)))
+    dt = end / bins
+
+    def index(t):
+        return np.clip((np.asarray(t) / dt).astype(np.int64), 0, bins - 1)
+
+    work = np.zeros(bins)
+    np.add.at(work, index(f), cost)  # each first token
+    rest = np.maximum(n - 1, 0)
+    span = l - f
+    point = (span <= dt) & (rest > 0)
+    np.add.at(work, index(l[point]), cost * rest[point])  # a burst of tokens within one bin
+    spread = (span > dt) & (rest > 0)
+    rate = np.zeros(bins + 1)  # work per bin, as a difference array over [first, last)
+    per_bin = cost * rest[spread] / span[spread] * dt
+    np.add.at(rate, index(f[spread]), per_bin)
+    np.add.at(rate, index(l[spread]) + 1, -per_bin)
+    work += np.cumsum(rate)[:bins]
+    if ingress.work_s is not None:
+        np.add.at(work, index(arrival_s), ingress.work_s)
+    walk = np.cumsum(work - processes * dt)
+    backlog = walk - np.minimum(np.minimum.accumulate(walk), 0.0)  # Lindley, without a loop
+    # a token waits for the work queued before its bin (work of the same bin may have come after it)
+    wait = np.concatenate([[0.0], backlog[:-1]]) / processes
+    first_delay[delivered] = wait[index(f)] + cost
+    last_delay[delivered] = wait[index(l)] + cost
+    return first_delay, last_delay
+
+
 def client_view(requests: pd.DataFrame, ingress: Ingress, arrival_s: np.ndarray) -> pd.DataFrame:
     """The requests table on the client's clock: arrivals as sent, the server's time in ``server_s``, token
-    times ``stream_s`` later, TTFT and E2E from the client's send. ``requests`` rows are named by their row
-    in the workload (``request_id``)."""
+    times later by the server's streaming (:func:`egress_delays`), TTFT, E2E and TPOT from the client's view.
+    ``requests`` rows are named by their row in the workload (``request_id``)."""
     rows = requests["request_id"].to_numpy().astype(np.int64)
     server = ingress.server_s[rows]
-    requests["arrival_s"] = np.asarray(arrival_s, dtype=np.float64)[rows]
+    sent = np.asarray(arrival_s, dtype=np.float64)
+    requests["arrival_s"] = sent[rows]
     requests["server_s"] = server
+    last = requests["last_token_s"].to_numpy() if "last_token_s" in requests else requests["finish_s"].to_numpy()
+    first_delay, last_delay = egress_delays(requests["first_token_s"].to_numpy(), last,
+                                            requests["num_output_tokens"].to_numpy(), ingress,
+                                            ingress.handoff_s[rows] - server)
     delivered = ~np.isnan(requests["first_token_s"].to_numpy())
-    stream = np.where(delivered, ingress.stream_s, 0.0)
-    for name in ("first_token_s", "finish_s"):
-        requests[name] = requests[name].to_numpy() + stream
-    for name in ("ttft_s", "e2el_s"):
-        requests[name] = requests[name].to_numpy() + server + stream
+    first_delay = np.where(delivered, first_delay, 0.0)
+    last_delay = np.where(delivered, last_delay, 0.0)
+    requests["first_token_s"] = requests["first_token_s"].to_numpy() + first_delay
+    requests["finish_s"] = requests["finish_s"].to_numpy() + last_delay
+    if "last_token_s" in requests:
+        requests["last_token_s"] = requests["last_token_s"].to_numpy() + last_delay
+    requests["ttft_s"] = requests["ttft_s"].to_numpy() + server + first_delay
+    requests["e2el_s"] = requests["e2el_s"].to_numpy() + server + last_delay
+    produced = requests["num_output_tokens"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        requests["tpot_s"] = np.where(produced > 1, (requests["e2el_s"] - requests["ttft_s"]) / (produced - 1), np.nan)
     return requests
 
 
@@ -132,12 +194,14 @@ class ServerQueue:
         self.free = [0.0] * processes
         self.processes = processes
         self.last_handoff = 0.0
+        self.work_in: list[float] = []
 
     def admit(self, now_s: float, prompt_tokens: int, output_tokens: int) -> float:
         """When the engines see a request sent at ``now_s``."""
         cfg = self.cfg
         work_in = cfg.request_overhead_s + cfg.tokenize_s_per_token * prompt_tokens
-        work = work_in + cfg.stream_s_per_token * output_tokens
+        work = work_in  # streaming work is charged when the tokens come (egress_delays)
+        self.work_in.append(work_in)
         earliest = heapq.heappop(self.free)
         begin = now_s if now_s > earliest else earliest
         heapq.heappush(self.free, begin + work)

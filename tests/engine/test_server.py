@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from llmsim.config import load_config
-from llmsim.engine.server import ServerConfig, solve_ingress
+from llmsim.engine.server import Ingress, ServerConfig, egress_delays, solve_ingress
+from llmsim.hardware.specs import APIServerCosts
 from llmsim.errors import ConfigError
 from llmsim.simulation import simulate
 from llmsim.workload import Workload
 
-CFG = ServerConfig()
+CFG = ServerConfig().with_costs(APIServerCosts())
 
 
 def _tiny(n: int, rate: float, prompt: int = 16, output: int = 4) -> Workload:
@@ -28,10 +29,10 @@ def test_idle_server_adds_only_the_ingress_work():
     np.testing.assert_allclose(ingress.server_s, expected)
 
 
-def test_server_queue_caps_throughput_at_one_over_the_work_per_request():
+def test_server_queue_caps_intake_at_one_over_the_ingress_work():
     n, prompt, output = 2000, 16, 4
-    work = CFG.request_overhead_s + CFG.tokenize_s_per_token * prompt + CFG.stream_s_per_token * output
-    arrival = np.arange(n) / 200.0  # five times what one process can take
+    work = CFG.request_overhead_s + CFG.tokenize_s_per_token * prompt
+    arrival = np.arange(n) / 200.0  # five times what one process can take in
     ingress = solve_ingress(CFG, arrival, np.full(n, prompt), np.full(n, output), np.ones(n, bool), 1)
     handoff = ingress.handoff_s
     assert (np.diff(handoff) >= 0).all()
@@ -39,6 +40,26 @@ def test_server_queue_caps_throughput_at_one_over_the_work_per_request():
     assert rate == pytest.approx(1.0 / work, rel=1e-6)
     two = solve_ingress(CFG, arrival, np.full(n, prompt), np.full(n, output), np.ones(n, bool), 2).handoff_s
     assert (n - 1) / (two[-1] - two[0]) == pytest.approx(2.0 / work, rel=0.01)
+
+
+def _streaming(n: int, tokens: int, duration_s: float, cost_s: float) -> tuple[np.ndarray, np.ndarray]:
+    first, last = np.zeros(n), np.full(n, duration_s)
+    ingress = Ingress(np.zeros(n), np.zeros(n), cost_s, 1, np.zeros(n))
+    return egress_delays(first, last, np.full(n, tokens), ingress, np.zeros(n))
+
+
+def test_a_server_that_keeps_up_adds_one_token_of_streaming_work():
+    # 10 requests x 100 tokens over 10 s at 25 us a token: 2.5 % busy
+    first_delay, last_delay = _streaming(10, 100, 10.0, 25e-6)
+    assert last_delay == pytest.approx(np.full(10, 25e-6), abs=3e-3)
+
+
+def test_a_server_streaming_more_than_it_can_falls_behind_linearly():
+    # 1000 requests x 1000 tokens over 10 s at 25 us a token: 25 s of work in 10 s; the last tokens reach the
+    # clients about 15 s late, and the first tokens (a burst of 1000 at t = 0) 25 ms late
+    first_delay, last_delay = _streaming(1000, 1000, 10.0, 25e-6)
+    assert last_delay.mean() == pytest.approx(15.0, rel=0.02)
+    assert first_delay.mean() == pytest.approx(0.0, abs=0.03)
 
 
 def test_rows_the_engines_never_see_pass_untouched():
