@@ -90,6 +90,12 @@ class SchedulerBase:
 
     name = "base"
     default_victim: VictimRule | None = None  # the policy's own rule for scheduler.victim = auto
+    # vLLM's priority policy looks for a victim among all running requests, even those already scheduled in
+    # the step; its FCFS policy pops the running list's tail, which is never scheduled yet.
+    victims_include_scheduled = False
+    # What a running request that preempted itself does to the rest of the running pass: vLLM 0.32 ends it,
+    # 0.33 continues with the next running request (only differs when the victim is not the list's tail).
+    continue_after_self_preemption = False
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
         self.config = config
@@ -200,24 +206,36 @@ class SchedulerBase:
         """Put a preempted request back at the head of the waiting queue (vLLM prepends victims)."""
         self.waiting.appendleft(victim)
 
-    def _grow_or_preempt(self, request: Request, num_new: int, plan: StepPlan, first_candidate: int) -> bool:
-        """Give a running request slots for ``num_new`` tokens, preempting others until they fit (vLLM's rule).
+    def _grow_or_preempt(self, request: Request, num_new: int, plan: StepPlan, index: int) -> tuple[bool, int, int]:
+        """Give ``running[index]`` slots for ``num_new`` tokens, preempting others until they fit (vLLM's rule).
 
-        Victims are chosen by the victim rule among ``running[first_candidate:]`` — the running requests not
-        yet scheduled in this step, the requester included. Returns False when the requester itself was
-        preempted, or, with preemption ``none``, when it cannot grow (it then waits, keeping its blocks).
+        Victims are chosen by the victim rule among ``running[index:]`` — the running requests not yet
+        scheduled in this step, the requester included — or, when ``victims_include_scheduled`` (vLLM's
+        priority policy), among all running requests: a victim already scheduled in this step loses its
+        tokens, which go back to the budget. Returns (granted, tokens handed back, victims removed before
+        ``index``). Not granted: the requester itself was preempted, or, with preemption ``none``, it cannot
+        grow (it then waits, keeping its blocks).
         """
         kv = self.kv_cache
+        running = self.running
+        refund = shift = 0
         while not kv.allocate_slots(request, num_new):
             if self.preemption == "none":
-                return False
-            victim = self.victim_rule(self.running[first_candidate:], kv)
+                return False, refund, shift
+            victim = self.victim_rule(running if self.victims_include_scheduled else running[index - shift:], kv)
+            if self.victims_include_scheduled and running.index(victim) < index - shift:
+                shift += 1
+                for k, (scheduled, n) in enumerate(plan.scheduled):
+                    if scheduled is victim:
+                        del plan.scheduled[k]
+                        refund += n
+                        break
             self._remove_running(victim)
             self._preempt(victim, plan)
             self._requeue(victim)
             if victim is request:
-                return False
-        return True
+                return False, refund, shift
+        return True, refund, shift
 
     def _schedule_running(self, plan: StepPlan, budget: int, stalled: list[Request], threshold: int = 0) -> int:
         """The running pass of the paged policies (vLLM's rules 1 and 5): each running request in list order
@@ -264,12 +282,18 @@ class SchedulerBase:
                     blocks[request.request_id] = held + need
                     kv.num_free_blocks -= need
                     granted = True
-            if not granted and not self._grow_or_preempt(request, num_new, plan, index):
-                if self.preemption != "none":
-                    break  # the request preempted itself: the running pass ends
-                stalled.append(request)  # no preemption: it waits for blocks, keeping its own
-                index += 1
-                continue
+            if not granted:
+                granted, refund, shift = self._grow_or_preempt(request, num_new, plan, index)
+                budget += refund
+                index -= shift
+                if not granted:
+                    if self.preemption == "none":
+                        stalled.append(request)  # no preemption: it waits for blocks, keeping its own
+                        index += 1
+                        continue
+                    if self.continue_after_self_preemption:
+                        continue  # vLLM ≥ 0.33: the running pass goes on with the next request
+                    break  # the request preempted itself: the running pass ends (vLLM 0.32)
             scheduled.append((request, num_new))
             budget -= num_new
             index += 1

@@ -18,6 +18,8 @@ with preemption ``none`` a request that cannot grow waits; prefix-cache hits sta
 
 from __future__ import annotations
 
+from llmsim.engine.config import SchedulerConfig, vllm_version_tuple
+from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.scheduler import SchedulerBase, StepPlan
 
@@ -25,6 +27,12 @@ from llmsim.engine.scheduler import SchedulerBase, StepPlan
 class VLLMV1Scheduler(SchedulerBase):
     name = "vllm-v1"
     full_prompt_check = True  # rule 3's full-ISL check (``scheduler_reserve_full_isl``); subclasses may drop it
+
+    def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
+        super().__init__(config, kv_cache, max_model_len)
+        # vLLM's priority policy: victim = max(running, key=(priority, arrival)), already scheduled or not.
+        self.victims_include_scheduled = config.queue == "priority" and config.victim in ("auto", "lowest-priority")
+        self.continue_after_self_preemption = vllm_version_tuple(config.vllm_version) >= (0, 33)
 
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
