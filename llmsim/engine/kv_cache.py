@@ -13,6 +13,8 @@ dropped, and come back when it resumes; the replica charges the PCIe transfer ti
 
 from __future__ import annotations
 
+from typing import Optional
+
 from llmsim.engine.request import Request
 
 
@@ -70,7 +72,7 @@ class KVCacheManager:
         """Free blocks that holding ``num_tokens`` tokens would consume, given ``num_cached_blocks`` cache hits."""
         return cdiv(num_tokens, self.block_size) - self._blocks.get(request.request_id, 0)
 
-    def cache_full_blocks(self, request: Request) -> None:
+    def cache_full_blocks(self, request: Request, num_tokens: Optional[int] = None) -> None:
         """Register the request's newly filled blocks for reuse (no-op without prefix caching)."""
 
     # -- mutations -------------------------------------------------------------------------------

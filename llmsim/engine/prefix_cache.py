@@ -186,13 +186,14 @@ class PrefixCachingKVCacheManager(KVCacheManager):
                 copies[b] = None
         self._num_cached[rid] = num_full
 
-    def cache_full_blocks(self, request: Request) -> None:
-        """Register the blocks that the request's computed tokens have filled (catch-up for any allocation
-        path that did not register them; vLLM registers at allocation)."""
+    def cache_full_blocks(self, request: Request, num_tokens: Optional[int] = None) -> None:
+        """Register the blocks that the request's first ``num_tokens`` tokens fill (default: its computed
+        tokens that are known; a catch-up for any allocation path that did not register them)."""
         owned = self._owned.get(request.request_id)
         if owned:
-            self._register(request, owned, min(request.num_computed_tokens, request.num_tokens,
-                                               len(owned) * self.block_size) // self.block_size)
+            if num_tokens is None:
+                num_tokens = min(request.num_computed_tokens, request.num_tokens)
+            self._register(request, owned, min(num_tokens, len(owned) * self.block_size) // self.block_size)
 
     def _free_gpu(self, request: Request) -> int:
         rid = request.request_id

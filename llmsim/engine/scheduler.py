@@ -373,12 +373,17 @@ class SchedulerBase:
         outcome = StepOutcome(step=plan.step)
         outcome.finished.extend(plan.failed)
         ended = _ENDED
+        cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching and self.async_scheduling else None
         for request in plan.sampling:
             if request.status in ended:
                 continue
             request.num_output_tokens += 1
             if request.num_output_placeholders:
                 request.num_output_placeholders -= 1
+            if cache_blocks is not None and request.status == RequestStatus.RUNNING:
+                # vLLM's AsyncScheduler registers the blocks the delivered token completes (before a
+                # finished request frees them); the sync loop registers only at allocation.
+                cache_blocks(request, request.num_computed_tokens - request.num_output_placeholders)
             outcome.emitted.append(request)
             if request.num_output_tokens == 1:
                 request.first_token_step = plan.step
