@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from llmsim.cluster.config import ClusterConfig
 from llmsim.configbase import StrictModel
 from llmsim.engine.config import ClientConfig, EngineConfig, SchedulerConfig
+from llmsim.engine.speculative import SpeculativeConfig
 from llmsim.errors import ConfigError
 from llmsim.hardware.config import HardwareConfig
 from llmsim.metrics.config import MetricsConfig, OutputConfig, SLOConfig
@@ -30,6 +31,7 @@ class SimConfig(StrictModel):
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     slo: SLOConfig = Field(default_factory=SLOConfig)

@@ -25,6 +25,7 @@ from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
+from llmsim.engine.speculative import Speculator
 from llmsim.errors import ConfigError
 from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
 from llmsim.hardware.profiles import load_gpu, load_model
@@ -355,6 +356,8 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
     """
     cluster = config.cluster
     reasons = scheduler_blockers(config.scheduler)
+    if config.speculative.enabled:
+        reasons.append("speculative decoding")
     if cluster.router not in ("round-robin", "random"):
         reasons.append(f"router {cluster.router} reads replica state")
     if cluster.autoscaler.policy != "none":
@@ -381,6 +384,8 @@ def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Record
         deployment = spec.deployment
         kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks)
         scheduler = make_scheduler(sched_cfg, kv, deployment.max_model_len)
+        if config.speculative.enabled:
+            scheduler.enable_speculation(Speculator(config.speculative, stream=replica_id))
         return Replica(replica_id, env, scheduler, deployment.step_time, replica_recorder,
                        async_scheduling=sched_cfg.async_scheduling, max_model_len=deployment.max_model_len,
                        swap_s_per_block=deployment.swap_s_per_block,
@@ -412,6 +417,8 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
     info["engine_mode"] = engine_mode(config)
     summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
     summary["seed"] = config.seed
+    if config.speculative.enabled:
+        summary["speculative"] = recorder.speculation_summary()
     summary["cluster"] = cluster_summary
     result = Result(config=config, requests=requests, summary=summary, tables=tables,
                     steps_file=None if steps_file is None else Path(steps_file), _steps=steps)

@@ -62,7 +62,8 @@ def scheduler_blockers(cfg) -> list[str]:
 
 
 def fast_path_supported(scheduler) -> bool:
-    return type(scheduler.kv_cache) is KVCacheManager and not scheduler_blockers(scheduler.config)
+    return (type(scheduler.kv_cache) is KVCacheManager and scheduler.speculator is None
+            and not scheduler_blockers(scheduler.config))
 
 
 @dataclass

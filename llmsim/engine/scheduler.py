@@ -17,6 +17,7 @@ from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.queues import VictimRule, make_queue_order, make_victim_rule
 from llmsim.engine.request import Request, RequestStatus
+from llmsim.engine.speculative import Speculator
 from llmsim.errors import ConfigError
 
 PREEMPTION_MODES = ("recompute", "swap", "none")
@@ -109,6 +110,8 @@ class SchedulerBase:
         self.queue_order = make_queue_order(config)
         self.victim_rule = make_victim_rule(config, self.default_victim)
         self.prefix_caching = config.enable_prefix_caching
+        self.speculator: Optional[Speculator] = None  # speculative decoding (see enable_speculation)
+        self._lookahead = 0
         self.now_s = 0.0
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -118,6 +121,17 @@ class SchedulerBase:
         # vLLM keeps the ids finished in the last update until the next schedule() reports them to the
         # workers; while any are pending the engine still calls schedule() (a "bookkeeping" step).
         self._finished_pending = False
+
+    def enable_speculation(self, speculator: Speculator) -> None:
+        """Schedule drafts as vLLM V1 does (:mod:`llmsim.engine.speculative`); refused where not modelled."""
+        if self.name != "vllm-v1":
+            raise ConfigError(f"config field speculative.method: speculative decoding is modelled for scheduler.policy "
+                              f"vllm-v1 only, not {self.name}")
+        if self.async_scheduling:
+            raise ConfigError("config field speculative.method: speculative decoding is modelled with vLLM's "
+                              "synchronous loop only; set scheduler.async_scheduling: false")
+        self.speculator = speculator
+        self._lookahead = speculator.lookahead
 
     # -- queue state -----------------------------------------------------------------------------
     @property
@@ -178,6 +192,7 @@ class SchedulerBase:
         request.was_preempted = True
         request.preempted_at_steps.append(plan.step)
         plan.preempted.append(request)
+        request.spec_tokens = 0  # drafts are dropped with the KV
         if self.preemption == "swap":
             moved = self.kv_cache.swap_out(request)
             if moved >= 0:
@@ -219,7 +234,7 @@ class SchedulerBase:
         kv = self.kv_cache
         running = self.running
         refund = shift = 0
-        while not kv.allocate_slots(request, num_new):
+        while not kv.allocate_slots(request, num_new + self._lookahead):
             if self.preemption == "none":
                 return False, refund, shift
             victim = self.victim_rule(running if self.victims_include_scheduled else running[index - shift:], kv)
@@ -253,6 +268,7 @@ class SchedulerBase:
         blocks = kv._blocks
         block_size = kv.block_size
         last_slot = self.max_model_len - 1
+        lookahead = self._lookahead
         scheduled = plan.scheduled
         index = 0
         while index < len(running) and budget > 0:
@@ -262,7 +278,7 @@ class SchedulerBase:
             if placeholders and computed + 2 - placeholders >= request.prompt_tokens + request.max_output_tokens:
                 index += 1  # async: its final token is already being sampled
                 continue
-            num_new = request.prompt_tokens + request.num_output_tokens + placeholders - computed
+            num_new = request.prompt_tokens + request.num_output_tokens + placeholders - computed + request.spec_tokens
             if threshold and num_new > threshold:
                 num_new = threshold
             if num_new > budget:
@@ -275,7 +291,7 @@ class SchedulerBase:
             granted = False
             if plain_kv:
                 held = blocks.get(request.request_id, 0)
-                need = -(-(computed + num_new) // block_size) - held
+                need = -(-(computed + num_new + lookahead) // block_size) - held
                 if need <= 0:
                     granted = True
                 elif need <= kv.num_free_blocks:
@@ -307,7 +323,7 @@ class SchedulerBase:
             if kv.blocks_for_tokens(request.num_computed_tokens + num_new) + reserve_blocks > kv.num_free_blocks:
                 return False
             plan.swap_in_blocks += kv.swap_in(request)
-        if not kv.allocate_slots(request, num_new, reserve_blocks, num_cached_blocks):
+        if not kv.allocate_slots(request, num_new + self._lookahead, reserve_blocks, num_cached_blocks):
             return False
         if num_cached_blocks:
             cached = num_cached_blocks * kv.block_size
@@ -319,7 +335,9 @@ class SchedulerBase:
         """Leading blocks of a request being admitted that the prefix cache already holds."""
         if not self.prefix_caching or request.status == RequestStatus.SWAPPED:
             return 0
-        return self.kv_cache.match_prefix(request)
+        hit = self.kv_cache.match_prefix(request)
+        # vLLM with an EAGLE/MTP head drops the last hit block: the head needs its hidden states recomputed.
+        return hit - 1 if hit and self._lookahead else hit
 
     def _fail(self, request: Request, plan: StepPlan, reason: str) -> None:
         """End a request the engine cannot serve (reported through the step's outcome)."""
@@ -356,7 +374,10 @@ class SchedulerBase:
                 sampling.append(request)
                 if self.async_scheduling:
                     request.num_output_placeholders += 1
-                if num_new > 1:
+                # Speculative decoding: the drafts that fitted in the step (a budget cut trims them).
+                drafts = request.num_computed_tokens - target
+                request.spec_tokens = drafts
+                if num_new - drafts > 1:
                     prefill += num_new
             else:
                 prefill += num_new
@@ -377,7 +398,11 @@ class SchedulerBase:
         for request in plan.sampling:
             if request.status in ended:
                 continue
-            request.num_output_tokens += 1
+            if request.spec_tokens:
+                gained = self._verify(request)
+            else:
+                gained = 1
+            request.num_output_tokens += gained
             if request.num_output_placeholders:
                 request.num_output_placeholders -= 1
             if cache_blocks is not None and request.status == RequestStatus.RUNNING:
@@ -390,8 +415,22 @@ class SchedulerBase:
             if request.num_output_tokens >= request.max_output_tokens:
                 self._finish(request, plan.step)
                 outcome.finished.append(request)
+            elif self.speculator is not None:
+                request.spec_tokens = self.speculator.drafts_for(request.max_output_tokens - request.num_output_tokens)
         outcome.free_blocks_after_update = self.kv_cache.num_free_blocks
         return outcome
+
+    def _verify(self, request: Request) -> int:
+        """The target checks the request's scheduled drafts: accepted ones become tokens, rejected slots are
+        given back (computed tokens drop by them). Returns the tokens gained (accepted + the target's own)."""
+        drafts = request.spec_tokens
+        accepted = self.speculator.accepted(drafts)
+        request.num_computed_tokens -= drafts - accepted
+        request.num_draft_tokens += drafts
+        request.num_accepted_tokens += accepted
+        request.num_verify_steps += 1
+        request.spec_tokens = 0
+        return accepted + 1
 
     def _finish(self, request: Request, step: int) -> None:
         was_running = request.status == RequestStatus.RUNNING
