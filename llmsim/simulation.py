@@ -45,6 +45,7 @@ class Deployment:
     details: dict[str, Any] = field(default_factory=dict)
     swap_s_per_block: float = 0.0  # PCIe time to move one KV block between GPU and CPU (swap preemption)
     num_cpu_blocks: int = 0  # KV blocks the CPU swap space holds (scheduler.swap_space_gib; swap mode only)
+    num_offload_blocks: int = 0  # KV blocks the CPU offload tier holds (scheduler.kv_offload_gib)
     timing: Any = None  # the TimingModel itself (its vectorised decode steps drive the fast path)
 
 
@@ -116,8 +117,10 @@ def build_deployment(config: SimConfig) -> Deployment:
     stage_layers = max(layers_per_stage(model.num_layers, hw.pp))
     block_bytes = sched.block_size * model.kv_bytes_per_token(hw.kv_cache_dtype, tp=hw.tp, num_layers=stage_layers)
     num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
+    num_offload_blocks = int(sched.kv_offload_gib * 2**30 // block_bytes)
     return Deployment(num_blocks, max_model_len, timing.step_time, details,
-                      swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing)
+                      swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing,
+                      num_offload_blocks=num_offload_blocks)
 
 
 def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
@@ -382,7 +385,7 @@ def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Record
 
     def engine_factory(replica_id: int, spec, replica_recorder) -> Replica:
         deployment = spec.deployment
-        kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks)
+        kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks, deployment.num_offload_blocks)
         scheduler = make_scheduler(sched_cfg, kv, deployment.max_model_len)
         if config.speculative.enabled:
             scheduler.enable_speculation(Speculator(config.speculative, stream=replica_id))
@@ -419,6 +422,11 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
     summary["seed"] = config.seed
     if config.speculative.enabled:
         summary["speculative"] = recorder.speculation_summary()
+    if config.scheduler.kv_offload_gib:
+        loaded = recorder.loaded_tokens
+        looked_up = int(requests["prompt_tokens"].sum() + requests["recomputed_tokens"].sum())
+        summary["kv_offload"] = {"loaded_tokens": loaded, "hit_rate": loaded / looked_up if looked_up else 0.0,
+                                 "gpu_hit_rate": summary["prefix_cache_hit_rate"]}
     summary["cluster"] = cluster_summary
     result = Result(config=config, requests=requests, summary=summary, tables=tables,
                     steps_file=None if steps_file is None else Path(steps_file), _steps=steps)

@@ -48,6 +48,10 @@ class SchedulerConfig(StrictModel):
                                                                         "served before all others (aging); None = off")
     # Swap preemption (vLLM V0: --swap-space 4 GiB of CPU memory per GPU).
     swap_space_gib: float = Field(4.0, ge=0, description="CPU memory per GPU for swapped-out KV blocks, GiB")
+    # KV offloading (vLLM's native CPU offloading connector, LMCache): a CPU tier behind the prefix cache.
+    kv_offload_gib: float = Field(0.0, ge=0, description="CPU memory per GPU for prefix-cache blocks evicted from the "
+                                                         "GPU, reloaded over PCIe on a prefix hit, GiB; 0 = off; needs "
+                                                         "enable_prefix_caching")
     # Admission control.
     max_waiting_requests: Optional[int] = Field(None, ge=0, description="reject arrivals while this many wait "
                                                                         "(TGI: max_concurrent_requests); None = no cap")

@@ -68,6 +68,10 @@ class KVCacheManager:
         """Leading blocks of ``request`` already in the cache (always 0 without prefix caching)."""
         return 0
 
+    def match_offloaded(self, request: Request, num_gpu_hits: int) -> int:
+        """Blocks after the GPU hit held by a CPU offload tier (always 0 without one)."""
+        return 0
+
     def blocks_to_admit(self, request: Request, num_tokens: int, num_cached_blocks: int = 0) -> int:
         """Free blocks that holding ``num_tokens`` tokens would consume, given ``num_cached_blocks`` cache hits."""
         return cdiv(num_tokens, self.block_size) - self._blocks.get(request.request_id, 0)

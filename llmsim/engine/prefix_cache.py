@@ -50,8 +50,12 @@ class PrefixCachingKVCacheManager(KVCacheManager):
     """
 
     def __init__(self, num_gpu_blocks: int, block_size: int, watermark: float = 0.0, num_cpu_blocks: int = 0,
-                 hash_block_tokens: int = MOONCAKE_HASH_BLOCK_TOKENS) -> None:
+                 hash_block_tokens: int = MOONCAKE_HASH_BLOCK_TOKENS, num_offload_blocks: int = 0) -> None:
         super().__init__(num_gpu_blocks, block_size, watermark, num_cpu_blocks)
+        # CPU offload tier (see llmsim.engine.offload): contents evicted from the GPU, least recently used first.
+        self.num_offload_blocks = num_offload_blocks
+        self._offloaded: OrderedDict[Hashable, None] = OrderedDict()
+        self.num_offloaded_blocks = 0  # blocks copied to the CPU tier so far
         self.hash_block_tokens = hash_block_tokens
         self._ref = [0] * num_gpu_blocks  # users of each block
         self._key: list[Optional[Hashable]] = [None] * num_gpu_blocks  # the content a cached block holds
@@ -103,6 +107,31 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         while hits < limit and keys[hits] in cache:
             hits += 1
         return hits
+
+    # -- CPU offload tier -------------------------------------------------------------------------
+    def _offload(self, key: Hashable) -> None:
+        """The last GPU copy of ``key`` is being reused: keep its content in the CPU tier (LRU)."""
+        offloaded = self._offloaded
+        if key in offloaded:
+            offloaded.move_to_end(key)
+            return
+        offloaded[key] = None
+        self.num_offloaded_blocks += 1
+        if len(offloaded) > self.num_offload_blocks:
+            offloaded.popitem(last=False)
+
+    def match_offloaded(self, request: Request, num_gpu_hits: int) -> int:
+        """Blocks after the GPU hit that the CPU tier holds (to be loaded), within the same hit cap."""
+        offloaded = self._offloaded
+        if not offloaded:
+            return 0
+        keys = self.keys_of(request)
+        limit = min((request.num_tokens - 1) // self.block_size, len(keys))
+        k = num_gpu_hits
+        while k < limit and keys[k] in offloaded:
+            offloaded.move_to_end(keys[k])
+            k += 1
+        return k - num_gpu_hits
 
     def _hit_blocks(self, request: Request, num_cached_blocks: int) -> list[int]:
         """The blocks a hit of ``num_cached_blocks`` takes: the oldest copy of each key."""
@@ -164,6 +193,8 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         del copies[block]
         if not copies:
             del self._cache[key]
+            if self.num_offload_blocks:
+                self._offload(key)
         self._key[block] = None
         self.num_evicted_blocks += 1
 

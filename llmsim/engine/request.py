@@ -34,7 +34,7 @@ class Request:
         "first_scheduled_s", "first_token_s", "last_token_s", "finish_s", "reason", "replica",
         "first_scheduled_step", "first_token_step", "finish_step", "preempted_at_steps", "resumed_at_steps",
         "was_preempted", "admitted_seq", "predicted_output_tokens", "block_keys", "retries", "submitted_s", "served_by",
-        "spec_tokens", "num_draft_tokens", "num_accepted_tokens", "num_verify_steps",
+        "spec_tokens", "num_draft_tokens", "num_accepted_tokens", "num_verify_steps", "num_loaded_tokens",
     )
 
     def __init__(
@@ -88,6 +88,7 @@ class Request:
         # Speculative decoding: drafts proposed for (then, once scheduled, drafts in) the next step; totals.
         self.spec_tokens = 0
         self.num_draft_tokens = self.num_accepted_tokens = self.num_verify_steps = 0
+        self.num_loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier instead of prefilled
 
     def reset_for_retry(self, now_s: float) -> None:
         """Forget a failed attempt's progress: the client sends the same request again (one more retry).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Optional, Protocol
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager
@@ -110,6 +110,9 @@ class SchedulerBase:
         self.queue_order = make_queue_order(config)
         self.victim_rule = make_victim_rule(config, self.default_victim)
         self.prefix_caching = config.enable_prefix_caching
+        if config.kv_offload_gib and self.name != "vllm-v1":
+            raise ConfigError(f"config field scheduler.kv_offload_gib: KV offloading is modelled for scheduler.policy "
+                              f"vllm-v1 only, not {self.name}")
         self.speculator: Optional[Speculator] = None  # speculative decoding (see enable_speculation)
         self._lookahead = 0
         self.now_s = 0.0

@@ -92,6 +92,7 @@ class Recorder:
         }
         self.itl_values = array("d")
         self._spec = [0, 0, 0]  # speculative decoding: drafts scheduled, drafts accepted, verification steps
+        self.loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier
         self.itl_weights = array("q")
         self.num_steps = 0
         self.busy_time_s = 0.0
@@ -117,6 +118,7 @@ class Recorder:
         if e2el is not None and request.num_output_tokens > 1:
             tpot = (e2el - ttft) / (request.num_output_tokens - 1)
         queue = None if request.first_scheduled_s is None else request.first_scheduled_s - request.arrival_s
+        self.loaded_tokens += request.num_loaded_tokens
         if request.num_verify_steps:
             spec = self._spec
             spec[0] += request.num_draft_tokens

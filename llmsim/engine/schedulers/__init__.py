@@ -42,9 +42,14 @@ def make_scheduler(config: SchedulerConfig, kv_cache: KVCacheManager, max_model_
     return cls(config, kv_cache, max_model_len)
 
 
-def make_kv_cache(config: SchedulerConfig, num_gpu_blocks: int, num_cpu_blocks: int = 0) -> KVCacheManager:
-    """The KV cache manager the config asks for: with prefix caching, the hashed, reference-counted one."""
+def make_kv_cache(config: SchedulerConfig, num_gpu_blocks: int, num_cpu_blocks: int = 0,
+                  num_offload_blocks: int = 0) -> KVCacheManager:
+    """The KV cache manager the config asks for: with prefix caching, the hashed, reference-counted one
+    (with ``num_offload_blocks`` blocks of CPU offload tier behind it)."""
+    if config.kv_offload_gib and not config.enable_prefix_caching:
+        raise ConfigError("config field scheduler.kv_offload_gib: KV offloading keeps prefix-cache blocks, so it needs "
+                          "scheduler.enable_prefix_caching: true")
     if config.enable_prefix_caching:
         return PrefixCachingKVCacheManager(num_gpu_blocks, config.block_size, config.watermark, num_cpu_blocks,
-                                           config.prefix_hash_block_tokens)
+                                           config.prefix_hash_block_tokens, num_offload_blocks)
     return KVCacheManager(num_gpu_blocks, config.block_size, config.watermark, num_cpu_blocks)

@@ -60,8 +60,10 @@ class VLLMV1Scheduler(SchedulerBase):
                 break
             request = waiting[0]
             hit = self._prefix_hit(request)
+            # KV offloading: blocks after the GPU hit that the CPU tier holds are loaded, not computed.
+            loaded = kv.match_offloaded(request, hit) if self.prefix_caching and request.num_computed_tokens == 0 else 0
             num_new = (request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
-                       - hit * kv.block_size)
+                       - (hit + loaded) * kv.block_size)
             if threshold:
                 num_new = min(num_new, threshold)
             if not cfg.enable_chunked_prefill and num_new > budget:
@@ -72,8 +74,12 @@ class VLLMV1Scheduler(SchedulerBase):
             if self.full_prompt_check and cfg.scheduler_reserve_full_isl:
                 if kv.blocks_to_admit(request, request.num_tokens, hit) + watermark > kv.num_free_blocks:
                     break
-            if not self._allocate(request, num_new, plan, watermark, hit):
+            if not self._allocate(request, num_new + loaded * kv.block_size, plan, watermark, hit):
                 break
+            if loaded:
+                request.num_computed_tokens += loaded * kv.block_size
+                request.num_loaded_tokens += loaded * kv.block_size
+                plan.swap_in_blocks += loaded  # the replica charges the PCIe copy to the step
             self._admit(waiting, plan, num_new)
             budget -= num_new
 
