@@ -401,11 +401,7 @@ class SchedulerBase:
         for request in plan.sampling:
             if request.status in ended:
                 continue
-            if request.spec_tokens:
-                gained = self._verify(request)
-            else:
-                gained = 1
-            request.num_output_tokens += gained
+            request.num_output_tokens += self.speculator.verify(request) if request.spec_tokens else 1
             if request.num_output_placeholders:
                 request.num_output_placeholders -= 1
             if cache_blocks is not None and request.status == RequestStatus.RUNNING:
@@ -419,21 +415,9 @@ class SchedulerBase:
                 self._finish(request, plan.step)
                 outcome.finished.append(request)
             elif self.speculator is not None:
-                request.spec_tokens = self.speculator.drafts_for(request.max_output_tokens - request.num_output_tokens)
+                self.speculator.propose(request)
         outcome.free_blocks_after_update = self.kv_cache.num_free_blocks
         return outcome
-
-    def _verify(self, request: Request) -> int:
-        """The target checks the request's scheduled drafts: accepted ones become tokens, rejected slots are
-        given back (computed tokens drop by them). Returns the tokens gained (accepted + the target's own)."""
-        drafts = request.spec_tokens
-        accepted = self.speculator.accepted(drafts)
-        request.num_computed_tokens -= drafts - accepted
-        request.num_draft_tokens += drafts
-        request.num_accepted_tokens += accepted
-        request.num_verify_steps += 1
-        request.spec_tokens = 0
-        return accepted + 1
 
     def _finish(self, request: Request, step: int) -> None:
         was_running = request.status == RequestStatus.RUNNING

@@ -117,6 +117,23 @@ class Speculator:
         """Drafts to propose for a request that still has ``remaining_outputs`` tokens to produce."""
         return max(0, min(self.k, remaining_outputs - 1))
 
+    def propose(self, request) -> None:
+        """After a request sampled: the drafts it carries into its next step."""
+        request.spec_tokens = self.drafts_for(request.max_output_tokens - request.num_output_tokens)
+
+    def verify(self, request) -> int:
+        """The target checks the request's scheduled drafts (``spec_tokens``): accepted ones become tokens,
+        rejected slots are given back (its computed tokens drop by them). Returns the tokens gained: the
+        accepted drafts and the target's own."""
+        drafts = request.spec_tokens
+        accepted = self.accepted(drafts)
+        request.num_computed_tokens -= drafts - accepted
+        request.num_draft_tokens += drafts
+        request.num_accepted_tokens += accepted
+        request.num_verify_steps += 1
+        request.spec_tokens = 0
+        return accepted + 1
+
     def accepted(self, num_drafts: int) -> int:
         """How many of ``num_drafts`` scheduled drafts the target accepts (a prefix of them)."""
         if num_drafts <= 0:
