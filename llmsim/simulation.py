@@ -25,8 +25,9 @@ from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
+from llmsim.engine.hybrid_kv import SLIDING_ATTENTION, kv_cache_groups
 from llmsim.engine.speculative import Speculator
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, UserError
 from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
@@ -46,6 +47,7 @@ class Deployment:
     swap_s_per_block: float = 0.0  # PCIe time to move one KV block between GPU and CPU (swap preemption)
     num_cpu_blocks: int = 0  # KV blocks the CPU swap space holds (scheduler.swap_space_gib; swap mode only)
     num_offload_blocks: int = 0  # KV blocks the CPU offload tier holds (scheduler.kv_offload_gib)
+    kv_groups: Optional[list] = None  # hybrid models: each KV cache group's sliding window (None: full attention)
     timing: Any = None  # the TimingModel itself (its vectorised decode steps drive the fast path)
 
 
@@ -118,9 +120,19 @@ def build_deployment(config: SimConfig) -> Deployment:
     block_bytes = sched.block_size * model.kv_bytes_per_token(hw.kv_cache_dtype, tp=hw.tp, num_layers=stage_layers)
     num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
     num_offload_blocks = int(sched.kv_offload_gib * 2**30 // block_bytes)
+    kv_groups = None
+    layer_types = getattr(model, "layer_types", None)
+    if layer_types and SLIDING_ATTENTION in layer_types:
+        kv_groups, group_size = kv_cache_groups(layer_types, getattr(model, "sliding_window", None))
+        if sched.num_gpu_blocks is None:
+            # The memory model counts blocks of the whole model (all layers); vLLM's hybrid pool counts pages of
+            # one group's ``group_size`` layers, so the same memory holds num_layers / group_size times as many.
+            num_blocks = num_blocks * model.num_layers // group_size
+            details["num_gpu_blocks"] = num_blocks
+        details["kv_groups"] = kv_groups
     return Deployment(num_blocks, max_model_len, timing.step_time, details,
                       swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing,
-                      num_offload_blocks=num_offload_blocks)
+                      num_offload_blocks=num_offload_blocks, kv_groups=kv_groups)
 
 
 def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
@@ -350,6 +362,14 @@ def _fill_timeseries(cluster: Cluster, replicas, engines, end_s: float) -> None:
     assert len(ts["replica"]) == count * width
 
 
+def _has_sliding_layers(model_name: str) -> bool:
+    try:
+        model = load_model(model_name)
+    except UserError:  # an unknown model is reported where the deployment is built
+        return False
+    return SLIDING_ATTENTION in (getattr(model, "layer_types", None) or ())
+
+
 def fast_path_blockers(config: SimConfig) -> list[str]:
     """Why the event-skipping engine would not be exact for this config (empty: it may be used).
 
@@ -361,6 +381,8 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
     reasons = scheduler_blockers(config.scheduler)
     if config.speculative.enabled:
         reasons.append("speculative decoding")
+    if _has_sliding_layers(config.hardware.model):
+        reasons.append("sliding-window (hybrid) KV memory")
     if cluster.router not in ("round-robin", "random"):
         reasons.append(f"router {cluster.router} reads replica state")
     if cluster.autoscaler.policy != "none":
@@ -385,7 +407,8 @@ def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Record
 
     def engine_factory(replica_id: int, spec, replica_recorder) -> Replica:
         deployment = spec.deployment
-        kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks, deployment.num_offload_blocks)
+        kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks, deployment.num_offload_blocks,
+                           deployment.kv_groups)
         scheduler = make_scheduler(sched_cfg, kv, deployment.max_model_len)
         if config.speculative.enabled:
             scheduler.enable_speculation(Speculator(config.speculative, stream=replica_id))
