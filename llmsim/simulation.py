@@ -25,7 +25,7 @@ from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
-from llmsim.engine.hybrid_kv import SLIDING_ATTENTION, kv_cache_groups
+from llmsim.engine.hybrid_kv import is_sliding, kv_cache_groups
 from llmsim.engine.speculative import Speculator
 from llmsim.errors import ConfigError, UserError
 from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
@@ -122,7 +122,7 @@ def build_deployment(config: SimConfig) -> Deployment:
     num_offload_blocks = int(sched.kv_offload_gib * 2**30 // block_bytes)
     kv_groups = None
     layer_types = getattr(model, "layer_types", None)
-    if layer_types and SLIDING_ATTENTION in layer_types:
+    if is_sliding(layer_types):
         kv_groups, group_size = kv_cache_groups(layer_types, getattr(model, "sliding_window", None))
         if sched.num_gpu_blocks is None:
             # The memory model counts blocks of the whole model (all layers); vLLM's hybrid pool counts pages of
@@ -367,7 +367,7 @@ def _has_sliding_layers(model_name: str) -> bool:
         model = load_model(model_name)
     except UserError:  # an unknown model is reported where the deployment is built
         return False
-    return SLIDING_ATTENTION in (getattr(model, "layer_types", None) or ())
+    return is_sliding(getattr(model, "layer_types", None))
 
 
 def fast_path_blockers(config: SimConfig) -> list[str]:

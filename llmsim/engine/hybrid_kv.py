@@ -33,6 +33,15 @@ from llmsim.errors import ConfigError
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
+# Names model configs use for the two kinds (Hugging Face's are the first of each).
+_KINDS = {"full_attention": FULL_ATTENTION, "full": FULL_ATTENTION, "global": FULL_ATTENTION,
+          "attention": FULL_ATTENTION, "sliding_attention": SLIDING_ATTENTION, "sliding": SLIDING_ATTENTION,
+          "sliding_window": SLIDING_ATTENTION, "local": SLIDING_ATTENTION}
+
+
+def is_sliding(layer_types: Optional[Sequence[str]]) -> bool:
+    """True if any layer is a sliding-window layer (the model needs the hybrid allocator)."""
+    return any(_KINDS.get(t) == SLIDING_ATTENTION for t in (layer_types or ()))
 
 
 def kv_cache_groups(layer_types: Sequence[str], sliding_window: Optional[int]) -> tuple[list[Optional[int]], int]:
@@ -40,11 +49,11 @@ def kv_cache_groups(layer_types: Sequence[str], sliding_window: Optional[int]) -
 
     ``layer_types`` uses Hugging Face's names (``full_attention``, ``sliding_attention``).
     """
-    counts = Counter(layer_types)
-    unknown = set(counts) - {FULL_ATTENTION, SLIDING_ATTENTION}
+    unknown = sorted(set(layer_types) - set(_KINDS))
     if unknown:
-        raise ConfigError(f"model layer_types: unknown attention type {sorted(unknown)[0]!r}; expected "
-                          f"{FULL_ATTENTION} or {SLIDING_ATTENTION}")
+        raise ConfigError(f"model layer_types: attention type {unknown[0]!r} is not modelled; expected one of "
+                          f"{', '.join(_KINDS)}")
+    counts = Counter(_KINDS[t] for t in layer_types)
     if counts[SLIDING_ATTENTION] and not sliding_window:
         raise ConfigError("model sliding_window: sliding-attention layers need a window size")
     group_size = min(counts.values())
