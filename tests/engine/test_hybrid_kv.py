@@ -58,3 +58,27 @@ def test_a_hybrid_model_refuses_prefix_caching_and_swap():
     kv = HybridKVCacheManager(100, 16, [None, 128])
     with pytest.raises(ConfigError, match="swap"):
         kv.swap_out(req("r", 10, 1))
+
+
+def test_a_model_with_sliding_layers_gets_the_hybrid_pool(monkeypatch):
+    """Wiring: a spec listing sliding-window layers selects the hybrid manager and converts the capacity."""
+    import dataclasses
+
+    import llmsim.simulation as simulation
+    from llmsim.config import SimConfig
+    from llmsim.hardware.profiles import load_model
+
+    config = SimConfig.model_validate({"workload": {"num_requests": 30}})
+    plain = simulation.build_deployment(config)
+    base = load_model("Llama-2-7B")
+    hybrid_spec = dataclasses.make_dataclass("HybridSpec", [("layer_types", tuple, ()), ("sliding_window", int, 0)],
+                                             bases=(type(base),), frozen=True)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    fields.update(layer_types=("sliding_attention", "full_attention") * (base.num_layers // 2), sliding_window=256)
+    monkeypatch.setattr(simulation, "load_model", lambda name: hybrid_spec(**fields))
+    hybrid = simulation.build_deployment(config)
+    assert plain.kv_groups is None and hybrid.kv_groups == [None, 256]
+    assert hybrid.num_gpu_blocks == plain.num_gpu_blocks * 2  # pages of 16 layers instead of blocks of 32
+    result = simulation.simulate(config)
+    assert "sliding-window (hybrid) KV memory" in result.summary["engine_mode"]
+    assert (result.requests["status"] == "finished").all()
