@@ -230,8 +230,7 @@ class SchedulerBase:
         Victims are chosen by the victim rule among ``running[index:]`` — the running requests not yet
         scheduled in this step, the requester included — or, when ``victims_include_scheduled`` (vLLM's
         priority policy), among all running requests: a victim already scheduled in this step loses its
-        tokens, which go back to the budget. Returns (granted, tokens handed back, victims removed before
-        ``index``). Not granted: the requester itself was preempted, or, with preemption ``none``, it cannot
+        tokens, which go back to the budget. Returns (granted, tokens handed back, scheduled victims removed). Not granted: the requester itself was preempted, or, with preemption ``none``, it cannot
         grow (it then waits, keeping its blocks).
         """
         kv = self.kv_cache
@@ -241,12 +240,14 @@ class SchedulerBase:
             if self.preemption == "none":
                 return False, refund, shift
             victim = self.victim_rule(running if self.victims_include_scheduled else running[index - shift:], kv)
-            if self.victims_include_scheduled and running.index(victim) < index - shift:
-                shift += 1
+            if self.victims_include_scheduled:
                 for k, (scheduled, n) in enumerate(plan.scheduled):
                     if scheduled is victim:
+                        # vLLM steps its index back only for a victim it had scheduled; an earlier victim that
+                        # it had skipped (its last token in flight) makes it skip the request after this one.
                         del plan.scheduled[k]
                         refund += n
+                        shift += 1
                         break
             self._remove_running(victim)
             self._preempt(victim, plan)

@@ -152,8 +152,8 @@ class Recorder:
         step, the target's own token included), over every ended request."""
         drafts, accepted, steps = self._spec
         return {"draft_tokens": drafts, "accepted_tokens": accepted, "verify_steps": steps,
-                "acceptance_rate": accepted / drafts if drafts else float("nan"),
-                "mean_acceptance_length": (accepted + steps) / steps if steps else float("nan")}
+                "acceptance_rate": accepted / drafts if drafts else None,
+                "mean_acceptance_length": (accepted + steps) / steps if steps else None}
 
     def add_requests(self, columns: dict) -> None:
         """Many requests' records at once (``columns``: one array or list per name of REQUEST_COLUMNS, in the
