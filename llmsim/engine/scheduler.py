@@ -15,6 +15,7 @@ from typing import Optional, Protocol
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.queues import VictimRule, make_queue_order, make_victim_rule
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.speculative import Speculator
@@ -97,6 +98,9 @@ class SchedulerBase:
     # What a running request that preempted itself does to the rest of the running pass: vLLM 0.32 ends it,
     # 0.33 continues with the next running request (only differs when the victim is not the list's tail).
     continue_after_self_preemption = False
+    # Register newly computed full blocks after each step too (for policies that allocate ahead, whose later
+    # tokens never pass through allocate_slots); vLLM V1 registers only at allocation and in the async update.
+    catch_up_cache = True
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
         self.config = config
@@ -269,6 +273,8 @@ class SchedulerBase:
         running = self.running
         kv = self.kv_cache
         plain_kv = type(kv) is KVCacheManager
+        # Prefix cache: a request that needs no new block and fills no new block needs no allocate_slots call.
+        num_cached = kv._num_cached if type(kv) is PrefixCachingKVCacheManager else None
         blocks = kv._blocks
         block_size = kv.block_size
         last_slot = self.max_model_len - 1
@@ -302,6 +308,10 @@ class SchedulerBase:
                     blocks[request.request_id] = held + need
                     kv.num_free_blocks -= need
                     granted = True
+            elif num_cached is not None and -(-(computed + num_new + lookahead) // block_size) <= blocks.get(
+                    request.request_id, 0):
+                known = request.prompt_tokens + request.num_output_tokens
+                granted = min(computed + num_new, known) // block_size <= num_cached.get(request.request_id, 0)
             if not granted:
                 granted, refund, shift = self._grow_or_preempt(request, num_new, plan, index)
                 budget += refund
@@ -365,7 +375,7 @@ class SchedulerBase:
         sampling = plan.sampling
         context_lens = plan.context_lens
         total = prefill = 0
-        cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching else None
+        cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching and self.catch_up_cache else None
         for request, num_new in plan.scheduled:
             context_lens.append(request.num_computed_tokens)
             target = request.prompt_tokens + request.num_output_tokens + request.num_output_placeholders

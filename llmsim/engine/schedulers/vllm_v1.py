@@ -27,6 +27,7 @@ from llmsim.engine.scheduler import SchedulerBase, StepPlan
 class VLLMV1Scheduler(SchedulerBase):
     name = "vllm-v1"
     full_prompt_check = True  # rule 3's full-ISL check (``scheduler_reserve_full_isl``); subclasses may drop it
+    catch_up_cache = False  # blocks are registered where vLLM registers them, nowhere else
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
         super().__init__(config, kv_cache, max_model_len)
