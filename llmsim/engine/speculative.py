@@ -95,6 +95,23 @@ class SpeculativeConfig(StrictModel):
         pmf[k] = survive
         return pmf
 
+    @staticmethod
+    def per_position_from_vllm_metrics(num_drafts: int, accepted_per_position: list[int]) -> list[float]:
+        """Fit ``acceptance_per_position`` from a deployment's vLLM counters: ``num_drafts`` (verification
+        steps with drafts, ``vllm:spec_decode_num_drafts``) and, per draft position, how often it was
+        accepted (``vllm:spec_decode_num_accepted_tokens_per_pos``). Position k is accepted only if k-1
+        was, so its conditional probability is ``accepted[k] / accepted[k-1]``."""
+        if num_drafts <= 0:
+            raise ValueError("num_drafts must be positive")
+        probabilities = []
+        previous = num_drafts
+        for count in accepted_per_position:
+            if count > previous:
+                raise ValueError(f"accepted_per_position must not increase: {accepted_per_position}")
+            probabilities.append(count / previous if previous else 0.0)
+            previous = count
+        return probabilities
+
     def expected_acceptance_length(self) -> float:
         """Tokens a verification step yields on average with all k drafts scheduled: 1 + E[a]."""
         pmf = self.length_pmf()

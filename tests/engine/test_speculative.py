@@ -88,3 +88,11 @@ def test_simulation_reports_acceptance_length_and_speeds_up_decoding():
     assert "speculative decoding" in on.summary["engine_mode"]
     assert on.requests["tpot_s"].mean() < 0.6 * off.requests["tpot_s"].mean()
     assert (on.requests["num_output_tokens"] == off.requests["num_output_tokens"]).all()
+
+
+def test_per_position_acceptance_is_fitted_from_vllm_counters():
+    # 1000 verifications: position 0 accepted 800 times, 1 (given 0) 400 times, 2 (given 1) 100 times
+    per = SpeculativeConfig.per_position_from_vllm_metrics(1000, [800, 400, 100])
+    assert per == pytest.approx([0.8, 0.5, 0.25])
+    config = SpeculativeConfig(method="eagle", num_speculative_tokens=3, acceptance_per_position=per)
+    assert config.expected_acceptance_length() == pytest.approx(1 + (800 + 400 + 100) / 1000)
