@@ -77,12 +77,15 @@ def replay_scheduler(
     scenario: Path = typer.Argument(..., help="scenario JSON in the vLLM goldens' format"),
     engine: str = typer.Option("sync", "--engine", help="engine loop: sync or async"),
     out: Path = typer.Option(..., "-o", "--out", help="trace JSON to write (golden format)"),
+    vllm_version: Optional[str] = typer.Option(None, "--vllm-version",
+                                               help="vLLM release whose rules apply where releases differ "
+                                                    "(0.32 or 0.33); default: the scenario's, else the newest"),
 ) -> None:
     """Replay a scheduler scenario tick by tick and write the trace in the golden format."""
     from llmsim.engine.replay import load_scenario, replay_scenario
     from llmsim.fileio import atomic_write_text
 
-    trace = replay_scenario(load_scenario(scenario), engine, source=str(scenario))
+    trace = replay_scenario(load_scenario(scenario), engine, source=str(scenario), vllm_version=vllm_version)
     atomic_write_text(out, json.dumps(trace, indent=1) + "\n")
     s = trace["summary"]
     typer.echo(f"wrote {out}: {s['num_steps']} steps, {s['total_preemptions']} preemptions")

@@ -17,6 +17,7 @@ from llmsim.cluster.config import ClusterConfig
 from llmsim.configbase import StrictModel
 from llmsim.engine.config import ClientConfig, EngineConfig, SchedulerConfig
 from llmsim.engine.server import ServerConfig
+from llmsim.engine.speculative import SpeculativeConfig
 from llmsim.errors import ConfigError
 from llmsim.hardware.config import HardwareConfig
 from llmsim.metrics.config import MetricsConfig, OutputConfig, SLOConfig
@@ -32,6 +33,7 @@ class SimConfig(StrictModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     slo: SLOConfig = Field(default_factory=SLOConfig)

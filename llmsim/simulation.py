@@ -27,7 +27,9 @@ from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.server import Ingress, ServerQueue, client_view, solve_ingress
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
-from llmsim.errors import ConfigError
+from llmsim.engine.hybrid_kv import is_sliding, kv_cache_groups
+from llmsim.engine.speculative import Speculator
+from llmsim.errors import ConfigError, UserError
 from llmsim.hardware.execution import Execution, vllm_capture_sizes
 from llmsim.hardware.memory import kv_bytes_per_gpu, kv_cache_capacity
 from llmsim.hardware.specs import PredictionResiduals
@@ -49,6 +51,8 @@ class Deployment:
     details: dict[str, Any] = field(default_factory=dict)
     swap_s_per_block: float = 0.0  # PCIe time to move one KV block between GPU and CPU (swap preemption)
     num_cpu_blocks: int = 0  # KV blocks the CPU swap space holds (scheduler.swap_space_gib; swap mode only)
+    num_offload_blocks: int = 0  # KV blocks the CPU offload tier holds (scheduler.kv_offload_gib)
+    kv_groups: Optional[list] = None  # hybrid models: each KV cache group's sliding window (None: full attention)
     timing: Any = None  # the TimingModel itself (its vectorised decode steps drive the fast path)
     residuals: PredictionResiduals = field(default_factory=PredictionResiduals)  # the profile's real-world errors
 
@@ -103,12 +107,15 @@ def build_deployment(config: SimConfig) -> Deployment:
     model = load_model(hw.model)
     max_model_len = sched.max_model_len or model.max_position_embeddings
     details: dict[str, Any] = {"gpu": gpu.name, "model": model.name, "tp": hw.tp, "pp": hw.pp}
+    layer_types = getattr(model, "layer_types", None)
+    hybrid = is_sliding(layer_types)
     if sched.num_gpu_blocks is not None:
         num_blocks = sched.num_gpu_blocks
     else:
-        capacity = kv_cache_capacity(
-            model, gpu, hw, sched.block_size, sched.gpu_memory_utilization, max_num_seqs=sched.max_num_seqs
-        )
+        # vLLM's hybrid allocator shares one pool between full and sliding layers (no per-request window
+        # reserve): size the full-attention layers' blocks over all the memory, then convert to pages below.
+        capacity = kv_cache_capacity(model, gpu, hw, sched.block_size, sched.gpu_memory_utilization,
+                                     max_num_seqs=0 if hybrid else sched.max_num_seqs)
         num_blocks = capacity.num_gpu_blocks
         details["kv_bytes_per_token"] = capacity.kv_bytes_per_token
     if not sched.enable_chunked_prefill and max_model_len > sched.max_num_batched_tokens:
@@ -122,9 +129,20 @@ def build_deployment(config: SimConfig) -> Deployment:
     # One block on one GPU (its PP stage's layers, its TP share of KV heads) crosses that GPU's own PCIe link.
     block_bytes = sched.block_size * kv_bytes_per_gpu(model, hw, sched.block_size)[0]
     num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
+    num_offload_blocks = int(sched.kv_offload_gib * 2**30 // block_bytes)
+    kv_groups = None
+    if hybrid:
+        kv_groups, group_size = kv_cache_groups(layer_types, getattr(model, "sliding_window", None))
+        if sched.num_gpu_blocks is None:
+            # The memory model's blocks hold a token of every full-attention layer (of the fullest stage); vLLM's
+            # hybrid pool counts pages of one group's ``group_size`` layers: full_layers / group_size as many.
+            full_layers = -(-(model.num_layers - model.num_sliding_layers) // hw.pp)
+            num_blocks = num_blocks * full_layers // group_size
+            details["num_gpu_blocks"] = num_blocks
+        details["kv_groups"] = kv_groups
     return Deployment(num_blocks, max_model_len, timing.step_time, details,
                       swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing,
-                      residuals=gpu.residuals)
+                      num_offload_blocks=num_offload_blocks, kv_groups=kv_groups, residuals=gpu.residuals)
 
 
 def execution_of(config: SimConfig) -> Execution:
@@ -465,6 +483,14 @@ def _fill_timeseries(cluster: Cluster, replicas, engines, end_s: float) -> None:
     assert len(ts["replica"]) == count * width
 
 
+def _has_sliding_layers(model_name: str) -> bool:
+    try:
+        model = load_model(model_name)
+    except UserError:  # an unknown model is reported where the deployment is built
+        return False
+    return is_sliding(getattr(model, "layer_types", None))
+
+
 def fast_path_blockers(config: SimConfig) -> list[str]:
     """Why the event-skipping engine would not be exact for this config (empty: it may be used).
 
@@ -474,6 +500,10 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
     """
     cluster = config.cluster
     reasons = scheduler_blockers(config.scheduler)
+    if config.speculative.enabled:
+        reasons.append("speculative decoding")
+    if _has_sliding_layers(config.hardware.model):
+        reasons.append("sliding-window (hybrid) KV memory")
     if cluster.router not in ("round-robin", "random"):
         reasons.append(f"router {cluster.router} reads replica state")
     if cluster.autoscaler.policy != "none":
@@ -500,8 +530,11 @@ def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Record
 
     def engine_factory(replica_id: int, spec, replica_recorder) -> Replica:
         deployment = spec.deployment
-        kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks)
+        kv = make_kv_cache(sched_cfg, deployment.num_gpu_blocks, deployment.num_cpu_blocks, deployment.num_offload_blocks,
+                           deployment.kv_groups)
         scheduler = make_scheduler(sched_cfg, kv, deployment.max_model_len)
+        if config.speculative.enabled:
+            scheduler.enable_speculation(Speculator(config.speculative, stream=replica_id))
         return Replica(replica_id, env, scheduler, deployment.step_time, replica_recorder,
                        async_scheduling=sched_cfg.async_scheduling, max_model_len=deployment.max_model_len,
                        swap_s_per_block=deployment.swap_s_per_block,
@@ -543,6 +576,13 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
         server_s = requests["server_s"].to_numpy()
         summary["server"] = {"processes": ingress.processes, "mean_server_s": float(np.mean(server_s)) if len(server_s) else 0.0,
                              "p99_server_s": float(np.percentile(server_s, 99)) if len(server_s) else 0.0}
+    if config.speculative.enabled:
+        summary["speculative"] = recorder.speculation_summary()
+    if config.scheduler.kv_offload_gib:
+        loaded = recorder.loaded_tokens
+        looked_up = int(requests["prompt_tokens"].sum() + requests["recomputed_tokens"].sum())
+        summary["kv_offload"] = {"loaded_tokens": loaded, "hit_rate": loaded / looked_up if looked_up else 0.0,
+                                 "gpu_hit_rate": summary["prefix_cache_hit_rate"]}
     summary["cluster"] = cluster_summary
     result = Result(config=config, requests=requests, summary=summary, tables=tables,
                     steps_file=None if steps_file is None else Path(steps_file), _steps=steps)

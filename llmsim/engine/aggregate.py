@@ -49,9 +49,14 @@ def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
     reasons = []
     if sched_cfg.policy != "vllm-v1":
         reasons.append(f"policy {sched_cfg.policy}")
-    if (sched_cfg.queue != "fcfs" or sched_cfg.preemption != "recompute" or sched_cfg.enable_prefix_caching
-            or sched_cfg.victim not in ("auto", "most-recent")):
-        reasons.append("queue order, preemption mode, victim rule or prefix caching other than vLLM V1's defaults")
+    if sched_cfg.queue != "fcfs":
+        reasons.append(f"queue order {sched_cfg.queue}")
+    if sched_cfg.preemption != "recompute":
+        reasons.append(f"preemption {sched_cfg.preemption}")
+    if sched_cfg.enable_prefix_caching:
+        reasons.append("prefix caching")
+    if sched_cfg.victim not in ("auto", "most-recent"):
+        reasons.append(f"victim rule {sched_cfg.victim}")
     if sched_cfg.max_queue_time_s is not None:
         reasons.append("queue timeouts")
     if pp > 1:

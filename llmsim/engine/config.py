@@ -9,6 +9,14 @@ from pydantic import Field, field_validator
 from llmsim.configbase import StrictModel
 
 
+VLLM_VERSIONS = ("0.32", "0.33")  # vLLM releases whose scheduler differences llmsim reproduces
+
+
+def vllm_version_tuple(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
 class SchedulerConfig(StrictModel):
     policy: str = Field("vllm-v1", description="batching scheduler (see the README's policy table)")
     max_num_seqs: int = Field(256, ge=1, description="cap on RUNNING requests (vLLM default 256 on A100)")
@@ -29,6 +37,9 @@ class SchedulerConfig(StrictModel):
     enable_prefix_caching: bool = Field(False, description="vLLM's automatic prefix caching (hashed full blocks, LRU)")
     prefix_hash_block_tokens: int = Field(512, ge=1, description="tokens per entry of a request's prefix_hashes "
                                                                  "(Mooncake hash_ids cover 512 tokens)")
+    vllm_version: str = Field(VLLM_VERSIONS[-1], description="vLLM release whose scheduler rules vllm-v1 follows "
+                                                            "where they differ (0.32: a request that preempts itself "
+                                                            "ends the running pass; 0.33: the pass goes on)")
     # Queue orders.
     length_predictor_error: float = Field(0.0, ge=0, description="shortest/longest-first: sigma of the log-normal "
                                                                  "error of the output-length predictor; 0 = true length")
@@ -37,6 +48,10 @@ class SchedulerConfig(StrictModel):
                                                                         "served before all others (aging); None = off")
     # Swap preemption (vLLM V0: --swap-space 4 GiB of CPU memory per GPU).
     swap_space_gib: float = Field(4.0, ge=0, description="CPU memory per GPU for swapped-out KV blocks, GiB")
+    # KV offloading (vLLM's native CPU offloading connector, LMCache): a CPU tier behind the prefix cache.
+    kv_offload_gib: float = Field(0.0, ge=0, description="CPU memory per GPU for prefix-cache blocks evicted from the "
+                                                         "GPU, reloaded over PCIe on a prefix hit, GiB; 0 = off; needs "
+                                                         "enable_prefix_caching")
     # Admission control.
     max_waiting_requests: Optional[int] = Field(None, ge=0, description="reject arrivals while this many wait "
                                                                         "(TGI: max_concurrent_requests); None = no cap")
@@ -46,6 +61,15 @@ class SchedulerConfig(StrictModel):
     schedule_conservativeness: float = Field(1.0, gt=0, description="sglang: scales the initial new-token ratio")
     waiting_served_ratio: float = Field(0.3, ge=0, description="tgi: try a prefill when waiting ≥ ratio × running")
     max_waiting_tokens: int = Field(20, ge=1, description="tgi: force a prefill after this many decode steps")
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _known_vllm_version(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts) or ".".join(parts[:2]) not in VLLM_VERSIONS:
+            raise ValueError(f"expected one of {', '.join(VLLM_VERSIONS)} (a patch number like 0.32.0 is accepted), "
+                             f"got {value!r}")
+        return ".".join(parts[:2])
 
 
 class ClientConfig(StrictModel):

@@ -50,15 +50,20 @@ def scheduler_blockers(cfg) -> list[str]:
     reasons = []
     if cfg.policy != "vllm-v1":
         reasons.append(f"policy {cfg.policy}")
-    if cfg.queue != "fcfs" or cfg.preemption != "recompute" or cfg.enable_prefix_caching:
-        reasons.append("queue order, preemption mode or prefix caching other than vLLM V1's defaults")
+    if cfg.queue != "fcfs":
+        reasons.append(f"queue order {cfg.queue}")
+    if cfg.preemption != "recompute":
+        reasons.append(f"preemption {cfg.preemption}")
+    if cfg.enable_prefix_caching:
+        reasons.append("prefix caching")
     if cfg.max_queue_time_s is not None:
         reasons.append("queue timeouts")
     return reasons
 
 
 def fast_path_supported(scheduler) -> bool:
-    return type(scheduler.kv_cache) is KVCacheManager and not scheduler_blockers(scheduler.config)
+    return (type(scheduler.kv_cache) is KVCacheManager and scheduler.speculator is None
+            and not scheduler_blockers(scheduler.config))
 
 
 @dataclass

@@ -13,6 +13,8 @@ dropped, and come back when it resumes; the replica charges the PCIe transfer ti
 
 from __future__ import annotations
 
+from typing import Optional
+
 from llmsim.engine.request import Request
 
 
@@ -66,11 +68,15 @@ class KVCacheManager:
         """Leading blocks of ``request`` already in the cache (always 0 without prefix caching)."""
         return 0
 
+    def match_offloaded(self, request: Request, num_gpu_hits: int) -> int:
+        """Blocks after the GPU hit held by a CPU offload tier (always 0 without one)."""
+        return 0
+
     def blocks_to_admit(self, request: Request, num_tokens: int, num_cached_blocks: int = 0) -> int:
         """Free blocks that holding ``num_tokens`` tokens would consume, given ``num_cached_blocks`` cache hits."""
         return cdiv(num_tokens, self.block_size) - self._blocks.get(request.request_id, 0)
 
-    def cache_full_blocks(self, request: Request) -> None:
+    def cache_full_blocks(self, request: Request, num_tokens: Optional[int] = None) -> None:
         """Register the request's newly filled blocks for reuse (no-op without prefix caching)."""
 
     # -- mutations -------------------------------------------------------------------------------

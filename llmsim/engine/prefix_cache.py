@@ -1,16 +1,27 @@
 """Automatic prefix caching: KV blocks identified by the tokens they hold, shared and reused across requests.
 
-vLLM's automatic prefix caching gives every FULL block a hash of its tokens chained from its parent block, so
-two requests with the same first k blocks of tokens produce the same k hashes. A new request first looks up
-its longest run of leading hashes in the cache; those blocks are not computed again (its
-``num_computed_tokens`` starts at the hit length, capped at ``num_tokens - 1`` so that the last prompt token
-is always fed and a token can be sampled). Blocks are reference-counted: a block used by no request stays
-cached in an LRU free queue and counts as free; allocating a new block takes an uncached free block first,
-otherwise evicts the least recently freed cached block. A request frees its blocks tail first, so a prefix
-outlives its suffixes.
+This is vLLM V1's block pool (``vllm/v1/core/block_pool.py`` and ``kv_cache_manager.py``, 0.32), block for
+block, because which cached block is evicted first decides later hits and so the schedule:
 
-llmsim does not see token ids, so a request's block identities ("keys") come from the workload:
+- Every FULL block of a request has a key (vLLM: a hash of its tokens chained from its parent block), so two
+  requests with the same first k blocks of tokens have the same k keys.
+- **Lookup** happens only when a request is admitted from the waiting queue (new, or resumed after a
+  recompute preemption, when it looks up its whole current sequence, outputs included): the longest run of
+  leading keys found in the cache, capped at ``(num_tokens - 1) // block_size`` blocks so that at least one
+  token is fed and a token can be sampled.
+- **Caching** happens when blocks are allocated for scheduled tokens: the blocks that the request's tokens
+  ``min(computed + scheduled, num_tokens)`` fill are registered at once, before their KV is computed, so a
+  request admitted later in the same step can already hit them. Blocks are not de-duplicated: two copies of
+  the same content computed without a hit are both cached, and a lookup finds the older one.
+- **Free queue.** Blocks are reference-counted; a block nobody uses is free but keeps its content. A freed
+  block without a key (a partial block) goes to the front of the free queue, a freed cached block to the
+  back (each request's blocks tail first), so the queue is always [uncached ...][cached, least recently
+  freed first]. New blocks come from the front; taking a cached block evicts its content. A hit on a free
+  cached block takes it off the queue, which is why it counts against the free blocks at admission.
 
+llmsim does not see token ids, so a request's block keys come from the workload:
+
+- ``block_keys`` set by the caller (the replay of a scenario's ``prefix_group``/``prefix_len``).
 - ``prefix_hashes`` (Mooncake ``hash_ids``): one id per ``hash_block_tokens`` (512) tokens of the prompt.
   llmsim block k (tokens ``[k·bs, (k+1)·bs)``) is shareable when it lies inside the hashed part of the prompt;
   its key chains the previous key with the id of the 512-token block holding its last token.
@@ -23,7 +34,7 @@ llmsim does not see token ids, so a request's block identities ("keys") come fro
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable
+from typing import Hashable, Optional
 
 from llmsim.engine.kv_cache import KVCacheManager, cdiv
 from llmsim.engine.request import Request
@@ -32,18 +43,31 @@ MOONCAKE_HASH_BLOCK_TOKENS = 512  # Mooncake trace README: each hash_id covers a
 
 
 class PrefixCachingKVCacheManager(KVCacheManager):
-    """A :class:`KVCacheManager` that tracks which cached content each block holds (vLLM's BlockPool)."""
+    """A :class:`KVCacheManager` that knows which cached content each block holds (vLLM's BlockPool).
+
+    Blocks are numbered 1 … ``num_gpu_blocks - 1`` (0 is the null block). ``num_free_blocks`` counts every
+    block with no user, cached or not, as vLLM's ``get_num_free_blocks`` does.
+    """
 
     def __init__(self, num_gpu_blocks: int, block_size: int, watermark: float = 0.0, num_cpu_blocks: int = 0,
-                 hash_block_tokens: int = MOONCAKE_HASH_BLOCK_TOKENS) -> None:
+                 hash_block_tokens: int = MOONCAKE_HASH_BLOCK_TOKENS, num_offload_blocks: int = 0) -> None:
         super().__init__(num_gpu_blocks, block_size, watermark, num_cpu_blocks)
+        # CPU offload tier (see llmsim.engine.offload): contents evicted from the GPU, least recently used first.
+        self.num_offload_blocks = num_offload_blocks
+        self._offloaded: OrderedDict[Hashable, None] = OrderedDict()
+        self.num_offloaded_blocks = 0  # blocks copied to the CPU tier so far
         self.hash_block_tokens = hash_block_tokens
-        self._refs: dict[Hashable, int] = {}  # every cached block key → number of requests using it
-        self._lru: OrderedDict[Hashable, None] = OrderedDict()  # cached blocks nobody uses, evicted from the front
-        self._num_plain_free = self.num_usable_blocks  # free blocks that hold nothing reusable
-        self._owned: dict[str, list] = {}  # request id → per block: its key if registered in the cache, else None
-        self._registered: dict[str, int] = {}  # request id → blocks already considered for registration
+        self._ref = [0] * num_gpu_blocks  # users of each block
+        self._key: list[Optional[Hashable]] = [None] * num_gpu_blocks  # the content a cached block holds
+        # The free queue, front to back: uncached blocks (their order does not matter: taken from the end of
+        # this list), then cached blocks in eviction order.
+        self._plain_free: list[int] = list(range(num_gpu_blocks - 1, 0, -1))
+        self._cached_free: OrderedDict[int, None] = OrderedDict()
+        self._cache: dict[Hashable, dict[int, None]] = {}  # key → the blocks holding it, oldest first
+        self._owned: dict[str, list[int]] = {}  # request id → its blocks in order
+        self._num_cached: dict[str, int] = {}  # request id → its leading blocks already registered in the cache
         self._session_keys: dict[object, tuple[list, int]] = {}  # session → (keys, tokens) of its latest turn
+        self.num_evicted_blocks = 0  # cached contents dropped to reuse their block
 
     # -- block keys -----------------------------------------------------------------------------
     def keys_of(self, request: Request) -> list:
@@ -77,95 +101,147 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         if request.request_id in self._owned or request.num_computed_tokens:
             return 0
         keys = self.keys_of(request)
-        limit = (request.num_tokens - 1) // self.block_size
-        refs = self._refs
+        limit = min((request.num_tokens - 1) // self.block_size, len(keys))
+        cache = self._cache
         hits = 0
-        while hits < limit and keys[hits] in refs:
+        while hits < limit and keys[hits] in cache:
             hits += 1
         return hits
 
+    # -- CPU offload tier -------------------------------------------------------------------------
+    def _offload(self, key: Hashable) -> None:
+        """The last GPU copy of ``key`` is being reused: keep its content in the CPU tier (LRU)."""
+        offloaded = self._offloaded
+        if key in offloaded:
+            offloaded.move_to_end(key)
+            return
+        offloaded[key] = None
+        self.num_offloaded_blocks += 1
+        if len(offloaded) > self.num_offload_blocks:
+            offloaded.popitem(last=False)
+
+    def match_offloaded(self, request: Request, num_gpu_hits: int) -> int:
+        """Blocks after the GPU hit that the CPU tier holds (to be loaded), within the same hit cap."""
+        offloaded = self._offloaded
+        if not offloaded:
+            return 0
+        keys = self.keys_of(request)
+        limit = min((request.num_tokens - 1) // self.block_size, len(keys))
+        k = num_gpu_hits
+        while k < limit and keys[k] in offloaded:
+            offloaded.move_to_end(keys[k])
+            k += 1
+        return k - num_gpu_hits
+
+    def _hit_blocks(self, request: Request, num_cached_blocks: int) -> list[int]:
+        """The blocks a hit of ``num_cached_blocks`` takes: the oldest copy of each key."""
+        cache = self._cache
+        return [next(iter(cache[key])) for key in self.keys_of(request)[:num_cached_blocks]]
+
     def blocks_to_admit(self, request: Request, num_tokens: int, num_cached_blocks: int = 0) -> int:
         # A hit on a block nobody uses takes it off the free queue, so it costs a free block too.
-        touched = sum(1 for key in self.keys_of(request)[:num_cached_blocks] if self._refs[key] == 0)
+        ref = self._ref
+        touched = sum(1 for b in self._hit_blocks(request, num_cached_blocks) if ref[b] == 0)
         held = len(self._owned.get(request.request_id, ()))
         return cdiv(num_tokens, self.block_size) - held - num_cached_blocks + touched
 
     # -- mutations ------------------------------------------------------------------------------
     def allocate_slots(self, request: Request, num_new_tokens: int, reserve_blocks: int = 0,
                        num_cached_blocks: int = 0) -> bool:
+        """vLLM's ``allocate_slots``: take the hit blocks, add new ones, register the newly full ones."""
         rid = request.request_id
         owned = self._owned.get(rid)
         held = len(owned) if owned else 0
-        computed = request.num_computed_tokens + num_cached_blocks * self.block_size
-        needed = max(0, cdiv(computed + num_new_tokens, self.block_size) - held - num_cached_blocks)
-        hit_keys = self.keys_of(request)[:num_cached_blocks] if num_cached_blocks else ()
-        touched = sum(1 for key in hit_keys if self._refs[key] == 0)
+        bs = self.block_size
+        computed = request.num_computed_tokens + num_cached_blocks * bs
+        needed = max(0, cdiv(computed + num_new_tokens, bs) - held - num_cached_blocks)
+        ref = self._ref
+        hit_blocks = self._hit_blocks(request, num_cached_blocks) if num_cached_blocks else ()
+        touched = sum(1 for b in hit_blocks if ref[b] == 0)
         if needed + touched + reserve_blocks > self.num_free_blocks:
             return False
         if owned is None:
             owned = self._owned[rid] = []
-        for key in hit_keys:
-            count = self._refs[key]
-            if count == 0:
-                del self._lru[key]
+            self._num_cached[rid] = num_cached_blocks
+        for b in hit_blocks:
+            if ref[b] == 0:
+                del self._cached_free[b]
                 self.num_free_blocks -= 1
-            self._refs[key] = count + 1
-            owned.append(key)
-        if num_cached_blocks:
-            self._registered[rid] = num_cached_blocks
+            ref[b] += 1
+            owned.append(b)
         self._take(owned, needed)
         self._blocks[rid] = len(owned)
+        self._register(request, owned, min(computed + num_new_tokens, request.num_tokens) // bs)
         return True
 
     def _take(self, owned: list, count: int) -> None:
-        """Hand out ``count`` free blocks: uncached ones first, then evict least recently freed cached ones."""
+        """Hand out ``count`` blocks from the front of the free queue, evicting cached contents as needed."""
+        ref, plain, cached = self._ref, self._plain_free, self._cached_free
         for _ in range(count):
-            if self._num_plain_free:
-                self._num_plain_free -= 1
+            if plain:
+                b = plain.pop()
             else:
-                key, _ = self._lru.popitem(last=False)
-                del self._refs[key]
-            owned.append(None)
+                b, _ = cached.popitem(last=False)
+                self._evict(b)
+            ref[b] = 1
+            owned.append(b)
         self.num_free_blocks -= count
 
-    def cache_full_blocks(self, request: Request) -> None:
-        """Register the blocks that the request's computed tokens have filled since the last call."""
+    def _evict(self, block: int) -> None:
+        key = self._key[block]
+        copies = self._cache[key]
+        del copies[block]
+        if not copies:
+            del self._cache[key]
+            if self.num_offload_blocks:
+                self._offload(key)
+        self._key[block] = None
+        self.num_evicted_blocks += 1
+
+    def _register(self, request: Request, owned: list, num_full: int) -> None:
+        """Put the request's blocks up to ``num_full`` in the cache (vLLM's ``cache_full_blocks``)."""
         rid = request.request_id
-        owned = self._owned.get(rid)
-        if not owned:
-            return
-        full = min(request.num_computed_tokens // self.block_size, len(owned))
-        start = self._registered.get(rid, 0)
-        if full <= start:
+        start = self._num_cached.get(rid, 0)
+        if num_full <= start:
             return
         keys = self.keys_of(request)
-        refs = self._refs
-        for k in range(start, full):
+        key_of, cache = self._key, self._cache
+        for k in range(start, num_full):
+            b = owned[k]
             key = keys[k]
-            # The same content computed twice at once stays private in the later copy (vLLM keeps one).
-            if owned[k] is None and key not in refs:
-                refs[key] = 1
-                owned[k] = key
-        self._registered[rid] = full
+            key_of[b] = key
+            copies = cache.get(key)
+            if copies is None:
+                cache[key] = {b: None}
+            else:
+                copies[b] = None
+        self._num_cached[rid] = num_full
+
+    def cache_full_blocks(self, request: Request, num_tokens: Optional[int] = None) -> None:
+        """Register the blocks that the request's first ``num_tokens`` tokens fill (default: its computed
+        tokens that are known; a catch-up for any allocation path that did not register them)."""
+        owned = self._owned.get(request.request_id)
+        if owned:
+            if num_tokens is None:
+                num_tokens = min(request.num_computed_tokens, request.num_tokens)
+            self._register(request, owned, min(num_tokens, len(owned) * self.block_size) // self.block_size)
 
     def _free_gpu(self, request: Request) -> int:
         rid = request.request_id
         owned = self._owned.pop(rid, None)
         self._blocks.pop(rid, None)
-        self._registered.pop(rid, None)
+        self._num_cached.pop(rid, None)
         if not owned:
             return 0
-        refs, lru = self._refs, self._lru
+        ref, key_of = self._ref, self._key
         freed = 0
-        for key in reversed(owned):  # tail first: a prefix is evicted after the blocks that extend it
-            if key is None:
-                self._num_plain_free += 1
-                freed += 1
-                continue
-            count = refs[key] - 1
-            refs[key] = count
-            if count == 0:  # a block still shared with another request stays in use
-                lru[key] = None
+        for b in reversed(owned):  # tail first: a prefix is evicted after the blocks that extend it
+            ref[b] -= 1
+            if ref[b] == 0:  # a block still shared with another request stays in use
+                if key_of[b] is None:
+                    self._plain_free.append(b)  # front of the queue: reused first
+                else:
+                    self._cached_free[b] = None  # back of the queue
                 freed += 1
         self.num_free_blocks += freed
         return freed
@@ -174,18 +250,27 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         if num_blocks > self.num_free_blocks:
             return False
         owned = self._owned.setdefault(request.request_id, [])
+        self._num_cached.setdefault(request.request_id, 0)
         self._take(owned, num_blocks)
         self._blocks[request.request_id] = len(owned)
         return True
 
     # -- checks ---------------------------------------------------------------------------------
     def num_cached_blocks(self) -> int:
-        """Blocks currently holding reusable content (in use or in the LRU free queue)."""
-        return len(self._refs)
+        """Blocks currently holding reusable content (in use or in the free queue)."""
+        return sum(len(copies) for copies in self._cache.values())
 
     def check_consistency(self) -> None:
         """Assert the pool's counts agree (used by tests)."""
-        in_use = sum(v.count(None) for v in self._owned.values()) + sum(1 for r in self._refs.values() if r > 0)
-        assert in_use + self._num_plain_free + len(self._lru) == self.num_usable_blocks
-        assert self.num_free_blocks == self._num_plain_free + len(self._lru)
-        assert all(self._refs[k] == 0 for k in self._lru)
+        free = set(self._plain_free) | set(self._cached_free)
+        assert len(free) == len(self._plain_free) + len(self._cached_free) == self.num_free_blocks
+        assert all(self._ref[b] == 0 for b in free)
+        assert all(self._key[b] is None for b in self._plain_free)
+        assert all(self._key[b] is not None for b in self._cached_free)
+        used = sum(1 for b in range(1, self.num_gpu_blocks) if self._ref[b] > 0)
+        assert used + self.num_free_blocks == self.num_usable_blocks
+        users: dict[int, int] = {}
+        for owned in self._owned.values():
+            for b in owned:
+                users[b] = users.get(b, 0) + 1
+        assert all(self._ref[b] == n for b, n in users.items())

@@ -5,8 +5,9 @@ the head of its waiting queue, so the order is independent of the policy. FCFS k
 the vLLM rule that preempted requests are put back at the head); the other orders re-sort the waiting queue
 before each step by a key, stable so that ties keep FCFS order:
 
-- ``priority``: the request's ``priority`` field, lower value first (vLLM's ``--scheduling-policy priority``
-  orders its waiting heap by (priority, arrival time)).
+- ``priority``: the request's ``priority`` field, lower value first, then arrival time, then request id
+  (vLLM's ``--scheduling-policy priority`` keeps its waiting queue as a heap of exactly that key; a
+  preempted request is pushed back into the heap, so it takes its place by key, not the head).
 - ``shortest-first`` / ``longest-first``: by remaining output tokens (predicted total − produced so far).
   The prediction is the true output length times a log-normal error ``exp(N(0, σ))`` with
   σ = ``scheduler.length_predictor_error`` (0 = an oracle), drawn once per request from
@@ -67,7 +68,7 @@ class PriorityOrder(QueueOrder):
     name = "priority"
 
     def key(self, request: Request):
-        return (request.priority, request.arrival_s)
+        return (request.priority, request.arrival_s, request.request_id)
 
 
 def predicted_output_tokens(request: Request, error: float, seed: int) -> float:
@@ -122,8 +123,9 @@ def most_recent(candidates: Sequence[Request], kv: KVCacheManager) -> Request:
 
 
 def lowest_priority(candidates: Sequence[Request], kv: KVCacheManager) -> Request:
-    """vLLM's priority policy: the largest (priority, arrival) — least urgent, then youngest."""
-    return max(candidates, key=lambda r: (r.priority, r.arrival_s, r.admitted_seq))
+    """vLLM's priority policy: the largest (priority, arrival) — least urgent, then youngest; on a tie the
+    first in running order (Python's ``max``, as vLLM calls it)."""
+    return max(candidates, key=lambda r: (r.priority, r.arrival_s))
 
 
 def most_blocks(candidates: Sequence[Request], kv: KVCacheManager) -> Request:

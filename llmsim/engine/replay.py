@@ -1,8 +1,14 @@
 """Replay a scheduler scenario tick by tick and write a trace in the vLLM golden format.
 
 This is llmsim's conformance check against the real vLLM V1 scheduler: the scenario and trace formats are
-those of ``../shared/goldens/vllm_v1`` (see its README). Ticks are abstract engine steps; no timing model is
-involved, only the scheduler, the KV cache and the engine loop (sync or async).
+those of ``../shared/goldens/vllm_v1`` and ``../shared/goldens/vllm_v1_prefix_priority`` (see their READMEs).
+Ticks are abstract engine steps; no timing model is involved, only the scheduler, the KV cache and the engine
+loop (sync or async).
+
+Every scenario option is honoured or refused: ``enable_prefix_caching`` builds the hashed block pool, whose
+block keys come from each request's ``prefix_group``/``prefix_len`` (the oracle's token scheme: two requests
+hold the same tokens in block i iff they are in the same group and the block lies within both requests'
+group stream); ``policy: priority`` is vLLM's priority heap and victim rule; an unknown key is an error.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from pydantic import ValidationError
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.core import EngineLoop
-from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.kv_cache import KVCacheManager, cdiv
+from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.schedulers import make_scheduler
 from llmsim.errors import UserError
@@ -25,6 +32,8 @@ _SCENARIO_CONFIG_KEYS = {
     "long_prefill_token_threshold", "enable_prefix_caching", "max_model_len", "scheduler_reserve_full_isl",
     "watermark",
 }
+_SCENARIO_ONLY_KEYS = {"policy", "vllm_version"}
+_POLICIES = {"fcfs": "fcfs", "priority": "priority"}  # scenario policy → scheduler.queue
 
 
 def load_scenario(path: str | Path) -> dict[str, Any]:
@@ -45,34 +54,65 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
                 raise UserError(f"{path}: requests[{i}] is missing field {key!r}")
             if key != "id" and (not isinstance(value, int) or value < (1 if key == "output_len" else 0)):
                 raise UserError(f"{path}: requests[{i}].{key}: expected a non-negative integer, got {value!r}")
+        if not isinstance(req.get("priority", 0), int):
+            raise UserError(f"{path}: requests[{i}].priority: expected an integer, got {req['priority']!r}")
+        if ("prefix_group" in req) != ("prefix_len" in req):
+            raise UserError(f"{path}: requests[{i}]: prefix_group and prefix_len must be given together")
+        if "prefix_group" in req:
+            plen = req["prefix_len"]
+            if not isinstance(req["prefix_group"], str):
+                raise UserError(f"{path}: requests[{i}].prefix_group: expected a string, got {req['prefix_group']!r}")
+            if not isinstance(plen, int) or not 0 <= plen <= req["prompt_len"]:
+                raise UserError(f"{path}: requests[{i}].prefix_len: expected an integer from 0 to prompt_len "
+                                f"({req['prompt_len']}), got {plen!r}")
     return scenario
 
 
-def scheduler_config_from_scenario(config: dict[str, Any], async_scheduling: bool, source: str) -> SchedulerConfig:
+def scheduler_config_from_scenario(config: dict[str, Any], async_scheduling: bool, source: str,
+                                   vllm_version: str | None = None) -> SchedulerConfig:
+    unknown = sorted(set(config) - _SCENARIO_CONFIG_KEYS - _SCENARIO_ONLY_KEYS)
+    if unknown:
+        raise UserError(f"{source}: config.{unknown[0]}: not a scheduler option replay knows; valid: "
+                        f"{', '.join(sorted(_SCENARIO_CONFIG_KEYS | _SCENARIO_ONLY_KEYS))}")
     fields = {k: v for k, v in config.items() if k in _SCENARIO_CONFIG_KEYS}
     policy = config.get("policy", "fcfs")
-    if policy != "fcfs":
-        raise UserError(f"{source}: config.policy {policy!r} is not supported by replay (only 'fcfs')")
+    if policy not in _POLICIES:
+        raise UserError(f"{source}: config.policy: expected 'fcfs' or 'priority', got {policy!r}")
+    version = vllm_version or config.get("vllm_version")
+    if version is not None:
+        fields["vllm_version"] = version
     try:
-        return SchedulerConfig(policy="vllm-v1", async_scheduling=async_scheduling, **fields)
+        return SchedulerConfig(policy="vllm-v1", async_scheduling=async_scheduling, queue=_POLICIES[policy], **fields)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UserError(f"{source}: config.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str = "scenario") -> dict[str, Any]:
-    """Run the scenario through llmsim's ``vllm-v1`` scheduler; return the golden-format trace."""
+def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str = "scenario",
+                    vllm_version: str | None = None) -> dict[str, Any]:
+    """Run the scenario through llmsim's ``vllm-v1`` scheduler; return the golden-format trace.
+
+    ``vllm_version`` (else the scenario's ``config.vllm_version``, else the newest) picks the release whose
+    rules apply where vLLM releases differ.
+    """
     if engine not in ("sync", "async"):
         raise UserError(f"--engine {engine!r}: expected 'sync' or 'async'")
     async_mode = engine == "async"
-    cfg = scheduler_config_from_scenario(scenario["config"], async_mode, source)
+    cfg = scheduler_config_from_scenario(scenario["config"], async_mode, source, vllm_version)
     max_model_len = cfg.max_model_len or 1 << 30
-    kv = KVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
+    if cfg.enable_prefix_caching:
+        kv: KVCacheManager = PrefixCachingKVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
+    else:
+        kv = KVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
     scheduler = make_scheduler(cfg, kv, max_model_len)
     loop = EngineLoop(scheduler, async_mode)
 
     specs = sorted(scenario["requests"], key=lambda r: r["arrival_step"])  # stable: list order within a tick
-    requests = [Request(r["id"], r["arrival_step"], r["prompt_len"], r["output_len"], index=i) for i, r in enumerate(specs)]
+    requests = [Request(r["id"], r["arrival_step"], r["prompt_len"], r["output_len"], index=i,
+                        priority=r.get("priority", 0)) for i, r in enumerate(specs)]
+    for request, spec in zip(requests, specs):
+        request.block_keys = block_keys_of(spec, cfg.block_size)
+    admissions: dict[str, list[list[int]]] = {r.request_id: [] for r in requests}
     delivered_first: dict[str, int] = {}
     delivered_finish: dict[str, int] = {}
     steps: list[dict[str, Any]] = []
@@ -87,6 +127,11 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
             next_arrival += 1
         scheduler.step_index = tick
         plan = loop.schedule()
+        if plan is not None and (plan.new or plan.resumed):
+            admitted = set(map(id, plan.new + plan.resumed))
+            for (request, _), context in zip(plan.scheduled, plan.context_lens):
+                if id(request) in admitted:  # tokens in KV before its first chunk: what the prefix cache supplied
+                    admissions[request.request_id].append([tick, context])
         to_update = loop.next_to_update(plan)
         outcome = scheduler.update_from_output(to_update) if to_update is not None else None
         if outcome is not None:
@@ -100,7 +145,23 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
         tick += 1
         if tick > 10_000_000:
             raise RuntimeError("replay did not terminate")
-    return _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish)
+    return _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish, admissions)
+
+
+def block_keys_of(spec: dict[str, Any], block_size: int) -> list:
+    """The prefix-cache key of each KV block of a scenario request (see the module docstring).
+
+    A group's stream extent is ``prompt_len + output_len`` when the whole prompt is the group's stream (the
+    request continues the stream with its outputs, as a chat turn does), else ``prefix_len``.
+    """
+    total = spec["prompt_len"] + spec["output_len"]
+    group = spec.get("prefix_group")
+    extent = 0
+    if group is not None:
+        extent = total if spec["prefix_len"] == spec["prompt_len"] else spec["prefix_len"]
+    rid = spec["id"]
+    return [("group", group, k) if (k + 1) * block_size <= extent else ("own", rid, k)
+            for k in range(cdiv(total, block_size))]
 
 
 def _ids(requests) -> list[str]:
@@ -129,9 +190,13 @@ def _step_record(tick, arrived, plan, updated, outcome, kv, scheduler, async_mod
     return record
 
 
-def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish) -> dict[str, Any]:
+def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish,
+           admissions) -> dict[str, Any]:
     busy = [s for s in steps if s["num_scheduled_tokens"] > 0]
     per_request: dict[str, Any] = {}
+    # The goldens carry the prefix-cache and priority fields only for scenarios that use them.
+    extended = scenario["config"].get("policy") == "priority" or any(
+        "prefix_group" in r or "priority" in r for r in specs)
     for r, spec in zip(requests, specs):
         entry = {
             "arrival_step": spec["arrival_step"],
@@ -150,6 +215,10 @@ def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_firs
         if async_mode:
             entry["first_token_delivered_step"] = delivered_first.get(r.request_id)
             entry["finish_delivered_step"] = delivered_finish.get(r.request_id)
+        if extended:
+            entry.update(priority=spec.get("priority", 0), prefix_group=spec.get("prefix_group"),
+                         prefix_len=spec.get("prefix_len", 0), cached_tokens_at_admission=admissions[r.request_id],
+                         num_cached_tokens=admissions[r.request_id][0][1] if admissions[r.request_id] else 0)
         per_request[r.request_id] = entry
     config = dict(scenario["config"])
     config.update(
@@ -168,7 +237,7 @@ def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_firs
         "scenario": scenario.get("name", ""),
         "description": scenario.get("description", ""),
         "generator": {"simulator": "llmsim", "scheduler_class": "llmsim.engine.schedulers.vllm_v1.VLLMV1Scheduler",
-                      "engine_loop": "async" if async_mode else "sync"},
+                      "engine_loop": "async" if async_mode else "sync", "vllm_version": cfg.vllm_version},
         "config": config,
         "summary": {
             "num_requests": len(requests),
@@ -184,7 +253,20 @@ def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_firs
             "total_output_tokens": sum(r.num_output_tokens for r in requests),
             "min_free_blocks_after_schedule": min((s["free_blocks_after_schedule"] for s in busy), default=kv.num_usable_blocks),
             "max_running": max((s["num_running"] for s in steps), default=0),
+            **(_cache_summary(admissions) if extended else {}),
         },
         "steps": steps,
         "requests": per_request,
+    }
+
+
+def _cache_summary(admissions: dict[str, list[list[int]]]) -> dict[str, int]:
+    firsts = [a[0][1] for a in admissions.values() if a]
+    resumes = [tokens for a in admissions.values() for _, tokens in a[1:]]
+    return {
+        "num_requests_with_prefix_hit": sum(1 for t in firsts if t > 0),
+        "total_cached_tokens_first_admission": sum(firsts),
+        "num_resume_admissions": len(resumes),
+        "num_resume_admissions_with_hit": sum(1 for t in resumes if t > 0),
+        "total_cached_tokens_on_resume": sum(resumes),
     }

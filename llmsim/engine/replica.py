@@ -172,6 +172,10 @@ class Replica:
         duration = 0.0
         if plan.num_scheduled_tokens:
             duration = self.step_time([n for _, n in plan.scheduled], plan.context_lens, len(plan.sampling))
+            speculator = self.scheduler.speculator
+            if speculator is not None:  # the proposer drafts for every request that sampled (a separate term)
+                duration += speculator.draft_time(self.step_time, plan.sampling,
+                                                  [r.num_computed_tokens for r in plan.sampling])
         # Swap preemption: the KV copies over PCIe precede the forward pass (vLLM V0's cache engine).
         duration += swapped_blocks * self.swap_s_per_block
         # Async: the step was planned while the previous one ran; it starts when the GPU is free.

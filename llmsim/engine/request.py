@@ -34,6 +34,7 @@ class Request:
         "first_scheduled_s", "first_token_s", "last_token_s", "finish_s", "reason", "replica",
         "first_scheduled_step", "first_token_step", "finish_step", "preempted_at_steps", "resumed_at_steps",
         "was_preempted", "admitted_seq", "predicted_output_tokens", "block_keys", "retries", "submitted_s", "served_by",
+        "spec_tokens", "num_draft_tokens", "num_accepted_tokens", "num_verify_steps", "num_loaded_tokens",
     )
 
     def __init__(
@@ -84,6 +85,10 @@ class Request:
         self.block_keys: Optional[list] = None
         self.retries = 0
         self.submitted_s = self.arrival_s
+        # Speculative decoding: drafts proposed for (then, once scheduled, drafts in) the next step; totals.
+        self.spec_tokens = 0
+        self.num_draft_tokens = self.num_accepted_tokens = self.num_verify_steps = 0
+        self.num_loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier instead of prefilled
 
     def reset_for_retry(self, now_s: float) -> None:
         """Forget a failed attempt's progress: the client sends the same request again (one more retry).
@@ -95,6 +100,7 @@ class Request:
         # The attempt's KV work is lost, like a recompute preemption's (keeps scheduled-token accounting exact).
         self.num_recomputed_tokens += self.num_computed_tokens
         self.num_computed_tokens = self.num_output_tokens = self.num_output_placeholders = 0
+        self.spec_tokens = 0
         self.status = RequestStatus.WAITING
         self.first_scheduled_s = self.first_token_s = self.last_token_s = self.finish_s = None
         self.first_scheduled_step = self.first_token_step = self.finish_step = None

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Optional, Protocol
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.queues import VictimRule, make_queue_order, make_victim_rule
 from llmsim.engine.request import Request, RequestStatus
+from llmsim.engine.speculative import Speculator
 from llmsim.errors import ConfigError
 
 PREEMPTION_MODES = ("recompute", "swap", "none")
@@ -90,6 +92,15 @@ class SchedulerBase:
 
     name = "base"
     default_victim: VictimRule | None = None  # the policy's own rule for scheduler.victim = auto
+    # vLLM's priority policy looks for a victim among all running requests, even those already scheduled in
+    # the step; its FCFS policy pops the running list's tail, which is never scheduled yet.
+    victims_include_scheduled = False
+    # What a running request that preempted itself does to the rest of the running pass: vLLM 0.32 ends it,
+    # 0.33 continues with the next running request (only differs when the victim is not the list's tail).
+    continue_after_self_preemption = False
+    # Register newly computed full blocks after each step too (for policies that allocate ahead, whose later
+    # tokens never pass through allocate_slots); vLLM V1 registers only at allocation and in the async update.
+    catch_up_cache = True
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
         self.config = config
@@ -103,6 +114,11 @@ class SchedulerBase:
         self.queue_order = make_queue_order(config)
         self.victim_rule = make_victim_rule(config, self.default_victim)
         self.prefix_caching = config.enable_prefix_caching
+        if config.kv_offload_gib and self.name != "vllm-v1":
+            raise ConfigError(f"config field scheduler.kv_offload_gib: KV offloading is modelled for scheduler.policy "
+                              f"vllm-v1 only, not {self.name}")
+        self.speculator: Optional[Speculator] = None  # speculative decoding (see enable_speculation)
+        self._lookahead = 0
         self.now_s = 0.0
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -112,6 +128,17 @@ class SchedulerBase:
         # vLLM keeps the ids finished in the last update until the next schedule() reports them to the
         # workers; while any are pending the engine still calls schedule() (a "bookkeeping" step).
         self._finished_pending = False
+
+    def enable_speculation(self, speculator: Speculator) -> None:
+        """Schedule drafts as vLLM V1 does (:mod:`llmsim.engine.speculative`); refused where not modelled."""
+        if self.name != "vllm-v1":
+            raise ConfigError(f"config field speculative.method: speculative decoding is modelled for scheduler.policy "
+                              f"vllm-v1 only, not {self.name}")
+        if self.async_scheduling:
+            raise ConfigError("config field speculative.method: speculative decoding is modelled with vLLM's "
+                              "synchronous loop only; set scheduler.async_scheduling: false")
+        self.speculator = speculator
+        self._lookahead = speculator.lookahead
 
     # -- queue state -----------------------------------------------------------------------------
     @property
@@ -172,6 +199,7 @@ class SchedulerBase:
         request.was_preempted = True
         request.preempted_at_steps.append(plan.step)
         plan.preempted.append(request)
+        request.spec_tokens = 0  # drafts are dropped with the KV
         if self.preemption == "swap":
             moved = self.kv_cache.swap_out(request)
             if moved >= 0:
@@ -200,24 +228,37 @@ class SchedulerBase:
         """Put a preempted request back at the head of the waiting queue (vLLM prepends victims)."""
         self.waiting.appendleft(victim)
 
-    def _grow_or_preempt(self, request: Request, num_new: int, plan: StepPlan, first_candidate: int) -> bool:
-        """Give a running request slots for ``num_new`` tokens, preempting others until they fit (vLLM's rule).
+    def _grow_or_preempt(self, request: Request, num_new: int, plan: StepPlan, index: int) -> tuple[bool, int, int]:
+        """Give ``running[index]`` slots for ``num_new`` tokens, preempting others until they fit (vLLM's rule).
 
-        Victims are chosen by the victim rule among ``running[first_candidate:]`` — the running requests not
-        yet scheduled in this step, the requester included. Returns False when the requester itself was
-        preempted, or, with preemption ``none``, when it cannot grow (it then waits, keeping its blocks).
+        Victims are chosen by the victim rule among ``running[index:]`` — the running requests not yet
+        scheduled in this step, the requester included — or, when ``victims_include_scheduled`` (vLLM's
+        priority policy), among all running requests: a victim already scheduled in this step loses its
+        tokens, which go back to the budget. Returns (granted, tokens handed back, scheduled victims removed). Not granted: the requester itself was preempted, or, with preemption ``none``, it cannot
+        grow (it then waits, keeping its blocks).
         """
         kv = self.kv_cache
-        while not kv.allocate_slots(request, num_new):
+        running = self.running
+        refund = shift = 0
+        while not kv.allocate_slots(request, num_new + self._lookahead):
             if self.preemption == "none":
-                return False
-            victim = self.victim_rule(self.running[first_candidate:], kv)
+                return False, refund, shift
+            victim = self.victim_rule(running if self.victims_include_scheduled else running[index - shift:], kv)
+            if self.victims_include_scheduled:
+                for k, (scheduled, n) in enumerate(plan.scheduled):
+                    if scheduled is victim:
+                        # vLLM steps its index back only for a victim it had scheduled; an earlier victim that
+                        # it had skipped (its last token in flight) makes it skip the request after this one.
+                        del plan.scheduled[k]
+                        refund += n
+                        shift += 1
+                        break
             self._remove_running(victim)
             self._preempt(victim, plan)
             self._requeue(victim)
             if victim is request:
-                return False
-        return True
+                return False, refund, shift
+        return True, refund, shift
 
     def _schedule_running(self, plan: StepPlan, budget: int, stalled: list[Request], threshold: int = 0) -> int:
         """The running pass of the paged policies (vLLM's rules 1 and 5): each running request in list order
@@ -232,9 +273,12 @@ class SchedulerBase:
         running = self.running
         kv = self.kv_cache
         plain_kv = type(kv) is KVCacheManager
+        # Prefix cache: a request that needs no new block and fills no new block needs no allocate_slots call.
+        num_cached = kv._num_cached if type(kv) is PrefixCachingKVCacheManager else None
         blocks = kv._blocks
         block_size = kv.block_size
         last_slot = self.max_model_len - 1
+        lookahead = self._lookahead
         scheduled = plan.scheduled
         index = 0
         while index < len(running) and budget > 0:
@@ -244,7 +288,7 @@ class SchedulerBase:
             if placeholders and computed + 2 - placeholders >= request.prompt_tokens + request.max_output_tokens:
                 index += 1  # async: its final token is already being sampled
                 continue
-            num_new = request.prompt_tokens + request.num_output_tokens + placeholders - computed
+            num_new = request.prompt_tokens + request.num_output_tokens + placeholders - computed + request.spec_tokens
             if threshold and num_new > threshold:
                 num_new = threshold
             if num_new > budget:
@@ -257,19 +301,29 @@ class SchedulerBase:
             granted = False
             if plain_kv:
                 held = blocks.get(request.request_id, 0)
-                need = -(-(computed + num_new) // block_size) - held
+                need = -(-(computed + num_new + lookahead) // block_size) - held
                 if need <= 0:
                     granted = True
                 elif need <= kv.num_free_blocks:
                     blocks[request.request_id] = held + need
                     kv.num_free_blocks -= need
                     granted = True
-            if not granted and not self._grow_or_preempt(request, num_new, plan, index):
-                if self.preemption != "none":
-                    break  # the request preempted itself: the running pass ends
-                stalled.append(request)  # no preemption: it waits for blocks, keeping its own
-                index += 1
-                continue
+            elif num_cached is not None and -(-(computed + num_new + lookahead) // block_size) <= blocks.get(
+                    request.request_id, 0):
+                known = request.prompt_tokens + request.num_output_tokens
+                granted = min(computed + num_new, known) // block_size <= num_cached.get(request.request_id, 0)
+            if not granted:
+                granted, refund, shift = self._grow_or_preempt(request, num_new, plan, index)
+                budget += refund
+                index -= shift
+                if not granted:
+                    if self.preemption == "none":
+                        stalled.append(request)  # no preemption: it waits for blocks, keeping its own
+                        index += 1
+                        continue
+                    if self.continue_after_self_preemption:
+                        continue  # vLLM ≥ 0.33: the running pass goes on with the next request
+                    break  # the request preempted itself: the running pass ends (vLLM 0.32)
             scheduled.append((request, num_new))
             budget -= num_new
             index += 1
@@ -283,7 +337,7 @@ class SchedulerBase:
             if kv.blocks_for_tokens(request.num_computed_tokens + num_new) + reserve_blocks > kv.num_free_blocks:
                 return False
             plan.swap_in_blocks += kv.swap_in(request)
-        if not kv.allocate_slots(request, num_new, reserve_blocks, num_cached_blocks):
+        if not kv.allocate_slots(request, num_new + self._lookahead, reserve_blocks, num_cached_blocks):
             return False
         if num_cached_blocks:
             cached = num_cached_blocks * kv.block_size
@@ -295,7 +349,9 @@ class SchedulerBase:
         """Leading blocks of a request being admitted that the prefix cache already holds."""
         if not self.prefix_caching or request.status == RequestStatus.SWAPPED:
             return 0
-        return self.kv_cache.match_prefix(request)
+        hit = self.kv_cache.match_prefix(request)
+        # vLLM with an EAGLE/MTP head drops the last hit block: the head needs its hidden states recomputed.
+        return hit - 1 if hit and self._lookahead else hit
 
     def _fail(self, request: Request, plan: StepPlan, reason: str) -> None:
         """End a request the engine cannot serve (reported through the step's outcome)."""
@@ -319,7 +375,7 @@ class SchedulerBase:
         sampling = plan.sampling
         context_lens = plan.context_lens
         total = prefill = 0
-        cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching else None
+        cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching and self.catch_up_cache else None
         for request, num_new in plan.scheduled:
             context_lens.append(request.num_computed_tokens)
             target = request.prompt_tokens + request.num_output_tokens + request.num_output_placeholders
@@ -332,7 +388,10 @@ class SchedulerBase:
                 sampling.append(request)
                 if self.async_scheduling:
                     request.num_output_placeholders += 1
-                if num_new > 1:
+                # Speculative decoding: the drafts that fitted in the step (a budget cut trims them).
+                drafts = request.num_computed_tokens - target
+                request.spec_tokens = drafts
+                if num_new - drafts > 1:
                     prefill += num_new
             else:
                 prefill += num_new
@@ -349,18 +408,25 @@ class SchedulerBase:
         outcome = StepOutcome(step=plan.step)
         outcome.finished.extend(plan.failed)
         ended = _ENDED
+        cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching and self.async_scheduling else None
         for request in plan.sampling:
             if request.status in ended:
                 continue
-            request.num_output_tokens += 1
+            request.num_output_tokens += self.speculator.verify(request) if request.spec_tokens else 1
             if request.num_output_placeholders:
                 request.num_output_placeholders -= 1
+            if cache_blocks is not None and request.status == RequestStatus.RUNNING:
+                # vLLM's AsyncScheduler registers the blocks the delivered token completes (before a
+                # finished request frees them); the sync loop registers only at allocation.
+                cache_blocks(request, request.num_computed_tokens - request.num_output_placeholders)
             outcome.emitted.append(request)
             if request.num_output_tokens == 1:
                 request.first_token_step = plan.step
             if request.num_output_tokens >= request.max_output_tokens:
                 self._finish(request, plan.step)
                 outcome.finished.append(request)
+            elif self.speculator is not None:
+                self.speculator.propose(request)
         outcome.free_blocks_after_update = self.kv_cache.num_free_blocks
         return outcome
 

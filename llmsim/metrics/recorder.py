@@ -91,6 +91,8 @@ class Recorder:
             name: array("d") if name in _FLOAT_STEP_COLUMNS else array("q") for name in STEP_COLUMNS
         }
         self.itl_values = array("d")
+        self._spec = [0, 0, 0]  # speculative decoding: drafts scheduled, drafts accepted, verification steps
+        self.loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier
         self.itl_weights = array("q")
         self.num_steps = 0
         self.busy_time_s = 0.0
@@ -116,6 +118,12 @@ class Recorder:
         if e2el is not None and request.num_output_tokens > 1:
             tpot = (e2el - ttft) / (request.num_output_tokens - 1)
         queue = None if request.first_scheduled_s is None else request.first_scheduled_s - request.arrival_s
+        self.loaded_tokens += request.num_loaded_tokens
+        if request.num_verify_steps:
+            spec = self._spec
+            spec[0] += request.num_draft_tokens
+            spec[1] += request.num_accepted_tokens
+            spec[2] += request.num_verify_steps
         col["request_id"].append(request.request_id)
         col["replica"].append(request.replica)
         col["served_by"].append(",".join(map(str, request.served_by)))
@@ -138,6 +146,14 @@ class Recorder:
         col["reason"].append(request.reason)
         for listener in self._end_listeners:
             listener(request)
+
+    def speculation_summary(self) -> dict:
+        """Speculative decoding: drafts, acceptance rate, and mean acceptance length (tokens per verification
+        step, the target's own token included), over every ended request."""
+        drafts, accepted, steps = self._spec
+        return {"draft_tokens": drafts, "accepted_tokens": accepted, "verify_steps": steps,
+                "acceptance_rate": accepted / drafts if drafts else None,
+                "mean_acceptance_length": (accepted + steps) / steps if steps else None}
 
     def add_requests(self, columns: dict) -> None:
         """Many requests' records at once (``columns``: one array or list per name of REQUEST_COLUMNS, in the

@@ -70,7 +70,9 @@ def test_shared_blocks_are_counted_once_and_freed_when_the_last_user_leaves():
     kv.free(a)
     assert kv.num_used_blocks == 4  # the shared blocks stay in use by b
     kv.free(b)
-    assert kv.num_free_blocks == 100 and kv.num_cached_blocks() == 4  # cached, free, reusable
+    # cached, free, reusable; b computed a's 4th block again (the hit stops one block short), and vLLM does not
+    # de-duplicate: both copies are cached
+    assert kv.num_free_blocks == 100 and kv.num_cached_blocks() == 5
     kv.check_consistency()
 
 

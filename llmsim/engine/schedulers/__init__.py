@@ -7,6 +7,9 @@ the choices llmsim made where the engine's exact rule is not published.
 from __future__ import annotations
 
 from llmsim.engine.config import SchedulerConfig
+from typing import Optional
+
+from llmsim.engine.hybrid_kv import HybridKVCacheManager
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.scheduler import BatchScheduler
@@ -42,9 +45,20 @@ def make_scheduler(config: SchedulerConfig, kv_cache: KVCacheManager, max_model_
     return cls(config, kv_cache, max_model_len)
 
 
-def make_kv_cache(config: SchedulerConfig, num_gpu_blocks: int, num_cpu_blocks: int = 0) -> KVCacheManager:
-    """The KV cache manager the config asks for: with prefix caching, the hashed, reference-counted one."""
+def make_kv_cache(config: SchedulerConfig, num_gpu_blocks: int, num_cpu_blocks: int = 0,
+                  num_offload_blocks: int = 0, kv_groups: Optional[list] = None) -> KVCacheManager:
+    """The KV cache manager the config asks for: with prefix caching, the hashed, reference-counted one
+    (with ``num_offload_blocks`` blocks of CPU offload tier behind it); for a model with sliding-window layers
+    (``kv_groups``: each KV cache group's window, None for full attention), the hybrid one."""
+    if kv_groups and any(w is not None for w in kv_groups):
+        if config.enable_prefix_caching:
+            raise ConfigError("config field scheduler.enable_prefix_caching: prefix caching is not modelled for "
+                              "models with sliding-window layers yet; turn it off")
+        return HybridKVCacheManager(num_gpu_blocks, config.block_size, kv_groups, config.watermark)
+    if config.kv_offload_gib and not config.enable_prefix_caching:
+        raise ConfigError("config field scheduler.kv_offload_gib: KV offloading keeps prefix-cache blocks, so it needs "
+                          "scheduler.enable_prefix_caching: true")
     if config.enable_prefix_caching:
         return PrefixCachingKVCacheManager(num_gpu_blocks, config.block_size, config.watermark, num_cpu_blocks,
-                                           config.prefix_hash_block_tokens)
+                                           config.prefix_hash_block_tokens, num_offload_blocks)
     return KVCacheManager(num_gpu_blocks, config.block_size, config.watermark, num_cpu_blocks)

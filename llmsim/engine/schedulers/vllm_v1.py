@@ -18,6 +18,8 @@ with preemption ``none`` a request that cannot grow waits; prefix-cache hits sta
 
 from __future__ import annotations
 
+from llmsim.engine.config import SchedulerConfig, vllm_version_tuple
+from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.scheduler import SchedulerBase, StepPlan
 
@@ -25,6 +27,13 @@ from llmsim.engine.scheduler import SchedulerBase, StepPlan
 class VLLMV1Scheduler(SchedulerBase):
     name = "vllm-v1"
     full_prompt_check = True  # rule 3's full-ISL check (``scheduler_reserve_full_isl``); subclasses may drop it
+    catch_up_cache = False  # blocks are registered where vLLM registers them, nowhere else
+
+    def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
+        super().__init__(config, kv_cache, max_model_len)
+        # vLLM's priority policy: victim = max(running, key=(priority, arrival)), already scheduled or not.
+        self.victims_include_scheduled = config.queue == "priority" and config.victim in ("auto", "lowest-priority")
+        self.continue_after_self_preemption = vllm_version_tuple(config.vllm_version) >= (0, 33)
 
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
@@ -52,8 +61,10 @@ class VLLMV1Scheduler(SchedulerBase):
                 break
             request = waiting[0]
             hit = self._prefix_hit(request)
+            # KV offloading: blocks after the GPU hit that the CPU tier holds are loaded, not computed.
+            loaded = kv.match_offloaded(request, hit) if self.prefix_caching and request.num_computed_tokens == 0 else 0
             num_new = (request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
-                       - hit * kv.block_size)
+                       - (hit + loaded) * kv.block_size)
             if threshold:
                 num_new = min(num_new, threshold)
             if not cfg.enable_chunked_prefill and num_new > budget:
@@ -64,8 +75,12 @@ class VLLMV1Scheduler(SchedulerBase):
             if self.full_prompt_check and cfg.scheduler_reserve_full_isl:
                 if kv.blocks_to_admit(request, request.num_tokens, hit) + watermark > kv.num_free_blocks:
                     break
-            if not self._allocate(request, num_new, plan, watermark, hit):
+            if not self._allocate(request, num_new + loaded * kv.block_size, plan, watermark, hit):
                 break
+            if loaded:
+                request.num_computed_tokens += loaded * kv.block_size
+                request.num_loaded_tokens += loaded * kv.block_size
+                plan.swap_in_blocks += loaded  # the replica charges the PCIe copy to the step
             self._admit(waiting, plan, num_new)
             budget -= num_new
 

@@ -1,0 +1,29 @@
+"""Features the fast engines do not serve make the run fall back to the reference engine, say why, and give
+exactly the reference engine's results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmsim.config import load_config
+from llmsim.simulation import simulate
+
+FEATURES = {
+    "prefix caching": ["scheduler.enable_prefix_caching=true"],
+    "queue order priority": ["scheduler.queue=priority"],
+    "speculative decoding": ["speculative.method=eagle", "scheduler.async_scheduling=false"],
+    "prefix caching, kv offload": ["scheduler.enable_prefix_caching=true", "scheduler.kv_offload_gib=2",
+                                   "scheduler.num_gpu_blocks=600"],
+}
+
+
+@pytest.mark.parametrize("reason", sorted(FEATURES))
+def test_fast_mode_falls_back_with_its_reason_and_the_reference_results(reason):
+    overrides = ["workload.num_requests=60", *FEATURES[reason]]
+    fast = simulate(load_config(None, ["engine.mode=fast", *overrides]))
+    reference = simulate(load_config(None, ["engine.mode=reference", *overrides]))
+    assert fast.summary["engine_mode"].startswith("reference (fast path off:")
+    assert reason.split(",")[0] in fast.summary["engine_mode"]
+    for column in ("ttft_s", "e2el_s", "num_output_tokens", "cached_tokens", "num_preemptions"):
+        assert np.array_equal(fast.requests[column].to_numpy(), reference.requests[column].to_numpy(), equal_nan=True)
