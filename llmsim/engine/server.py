@@ -99,17 +99,16 @@ def _multi_server_starts(arrival: np.ndarray, work: np.ndarray, processes: int) 
 
 
 def client_view(requests: pd.DataFrame, ingress: Ingress, arrival_s: np.ndarray) -> pd.DataFrame:
-    """The requests table on the client's clock: arrivals as sent, the server's time in ``server_s``, token
-    times ``stream_s`` later, TTFT and E2E from the client's send. ``requests`` rows are named by their row
-    in the workload (``request_id``)."""
+    """The requests table as the client sees it: arrivals as sent, the server's time in ``server_s``, TTFT and
+    E2E from the client's send to the client's receipt (``stream_s`` after the engine emitted the token).
+    ``first_token_s`` and ``finish_s`` stay the engine's instants (replica accounting uses them).
+    ``requests`` rows are named by their row in the workload (``request_id``)."""
     rows = requests["request_id"].to_numpy().astype(np.int64)
     server = ingress.server_s[rows]
     requests["arrival_s"] = np.asarray(arrival_s, dtype=np.float64)[rows]
     requests["server_s"] = server
     delivered = ~np.isnan(requests["first_token_s"].to_numpy())
     stream = np.where(delivered, ingress.stream_s, 0.0)
-    for name in ("first_token_s", "finish_s"):
-        requests[name] = requests[name].to_numpy() + stream
     for name in ("ttft_s", "e2el_s"):
         requests[name] = requests[name].to_numpy() + server + stream
     return requests

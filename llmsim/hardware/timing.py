@@ -46,7 +46,7 @@ import numpy as np
 from llmsim.errors import ProfileError
 from llmsim.hardware.collectives import all_to_all_time, allreduce_time, send_recv_time
 from llmsim.hardware.config import HardwareConfig
-from llmsim.hardware.execution import Execution
+from llmsim.hardware.execution import Execution, launch_cost
 from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
 from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of, layer_op_times
 
@@ -122,7 +122,7 @@ class RooflineTimingModel:
         self._attn_flops_rate = self._burst.peak_flops * self._sustained * eff.attn_prefill_mfu
         self._attn_bytes_rate = gpu.hbm_bandwidth * eff.attn_decode_mbu
         self._attn_overhead = eff.attn_overhead_s
-        self._kernel_launch, self._kernel_gap, self._graph_launch = eff.kernel_launch_s, eff.kernel_gap_s, eff.graph_launch_s
+        self._kernel_gap = eff.kernel_gap_s
         self._half = eff.attn_prefill_half_tokens
         self._ctx_w2 = 2.0 * eff.attn_prefill_context_weight
         on = execution.cpu_overhead
@@ -133,7 +133,7 @@ class RooflineTimingModel:
         self._overlap = execution.async_scheduling
         self._base_cache: dict[tuple[int, int, bool], tuple[float, float]] = {}
         self._layer_cache: dict[int, tuple[float, float]] = {}
-        self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], float]] = {}
+        self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], tuple[float, ...]]] = {}
         self._decode_consts: dict[int, tuple[float, float, float, float]] = {}
 
     def _stage_layout(self) -> list[tuple[int, int, bool]]:
@@ -265,15 +265,8 @@ class RooflineTimingModel:
                     time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._weight_b, ab)
             else:
                 time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not crosses)
-            layers = dense_layers + moe_layers
-            if mode == "full":
-                launches, host = 1, self._graph_launch
-            elif mode == "piecewise":
-                launches = (layers + 1) + 2 * layers
-                host = (layers + 1) * self._graph_launch + 2 * layers * self._kernel_launch
-            else:
-                launches = kernels + 3  # + embedding, final norm, logits
-                host = launches * self._kernel_launch
+            # + 3 kernels: embedding, final norm, logits
+            launches, host = launch_cost(mode, dense_layers + moe_layers, kernels + 3, self.gpu.efficiency)
             times.append(time + launches * self._kernel_gap)
             hosts.append(host)
         self._stage_cache[key] = result = (tuple(times), tuple(hosts))
@@ -356,7 +349,12 @@ class RooflineTimingModel:
         gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
         if host > gpu:  # launch-bound: the GPU waits for the host
             gpu = host
-        return self.period(gpu, self.cpu_time(tokens, num_scheduled, num_sampled))
+        # cpu_time and period inline (the hottest call of a run): the same operations in the same order
+        cpu = (self._cpu_step + self._cpu_per_request * num_scheduled + self._cpu_per_token * tokens
+               + self._cpu_per_sampled * num_sampled)
+        if not self._overlap:
+            return gpu + cpu
+        return gpu if gpu > cpu else cpu
 
     def pipeline_times(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> PipelineTiming:
         """Latency, occupancy and per-stage busy time of one step split into micro-batches (module docstring)."""
