@@ -134,6 +134,7 @@ class RooflineTimingModel:
         self._base_cache: dict[tuple[int, int, bool], tuple[float, float]] = {}
         self._layer_cache: dict[int, tuple[float, float]] = {}
         self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        self._step_cache: dict[tuple[int, int, int], tuple[float, float, float]] = {}
         self._decode_consts: dict[int, tuple[float, float, float, float]] = {}
 
     def _stage_layout(self) -> list[tuple[int, int, bool]]:
@@ -315,19 +316,13 @@ class RooflineTimingModel:
         same order as :meth:`time_from_totals`, so the result is bit-identical."""
         consts = self._decode_consts.get(batch)
         if consts is None:
-            base, host = self._consts(batch, batch, True)
-            consts = self._decode_consts[batch] = (base, batch * self._qo_bytes_per_token,
-                                                   self.cpu_time(batch, batch, batch), host)
-        base, qo_bytes, cpu, host = consts
+            base, floor, add = self._step_consts(batch, batch, batch)
+            consts = self._decode_consts[batch] = (base, batch * self._qo_bytes_per_token, floor, add)
+        base, qo_bytes, floor, add = consts
         compute = (2 * sum_context + 2 * batch) * self._attn_flops_per_unit / self._attn_flops_rate
         memory = ((sum_context + batch) * self._kv_bytes_per_ctx_token + qo_bytes) / self._attn_bytes_rate
-        attention = (compute if compute > memory else memory) + self._attn_overhead
-        gpu = base + self._num_layers * attention
-        if host > gpu:
-            gpu = host
-        if not self._overlap:
-            return gpu + cpu
-        return gpu if gpu > cpu else cpu
+        gpu = base + self._num_layers * ((compute if compute > memory else memory) + self._attn_overhead)
+        return (gpu if gpu > floor else floor) + add
 
     def chunk_flop_units(self, c: int, k: int) -> float:
         """Attention work units of a chunk of ``c`` > 1 new tokens over ``k`` cached ones (a decode, c = 1,
@@ -341,20 +336,22 @@ class RooflineTimingModel:
         The aggregate engine calls it with totals it keeps without visiting each request; the arithmetic is
         the same, so the durations are bit-identical. One token per request is a uniform decode batch (vLLM's
         FULL CUDA graph)."""
-        uniform = tokens == num_scheduled
-        consts = self._base_cache.get((tokens, num_sampled, uniform))
+        consts = self._step_cache.get((tokens, num_sampled, num_scheduled))
         if consts is None:
-            consts = self._consts(tokens, num_sampled, uniform)
-        base, host = consts
+            consts = self._step_consts(tokens, num_sampled, num_scheduled)
+        base, floor, add = consts
         gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
-        if host > gpu:  # launch-bound: the GPU waits for the host
-            gpu = host
-        # cpu_time and period inline (the hottest call of a run): the same operations in the same order
-        cpu = (self._cpu_step + self._cpu_per_request * num_scheduled + self._cpu_per_token * tokens
-               + self._cpu_per_sampled * num_sampled)
-        if not self._overlap:
-            return gpu + cpu
-        return gpu if gpu > cpu else cpu
+        return (gpu if gpu > floor else floor) + add
+
+    def _step_consts(self, tokens: int, num_sampled: int, num_scheduled: int) -> tuple[float, float, float]:
+        """(non-attention GPU seconds, floor, added CPU seconds) of a step shape: the step takes
+        max(GPU, floor) + added. Sync: floor = host launch time, added = CPU time; async: floor = max(host,
+        CPU) (= max(max(GPU, host), CPU) exactly: max selects, never rounds), added = 0."""
+        base, host = self._consts(tokens, num_sampled, tokens == num_scheduled)
+        cpu = self.cpu_time(tokens, num_scheduled, num_sampled)
+        floor, add = (max(host, cpu), 0.0) if self._overlap else (host, cpu)
+        self._step_cache[(tokens, num_sampled, num_scheduled)] = result = (base, floor, add)
+        return result
 
     def pipeline_times(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> PipelineTiming:
         """Latency, occupancy and per-stage busy time of one step split into micro-batches (module docstring)."""
