@@ -157,8 +157,10 @@ def egress_delays(first_s: np.ndarray, last_s: np.ndarray, num_tokens: np.ndarra
 
 
 def client_view(requests: pd.DataFrame, ingress: Ingress, arrival_s: np.ndarray) -> pd.DataFrame:
-    """The requests table on the client's clock: arrivals as sent, the server's time in ``server_s``, token
-    times later by the server's streaming (:func:`egress_delays`), TTFT, E2E and TPOT from the client's view.
+    """The requests table as the client sees it: arrivals as sent, the server's time in ``server_s``, TTFT and
+    E2E from the client's send to the client's receipt (later than the engine emitted the token by the server's
+    streaming, :func:`egress_delays`), TPOT from them. ``first_token_s`` and ``finish_s`` stay the engine's
+    instants (replica accounting uses them).
     ``requests`` rows are named by their row in the workload (``request_id``)."""
     rows = requests["request_id"].to_numpy().astype(np.int64)
     server = ingress.server_s[rows]
@@ -172,10 +174,6 @@ def client_view(requests: pd.DataFrame, ingress: Ingress, arrival_s: np.ndarray)
     delivered = ~np.isnan(requests["first_token_s"].to_numpy())
     first_delay = np.where(delivered, first_delay, 0.0)
     last_delay = np.where(delivered, last_delay, 0.0)
-    requests["first_token_s"] = requests["first_token_s"].to_numpy() + first_delay
-    requests["finish_s"] = requests["finish_s"].to_numpy() + last_delay
-    if "last_token_s" in requests:
-        requests["last_token_s"] = requests["last_token_s"].to_numpy() + last_delay
     requests["ttft_s"] = requests["ttft_s"].to_numpy() + server + first_delay
     requests["e2el_s"] = requests["e2el_s"].to_numpy() + server + last_delay
     produced = requests["num_output_tokens"].to_numpy()

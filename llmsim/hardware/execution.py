@@ -77,3 +77,17 @@ class Execution:
         if mode == "none" or not sizes or tokens > sizes[-1]:
             return "none", tokens
         return mode, sizes[bisect_left(sizes, tokens)]
+
+
+def launch_cost(mode: str, layers: int, kernels: int, eff) -> tuple[int, float]:
+    """(launches that each leave the GPU idle for ``kernel_gap_s``, host seconds to issue them) of one forward
+    pass of ``layers`` layers and ``kernels`` kernels in graph ``mode`` (``eff``: the GPU's Efficiency).
+
+    FULL: one graph replay. PIECEWISE: one replay per piece (layers + 1) and the cache-write and attention
+    kernels of each layer launched eagerly between them. Eager: every kernel.
+    """
+    if mode == "full":
+        return 1, eff.graph_launch_s
+    if mode == "piecewise":
+        return 3 * layers + 1, (layers + 1) * eff.graph_launch_s + 2 * layers * eff.kernel_launch_s
+    return kernels, kernels * eff.kernel_launch_s

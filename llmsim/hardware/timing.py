@@ -46,7 +46,7 @@ import numpy as np
 from llmsim.errors import ProfileError
 from llmsim.hardware.collectives import all_to_all_time, allreduce_time, send_recv_time
 from llmsim.hardware.config import HardwareConfig
-from llmsim.hardware.execution import Execution
+from llmsim.hardware.execution import Execution, launch_cost
 from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
 from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of, layer_op_times
 from llmsim.hardware.precision import weight_bytes_per_param
@@ -128,7 +128,7 @@ class RooflineTimingModel:
         self._attn_flops_rate = self._burst.peak_flops * self._sustained * eff.attn_prefill_mfu
         self._attn_bytes_rate = gpu.hbm_bandwidth * eff.attn_decode_mbu
         self._attn_overhead = eff.attn_overhead_s
-        self._kernel_launch, self._kernel_gap, self._graph_launch = eff.kernel_launch_s, eff.kernel_gap_s, eff.graph_launch_s
+        self._kernel_gap = eff.kernel_gap_s
         self._half = eff.attn_prefill_half_tokens
         self._ctx_w2 = 2.0 * eff.attn_prefill_context_weight
         on = execution.cpu_overhead
@@ -139,7 +139,8 @@ class RooflineTimingModel:
         self._overlap = execution.async_scheduling
         self._base_cache: dict[tuple[int, int, bool], tuple[float, float]] = {}
         self._layer_cache: dict[int, tuple[float, float]] = {}
-        self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], float]] = {}
+        self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        self._step_cache: dict[tuple[int, int, int], tuple[float, float, float]] = {}
         self._decode_consts: dict[int, tuple[float, float, float, float]] = {}
 
     def _stage_layout(self) -> list[tuple[int, int, bool]]:
@@ -275,15 +276,8 @@ class RooflineTimingModel:
                     time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._head_b, ab)
             else:
                 time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not crosses)
-            layers = dense_layers + moe_layers
-            if mode == "full":
-                launches, host = 1, self._graph_launch
-            elif mode == "piecewise":
-                launches = (layers + 1) + 2 * layers
-                host = (layers + 1) * self._graph_launch + 2 * layers * self._kernel_launch
-            else:
-                launches = kernels + 3  # + embedding, final norm, logits
-                host = launches * self._kernel_launch
+            # + 3 kernels: embedding, final norm, logits
+            launches, host = launch_cost(mode, dense_layers + moe_layers, kernels + 3, self.gpu.efficiency)
             times.append(time + launches * self._kernel_gap)
             hosts.append(host)
         self._stage_cache[key] = result = (tuple(times), tuple(hosts))
@@ -332,19 +326,13 @@ class RooflineTimingModel:
         same order as :meth:`time_from_totals`, so the result is bit-identical."""
         consts = self._decode_consts.get(batch)
         if consts is None:
-            base, host = self._consts(batch, batch, True)
-            consts = self._decode_consts[batch] = (base, batch * self._qo_bytes_per_token,
-                                                   self.cpu_time(batch, batch, batch), host)
-        base, qo_bytes, cpu, host = consts
+            base, floor, add = self._step_consts(batch, batch, batch)
+            consts = self._decode_consts[batch] = (base, batch * self._qo_bytes_per_token, floor, add)
+        base, qo_bytes, floor, add = consts
         compute = (2 * sum_context + 2 * batch) * self._attn_flops_per_unit / self._attn_flops_rate
         memory = ((sum_context + batch) * self._kv_bytes_per_ctx_token + qo_bytes) / self._attn_bytes_rate
-        attention = (compute if compute > memory else memory) + self._attn_overhead
-        gpu = base + self._num_layers * attention
-        if host > gpu:
-            gpu = host
-        if not self._overlap:
-            return gpu + cpu
-        return gpu if gpu > cpu else cpu
+        gpu = base + self._num_layers * ((compute if compute > memory else memory) + self._attn_overhead)
+        return (gpu if gpu > floor else floor) + add
 
     def chunk_flop_units(self, c: int, k: int) -> float:
         """Attention work units of a chunk of ``c`` > 1 new tokens over ``k`` cached ones (a decode, c = 1,
@@ -358,15 +346,22 @@ class RooflineTimingModel:
         The aggregate engine calls it with totals it keeps without visiting each request; the arithmetic is
         the same, so the durations are bit-identical. One token per request is a uniform decode batch (vLLM's
         FULL CUDA graph)."""
-        uniform = tokens == num_scheduled
-        consts = self._base_cache.get((tokens, num_sampled, uniform))
+        consts = self._step_cache.get((tokens, num_sampled, num_scheduled))
         if consts is None:
-            consts = self._consts(tokens, num_sampled, uniform)
-        base, host = consts
+            consts = self._step_consts(tokens, num_sampled, num_scheduled)
+        base, floor, add = consts
         gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
-        if host > gpu:  # launch-bound: the GPU waits for the host
-            gpu = host
-        return self.period(gpu, self.cpu_time(tokens, num_scheduled, num_sampled))
+        return (gpu if gpu > floor else floor) + add
+
+    def _step_consts(self, tokens: int, num_sampled: int, num_scheduled: int) -> tuple[float, float, float]:
+        """(non-attention GPU seconds, floor, added CPU seconds) of a step shape: the step takes
+        max(GPU, floor) + added. Sync: floor = host launch time, added = CPU time; async: floor = max(host,
+        CPU) (= max(max(GPU, host), CPU) exactly: max selects, never rounds), added = 0."""
+        base, host = self._consts(tokens, num_sampled, tokens == num_scheduled)
+        cpu = self.cpu_time(tokens, num_scheduled, num_sampled)
+        floor, add = (max(host, cpu), 0.0) if self._overlap else (host, cpu)
+        self._step_cache[(tokens, num_sampled, num_scheduled)] = result = (base, floor, add)
+        return result
 
     def pipeline_times(self, new_tokens: Sequence[int], context_lens: Sequence[int], num_sampled: int) -> PipelineTiming:
         """Latency, occupancy and per-stage busy time of one step split into micro-batches (module docstring)."""

@@ -67,7 +67,7 @@ def bench_metrics(setup: PointSetup, requests, summary: dict) -> dict[str, float
     done = requests[requests["status"] == "finished"]
     if done.empty:
         raise SkipPoint("no request finished in the simulation")
-    end_s = float(np.nanmax(done["finish_s"].to_numpy()))
+    end_s = float(np.nanmax((done["arrival_s"] + done["e2el_s"]).to_numpy()))  # the client's last receipt
     start_s = float(requests["arrival_s"].min())
     duration = max(end_s - start_s, 1e-12)
     prompt = float(done["prompt_tokens"].sum())

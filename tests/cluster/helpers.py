@@ -18,6 +18,8 @@ def workload(arrivals, prompt=500, output=20, **columns) -> Workload:
 
 
 def run(cluster: dict, wl: Workload, **sections):
+    # engine-only (no API server in front) unless a test asks for one: these tests time cluster mechanics
     data = {"seed": 0, "hardware": {"gpu": "A100-80GB", "model": "Llama-2-7B"},
-            "scheduler": {"max_num_batched_tokens": 2048, "num_gpu_blocks": 4000}, "cluster": cluster, **sections}
+            "scheduler": {"max_num_batched_tokens": 2048, "num_gpu_blocks": 4000}, "cluster": cluster,
+            "server": {"enabled": False}, **sections}
     return simulate(build_config(data), workload=wl)

@@ -44,14 +44,14 @@ def test_closed_loop_of_one_client_sends_back_to_back(tmp_path):
     setup, result = _simulate(tmp_path, conc=1, num_prompts=5)
     done = result.requests.sort_values("arrival_s")
     arrivals = done["arrival_s"].to_numpy()
-    finishes = done["finish_s"].to_numpy()
+    finishes = (done["arrival_s"] + done["e2el_s"]).to_numpy()  # when the client has the last token
     assert arrivals[0] == 0.0
     # each request is sent the instant the previous one ends: never two in flight
     np.testing.assert_allclose(arrivals[1:], finishes[:-1])
     assert result.summary["engine_mode"].startswith("reference")  # closed loops need the per-step engine
     assert setup.config.server.enabled  # online: the API server's time is in every TTFT
     assert (done["server_s"] > 0).all()
-    np.testing.assert_allclose(done["ttft_s"], done["first_token_s"] - done["arrival_s"])
+    assert (done["ttft_s"] > done["first_token_s"] - done["arrival_s"]).all()  # + streaming the first token
 
 
 def test_closed_loop_never_exceeds_its_concurrency(tmp_path):
@@ -61,7 +61,8 @@ def test_closed_loop_never_exceeds_its_concurrency(tmp_path):
     # idle server's pace, which a busy server's backlog can outlast: an approximation the docs state)
     config = setup.config.model_copy(update={"server": setup.config.server.model_copy(update={"enabled": False})})
     r = simulate(config, workload=setup.workload).requests
-    events = sorted([(t, 1) for t in r["arrival_s"]] + [(t, -1) for t in r["finish_s"]], key=lambda e: (e[0], e[1]))
+    ends = r["arrival_s"] + r["e2el_s"]
+    events = sorted([(t, 1) for t in r["arrival_s"]] + [(t, -1) for t in ends], key=lambda e: (e[0], e[1]))
     level, peak = 0, 0
     for _, delta in events:
         level += delta
