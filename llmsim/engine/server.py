@@ -126,6 +126,7 @@ def egress_delays(first_s: np.ndarray, last_s: np.ndarray, num_tokens: np.ndarra
     if not delivered.any() or cost <= 0:
         return first_delay, last_delay
     f, l, n = first_s[delivered], last_s[delivered], num_tokens[delivered].astype(np.float64)
+    l = np.where(np.isnan(l), f, l)  # a request that failed after its first token streamed no more
     end = float(max(l.max(), np.nanmax(arrival_s) if len(arrival_s) else 0.0)) * 1.001 + 1e-3
     bins = int(min(2_000_000, max(1_000, end / 2e-3)))
     dt = end / bins
