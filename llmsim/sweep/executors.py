@@ -51,8 +51,8 @@ class LocalExecutor:
                 except Exception as exc:  # noqa: BLE001 - the runner records it as the run's failure
                     yield i, False, exc
             return
-        self._pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(args)),
-                                         mp_context=multiprocessing.get_context("forkserver"))
+        if self._pool is None:  # one pool for every call until close(): workers start (and import) once
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("forkserver"))
         futures = {self._pool.submit(fn, arg): i for i, arg in enumerate(args)}
         pending = set(futures)
         while pending:

@@ -151,7 +151,10 @@ def fit_e2e_command(
         typer.echo(f"fitting {name} on {len(group)} points ({len({model_of[p.id] for p in group})} models) ...", err=True)
         evaluator = Evaluator(base, group, jobs=jobs,
                               on_evaluation=lambda k: typer.echo(f"  simulation pass {k} done", err=True))
-        result = fit_gpu(evaluator, lambda p: model_of[p.id], iterations=iterations)
+        try:
+            result = fit_gpu(evaluator, lambda p: model_of[p.id], iterations=iterations)
+        finally:
+            evaluator.close()
         params = Table(title=f"{name}: fitted parameters")
         for column in ("parameter", "kernel fit", "end-to-end fit", "meaning"):
             params.add_column(column)

@@ -106,6 +106,12 @@ class Evaluator:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmsim-fit-")))
     evaluations: int = 0
     on_evaluation: Optional[Callable[[int], None]] = None
+    _executor: Optional[object] = field(default=None, repr=False)  # one worker pool for every pass
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
 
     def profile_yaml(self, theta: dict[str, float]) -> dict:
         return profile_with(self.base_yaml, theta)
@@ -118,12 +124,10 @@ class Evaluator:
         path = self.workdir / f"gpu-{self.evaluations}.yaml"
         path.write_text(yaml.safe_dump(self.profile_yaml(theta), sort_keys=False))
         out: list[dict] = [{} for _ in points]
-        executor = LocalExecutor(self.jobs)
-        try:
-            for index, ok, value in executor.map_unordered(_predict, [(p, str(path)) for p in points]):
-                out[index] = value if ok else {}
-        finally:
-            executor.close()
+        if self._executor is None:
+            self._executor = LocalExecutor(self.jobs)
+        for index, ok, value in self._executor.map_unordered(_predict, [(p, str(path)) for p in points]):
+            out[index] = value if ok else {}
         if self.on_evaluation is not None:
             self.on_evaluation(self.evaluations)
         return out
