@@ -25,7 +25,7 @@ from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, UserError
 from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
@@ -91,12 +91,18 @@ class Result:
         return out_dir
 
 
+def _looks_like_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml", ".json")) or "/" in name
+
+
 def build_deployment(config: SimConfig) -> Deployment:
     hw, sched = config.hardware, config.scheduler
     gpu = load_gpu(hw.gpu)
     model = load_model(hw.model)
     max_model_len = sched.max_model_len or model.max_position_embeddings
     details: dict[str, Any] = {"gpu": gpu.name, "model": model.name, "tp": hw.tp, "pp": hw.pp}
+    if hw.gpu.lower() != gpu.name.lower() and not _looks_like_file(hw.gpu):
+        details["gpu_alias"] = hw.gpu  # `A100` means the 80 GB SXM card: say so in the summary
     if sched.num_gpu_blocks is not None:
         num_blocks = sched.num_gpu_blocks
     else:
@@ -149,14 +155,16 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
 
 
 def simulate(
-    config: SimConfig,
+    config: "SimConfig | str | Path | None" = None,
     progress: Optional[Callable[[int, int], None]] = None,
     workload: Optional[Workload] = None,
 ) -> Result:
     """Run one simulation. ``progress(done, total)`` is called now and then with requests ended so far.
 
-    ``workload`` replaces the config's workload section (for scripts that build their own).
+    ``config`` is a :class:`SimConfig` (from :func:`llmsim.load_config`), a path to a YAML config, or None for
+    the bundled default. ``workload`` replaces the config's workload section (for scripts that build their own).
     """
+    config = _as_config(config)
     if workload is None:
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
@@ -173,6 +181,17 @@ def simulate(
         _run_with_progress(env, cluster, recorder, total, progress)
     cluster.fail_unfinished("stalled")
     return _collect(config, recorder, deployment, cluster)
+
+
+def _as_config(config: "SimConfig | str | Path | None") -> SimConfig:
+    if isinstance(config, SimConfig):
+        return config
+    if config is None or isinstance(config, (str, Path)):
+        from llmsim.config import load_config
+
+        return load_config(config)
+    raise UserError(f"simulate() expects a SimConfig (llmsim.load_config(...)) or a path to a YAML config, "
+                    f"got {type(config).__name__}")
 
 
 def make_recorder(config: SimConfig) -> Recorder:
