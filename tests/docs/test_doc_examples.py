@@ -1,0 +1,87 @@
+"""Every shell and Python block of the README and the docs runs as written, and prints what the text quotes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docs.docblocks import REPO, doc_pages, missing_lines, parse_blocks, run_block, scratch_root
+
+PAGES = doc_pages()
+SLOW_PAGES = [p for p in PAGES if any(b.marker == "slow" for b in parse_blocks(p.read_text()))]
+
+
+def _run_page(page: Path, tmp_path: Path, include_slow: bool) -> None:
+    cwd = scratch_root(tmp_path)
+    name = str(page.relative_to(REPO))
+    for block in parse_blocks(page.read_text(), name):
+        if not block.runs or (block.marker == "slow" and not include_slow):
+            continue
+        proc = run_block(block, cwd)
+        output = proc.stdout
+        where = f"{name}:{block.line} ({block.lang} block)"
+        assert proc.returncode == 0, f"{where} failed with exit status {proc.returncode}:\n{block.code}\n{output[-3000:]}"
+        if block.expected is not None:
+            missing = missing_lines(block.expected, output)
+            assert not missing, f"{where}: output lacks the quoted lines {missing}\n--- output ---\n{output[-3000:]}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_doc_blocks_run_as_written(page: Path, tmp_path: Path) -> None:
+    _run_page(page, tmp_path, include_slow=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", SLOW_PAGES, ids=[str(p.relative_to(REPO)) for p in SLOW_PAGES])
+def test_doc_blocks_run_as_written_including_slow_ones(page: Path, tmp_path: Path) -> None:
+    _run_page(page, tmp_path, include_slow=True)
+
+
+def test_markers_and_quoted_output_are_parsed() -> None:
+    text = ("<!-- no-run -->\n```bash\nrm -rf /\n```\n\n```bash\necho hi\n```\n\n```text\nhi\n```\n"
+            "<!-- slow -->\n```python\nprint(1)\n```\n```yaml\na: 1\n```\n")
+    blocks = parse_blocks(text)
+    assert [(b.lang, b.marker, b.runs) for b in blocks] == [
+        ("bash", "no-run", False), ("bash", None, True), ("text", None, False), ("python", "slow", True),
+        ("yaml", None, False)]
+    assert blocks[1].expected == "hi\n" and blocks[3].expected is None
+    assert missing_lines("a  b\n...\nd\n", "x\na b\nc\nd\n") == []
+    assert missing_lines("d\na b\n", "a b\nd\n") == ["a b"]  # order matters
+    assert missing_lines("error: .../x.yaml: bad\n", "error: /some/where/x.yaml: bad\n") == []
+
+
+def test_every_docs_page_is_in_the_nav() -> None:
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_multi_constructor("tag:", lambda loader, suffix, node: None)
+    nav = yaml.load((REPO / "mkdocs.yml").read_text(), Loader=_Loader)["nav"]
+    listed: set[str] = set()
+
+    def walk(entry) -> None:
+        if isinstance(entry, str):
+            listed.add(entry)
+        elif isinstance(entry, dict):
+            for value in entry.values():
+                walk(value)
+        elif isinstance(entry, list):
+            for item in entry:
+                walk(item)
+
+    walk(nav)
+    pages = {str(p.relative_to(REPO / "docs")) for p in PAGES if p.parent != REPO}
+    assert pages - listed == set(), "pages missing from mkdocs.yml's nav"
+
+
+@pytest.mark.skipif(shutil.which("mkdocs") is None and not Path(sys.executable).with_name("mkdocs").exists(),
+                    reason="mkdocs not installed (pip install -e '.[dev]')")
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
