@@ -124,7 +124,7 @@ def run_block(block: Block, cwd: Path, timeout_s: float = 300) -> subprocess.Com
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     if block.lang == "bash":
-        argv = ["bash", "-e", "-o", "pipefail", "-c", block.code]
+        argv = ["bash", "-e", "-c", block.code]  # no pipefail: `cmd | head` is a normal way to show the start
     else:
         argv = [sys.executable, "-c", block.code]
     return subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
