@@ -12,7 +12,19 @@ import pytest
 from tests.docs.docblocks import REPO, doc_pages, missing_lines, parse_blocks, run_block, scratch_root
 
 PAGES = doc_pages()
-SLOW_PAGES = [p for p in PAGES if any(b.marker == "slow" for b in parse_blocks(p.read_text()))]
+README = REPO / "README.md"
+
+
+def _has_slow_blocks(page: Path) -> bool:
+    return any(b.marker == "slow" for b in parse_blocks(page.read_text()))
+
+
+# The README's blocks run in the quick suite (they are the front door; its `<!-- slow -->` blocks, if any, in the
+# slow suite). Each docs page runs once, slow blocks included, in the slow suite (about two minutes of CPU
+# together), which .ci/run runs after the quick one.
+PAGE_PARAMS = [pytest.param(README, False, id="README.md")]
+PAGE_PARAMS += [pytest.param(README, True, id="README.md-with-slow-blocks", marks=pytest.mark.slow)] * _has_slow_blocks(README)
+PAGE_PARAMS += [pytest.param(p, True, id=str(p.relative_to(REPO)), marks=pytest.mark.slow) for p in PAGES if p != README]
 
 
 def _run_page(page: Path, tmp_path: Path, include_slow: bool) -> None:
@@ -30,15 +42,9 @@ def _run_page(page: Path, tmp_path: Path, include_slow: bool) -> None:
             assert not missing, f"{where}: output lacks the quoted lines {missing}\n--- output ---\n{output[-3000:]}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
-def test_doc_blocks_run_as_written(page: Path, tmp_path: Path) -> None:
-    _run_page(page, tmp_path, include_slow=False)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("page", SLOW_PAGES, ids=[str(p.relative_to(REPO)) for p in SLOW_PAGES])
-def test_doc_blocks_run_as_written_including_slow_ones(page: Path, tmp_path: Path) -> None:
-    _run_page(page, tmp_path, include_slow=True)
+@pytest.mark.parametrize("page, include_slow", PAGE_PARAMS)
+def test_doc_blocks_run_as_written(page: Path, include_slow: bool, tmp_path: Path) -> None:
+    _run_page(page, tmp_path, include_slow)
 
 
 def test_markers_and_quoted_output_are_parsed() -> None:
