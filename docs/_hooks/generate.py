@@ -47,7 +47,6 @@ def on_files(files, config):
 
 
 def cli_reference() -> str:
-    import click
     import typer
 
     from llmsim.cli import app
@@ -56,11 +55,10 @@ def cli_reference() -> str:
     lines = ["# Command-line reference", "",
              "Generated from the `llmsim` typer app: each section is that command's `--help`.", ""]
 
-    def walk(command: click.Command, path: list[str]) -> None:
-        ctx = click.Context(command, info_name=" ".join(path))
-        if path != ["llmsim"] or True:
-            lines.extend([f"## `{' '.join(path)}`", "", "```text", command.get_help(ctx).rstrip(), "```", ""])
-        if isinstance(command, click.Group):
+    def walk(command, path: list[str]) -> None:
+        ctx = command.context_class(command, info_name=" ".join(path), parent=None)
+        lines.extend([f"## `{' '.join(path)}`", "", "```text", command.get_help(ctx).rstrip(), "```", ""])
+        if hasattr(command, "list_commands"):  # a group (typer may vendor click, so no isinstance check)
             for name in command.list_commands(ctx):
                 walk(command.get_command(ctx, name), [*path, name])
 

@@ -97,3 +97,15 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_generated_references_cover_every_command_and_field() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "docs" / "_hooks" / "generate.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    cli = hooks.cli_reference()
+    for command in ("llmsim run", "llmsim sweep", "llmsim plan", "llmsim profiles add-model", "llmsim examples copy"):
+        assert f"## `{command}`" in cli
+    assert "`scheduler.max_num_seqs`" in hooks.config_reference()
