@@ -1,7 +1,7 @@
 """Batch schedulers by name (``scheduler.policy``). One dict, one place: add a policy here.
 
-The README's policy table says what each models; each class's module docstring gives the engine's rules and
-the choices llmsim made where the engine's exact rule is not published.
+The docs' Scheduling policies page (docs/explanation/policies.md) says what each models; each class's module
+docstring gives the engine's rules and the choices llmsim made where the engine's exact rule is not published.
 """
 
 from __future__ import annotations
