@@ -1,4 +1,4 @@
-"""Plot predicted vs measured per-layer time (Llama-2-7B on A100, every TP size) for the README.
+"""Plot predicted vs measured per-layer time (Llama-2-7B on A100, every TP size) for the docs (docs/explanation/hardware-model.md).
 
 Run from the repository root: ``python experiments/calibration_plot.py`` -> experiments/figures/calibration_a100_llama2_7b.png
 """

@@ -1,6 +1,6 @@
 """Print calibrate-check MAPE for every shared measurement file, and leave-one-model-out MAPE for the mlp fits.
 
-Run from the repository root: ``python -m experiments.calibration_report [--lomo]`` (figures go in the README).
+Run from the repository root: ``python -m experiments.calibration_report [--lomo]`` (figures go in docs/explanation/hardware-model.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pandas as pd
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = EXPERIMENTS_DIR / "results"
-WORK_DIR = RESULTS_DIR / "work"  # sweep caches and generated traces (rebuildable; not shown in the README)
+WORK_DIR = RESULTS_DIR / "work"  # sweep caches and generated traces (rebuildable; not shown in the docs)
 SHARED_DIR = EXPERIMENTS_DIR.parent.parent / "shared"
 
 #: Headline metrics of the studies: column in results.parquet -> short name in the CSVs.

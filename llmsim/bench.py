@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from llmsim.metrics.display import plural
+
 #: Offered load relative to the fleet's measured capacity.
 TARGET_LOAD = 0.7
 
@@ -84,7 +86,7 @@ def bench_speed(num_requests: int, replicas: int, reference_requests: Optional[i
                 report=print) -> dict[str, Any]:
     capacity = replica_capacity_rps(seed)
     rate = TARGET_LOAD * replicas * capacity
-    report(f"one replica saturates at {capacity:.2f} req/s; offering {rate:.2f} req/s to {replicas} replicas "
+    report(f"one replica saturates at {capacity:.2f} req/s; offering {rate:.2f} req/s to {plural(replicas, 'replica')} "
            f"({TARGET_LOAD:.0%} load)")
     fast = measure_in_child(_overrides(num_requests, replicas, rate, "fast", seed))
     result: dict[str, Any] = {

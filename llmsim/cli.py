@@ -32,6 +32,7 @@ def run(
     set_: List[str] = typer.Option([], "--set", help="override a config field: PATH=VALUE (repeatable)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="write summary.json, requests.parquet, steps.parquet here"),
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON instead of a table"),
+    plain: bool = typer.Option(False, "--plain", help="print the summary as CSV (metric,value) instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     report: Optional[Path] = typer.Option(None, "--report", help="also write an HTML report (plots as PNG beside it)"),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="also write a Chrome trace-event JSON (Perfetto)"),
@@ -67,7 +68,7 @@ def run(
     if json_out:
         typer.echo(json.dumps(result.summary, indent=2))
     else:
-        print_summary(result.summary)
+        print_summary(result.summary, plain=plain)
         if out_dir is not None:
             typer.echo(f"wrote {out_dir}/summary.json, requests.parquet, steps.parquet")
 
@@ -166,6 +167,7 @@ def _mount_subcommands() -> None:
         ("llmsim.workload.cli", "trace_app", "trace"),
         ("llmsim.hardware.cli", "calibrate_app", "calibrate"),
         ("llmsim.hardware.cli", "profiles_app", "profiles"),
+        ("llmsim.example_files", "examples_app", "examples"),
     ):
         try:
             module = importlib.import_module(module_name)

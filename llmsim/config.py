@@ -18,7 +18,7 @@ from llmsim.configbase import StrictModel
 from llmsim.engine.config import ClientConfig, EngineConfig, SchedulerConfig
 from llmsim.engine.server import ServerConfig
 from llmsim.engine.speculative import SpeculativeConfig
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, did_you_mean
 from llmsim.hardware.config import HardwareConfig
 from llmsim.metrics.config import MetricsConfig, OutputConfig, SLOConfig
 from llmsim.workload.config import WorkloadConfig
@@ -63,7 +63,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``scheduler.max_num_seqs=64`` → (["scheduler", "max_num_seqs"], 64). Values are YAML scalars."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected PATH=VALUE, e.g. scheduler.max_num_seqs=64")
+        raise ConfigError(f"--set {text!r}: expected PATH=VALUE joined by '=' (e.g. --set scheduler.max_num_seqs=64), "
+                          "not two words")
     path, _, raw = text.partition("=")
     keys = [k for k in path.strip().split(".")]
     if not all(keys):
@@ -94,12 +95,25 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + did_you_mean(err["loc"][-1], _field_names_at(err["loc"][:-1]))
     got = err.get("input")
     got_text = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
     more = len(exc.errors()) - 1
     tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
     return f"{source}: config field {loc}: {msg}{got_text}{tail}"
+
+
+def _field_names_at(loc: tuple) -> list[str]:
+    """The valid keys of the config section at ``loc`` (for "did you mean"); empty where it is not a section."""
+    from pydantic import BaseModel
+
+    model: Any = SimConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
 def build_config(data: dict[str, Any], source: str = "config") -> SimConfig:
@@ -112,10 +126,10 @@ def build_config(data: dict[str, Any], source: str = "config") -> SimConfig:
 def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()) -> SimConfig:
     """Read a YAML config (the bundled default when ``path`` is None) and apply ``--set`` overrides."""
     config_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    data = _read_yaml(config_path)
     overrides = list(overrides)
-    for text in overrides:
-        keys, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]  # first: `--set KEY VALUE` would name VALUE as the file
+    data = _read_yaml(config_path)
+    for keys, value in parsed:
         apply_override(data, keys, value)
     source = str(config_path) + (" with --set overrides" if overrides else "")
     return build_config(data, source)

@@ -25,3 +25,15 @@ class TraceError(UserError):
 
 class ProfileError(UserError):
     """An invalid or unknown hardware/model profile, or a model that does not fit."""
+
+
+def did_you_mean(name: object, choices) -> str:
+    """``" (did you mean 'vllm-v1'?)"`` when ``name`` is close to one of ``choices`` (a typo), else ``""``.
+
+    Appended to the "unknown X" errors so that a misspelt key or name points at the intended one.
+    """
+    import difflib
+
+    by_lower = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

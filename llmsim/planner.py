@@ -282,7 +282,9 @@ def _print_plan(plan: Plan) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if Console().is_terminal else 130)
+    from llmsim.metrics.display import plural
+
+    console = Console(width=None if Console().is_terminal else 250)
     frontier = {id(e) for e in plan.frontier()}
     table = Table(title=f"Deployments simulated (SLO: {', '.join(map(str, plan.terms))}; "
                         f"joint attainment ≥ {plan.attainment:.2%})")
@@ -302,7 +304,7 @@ def _print_plan(plan: Plan) -> None:
         console.print("no deployment met the SLOs within the limits", style="bold red")
         return
     c = plan.chosen
-    console.print(f"chosen plan: {c.label()}, {c.replicas} replicas, ${c.cost_per_hour:,.2f}/h, "
+    console.print(f"chosen plan: {c.label()}, {plural(c.replicas, 'replica')}, ${c.cost_per_hour:,.2f}/h, "
                   f"SLO attainment {_att(c):.2%}", style="bold green", markup=False)
 
 

@@ -101,12 +101,18 @@ class Result:
         return out_dir
 
 
+def _looks_like_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml", ".json")) or "/" in name
+
+
 def build_deployment(config: SimConfig) -> Deployment:
     hw, sched = config.hardware, config.scheduler
     gpu = load_gpu(hw.gpu)
     model = load_model(hw.model)
     max_model_len = sched.max_model_len or model.max_position_embeddings
     details: dict[str, Any] = {"gpu": gpu.name, "model": model.name, "tp": hw.tp, "pp": hw.pp}
+    if hw.gpu.lower() != gpu.name.lower() and not _looks_like_file(hw.gpu):
+        details["gpu_alias"] = hw.gpu  # `A100` means the 80 GB SXM card: say so in the summary
     layer_types = getattr(model, "layer_types", None)
     hybrid = is_sliding(layer_types)
     if sched.num_gpu_blocks is not None:
@@ -252,14 +258,16 @@ class ClosedLoop:
 
 
 def simulate(
-    config: SimConfig,
+    config: "SimConfig | str | Path | None" = None,
     progress: Optional[Callable[[int, int], None]] = None,
     workload: Optional[Workload] = None,
 ) -> Result:
     """Run one simulation. ``progress(done, total)`` is called now and then with requests ended so far.
 
-    ``workload`` replaces the config's workload section (for scripts that build their own).
+    ``config`` is a :class:`SimConfig` (from :func:`llmsim.load_config`), a path to a YAML config, or None for
+    the bundled default. ``workload`` replaces the config's workload section (for scripts that build their own).
     """
+    config = _as_config(config)
     if workload is None:
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
@@ -310,6 +318,17 @@ def server_processes(config: SimConfig) -> int:
     """API server processes: as configured, else one per replica that takes arrivals (one ``vllm serve`` each)."""
     return config.server.processes or max(1, sum(g.count for g in config.cluster.replica_groups()
                                                  if g.role in ("colocated", "prefill")))
+
+
+def _as_config(config: "SimConfig | str | Path | None") -> SimConfig:
+    if isinstance(config, SimConfig):
+        return config
+    if config is None or isinstance(config, (str, Path)):
+        from llmsim.config import load_config
+
+        return load_config(config)
+    raise UserError(f"simulate() expects a SimConfig (llmsim.load_config(...)) or a path to a YAML config, "
+                    f"got {type(config).__name__}")
 
 
 def make_recorder(config: SimConfig) -> Recorder:

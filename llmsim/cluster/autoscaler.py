@@ -36,7 +36,7 @@ from llmsim.cluster.config import AutoscalerConfig
 from llmsim.cluster.handle import ReplicaSpec, ReplicaState
 from llmsim.cluster.routers import load_user_class
 from llmsim.engine.request import Request, RequestStatus
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, did_you_mean
 from llmsim.metrics.config import SLOConfig
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def make_policy(cfg: AutoscalerConfig) -> Optional[ScalingPolicy]:
     if ":" in cfg.policy:
         return load_user_class(cfg.policy, "cluster.autoscaler.policy")(cfg)
     valid = ", ".join(["none", *POLICIES])
-    raise ConfigError(f"config field cluster.autoscaler.policy: unknown policy {cfg.policy!r}; valid: {valid}, or module:Class")
+    raise ConfigError(f"config field cluster.autoscaler.policy: unknown policy {cfg.policy!r}{did_you_mean(cfg.policy, ['none', *POLICIES])}; valid: {valid}, or module:Class")
 
 
 class Autoscaler:

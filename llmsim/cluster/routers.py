@@ -18,7 +18,7 @@ from typing import Hashable, Optional, Protocol, Sequence
 import numpy as np
 
 from llmsim.engine.request import Request
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, did_you_mean
 
 
 class ReplicaStatus(Protocol):
@@ -198,4 +198,4 @@ def make_router(name: str, seed: int, field: str = "cluster.router") -> Router:
             raise ConfigError(f"config field {field}: {name!r} has no choose(request, replicas) method")
         return router
     valid = ", ".join(ROUTERS)
-    raise ConfigError(f"config field {field}: unknown router {name!r}; valid: {valid}, or module:Class")
+    raise ConfigError(f"config field {field}: unknown router {name!r}{did_you_mean(name, ROUTERS)}; valid: {valid}, or module:Class")

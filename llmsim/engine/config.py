@@ -18,7 +18,7 @@ def vllm_version_tuple(version: str) -> tuple[int, int]:
 
 
 class SchedulerConfig(StrictModel):
-    policy: str = Field("vllm-v1", description="batching scheduler (see the README's policy table)")
+    policy: str = Field("vllm-v1", description="batching scheduler (see the docs' Scheduling policies page)")
     max_num_seqs: int = Field(256, ge=1, description="cap on RUNNING requests (vLLM default 256 on A100)")
     max_num_batched_tokens: int = Field(2048, ge=1, description="token budget of one step, prefill and decode together")
     enable_chunked_prefill: bool = Field(True, description="split long prompts into chunks that share the token budget with decodes")

@@ -32,7 +32,7 @@ import numpy as np
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, did_you_mean
 
 
 class QueueOrder:
@@ -109,7 +109,7 @@ def make_queue_order(config: SchedulerConfig) -> QueueOrder:
     try:
         return QUEUE_ORDERS[config.queue](config)
     except KeyError:
-        raise ConfigError(f"config field scheduler.queue: unknown queue order {config.queue!r}; "
+        raise ConfigError(f"config field scheduler.queue: unknown queue order {config.queue!r}{did_you_mean(config.queue, QUEUE_ORDERS)}; "
                           f"valid: {', '.join(QUEUE_ORDERS)}") from None
 
 
@@ -152,7 +152,7 @@ def make_victim_rule(config: SchedulerConfig, default: Optional[VictimRule] = No
     try:
         rule = VICTIMS[config.victim]
     except KeyError:
-        raise ConfigError(f"config field scheduler.victim: unknown victim rule {config.victim!r}; "
+        raise ConfigError(f"config field scheduler.victim: unknown victim rule {config.victim!r}{did_you_mean(config.victim, VICTIMS)}; "
                           f"valid: {', '.join(VICTIMS)}") from None
     if rule is None:
         rule = default or (lowest_priority if config.queue == "priority" else most_recent)

@@ -19,7 +19,7 @@ from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.queues import VictimRule, make_queue_order, make_victim_rule
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.speculative import Speculator
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, did_you_mean
 
 PREEMPTION_MODES = ("recompute", "swap", "none")
 _ENDED = frozenset((RequestStatus.FINISHED, RequestStatus.REJECTED, RequestStatus.FAILED))
@@ -108,7 +108,7 @@ class SchedulerBase:
         self.max_model_len = max_model_len
         self.async_scheduling = config.async_scheduling
         if config.preemption not in PREEMPTION_MODES:
-            raise ConfigError(f"config field scheduler.preemption: unknown mode {config.preemption!r}; "
+            raise ConfigError(f"config field scheduler.preemption: unknown mode {config.preemption!r}{did_you_mean(config.preemption, PREEMPTION_MODES)}; "
                               f"valid: {', '.join(PREEMPTION_MODES)}")
         self.preemption = config.preemption
         self.queue_order = make_queue_order(config)

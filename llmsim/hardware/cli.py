@@ -17,7 +17,7 @@ import yaml
 
 from llmsim.errors import ProfileError, UserError
 from llmsim.hardware import calibration as cal
-from llmsim.hardware.profiles import list_gpus, list_models, load_gpu, load_model, profiles_dir
+from llmsim.hardware.profiles import list_gpus, list_models, load_gpu, load_model, profile_names, user_profiles_dir
 from llmsim.hardware.specs import GIB, Efficiency
 
 calibrate_app = typer.Typer(help="Check or refit the timing model against measured GPU timings.", no_args_is_help=True)
@@ -151,9 +151,12 @@ def _short(path: Path) -> str:
 
 @profiles_app.command("list")
 def list_profiles() -> None:
-    """Bundled GPU and model profiles."""
-    typer.echo("GPUs:   " + ", ".join(list_gpus()))
-    typer.echo("Models: " + ", ".join(list_models()))
+    """Known GPU and model profiles (bundled and your own) with their aliases."""
+    for kind, title in (("gpus", "GPUs"), ("models", "Models")):
+        typer.echo(f"{title}:")
+        for name, aliases in profile_names(kind).items():
+            typer.echo(f"  {name}" + (f"  (aliases: {', '.join(aliases)})" if aliases else ""))
+    typer.echo(f"Your profiles (profiles add-gpu / add-model): {user_profiles_dir()}")
 
 
 @profiles_app.command("show")
@@ -233,7 +236,8 @@ def coverage(
 def _add(source: Path, kind: str, name: Optional[str]) -> Path:
     _require(source, f"profiles add-{kind[:-1]}")
     spec = (load_gpu if kind == "gpus" else load_model)(str(source))  # validates before copying
-    target = profiles_dir() / kind / f"{name or spec.name}.yaml"
+    target = user_profiles_dir() / kind / f"{name or spec.name}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         raise UserError(f"profiles add-{kind[:-1]}: {target} already exists; pass --name to choose another name")
     if kind == "gpus":

@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmsim.errors import ProfileError
+from llmsim.errors import ProfileError, did_you_mean
 from llmsim.hardware.hf_config import model_from_hf_config
 from llmsim.hardware.precision import split_quant_suffix
 from llmsim.hardware.specs import GIB, APIServerCosts, Efficiency, GPUSpec, ModelSpec, PredictionResiduals
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def user_profiles_dir() -> Path:
+    """Where ``llmsim profiles add-gpu|add-model`` writes and where lookups search first: a per-user folder
+    (``$LLMSIM_PROFILES_DIR``, else the platform's user data folder, e.g. ``~/.local/share/llmsim/profiles``),
+    so added profiles survive a reinstall and never touch the installed package."""
+    if os.environ.get("LLMSIM_PROFILES_DIR"):
+        return Path(os.environ["LLMSIM_PROFILES_DIR"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("llmsim")) / "profiles"
 
 
 def profiles_dir() -> Path:
@@ -247,32 +258,53 @@ def _looks_like_path(name_or_path: str) -> bool:
     return name_or_path.endswith((".yaml", ".yml", ".json"))
 
 
+def _profile_files(kind: str) -> list[Path]:
+    """Profile files of a kind: the bundled ones, then the user's (which win on equal names)."""
+    files = sorted((profiles_dir() / kind).glob("*.yaml"))
+    user = user_profiles_dir() / kind
+    return files + (sorted(user.glob("*.yaml")) if user.is_dir() else [])
+
+
 def _index(kind: str) -> dict[str, Path]:
-    """Lower-cased name and aliases of every bundled profile of a kind -> its file."""
+    """Lower-cased name and aliases of every known profile of a kind -> its file (user profiles first)."""
     index: dict[str, Path] = {}
-    for path in sorted((profiles_dir() / kind).glob("*.yaml")):
+    for path in _profile_files(kind):
         data = _read_mapping(path)
         for key in [data.get("name", path.stem), *(data.get("aliases") or [])]:
             index[str(key).lower()] = path
     return index
 
 
+def profile_names(kind: str) -> dict[str, list[str]]:
+    """Every known profile of a kind (``gpus`` or ``models``): name -> its aliases, bundled and user ones."""
+    names: dict[str, list[str]] = {}
+    for path in _profile_files(kind):
+        data = _read_mapping(path)
+        name = str(data.get("name", path.stem))
+        seen = {name.lower()}
+        names[name] = [str(a) for a in data.get("aliases") or []
+                       if str(a).lower() not in seen and not seen.add(str(a).lower())]
+    return names
+
+
 def _bundled_names(kind: str) -> list[str]:
-    return [str(_read_mapping(p).get("name", p.stem)) for p in sorted((profiles_dir() / kind).glob("*.yaml"))]
+    return list(profile_names(kind))
 
 
 def _resolve(name_or_path: str, kind: str, field_name: str) -> Path:
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
         return candidate
-    path = _index(kind).get(name_or_path.lower())  # names may contain '/' (Hugging Face ids)
+    index = _index(kind)
+    path = index.get(name_or_path.lower())  # names may contain '/' (Hugging Face ids)
     if path is not None:
         return path
     if _looks_like_path(name_or_path):
         raise ProfileError(f"{field_name}: profile file {name_or_path} does not exist")
+    names = _bundled_names(kind)
     raise ProfileError(
-        f"{field_name}: unknown {kind[:-1]} profile {name_or_path!r}; valid names: "
-        f"{', '.join(_bundled_names(kind))} (or a path to a profile file)"
+        f"{field_name}: unknown {kind[:-1]} profile {name_or_path!r}{did_you_mean(name_or_path, names)}; "
+        f"valid names: {', '.join(names)} (or a path to a profile file)"
     )
 
 
@@ -326,4 +358,5 @@ def list_models() -> list[str]:
     return _bundled_names("models")
 
 
-__all__ = ["load_gpu", "load_model", "list_gpus", "list_models", "profiles_dir", "model_from_hf_config"]
+__all__ = ["load_gpu", "load_model", "list_gpus", "list_models", "profile_names", "profiles_dir", "user_profiles_dir",
+           "model_from_hf_config"]

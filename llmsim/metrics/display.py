@@ -10,6 +10,11 @@ from rich.table import Table
 from llmsim.metrics.intervals import plus_minus
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 replica``, ``2 replicas``, ``1,000 requests`` (English plural by adding -s, enough for our nouns)."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
 def _ms(value: Any) -> str:
     return "-" if value is None else f"{value * 1000:,.1f}"
 
@@ -20,7 +25,8 @@ def summary_table(summary: dict[str, Any], title: str = "llmsim run summary") ->
     table.add_column("value", justify="right")
     dep = summary.get("deployment", {})
     if dep:
-        table.add_row("deployment", f"{dep.get('model')} on {dep.get('gpu')} tp={dep.get('tp')} pp={dep.get('pp')}, "
+        alias = f" (alias {dep['gpu_alias']})" if dep.get("gpu_alias") else ""
+        table.add_row("deployment", f"{dep.get('model')} on {dep.get('gpu')}{alias} tp={dep.get('tp')} pp={dep.get('pp')}, "
                                     f"{dep.get('num_gpu_blocks'):,} KV blocks")
     table.add_row("requests (completed / rejected / failed)",
                   f"{summary['num_requests']:,} ({summary['completed']:,} / {summary['rejected']:,} / {summary['failed']:,})")
@@ -53,5 +59,29 @@ def summary_table(summary: dict[str, Any], title: str = "llmsim run summary") ->
     return table
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(summary_table(summary))
+def output_console() -> Console:
+    """A console for tables on stdout. Piped into a file or another program, rich would wrap at 80 columns;
+    there the table keeps its natural width instead, so every row stays on one line."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=250)
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary table's (metric, value) rows, as printed."""
+    table = summary_table(summary)
+    metrics, values = (list(column.cells) for column in table.columns)
+    return list(zip(metrics, values))
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None, plain: bool = False) -> None:
+    """The summary as a table, or with ``plain`` as two-column CSV (``metric,value``) for scripts."""
+    if plain:
+        import csv
+        import sys
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["metric", "value"])
+        writer.writerows(summary_rows(summary))
+        return
+    (console or output_console()).print(summary_table(summary))

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from llmsim.metrics.display import plural
+
 
 def sweep_command(
     spec: Path = typer.Argument(..., help="sweep spec YAML (base:, set:, grid:, runs:, seeds:)"),
@@ -25,7 +27,7 @@ def sweep_command(
     outcome = run_sweep(spec, out, jobs=jobs, executor=executor, scheduler_address=scheduler,
                         progress=not quiet and sys.stderr.isatty(), retry_failed=not no_retry_failed,
                         keep_runs=keep_runs)
-    typer.echo(f"{outcome.num_runs} runs: {outcome.num_cached} from cache, {outcome.num_executed} executed, "
+    typer.echo(f"{plural(outcome.num_runs, 'run')}: {outcome.num_cached} from cache, {outcome.num_executed} executed, "
                f"{outcome.num_failed} failed; wrote {outcome.results_path}")
     if outcome.num_failed:
         failed = outcome.table[outcome.table["status"] != "ok"]

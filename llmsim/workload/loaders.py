@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from llmsim.errors import TraceError
+from llmsim.errors import TraceError, did_you_mean
 from llmsim.workload import parsing as P
 from llmsim.workload.workload import OPTIONAL_COLUMNS, Workload, canonical_frame
 
@@ -263,7 +263,7 @@ def load_trace(path: str | Path, format: Optional[str] = None, *, model: Optiona
     path = Path(path)
     name = format or detect_format(path)
     if name not in LOADERS:
-        raise TraceError(f"unknown trace format {name!r}; valid formats: {', '.join(LOADERS)}")
+        raise TraceError(f"unknown trace format {name!r}{did_you_mean(name, LOADERS)}; valid formats: {', '.join(LOADERS)}")
     P.check_file(path)
     raw = LOADERS[name].read(path, dict(columns or {}))
     return _finish(raw, name, model=model, service=service, start_s=start_s, end_s=end_s,

@@ -50,8 +50,11 @@ def client_files(client: str) -> tuple[Path, Path]:
     folder = servegen_dir() / POOLS[pool]
     trace = folder / f"chunk-{ident}-trace.csv"
     if not trace.exists():
-        raise ConfigError(f"workload.preset: servegen client {client!r}: {trace} not found "
-                          "(set LLMSIM_SERVEGEN_DIR to the ServeGen data/ folder)")
+        if not servegen_dir().is_dir():  # no data at all: say what to fetch rather than print a guessed path
+            raise ConfigError(f"workload.preset: servegen client {client!r} needs ServeGen's data: clone "
+                              "https://github.com/alibaba/ServeGen and set LLMSIM_SERVEGEN_DIR to its data/ folder")
+        raise ConfigError(f"workload.preset: servegen client {client!r}: {trace} not found in LLMSIM_SERVEGEN_DIR "
+                          f"({servegen_dir()})")
     return trace, folder / f"chunk-{ident}-dataset.json"
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, did_you_mean
 from llmsim.workload.workload import Workload, canonical_frame
 
 # ---- Defaults of the bundled workload: the lead tunes these (one place). ------------------------------
@@ -201,7 +201,7 @@ PRESETS: dict[str, SyntheticPreset] = {
 
 def get_preset(name: str) -> SyntheticPreset:
     if name not in PRESETS:
-        raise ConfigError(f"workload.preset: unknown preset {name!r}; valid presets: "
+        raise ConfigError(f"workload.preset: unknown preset {name!r}{did_you_mean(name, PRESETS)}; valid presets: "
                           f"{', '.join(PRESETS)}, servegen:<client>, fit:<trace file>")
     return PRESETS[name]
 

@@ -126,3 +126,5 @@ def test_wheel_ships_the_hardware_profiles(tmp_path: Path) -> None:
     assert "llmsim/hardware_profiles/gpus/A100-80GB.yaml" in names
     assert "llmsim/hardware_profiles/models/Llama-2-7B.yaml" in names
     assert "llmsim/default_config.yaml" in names
+    for example in ("config.yaml", "trace.csv", "sweep.yaml", "cluster_autoscale.yaml"):  # `llmsim examples copy`
+        assert f"llmsim/examples/{example}" in names

@@ -24,6 +24,7 @@ def short_request_workload() -> Workload:
     return Workload(frame, "scale test").validate()
 
 
+@pytest.mark.slow
 def test_sixteen_replicas_serve_100k_requests_with_a_consistent_summary():
     config = build_config({"seed": 0, "hardware": {"gpu": "A100-80GB", "model": "Llama-2-7B"},
                            "cluster": {"replicas": REPLICAS, "router": "least-outstanding"},

@@ -149,6 +149,7 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
     _assert_frames_equal(reference.steps, fast.steps, "steps")
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(st.tuples(st.floats(0.0, 1.5), st.integers(1, 400), st.integers(1, 120)), min_size=1, max_size=50),

@@ -49,6 +49,7 @@ def test_local_sweep_writes_one_row_per_run(local_sweep):
     assert table.loc[table["scheduler.max_num_seqs"] == 4, "max_batch_size"].max() == 4
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_identical_table(local_sweep, tmp_path):
     pytest.importorskip("distributed")
     outcome = run_sweep(SPEC_48, tmp_path, jobs=2, executor="dask-local")
@@ -58,6 +59,7 @@ def test_dask_local_cluster_gives_the_identical_table(local_sweep, tmp_path):
                                   _comparable(pd.read_parquet(local_sweep.results_path)))
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_only_the_missing_runs(local_sweep, tmp_path):
     spec_path = tmp_path / "sweep.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC_48, sort_keys=False))

@@ -1,7 +1,7 @@
 """Batch schedulers by name (``scheduler.policy``). One dict, one place: add a policy here.
 
-The README's policy table says what each models; each class's module docstring gives the engine's rules and
-the choices llmsim made where the engine's exact rule is not published.
+The docs' Scheduling policies page (docs/explanation/policies.md) says what each models; each class's module
+docstring gives the engine's rules and the choices llmsim made where the engine's exact rule is not published.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from llmsim.engine.schedulers.tgi import TGIScheduler
 from llmsim.engine.schedulers.trtllm import TRTLLMGuaranteedNoEvictScheduler, TRTLLMMaxUtilizationScheduler
 from llmsim.engine.schedulers.vllm_v0 import VLLMV0Scheduler
 from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, did_you_mean
 
 SCHEDULERS: dict[str, type] = {
     "vllm-v1": VLLMV1Scheduler,
@@ -41,7 +41,7 @@ def make_scheduler(config: SchedulerConfig, kv_cache: KVCacheManager, max_model_
         cls = SCHEDULERS[config.policy]
     except KeyError:
         valid = ", ".join(SCHEDULERS)
-        raise ConfigError(f"config field scheduler.policy: unknown policy {config.policy!r}; valid: {valid}") from None
+        raise ConfigError(f"config field scheduler.policy: unknown policy {config.policy!r}{did_you_mean(config.policy, SCHEDULERS)}; valid: {valid}") from None
     return cls(config, kv_cache, max_model_len)
 
 
