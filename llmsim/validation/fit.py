@@ -12,7 +12,8 @@ Method (deterministic, a few dozen simulations per GPU):
    fit; the kernel-fitted values act as a prior (a residual ``log(θ/θ₀)/σ`` per parameter), so parameters that the
    points do not constrain stay where the microbenchmarks put them.
 2. Gauss–Newton in log-parameter space: simulate every point at θ and at θ·e^h for each parameter (finite
-   differences), solve the linearised, bounded least-squares problem (scipy), repeat from the new θ.
+   differences), solve the linearised, bounded least-squares problem (scipy) within a trust region, simulate
+   the candidate and halve the step until the objective falls; repeat from the new θ.
 3. Leave-one-model-out cross-validation: for each model, refit on the other models' points (on the last
    linearisation) and *simulate* the held-out model's points with that fit. Those out-of-sample residuals are
    the errors printed per metric, and their quantiles are stored in the profile as its prediction intervals.
@@ -175,26 +176,45 @@ class FitResult:
     evaluations: int
 
 
+F_SCALE = 0.1  # soft-L1 scale of the residuals (log units): errors beyond ~10 % weigh linearly, not squared
+TRUST = 0.7  # a linearised step moves each log-parameter at most this far (×/÷ 2) before it is checked
+
+
+def _prior_rows(x: np.ndarray, prior: np.ndarray, sigma: np.ndarray, count: int) -> np.ndarray:
+    return (x - prior) / sigma / math.sqrt(max(count, 1))
+
+
+def _cost(r: np.ndarray, x: np.ndarray, prior: np.ndarray, sigma: np.ndarray) -> float:
+    """The fit's objective: soft-L1 of the finite residuals plus the prior (what least_squares minimises)."""
+    r = r[np.isfinite(r)]
+    z = np.concatenate([r, _prior_rows(x, prior, sigma, len(r))]) / F_SCALE
+    return float(np.sum(2.0 * (np.sqrt(1.0 + z * z) - 1.0)) * F_SCALE**2)
+
+
 def _solve(r0: np.ndarray, jac: np.ndarray, x0: np.ndarray, prior: np.ndarray, sigma: np.ndarray,
            lo: np.ndarray, hi: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Bounded robust least squares of the linearised residuals r0 + J(x − x0) (rows selected) plus the prior."""
+    """Bounded robust least squares of the linearised residuals r0 + J(x − x0) (rows selected) plus the prior,
+    within the trust region around x0."""
     from scipy.optimize import least_squares
 
     r, j = r0[rows], jac[rows]
+    low, high = np.maximum(lo, x0 - TRUST), np.minimum(hi, x0 + TRUST)
 
     def fun(x):
-        return np.concatenate([r + j @ (x - x0), (x - prior) / sigma / math.sqrt(max(len(r), 1))])
+        return np.concatenate([r + j @ (x - x0), _prior_rows(x, prior, sigma, len(r))])
 
     def jacobian(x):
         return np.vstack([j, np.diag(1.0 / sigma / math.sqrt(max(len(r), 1)))])
 
-    start = np.clip(x0, lo + 1e-9, hi - 1e-9)
-    return least_squares(fun, start, jac=jacobian, bounds=(lo, hi), loss="soft_l1", f_scale=0.1).x
+    start = np.clip(x0, low + 1e-9, high - 1e-9)
+    return least_squares(fun, start, jac=jacobian, bounds=(low, high), loss="soft_l1", f_scale=F_SCALE).x
 
 
 def fit_gpu(evaluator: Evaluator, model_of: Callable[[BenchmarkPoint], str], iterations: int = 2,
             step: float = 0.15, parameters: tuple[FitParameter, ...] = FIT_PARAMETERS) -> FitResult:
-    """Gauss–Newton fit with leave-one-model-out cross-validation (module docstring)."""
+    """Gauss–Newton fit with leave-one-model-out cross-validation (module docstring). Each linearised step is
+    checked by simulation and halved (up to twice) until the objective falls; a step that never helps ends the
+    fit where it stands."""
     points = evaluator.points
     theta0 = current_values(evaluator.base_yaml, parameters)
     keys = [p.key for p in parameters]
@@ -202,39 +222,50 @@ def fit_gpu(evaluator: Evaluator, model_of: Callable[[BenchmarkPoint], str], ite
     hi = np.log([p.high for p in parameters])
     prior = np.clip(np.log([theta0[k] for k in keys]), lo, hi)
     sigma = np.array([p.prior_sigma for p in parameters])
-    x = prior.copy()
 
     def theta_of(vec):
         return {k: float(math.exp(v)) for k, v in zip(keys, vec)}
 
-    jac = r0 = None
+    x = prior.copy()
+    predictions = evaluator.predict(theta_of(x))
+    r, labels = residual_vector(points, predictions)
+    cost = _cost(r, x, prior, sigma)
+    x_lin, r_lin, jac = x, r, np.zeros((len(r), len(keys)))
     for _ in range(iterations):
-        r0, labels = residual_vector(points, evaluator.predict(theta_of(x)))
-        jac = np.zeros((len(r0), len(keys)))
+        jac = np.zeros((len(r), len(keys)))
         for k in range(len(keys)):
             bumped = x.copy()
             bumped[k] = x[k] + step if x[k] + step <= hi[k] else x[k] - step
             rk, _ = residual_vector(points, evaluator.predict(theta_of(bumped)))
-            jac[:, k] = (rk - r0) / (bumped[k] - x[k])
-        rows = np.flatnonzero(np.isfinite(r0) & np.isfinite(jac).all(axis=1))
-        x_lin, x = x, _solve(r0, jac, x, prior, sigma, lo, hi, rows)
-    x_final = x
-    final = evaluator.predict(theta_of(x_final))
-    in_sample = error_table(points, final)
+            jac[:, k] = (rk - r) / (bumped[k] - x[k])
+        x_lin, r_lin = x, r
+        rows = np.flatnonzero(np.isfinite(r) & np.isfinite(jac).all(axis=1))
+        candidate = _solve(r, jac, x, prior, sigma, lo, hi, rows)
+        for _halving in range(3):
+            trial = evaluator.predict(theta_of(candidate))
+            r_trial, _ = residual_vector(points, trial)
+            cost_trial = _cost(r_trial, candidate, prior, sigma)
+            if cost_trial < cost:
+                break
+            candidate = x + 0.5 * (candidate - x)
+        else:
+            break  # no step along this linearisation helps: x is as good as this method gets
+        x, r, cost, predictions = candidate, r_trial, cost_trial, trial
+    in_sample = error_table(points, predictions)
     # Leave one model out: refit on the last linearisation (made at x_lin), simulate the held-out model's points.
     models = sorted({model_of(p) for p in points})
     held_predictions: list[dict] = [{} for _ in points]
-    rows_all = np.flatnonzero(np.isfinite(r0) & np.isfinite(jac).all(axis=1))
+    rows_all = np.flatnonzero(np.isfinite(r_lin) & np.isfinite(jac).all(axis=1))
     point_of_row = np.array([i for i, _ in labels])
     for model in models if len(models) > 1 else []:
         held = [i for i, p in enumerate(points) if model_of(p) == model]
-        keep = np.array([r for r in rows_all if model_of(points[point_of_row[r]]) != model], dtype=np.int64)
-        x_m = _solve(r0, jac, x_lin, prior, sigma, lo, hi, keep) if len(keep) else prior
+        keep = np.array([row for row in rows_all if model_of(points[point_of_row[row]]) != model], dtype=np.int64)
+        x_m = _solve(r_lin, jac, x_lin, prior, sigma, lo, hi, keep) if len(keep) else prior
         for i, predicted in zip(held, evaluator.predict(theta_of(x_m), [points[i] for i in held])):
             held_predictions[i] = predicted
     cross = error_table(points, held_predictions) if len(models) > 1 else {}
-    residuals = residual_quantiles(points, held_predictions if len(models) > 1 else final)
-    return FitResult(gpu=evaluator.base_yaml.get("name", "?"), theta=theta_of(x_final), theta0=theta0,
+    residuals = residual_quantiles(points, held_predictions if len(models) > 1 else predictions)
+    return FitResult(gpu=evaluator.base_yaml.get("name", "?"), theta=theta_of(x), theta0=theta0,
                      in_sample=in_sample, cross_validated=cross, residuals=residuals, num_points=len(points),
                      models=models, evaluations=evaluator.evaluations)
 
