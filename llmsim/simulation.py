@@ -18,6 +18,7 @@ import simpy
 
 from llmsim.cluster.build import build_cluster, cluster_results
 from llmsim.cluster.cluster import Cluster
+from llmsim.cluster.lockstep import EngineStatus, run_lockstep
 from llmsim.config import SimConfig
 from llmsim.engine.client import Client
 from llmsim.engine.aggregate import AggregateReplica, ReplicaTail, aggregate_engine_blockers
@@ -125,18 +126,12 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
     prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
     output = df["output_tokens"].to_numpy(dtype=np.int64)
     failed = df["failed"].to_numpy(dtype=bool) if "failed" in df.columns else np.zeros(len(df), dtype=bool)
-    priority = df["priority"].to_numpy() if "priority" in df.columns else None
-    session = df["session_id"].to_numpy() if "session_id" in df.columns else None
-    prefixes = df["prefix_hashes"].to_numpy() if "prefix_hashes" in df.columns else None
-    width = len(str(max(len(df) - 1, 0)))
+    request_of = _request_factory(df)
     for i in range(len(df)):
         delay = arrival[i] - env.now
         if delay > 0:
             yield env.timeout(delay)
-        request = Request(f"{i:0{width}d}", arrival[i], int(prompt[i]), int(output[i]), index=i,
-                          priority=int(priority[i]) if priority is not None else 0,
-                          session_id=int(session[i]) if session is not None else None,
-                          prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
+        request = request_of(i)
         if failed[i] or output[i] <= 0:
             request.status = RequestStatus.FAILED
             request.reason = "failed_in_trace" if failed[i] else "zero_output_tokens"
@@ -191,21 +186,22 @@ def engine_mode(config: SimConfig) -> str:
     or ``reference`` / ``reference (fast path off: why)``."""
     if config.engine.mode == "reference":
         return "reference"
+    aggregate_off = aggregate_blockers(config)
+    if not aggregate_off:
+        return "fast"
     blockers = fast_path_blockers(config)
     if blockers:
         return "reference (fast path off: " + ", ".join(blockers) + ")"
-    aggregate_off = aggregate_blockers(config)
-    if aggregate_off:
-        return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
-    return "fast"
+    return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
 
 
 def aggregate_blockers(config: SimConfig) -> list[str]:
     """Why the aggregate engine (:mod:`llmsim.engine.aggregate`) cannot run this config (empty: it runs).
 
-    On top of what the event-skipping loop needs, it routes the whole workload up front (so no client
-    retries) and calls no per-step listeners (the timeline export wants every step's plan)."""
-    reasons = fast_path_blockers(config)
+    Any router is served (a state-reading one in lockstep, see :mod:`llmsim.cluster.lockstep`), but replicas
+    must interact only through routing, retries are not modelled, and no per-step listener may be attached
+    (the timeline export wants every step's plan)."""
+    reasons = scheduler_blockers(config.scheduler) + _interaction_blockers(config)
     pps = {group.pp or config.hardware.pp for group in config.cluster.replica_groups()}
     reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
     if config.client.max_retries > 0:
@@ -216,63 +212,124 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
 
 
 def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress) -> Result:
-    """Route the workload up front, run each replica alone in the aggregate engine, and assemble the same
-    tables and summary as the simpy run (through the same recorder and cluster reports)."""
+    """Run every replica in the aggregate engine and assemble the same tables and summary as the simpy run
+    (through the same recorder and cluster reports).
+
+    A router that reads no replica state routes the whole workload up front and each replica then runs alone,
+    one at a time (one replica's per-request state in memory at once); any other router runs the replicas in
+    lockstep (:mod:`llmsim.cluster.lockstep`), routing each request when it arrives."""
     df = workload.df
     n = len(df)
     arrival = df["arrival_s"].to_numpy(dtype=np.float64)
     prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
     output = df["output_tokens"].to_numpy(dtype=np.int64)
     failed = df["failed"].to_numpy(dtype=bool) if "failed" in df.columns else np.zeros(n, dtype=bool)
+    clock = _arrival_clock(arrival)
     recorder = make_recorder(config)
     env = simpy.Environment()  # the cluster shell's clock: never run, the replicas keep their own time
     cluster = build_cluster(config, env, recorder, n, lambda gpu, model, tp, pp: build_deployment(
         config.model_copy(update={"hardware": config.hardware.model_copy(
             update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})})), lambda *_: None)
     replicas = cluster.accepting_replicas("colocated")
-    views = [r.view for r in replicas]
     router = cluster.routers["colocated"]
     served = ~failed & (output > 0)  # the others end at their arrival, as the simpy run records them
     routed = np.flatnonzero(served)
-    # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
-    choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64, count=len(routed))
     columns = _empty_request_columns(n, arrival, prompt, output, failed)
-    tails = []
-    last_end = float(arrival[~served].max()) if not served.all() else 0.0
-    done = n - len(routed)
     metrics = config.metrics
-    for position, replica in enumerate(replicas):
-        rows = routed[choice == position]
+    done = n - len(routed)
+
+    def engine_for(replica, rows, on_progress=None) -> AggregateReplica:
         dep = replica.spec.deployment
         rid = replica.replica_id
-        engine = AggregateReplica(
+        return AggregateReplica(
             rid, config.scheduler, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
-            arrival[rows], prompt[rows], output[rows], keep_steps=metrics.step_detail,
+            clock[rows], prompt[rows], output[rows], keep_steps=metrics.step_detail,
             step_sample_every=metrics.step_sample_every, sample_interval_s=metrics.timeseries_interval_s,
-            on_progress=None if progress is None else (lambda k, base=done: progress(base + k, n)),
+            on_progress=on_progress,
             step_sink=(lambda steps, rid=rid: recorder.extend_steps(rid, steps))
             if recorder.stream_path is not None else None, step_sink_rows=metrics.stream_chunk_rows)
-        outcome = engine.run()
+
+    def collect_replica(replica, rows: np.ndarray, engine: AggregateReplica) -> ReplicaTail:
+        outcome = engine._outcome()
+        rid = replica.replica_id
         _scatter_outcome(columns, rows, outcome, rid)
         recorder.add_replica_run(rid, outcome)
         replica.num_routed = len(rows)
         replica.num_finished, replica.num_steps = outcome.num_finished, outcome.num_steps
         replica.busy_s, replica.kv_usage_s = outcome.busy_s, outcome.kv_usage_s
-        last_end = max(last_end, outcome.last_end_s)
-        tails.append(ReplicaTail(engine))
-        del engine, outcome  # one replica's per-request state in memory at a time
-        done += len(rows)
-        if progress is not None:
-            progress(done, n)
+        return ReplicaTail(engine)
+
+    tails = []
+    if getattr(router, "reads_replica_state", True):
+        engines = [engine_for(replica, routed[:0]) for replica in replicas]
+        views = [EngineStatus(engine, replica.replica_id, replica.spec.role, replica.spec.prefill_s_per_token)
+                 for engine, replica in zip(engines, replicas)]
+        assigned = run_lockstep(engines, router, views, clock, prompt, output, routed, _request_factory(df),
+                                None if progress is None else (lambda k: progress(done + k, n)))
+        for replica, rows, engine in zip(replicas, assigned, engines):
+            tails.append(collect_replica(replica, np.asarray(rows, dtype=np.int64), engine))
+        last_end = max((engine.last_end_s for engine in engines), default=0.0)
+        del engines, views
+    else:
+        # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
+        views = [r.view for r in replicas]
+        choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64,
+                             count=len(routed))
+        last_end = 0.0
+        for position, replica in enumerate(replicas):
+            rows = routed[choice == position]
+            engine = engine_for(replica, rows, None if progress is None else (lambda k, base=done: progress(base + k, n)))
+            engine.run()
+            tails.append(collect_replica(replica, rows, engine))
+            last_end = max(last_end, engine.last_end_s)
+            del engine  # one replica's per-request state in memory at a time
+            done += len(rows)
+            if progress is not None:
+                progress(done, n)
+    if not served.all():
+        last_end = max(last_end, float(clock[~served].max()))
     # The heartbeat samples every replica until the run ends (the last request's end, or the last arrival).
     cluster.last_end_s = last_end
-    cluster.arrival_times = [float(arrival[routed[-1]])] if len(routed) else []
+    cluster.arrival_times = [float(clock[routed[-1]])] if len(routed) else []
     _fill_timeseries(cluster, replicas, tails, max([last_end, *cluster.arrival_times]))
     _derive_latencies(columns)
     recorder.add_requests(columns)
     del columns
     cluster.num_ended = n
     return _collect(config, recorder, deployment, cluster)
+
+
+def _arrival_clock(arrival: np.ndarray) -> np.ndarray:
+    """The simulated clock at each arrival as the simpy run reaches it: ``now + (arrival − now)``, which can
+    differ from ``arrival`` in the last bit. Engines start work at these instants, so their times match."""
+    clock = np.empty(len(arrival))
+    now = 0.0
+    # Hot loop (once per request): a dependency chain, so plain floats.
+    for i, a in enumerate(arrival.tolist()):
+        delay = a - now
+        if delay > 0:
+            now = now + delay
+        clock[i] = now
+    return clock
+
+
+def _request_factory(df: pd.DataFrame) -> Callable[[int], Request]:
+    """Row → the :class:`Request` a router is shown (its id, sizes, priority, session and prefix hashes)."""
+    width = len(str(max(len(df) - 1, 0)))
+    arrival = df["arrival_s"].to_numpy(dtype=np.float64)
+    prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
+    output = df["output_tokens"].to_numpy(dtype=np.int64)
+    priority = df["priority"].to_numpy() if "priority" in df.columns else None
+    session = df["session_id"].to_numpy() if "session_id" in df.columns else None
+    prefixes = df["prefix_hashes"].to_numpy() if "prefix_hashes" in df.columns else None
+
+    def request_of(i: int) -> Request:
+        return Request(f"{i:0{width}d}", arrival[i], int(prompt[i]), int(output[i]), index=i,
+                       priority=int(priority[i]) if priority is not None else 0,
+                       session_id=int(session[i]) if session is not None else None,
+                       prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
+
+    return request_of
 
 
 def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
@@ -353,10 +410,16 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
     the middle of one (state-aware routing, autoscaling, faults, P/D hand-offs, client timeouts) needs the
     per-step loop.
     """
-    cluster = config.cluster
     reasons = scheduler_blockers(config.scheduler)
-    if cluster.router not in ("round-robin", "random"):
-        reasons.append(f"router {cluster.router} reads replica state")
+    if config.cluster.router not in ("round-robin", "random"):
+        reasons.append(f"router {config.cluster.router} reads replica state")
+    return reasons + _interaction_blockers(config)
+
+
+def _interaction_blockers(config: SimConfig) -> list[str]:
+    """What makes replicas interact other than at routing instants (or reach into one from outside)."""
+    cluster = config.cluster
+    reasons = []
     if cluster.autoscaler.policy != "none":
         reasons.append("autoscaling")
     if cluster.faults.mtbf_s is not None or cluster.faults.script:

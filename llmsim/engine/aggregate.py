@@ -176,6 +176,27 @@ class AggregateReplica:
         # Streaming (metrics.stream_steps): kept steps are handed to ``step_sink`` in chunks of this many.
         self.step_sink = step_sink
         self.step_sink_rows = step_sink_rows if step_sink is not None else None
+        # Lockstep with other replicas (llmsim.cluster.lockstep): the engine pauses before any instant at or
+        # after ``horizon`` (the next routing instant) and says which instant it waits to process in ``wake_s``
+        # (infinite while it sleeps with nothing to do). ``open_ended``: more arrivals may be routed here.
+        self.horizon = float("inf")
+        self.wake_s = 0.0
+        self.sleeping = False
+        self.open_ended = False
+
+    def add_request(self, arrival_s: float, prompt_tokens: int, output_tokens: int) -> int:
+        """Append a request routed here during the run (lockstep); returns its local index."""
+        for values, value in ((self.arr, arrival_s), (self.P, prompt_tokens), (self.O, output_tokens)):
+            values.append(value)
+        for values in (self.comp, self.out, self.ph, self.npre, self.sched_total, self.recomputed):
+            values.append(0)
+        for values in (self.first_sched, self.first_tok, self.last_tok, self.finish_s):
+            values.append(None)
+        self.status.append(WAITING)
+        self.reason.append("")
+        self.was_preempted.append(False)
+        self.pool.grow()
+        return len(self.arr) - 1
 
     # -- arrivals and the heartbeat's samples ---------------------------------------------------------
     def _advance(self, time_s: float) -> None:
@@ -193,6 +214,11 @@ class AggregateReplica:
                 return
             self._submit(self.next_arrival)
             self.next_arrival += 1
+
+    def advance_to(self, time_s: float) -> None:
+        """Lockstep: take the samples and arrivals due by ``time_s`` while paused at or after it (nothing else
+        happens on this replica before its next instant, so taking them now changes nothing but who sees them)."""
+        self._advance(time_s)
 
     def _sample(self) -> None:
         s = self.samples
@@ -222,29 +248,56 @@ class AggregateReplica:
         self.last_end_s = max(self.last_end_s, self.arr[i])
         return False
 
-    def _sleep(self) -> Optional[float]:
-        """Wait for the next accepted arrival (a rejected one does not wake the engine); None: none left."""
+    def _sleep(self):
+        """Wait for the next accepted arrival (a rejected one does not wake the engine); returns its time, or
+        None when none is left. A generator: in lockstep it pauses while no arrival is known yet."""
         arr = self.arr
-        while self.next_arrival < len(arr):
-            t = arr[self.next_arrival]
-            while self.next_sample_s <= t:
-                self._sample()
-            i = self.next_arrival
-            self.next_arrival += 1
-            if self._submit(i):
-                return t
-        return None
+        while True:
+            while self.next_arrival < len(arr):
+                t = arr[self.next_arrival]
+                while self.next_sample_s <= t:
+                    self._sample()
+                i = self.next_arrival
+                self.next_arrival += 1
+                if self._submit(i):
+                    return t
+            if not self.open_ended:
+                return None
+            self.sleeping, self.wake_s = True, float("inf")
+            yield
+            self.sleeping = False
+
+    def _pause(self, now: float):
+        """Lockstep: wait (yield) until the driver has routed every arrival up to ``now``."""
+        self.wake_s = now
+        while now >= self.horizon:
+            yield
+
+    def _next_due(self) -> float:
+        """The earliest instant at which the quiet loop must hand over: a sample, an arrival, the horizon."""
+        arr = self.arr
+        due = arr[self.next_arrival] if self.next_arrival < len(arr) else self.horizon
+        return min(self.next_sample_s, due, self.horizon)
 
     # -- the engine loop (llmsim.engine.replica.Replica.run, with EngineLoop's batch queue) ---------------
     def run(self) -> ReplicaOutcome:
+        """Run alone over arrivals known up front (the horizon never comes: nothing pauses)."""
+        for _ in self.process():
+            raise RuntimeError("an engine with every arrival known up front paused")
+        return self._outcome()
+
+    def process(self):
+        """The engine loop as a generator: it yields only where lockstep makes it wait for the router."""
         now = 0.0
         in_flight = self.in_flight
         depth = self.depth
         while True:
+            if now >= self.horizon:
+                yield from self._pause(now)
             self._advance(now)
             if (self.pool.n or self.completers) and not (self.waiting or self.dirty or self.loose
                                                          or self.partial is not None):
-                now = self._quiet_steps(now)
+                now = yield from self._quiet_steps(now)
             plan = None
             if self.running or self.waiting or self.finished_pending:
                 plan = self._schedule()
@@ -256,22 +309,24 @@ class AggregateReplica:
             elif in_flight:
                 to_update = in_flight.pop()
             else:
-                woke = self._sleep()
+                woke = yield from self._sleep()
                 if woke is None:
                     break
                 now = woke
                 continue
             if to_update.end > now:
                 now = to_update.end
+                if now >= self.horizon:
+                    yield from self._pause(now)
                 self._advance(now)
             self._update(to_update)
             if (to_update.tokens == 0 and not to_update.preempted and not in_flight
                     and (self.running or self.waiting)):
-                woke = self._sleep()
+                woke = yield from self._sleep()
                 if woke is None:
                     break
                 now = woke
-        return self._outcome()
+        self.wake_s = float("inf")
 
     def _quiet_steps(self, now: float) -> float:
         """Run *quiet* steps inline: the batch is the pool alone, nobody waits, no block shortage, nobody to
@@ -298,7 +353,7 @@ class AggregateReplica:
         last_step, last_end = self.last_update_step, self.last_update_end
         num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
         peak, max_batch = self.peak_kv_usage, self.max_batch_size
-        next_due = min(self.next_sample_s, arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
+        next_due = self._next_due()
         while True:
             if s in retire_at or self.completers:
                 pool.n, pool.a = pool_n, pool_a
@@ -328,9 +383,10 @@ class AggregateReplica:
                     now = u_end
                 if next_due <= now:
                     self.free = free
+                    if now >= self.horizon:
+                        yield from self._pause(now)
                     self._advance(now)
-                    next_due = min(self.next_sample_s,
-                                   arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
+                    next_due = self._next_due()
                 # Quiet update: every pool member gets its token, same gap; those at their last one finish.
                 itl_value(u_end - last_end)
                 itl_weight(u_n)
@@ -360,13 +416,14 @@ class AggregateReplica:
                 self.peak_kv_usage, self.max_batch_size = peak, max_batch
                 if to_update.end > now:
                     now = to_update.end
+                    if now >= self.horizon:
+                        yield from self._pause(now)
                     self._advance(now)
                 self._update(to_update)
                 free, last_step, last_end = self.free, self.last_update_step, self.last_update_end
                 num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
                 peak, max_batch = self.peak_kv_usage, self.max_batch_size
-                next_due = min(self.next_sample_s,
-                               arr[self.next_arrival] if self.next_arrival < len(arr) else float("inf"))
+                next_due = self._next_due()
         self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
         self.last_update_step, self.last_update_end = last_step, last_end
         self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
