@@ -267,12 +267,6 @@ class AggregateReplica:
             yield
             self.sleeping = False
 
-    def _pause(self, now: float):
-        """Lockstep: wait (yield) until the driver has routed every arrival up to ``now``."""
-        self.wake_s = now
-        while now >= self.horizon:
-            yield
-
     def _next_due(self) -> float:
         """The earliest instant at which the quiet loop must hand over: a sample, an arrival, the horizon."""
         arr = self.arr
@@ -292,8 +286,9 @@ class AggregateReplica:
         in_flight = self.in_flight
         depth = self.depth
         while True:
-            if now >= self.horizon:
-                yield from self._pause(now)
+            while now >= self.horizon:  # lockstep: wait for the router at or before instant `now`
+                self.wake_s = now
+                yield
             self._advance(now)
             if (self.pool.n or self.completers) and not (self.waiting or self.dirty or self.loose
                                                          or self.partial is not None):
@@ -316,8 +311,9 @@ class AggregateReplica:
                 continue
             if to_update.end > now:
                 now = to_update.end
-                if now >= self.horizon:
-                    yield from self._pause(now)
+                while now >= self.horizon:
+                    self.wake_s = now
+                    yield
                 self._advance(now)
             self._update(to_update)
             if (to_update.tokens == 0 and not to_update.preempted and not in_flight
@@ -383,9 +379,12 @@ class AggregateReplica:
                     now = u_end
                 if next_due <= now:
                     self.free = free
-                    if now >= self.horizon:
-                        yield from self._pause(now)
-                    self._advance(now)
+                    if now >= self.horizon:  # lockstep: the router reads this replica before instant `now`
+                        self.wake_s = now
+                        while now >= self.horizon:
+                            yield
+                    if self.next_sample_s <= now or self.next_arrival < len(arr) and arr[self.next_arrival] <= now:
+                        self._advance(now)
                     next_due = self._next_due()
                 # Quiet update: every pool member gets its token, same gap; those at their last one finish.
                 itl_value(u_end - last_end)
@@ -416,8 +415,9 @@ class AggregateReplica:
                 self.peak_kv_usage, self.max_batch_size = peak, max_batch
                 if to_update.end > now:
                     now = to_update.end
-                    if now >= self.horizon:
-                        yield from self._pause(now)
+                    while now >= self.horizon:
+                        self.wake_s = now
+                        yield
                     self._advance(now)
                 self._update(to_update)
                 free, last_step, last_end = self.free, self.last_update_step, self.last_update_end
