@@ -10,7 +10,10 @@ the same reports make the same tables.
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import multiprocessing as mp
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -18,6 +21,33 @@ import pandas as pd
 from llmsim.cluster.lockstep import EngineStatus, run_lockstep
 from llmsim.engine.aggregate import AggregateReplica, ReplicaTail
 from llmsim.engine.request import Request
+
+
+@dataclass
+class _Inputs:
+    """What every replica's engine is built from (read by forked workers as it stood at the fork)."""
+
+    config: object
+    replicas: list
+    clock: np.ndarray  # the simulated clock at each arrival (see :func:`arrival_clock`)
+    prompt: np.ndarray
+    output: np.ndarray
+    recorder: object = None  # the step sink's target when steps are streamed (never in a worker)
+
+    def engine(self, position: int, rows: np.ndarray, on_progress=None) -> AggregateReplica:
+        replica = self.replicas[position]
+        dep = replica.spec.deployment
+        metrics = self.config.metrics
+        rid = replica.replica_id
+        recorder = self.recorder
+        sink = None
+        if recorder is not None and recorder.stream_path is not None:
+            sink = lambda steps: recorder.extend_steps(rid, steps)  # noqa: E731
+        return AggregateReplica(
+            rid, self.config.scheduler, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
+            self.clock[rows], self.prompt[rows], self.output[rows], keep_steps=metrics.step_detail,
+            step_sample_every=metrics.step_sample_every, sample_interval_s=metrics.timeseries_interval_s,
+            on_progress=on_progress, step_sink=sink, step_sink_rows=metrics.stream_chunk_rows)
 
 
 def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) -> None:
@@ -34,57 +64,35 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
     served = ~failed & (output > 0)  # the others end at their arrival, as the simpy run records them
     routed = np.flatnonzero(served)
     columns = _empty_request_columns(n, arrival, prompt, output, failed)
-    metrics = config.metrics
+    inputs = _Inputs(config, replicas, clock, prompt, output, recorder)
     done = n - len(routed)
-
-    def engine_for(replica, rows, on_progress=None) -> AggregateReplica:
-        dep = replica.spec.deployment
-        rid = replica.replica_id
-        return AggregateReplica(
-            rid, config.scheduler, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
-            clock[rows], prompt[rows], output[rows], keep_steps=metrics.step_detail,
-            step_sample_every=metrics.step_sample_every, sample_interval_s=metrics.timeseries_interval_s,
-            on_progress=on_progress,
-            step_sink=(lambda steps, rid=rid: recorder.extend_steps(rid, steps))
-            if recorder.stream_path is not None else None, step_sink_rows=metrics.stream_chunk_rows)
-
-    def collect_replica(replica, rows: np.ndarray, engine: AggregateReplica) -> ReplicaTail:
-        outcome = engine.outcome()
+    if getattr(router, "reads_replica_state", True):
+        runs = _in_lockstep(inputs, router, routed, request_factory(df),
+                            None if progress is None else (lambda k: progress(done + k, n)))
+    else:
+        # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
+        views = [r.view for r in replicas]
+        choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64,
+                             count=len(routed))
+        groups = [routed[choice == position] for position in range(len(replicas))]
+        workers = min(config.engine.workers, len(replicas))
+        if workers > 1 and recorder.stream_path is None:
+            runs = _alone_in_workers(inputs, groups, workers)
+        else:
+            runs = _alone(inputs, groups, None if progress is None else (lambda k: progress(done + k, n)))
+    tails, last_end = [], 0.0
+    for replica, rows, outcome, tail in runs:  # in replica order
         rid = replica.replica_id
         _scatter_outcome(columns, rows, outcome, rid)
         recorder.add_replica_run(rid, outcome)
         replica.num_routed = len(rows)
         replica.num_finished, replica.num_steps = outcome.num_finished, outcome.num_steps
         replica.busy_s, replica.kv_usage_s = outcome.busy_s, outcome.kv_usage_s
-        return ReplicaTail(engine)
-
-    tails = []
-    if getattr(router, "reads_replica_state", True):
-        engines = [engine_for(replica, routed[:0]) for replica in replicas]
-        views = [EngineStatus(engine, replica.replica_id, replica.spec.role, replica.spec.prefill_s_per_token)
-                 for engine, replica in zip(engines, replicas)]
-        assigned = run_lockstep(engines, router, views, clock, prompt, output, routed, request_factory(df),
-                                None if progress is None else (lambda k: progress(done + k, n)))
-        for replica, rows, engine in zip(replicas, assigned, engines):
-            tails.append(collect_replica(replica, np.asarray(rows, dtype=np.int64), engine))
-        last_end = max((engine.last_end_s for engine in engines), default=0.0)
-        del engines, views
-    else:
-        # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
-        views = [r.view for r in replicas]
-        choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64,
-                             count=len(routed))
-        last_end = 0.0
-        for position, replica in enumerate(replicas):
-            rows = routed[choice == position]
-            engine = engine_for(replica, rows, None if progress is None else (lambda k, base=done: progress(base + k, n)))
-            engine.run()
-            tails.append(collect_replica(replica, rows, engine))
-            last_end = max(last_end, engine.last_end_s)
-            del engine  # one replica's per-request state in memory at a time
-            done += len(rows)
-            if progress is not None:
-                progress(done, n)
+        last_end = max(last_end, outcome.last_end_s)
+        tails.append(tail)
+        done += len(rows)
+        if progress is not None:
+            progress(done, n)
     if not served.all():
         last_end = max(last_end, float(clock[~served].max()))
     # The heartbeat samples every replica until the run ends (the last request's end, or the last arrival).
@@ -94,6 +102,60 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
     _derive_latencies(columns)
     recorder.add_requests(columns)
     cluster.num_ended = n
+
+
+def _in_lockstep(inputs: _Inputs, router, routed: np.ndarray, request_of, progress):
+    """Every replica at once, routing each request when it arrives; yields each replica's run in order."""
+    engines = [inputs.engine(position, routed[:0]) for position in range(len(inputs.replicas))]
+    views = [EngineStatus(engine, replica.replica_id, replica.spec.role, replica.spec.prefill_s_per_token)
+             for engine, replica in zip(engines, inputs.replicas)]
+    assigned = run_lockstep(engines, router, views, inputs.clock, inputs.prompt, inputs.output, routed, request_of,
+                            progress)
+    for replica, rows, engine in zip(inputs.replicas, assigned, engines):
+        yield replica, np.asarray(rows, dtype=np.int64), engine.outcome(), ReplicaTail(engine)
+
+
+def _alone(inputs: _Inputs, groups: list, progress):
+    """One replica after the other, each over its own arrivals (one replica's state in memory at a time)."""
+    for position, rows in enumerate(groups):
+        engine = inputs.engine(position, rows, progress)
+        yield inputs.replicas[position], rows, engine.run(), ReplicaTail(engine)
+
+
+_FORKED: Optional[tuple] = None  # (inputs, groups) for the workers, set just before they are forked
+
+
+def _alone_in_workers(inputs: _Inputs, groups: list, workers: int):
+    """:func:`_alone` spread over ``workers`` forked processes (``engine.workers``); each replica's run is the
+    same wherever it runs, so the results are too. Outcomes come back as arrays (cheap to pickle)."""
+    global _FORKED
+    _FORKED = (dataclasses.replace(inputs, recorder=None), groups)
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            # Largest groups first so the last one to start is short; results are consumed in replica order.
+            order = sorted(range(len(groups)), key=lambda k: -len(groups[k]))
+            pending = {position: pool.apply_async(_worker_run, (position,)) for position in order}
+            for position, rows in enumerate(groups):
+                outcome, tail = pending.pop(position).get()
+                yield inputs.replicas[position], rows, outcome, tail
+    finally:
+        _FORKED = None
+
+
+def _worker_run(position: int):
+    inputs, groups = _FORKED
+    engine = inputs.engine(position, groups[position])
+    outcome = engine.run()
+    return _compact(outcome), ReplicaTail(engine)
+
+
+def _compact(outcome):
+    """The outcome with its per-request lists as arrays (a list of a million Python floats pickles slowly)."""
+    for name in ("first_scheduled_s", "first_token_s", "last_token_s", "finish_s"):
+        setattr(outcome, name, _as_float(getattr(outcome, name)))
+    for name in ("num_output_tokens", "num_preemptions", "scheduled_tokens", "recomputed_tokens"):
+        setattr(outcome, name, np.asarray(getattr(outcome, name), dtype=np.int64))
+    return outcome
 
 
 def arrival_clock(arrival: np.ndarray) -> np.ndarray:
@@ -159,7 +221,9 @@ def _derive_latencies(columns: dict) -> None:
     columns["queue_s"] = columns["first_scheduled_s"] - arrival
 
 
-def _as_float(values: list) -> np.ndarray:
+def _as_float(values) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 

@@ -60,5 +60,6 @@ class ClientConfig(StrictModel):
 
 
 class EngineConfig(StrictModel):
+    workers: int = Field(1, ge=1, description="fast mode with a router that reads no replica state: run the replicas in this many processes (same results)")
     mode: Literal["fast", "reference"] = Field("fast", description="fast: aggregate engine, else event skipping (same decisions); reference: one event per step")
     cpu_overhead: bool = Field(True, description="add the profile's per-step CPU (scheduler/framework) time")
