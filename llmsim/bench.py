@@ -66,7 +66,10 @@ def _measure(overrides: list[str], queue: "mp.Queue") -> None:
     summary = simulate(cfg).summary
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"wall_s": wall, "peak_rss_mb": peak_kb / 1024.0, "num_requests": summary["num_requests"],
+    # engine.workers > 1: the largest worker process's peak, reported apart (a fork shares pages, so the two do
+    # not simply add up).
+    worker_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    queue.put({"wall_s": wall, "peak_rss_mb": peak_kb / 1024.0, "worker_peak_rss_mb": worker_kb / 1024.0, "num_requests": summary["num_requests"],
                "completed": summary["completed"], "duration_s": summary["duration_s"],
                "num_steps": summary["num_steps"], "engine_mode": summary["engine_mode"]})
 
@@ -108,8 +111,8 @@ def bench_speed(num_requests: int, replicas: int, reference_requests: Optional[i
     result: dict[str, Any] = {
         "requests": num_requests, "replicas": replicas, "rate_rps": rate, "replica_capacity_rps": capacity,
         "settings": settings, "mode": "fast", "engine_mode": fast["engine_mode"],
-        **{k: fast[k] for k in ("wall_s", "requests_per_s", "sim_seconds_per_s", "peak_rss_mb", "us_per_request",
-                                "duration_s", "num_steps")},
+        **{k: fast[k] for k in ("wall_s", "requests_per_s", "sim_seconds_per_s", "peak_rss_mb", "worker_peak_rss_mb",
+                                "us_per_request", "duration_s", "num_steps")},
     }
     report(_line("fast", num_requests, fast))
     report(f"    engine: {fast['engine_mode']}")
@@ -179,8 +182,9 @@ def matrix_markdown(rows: list[dict[str, Any]], replicas: int) -> str:
 
 
 def _line(mode: str, n: int, r: dict[str, Any]) -> str:
+    workers = f" (workers {r['worker_peak_rss_mb']:,.0f} MB)" if r.get("worker_peak_rss_mb") else ""
     return (f"{mode:>9}: {n:,} requests in {r['wall_s']:.2f} s wall = {r['requests_per_s']:,.0f} req/s, "
-            f"{r['sim_seconds_per_s']:,.0f} simulated s per s, peak RSS {r['peak_rss_mb']:,.0f} MB")
+            f"{r['sim_seconds_per_s']:,.0f} simulated s per s, peak RSS {r['peak_rss_mb']:,.0f} MB{workers}")
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

@@ -6,6 +6,7 @@ from array import array
 from collections import deque
 from typing import Optional
 
+from llmsim.engine.admission import rejection_reason
 from llmsim.engine.aggregate.outcome import ReplicaOutcome, StepRecording
 from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, AggregatePlan
 from llmsim.engine.aggregate.quiet import QuietSteps
@@ -140,15 +141,10 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.next_sample_s += self.sample_interval_s
 
     def _submit(self, i: int) -> bool:
-        total = self.P[i] + self.O[i]
-        cap = self.cfg.max_waiting_requests
-        if total > self.max_model_len:
-            reason = "exceeds_max_model_len"
-        elif -(-(total - 1) // self.bs) > self.usable:
-            reason = "exceeds_kv_capacity"
-        elif cap is not None and len(self.waiting) >= cap:
-            reason = "queue_full"
-        else:
+        reason = rejection_reason(self.P[i] + self.O[i], max_model_len=self.max_model_len, block_size=self.bs,
+                                  num_usable_blocks=self.usable, num_waiting=len(self.waiting),
+                                  max_waiting_requests=self.cfg.max_waiting_requests)
+        if reason is None:
             self.waiting.append(i)
             self.outstanding += 1
             self.pending_prefill += self.P[i]
