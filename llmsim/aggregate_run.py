@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from llmsim.cluster.lockstep import EngineStatus, run_lockstep
+from llmsim.cluster.lockstep import lockstep_views, run_lockstep
 from llmsim.engine.aggregate import AggregateReplica, ReplicaTail
 from llmsim.engine.request import Request
 
@@ -107,8 +107,7 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
 def _in_lockstep(inputs: _Inputs, router, routed: np.ndarray, request_of, progress):
     """Every replica at once, routing each request when it arrives; yields each replica's run in order."""
     engines = [inputs.engine(position, routed[:0]) for position in range(len(inputs.replicas))]
-    views = [EngineStatus(engine, replica.replica_id, replica.spec.role, replica.spec.prefill_s_per_token)
-             for engine, replica in zip(engines, inputs.replicas)]
+    views = lockstep_views(engines, inputs.replicas)
     assigned = run_lockstep(engines, router, views, inputs.clock, inputs.prompt, inputs.output, routed, request_of,
                             progress)
     for replica, rows, engine in zip(inputs.replicas, assigned, engines):

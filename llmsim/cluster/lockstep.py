@@ -8,9 +8,9 @@ that yields where it must wait); the router reads the paused replicas' state —
 engine shows it at that instant — the request is submitted to the chosen replica at once (so a second
 arrival at the same instant sees it), and the replicas go on.
 
-A replica whose next event comes after the next arrival is not touched at all: the cost of a routing instant
-is one comparison per replica, plus the router's reads, plus whatever work the replicas really have before
-it. A router that reads no replica state (round-robin, random) needs none of this: the whole workload is
+A replica is advanced only when something reads it or a request is routed to it: the cost of a routing
+instant is the router's reads, plus whatever work the read replicas really have before it; a replica nobody
+reads catches up later in one go. A router that reads no replica state (round-robin, random) needs none of this: the whole workload is
 routed up front and each replica runs alone from start to end.
 
 Ties: a router at instant t sees every replica's state after its events strictly before t, and an arrival at t
@@ -25,70 +25,100 @@ from typing import Callable, Optional, Sequence
 
 class EngineStatus:
     """What a router may read (:class:`~llmsim.cluster.routers.ReplicaStatus`) of a replica's aggregate engine,
-    computed as the cluster's :class:`~llmsim.cluster.handle.ReplicaView` computes it for the per-step engine."""
+    computed as the cluster's :class:`~llmsim.cluster.handle.ReplicaView` computes it for the per-step engine.
 
-    __slots__ = ("_engine", "replica_id", "role", "_prefill_s_per_token")
+    Reading it first brings the engine up to the current routing instant (``clock[0]``), so a replica the router
+    does not look at (power-of-two reads two) is not advanced until something needs it: it receives no request
+    meanwhile, so advancing it later in one go is the same."""
 
-    def __init__(self, engine, replica_id: int, role: str, prefill_s_per_token: float) -> None:
+    __slots__ = ("_engine", "_process", "_clock", "replica_id", "role", "_prefill_s_per_token")
+
+    def __init__(self, engine, replica_id: int, role: str, prefill_s_per_token: float, clock: list) -> None:
         self._engine = engine
+        self._process = engine.process()
+        self._clock = clock
         self.replica_id = replica_id
         self.role = role
         self._prefill_s_per_token = prefill_s_per_token
 
+    def settle(self) -> None:
+        """Run the engine through every event before the current routing instant (it then pauses)."""
+        engine = self._engine
+        if engine.wake_s < self._clock[0]:
+            engine.horizon = self._clock[0]
+            next(self._process)
+
+    def finish(self) -> None:
+        """No arrival is left: run the engine to its end."""
+        engine = self._engine
+        engine.open_ended = False
+        engine.horizon = float("inf")
+        for _ in self._process:
+            raise RuntimeError("a replica paused after the last arrival")
+
     @property
     def num_outstanding(self) -> int:
+        if self._engine.wake_s < self._clock[0]:
+            self.settle()
         return self._engine.outstanding
 
     @property
     def num_waiting(self) -> int:
+        if self._engine.wake_s < self._clock[0]:
+            self.settle()
         return len(self._engine.waiting)
 
     @property
     def kv_usage(self) -> float:
         engine = self._engine
+        if engine.wake_s < self._clock[0]:
+            self.settle()
         return (engine.usable - engine.free) / engine.usable
 
     @property
     def estimated_queue_time_s(self) -> float:
+        if self._engine.wake_s < self._clock[0]:
+            self.settle()
         return self._engine.pending_prefill * self._prefill_s_per_token
 
 
-def run_lockstep(engines: Sequence, router, views: Sequence, arrival, prompt, output, rows,
+def run_lockstep(engines: Sequence, router, views: Sequence[EngineStatus], arrival, prompt, output, rows,
                  request_of: Callable[[int], object], progress: Optional[Callable[[int], None]] = None
                  ) -> list[list[int]]:
     """Route ``rows`` (workload indices, in arrival order) one by one and run ``engines`` to their ends.
 
-    ``views[k]`` is what the router sees of ``engines[k]``; ``request_of(row)`` the request it is shown.
-    Returns, per engine, the workload rows it received in its local order."""
-    processes = [engine.process() for engine in engines]
+    ``views[k]`` is what the router sees of ``engines[k]`` (sharing the routing instant in ``clock``, see
+    :func:`lockstep_views`); ``request_of(row)`` the request it is shown. Returns, per engine, the workload rows
+    it received in its local order."""
     assigned: list[list[int]] = [[] for _ in engines]
-    pairs = list(zip(engines, processes))
+    clock = views[0]._clock if views else [0.0]
     for engine in engines:
         engine.open_ended = True
         engine.wake_s = -1.0  # not started yet
     for count, row in enumerate(rows):
         t = float(arrival[row])
-        # Hot loop (once per arrival): only replicas with something to do before t are resumed.
-        for engine, process in pairs:
-            if engine.wake_s < t:
-                engine.horizon = t
-                next(process)
+        clock[0] = t
         position = router.choose(request_of(row), views)
         if not 0 <= position < len(engines):
             raise ValueError(f"router returned {position!r}, expected 0..{len(engines) - 1}")
-        engine = engines[position]
+        view, engine = views[position], engines[position]
+        view.settle()
         engine.add_request(t, int(prompt[row]), int(output[row]))
         assigned[position].append(int(row))
         if engine.sleeping:
             engine.horizon = t  # it takes the arrival (or rejects it) and pauses again at t
-            next(processes[position])
+            next(view._process)
         else:
             engine.advance_to(t)  # submitted now: the next arrival's routing sees it
         if progress is not None and not count & 4095:
             progress(count)
-    for engine, process in pairs:
-        engine.open_ended = False
-        engine.horizon = float("inf")
-        for _ in process:
-            raise RuntimeError("a replica paused after the last arrival")
+    for view in views:
+        view.finish()
     return assigned
+
+
+def lockstep_views(engines: Sequence, replicas: Sequence) -> list[EngineStatus]:
+    """One :class:`EngineStatus` per engine (``replicas[k]`` the cluster's replica it runs), sharing one clock."""
+    clock = [0.0]
+    return [EngineStatus(engine, replica.replica_id, replica.spec.role, replica.spec.prefill_s_per_token, clock)
+            for engine, replica in zip(engines, replicas)]
