@@ -16,7 +16,8 @@ class QuietSteps:
     def _quiet_steps(self, now: float) -> float:
         """Run *quiet* steps inline: the batch is the pool alone, nobody waits, no block shortage, nobody to
         add or finish. Each costs a few arithmetic operations on local variables instead of a plan object
-        and two calls; the first step that is not quiet is left to the general loop. Returns the new time."""
+        and two calls; the first step that is not quiet is left to the general loop. A generator: it yields
+        where lockstep makes it wait for the router (:mod:`llmsim.cluster.lockstep`); returns the new time."""
         in_flight = self.in_flight
         async_mode = self.depth == 2
         if len(in_flight) != (1 if async_mode else 0):
@@ -31,7 +32,7 @@ class QuietSteps:
         running, waiting = self.running, self.waiting
         itl_value, itl_weight = self.itl_values.append, self.itl_weights.append
         keep, every = self.keep_steps, self.step_sample_every
-        pending = in_flight[0] if async_mode else None  # the step in flight (async): a AggregatePlan or a quiet tuple
+        pending = in_flight[0] if async_mode else None  # the step in flight (async): an AggregatePlan or a quiet tuple
         # Hot state in locals; written back before any call that reads it, and at the end.
         s, free, gpu_free = self.step_index, self.free, self.gpu_free
         pool_n, pool_a = pool.n, pool.a
