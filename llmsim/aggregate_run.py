@@ -159,10 +159,23 @@ def _compact(outcome):
 
 def arrival_clock(arrival: np.ndarray) -> np.ndarray:
     """The simulated clock at each arrival as the simpy run reaches it: ``now + (arrival − now)``, which can
-    differ from ``arrival`` in the last bit. Engines start work at these instants, so their times match."""
-    clock = np.empty(len(arrival))
+    differ from ``arrival`` in the last bit. Engines start work at these instants, so their times match.
+
+    A dependency chain, solved by fixed-point iteration on whole arrays: guess that the clock stood exactly at
+    each previous arrival, recompute, and stop when the guess reproduces itself (then every element satisfies
+    the recurrence, which has one solution). Inexact steps are rare, so this takes a few passes."""
+    n = len(arrival)
+    arrival = np.asarray(arrival, dtype=np.float64)
+    previous = np.concatenate([[0.0], arrival[:-1]])
+    for _ in range(64):
+        delay = arrival - previous
+        clock = np.where(delay > 0, previous + delay, previous)
+        shifted = np.concatenate([[0.0], clock[:-1]])
+        if np.array_equal(shifted, previous):
+            return clock
+        previous = shifted
+    clock = np.empty(n)  # a long chain of inexact steps: walk it
     now = 0.0
-    # Hot loop (once per request): a dependency chain, so plain floats.
     for i, a in enumerate(arrival.tolist()):
         delay = a - now
         if delay > 0:
