@@ -118,12 +118,29 @@ def bench_speed_command(
     reference_requests: int = typer.Option(10_000, "--reference-requests", min=0,
                                            help="requests for the per-step reference engine (0: skip it)"),
     seed: int = typer.Option(0, "--seed"),
+    router: Optional[str] = typer.Option(None, "--router", help="cluster.router to time (default: the config's)"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="scheduler.policy to time (default: the config's)"),
+    set_: List[str] = typer.Option([], "--set", help="override a config field: PATH=VALUE (repeatable)"),
+    matrix: bool = typer.Option(False, "--matrix", help="time every policy x router x prefix caching off/on"),
+    table: Optional[Path] = typer.Option(None, "--table", help="with --matrix: write the Markdown table here"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON here"),
 ) -> None:
     """Simulate N requests of the default bursty workload on R replicas at ~70% load; report speed and memory."""
-    from llmsim.bench import bench_speed, write_json
+    from llmsim.bench import bench_matrix, bench_speed, matrix_markdown, settings_for, write_json
 
-    result = bench_speed(requests, replicas, reference_requests, seed, report=typer.echo)
+    if matrix:
+        result = bench_matrix(requests, replicas, seed, report=typer.echo, settings=set_,
+                              policies=[policy] if policy else None, routers=[router] if router else None)
+        markdown = matrix_markdown(result, replicas)
+        typer.echo(markdown, nl=False)
+        if table is not None:
+            from llmsim.fileio import atomic_write_text
+
+            atomic_write_text(table, markdown)
+            typer.echo(f"wrote {table}")
+    else:
+        result = bench_speed(requests, replicas, reference_requests, seed, report=typer.echo,
+                             settings=settings_for(router, policy, set_))
     if json_out is not None:
         write_json(result, json_out)
         typer.echo(f"wrote {json_out}")

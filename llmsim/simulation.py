@@ -21,7 +21,8 @@ from llmsim.cluster.build import build_cluster, cluster_results
 from llmsim.cluster.cluster import Cluster
 from llmsim.config import SimConfig
 from llmsim.engine.client import Client, ConcurrencyLimit
-from llmsim.engine.aggregate import AggregateReplica, ReplicaTail, aggregate_engine_blockers
+from llmsim.aggregate_run import request_factory, run_aggregate
+from llmsim.engine.aggregate import aggregate_engine_blockers
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
@@ -169,33 +170,24 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, conf
     prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
     output = df["output_tokens"].to_numpy(dtype=np.int64)
     failed = df["failed"].to_numpy(dtype=bool) if "failed" in df.columns else np.zeros(len(df), dtype=bool)
-    priority = df["priority"].to_numpy() if "priority" in df.columns else None
-    session = df["session_id"].to_numpy() if "session_id" in df.columns else None
-    prefixes = df["prefix_hashes"].to_numpy() if "prefix_hashes" in df.columns else None
-    width = len(str(max(len(df) - 1, 0)))
+    request_of = request_factory(df)
     if closed_loop is not None:
         cluster.listeners.append(closed_loop.limit)
     for i in range(len(df)):
         delay = arrival[i] - env.now
         if delay > 0:
             yield env.timeout(delay)
-        # simpy's clock reads now + (arrival − now), which can miss the arrival by one ulp: the request
-        # arrives when the clock says so (the aggregate engine, without a clock, uses the arrival itself)
-        engine_arrival = float(env.now) if delay > 0 else float(arrival[i])
+        request = request_of(i)
         if closed_loop is not None:
             yield from closed_loop.limit.acquire()
-            engine_arrival = closed_loop.send(i, env.now, int(prompt[i]), int(output[i]))
-        request = Request(f"{i:0{width}d}", engine_arrival, int(prompt[i]), int(output[i]), index=i,
-                          priority=int(priority[i]) if priority is not None else 0,
-                          session_id=int(session[i]) if session is not None else None,
-                          prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
+            request.arrival_s = closed_loop.send(i, env.now, int(prompt[i]), int(output[i]))
         if failed[i] or output[i] <= 0:
             request.status = RequestStatus.FAILED
             request.reason = "failed_in_trace" if failed[i] else "zero_output_tokens"
             cluster.request_ended(request)
             continue
-        if engine_arrival > env.now:  # the API server hands it over later; the loop goes on sending
-            env.process(_submit_later(env, cluster, request, engine_arrival - env.now))
+        if request.arrival_s > env.now:  # the API server hands it over later; the loop goes on sending
+            env.process(_submit_later(env, cluster, request, request.arrival_s - env.now))
         else:
             _submit(cluster, request)
     if closed_loop is not None:
@@ -347,21 +339,22 @@ def engine_mode(config: SimConfig) -> str:
     or ``reference`` / ``reference (fast path off: why)``."""
     if config.engine.mode == "reference":
         return "reference"
+    aggregate_off = aggregate_blockers(config)
+    if not aggregate_off:
+        return "fast"
     blockers = fast_path_blockers(config)
     if blockers:
         return "reference (fast path off: " + ", ".join(blockers) + ")"
-    aggregate_off = aggregate_blockers(config)
-    if aggregate_off:
-        return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
-    return "fast"
+    return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
 
 
 def aggregate_blockers(config: SimConfig) -> list[str]:
     """Why the aggregate engine (:mod:`llmsim.engine.aggregate`) cannot run this config (empty: it runs).
 
-    On top of what the event-skipping loop needs, it routes the whole workload up front (so no client
-    retries) and calls no per-step listeners (the timeline export wants every step's plan)."""
-    reasons = fast_path_blockers(config)
+    Any router is served (a state-reading one in lockstep, see :mod:`llmsim.cluster.lockstep`), but replicas
+    must interact only through routing, retries are not modelled, and no per-step listener may be attached
+    (the timeline export wants every step's plan)."""
+    reasons = scheduler_blockers(config.scheduler) + _feature_blockers(config) + _interaction_blockers(config)
     pps = {group.pp or config.hardware.pp for group in config.cluster.replica_groups()}
     reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
     if config.client.max_retries > 0:
@@ -372,134 +365,15 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
 
 
 def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress, client) -> Result:
-    """Route the workload up front, run each replica alone in the aggregate engine, and assemble the same
-    tables and summary as the simpy run (through the same recorder and cluster reports)."""
-    df = workload.df
-    n = len(df)
-    arrival = df["arrival_s"].to_numpy(dtype=np.float64)
-    prompt = df["prompt_tokens"].to_numpy(dtype=np.int64)
-    output = df["output_tokens"].to_numpy(dtype=np.int64)
-    failed = df["failed"].to_numpy(dtype=bool) if "failed" in df.columns else np.zeros(n, dtype=bool)
+    """The aggregate engine over a cluster shell that simpy never runs (:mod:`llmsim.aggregate_run`); the same
+    recorder and cluster reports as the simpy run turn what it recorded into tables and a summary."""
     recorder = make_recorder(config)
     env = simpy.Environment()  # the cluster shell's clock: never run, the replicas keep their own time
-    cluster = build_cluster(config, env, recorder, n, lambda gpu, model, tp, pp: build_deployment(
+    cluster = build_cluster(config, env, recorder, len(workload.df), lambda gpu, model, tp, pp: build_deployment(
         config.model_copy(update={"hardware": config.hardware.model_copy(
             update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})})), lambda *_: None)
-    replicas = cluster.accepting_replicas("colocated")
-    views = [r.view for r in replicas]
-    router = cluster.routers["colocated"]
-    served = ~failed & (output > 0)  # the others end at their arrival, as the simpy run records them
-    routed = np.flatnonzero(served)
-    # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
-    choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64, count=len(routed))
-    columns = _empty_request_columns(n, arrival, prompt, output, failed)
-    tails = []
-    last_end = float(arrival[~served].max()) if not served.all() else 0.0
-    done = n - len(routed)
-    metrics = config.metrics
-    for position, replica in enumerate(replicas):
-        rows = routed[choice == position]
-        dep = replica.spec.deployment
-        rid = replica.replica_id
-        engine = AggregateReplica(
-            rid, config.scheduler, dep.num_gpu_blocks, dep.max_model_len, dep.timing,
-            arrival[rows], prompt[rows], output[rows], keep_steps=metrics.step_detail,
-            step_sample_every=metrics.step_sample_every, sample_interval_s=metrics.timeseries_interval_s,
-            on_progress=None if progress is None else (lambda k, base=done: progress(base + k, n)),
-            step_sink=(lambda steps, rid=rid: recorder.extend_steps(rid, steps))
-            if recorder.stream_path is not None else None, step_sink_rows=metrics.stream_chunk_rows)
-        outcome = engine.run()
-        _scatter_outcome(columns, rows, outcome, rid)
-        recorder.add_replica_run(rid, outcome)
-        replica.num_routed = len(rows)
-        replica.num_finished, replica.num_steps = outcome.num_finished, outcome.num_steps
-        replica.busy_s, replica.kv_usage_s = outcome.busy_s, outcome.kv_usage_s
-        last_end = max(last_end, outcome.last_end_s)
-        tails.append(ReplicaTail(engine))
-        del engine, outcome  # one replica's per-request state in memory at a time
-        done += len(rows)
-        if progress is not None:
-            progress(done, n)
-    # The heartbeat samples every replica until the run ends (the last request's end, or the last arrival).
-    cluster.last_end_s = last_end
-    cluster.arrival_times = [float(arrival[routed[-1]])] if len(routed) else []
-    _fill_timeseries(cluster, replicas, tails, max([last_end, *cluster.arrival_times]))
-    _derive_latencies(columns)
-    recorder.add_requests(columns)
-    del columns
-    cluster.num_ended = n
+    run_aggregate(config, workload.df, recorder, cluster, progress)
     return _collect(config, recorder, deployment, cluster, client)
-
-
-def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
-    width = len(str(max(n - 1, 0)))
-    nan = np.full(n, np.nan)
-    reason = np.where(failed, "failed_in_trace", np.where(output <= 0, "zero_output_tokens", "")).astype(object)
-    return {
-        "request_id": [f"{i:0{width}d}" for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
-        "arrival_s": arrival, "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(), "finish_s": nan.copy(),
-        "last_token_s": nan.copy(), "prompt_tokens": prompt, "output_tokens": output,
-        "num_output_tokens": np.zeros(n, dtype=np.int64), "num_preemptions": np.zeros(n, dtype=np.int64),
-        "scheduled_tokens": np.zeros(n, dtype=np.int64), "recomputed_tokens": np.zeros(n, dtype=np.int64),
-        "cached_tokens": np.zeros(n, dtype=np.int64), "status": np.full(n, "failed", dtype=object),
-        "reason": reason, "served_by": np.full(n, "", dtype=object),
-    }
-
-
-def _derive_latencies(columns: dict) -> None:
-    """TTFT, E2EL, TPOT and queue time from the recorded instants, as Recorder.request_ended derives them."""
-    arrival = columns["arrival_s"]
-    first_token = columns["first_token_s"]
-    ttft = first_token - arrival
-    e2el = np.where(np.isnan(columns["finish_s"]) | np.isnan(first_token), np.nan, columns["last_token_s"] - arrival)
-    produced = columns["num_output_tokens"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(~np.isnan(e2el) & (produced > 1), (e2el - ttft) / (produced - 1), np.nan)
-    columns["ttft_s"] = ttft
-    columns["e2el_s"] = e2el
-    columns["tpot_s"] = tpot
-    columns["queue_s"] = columns["first_scheduled_s"] - arrival
-
-
-def _as_float(values: list) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def _scatter_outcome(columns: dict, rows: np.ndarray, outcome, replica_id: int) -> None:
-    columns["replica"][rows] = replica_id
-    columns["served_by"][rows] = str(replica_id)
-    for name, values in (("first_scheduled_s", outcome.first_scheduled_s), ("first_token_s", outcome.first_token_s),
-                         ("finish_s", outcome.finish_s), ("last_token_s", outcome.last_token_s)):
-        columns[name][rows] = _as_float(values)
-    for name, values in (("num_output_tokens", outcome.num_output_tokens), ("num_preemptions", outcome.num_preemptions),
-                         ("scheduled_tokens", outcome.scheduled_tokens), ("recomputed_tokens", outcome.recomputed_tokens)):
-        columns[name][rows] = np.asarray(values, dtype=np.int64)
-    columns["status"][rows] = np.asarray(outcome.status, dtype=object)
-    columns["reason"][rows] = np.asarray(outcome.reason, dtype=object)
-
-
-def _fill_timeseries(cluster: Cluster, replicas, engines, end_s: float) -> None:
-    """Every replica's heartbeat samples, in the heartbeat's order (by time, then replica)."""
-    per_replica = [engine.sample_until(end_s) for engine in engines]
-    ts = cluster.timeseries
-    if not per_replica:
-        return
-    count = min(len(p["time_s"]) for p in per_replica)
-    if not count:
-        return
-
-    def interleaved(name: str, dtype) -> np.ndarray:  # [sample, replica] row-major: by time, then replica
-        return np.stack([np.asarray(p[name][:count], dtype=dtype) for p in per_replica], axis=1).ravel()
-
-    width = len(replicas)
-    ts["time_s"] = interleaved("time_s", np.float64)
-    ts["replica"] = np.tile(np.array([r.replica_id for r in replicas], dtype=np.int64), count)
-    ts["role"] = np.tile(np.array([r.spec.role for r in replicas], dtype=object), count)
-    ts["state"] = np.tile(np.array([r.state.value for r in replicas], dtype=object), count)
-    ts["kv_usage"] = interleaved("kv_usage", np.float64)
-    for name in ("num_outstanding", "num_waiting", "pending_prefill_tokens"):
-        ts[name] = interleaved(name, np.int64)
-    assert len(ts["replica"]) == count * width
 
 
 def _has_sliding_layers(model_name: str) -> bool:
@@ -517,14 +391,26 @@ def fast_path_blockers(config: SimConfig) -> list[str]:
     the middle of one (state-aware routing, autoscaling, faults, P/D hand-offs, client timeouts) needs the
     per-step loop.
     """
-    cluster = config.cluster
-    reasons = scheduler_blockers(config.scheduler)
+    reasons = scheduler_blockers(config.scheduler) + _feature_blockers(config)
+    if config.cluster.router not in ("round-robin", "random"):
+        reasons.append(f"router {config.cluster.router} reads replica state")
+    return reasons + _interaction_blockers(config)
+
+
+def _feature_blockers(config: SimConfig) -> list[str]:
+    """Engine features only the per-step loop models."""
+    reasons = []
     if config.speculative.enabled:
         reasons.append("speculative decoding")
     if _has_sliding_layers(config.hardware.model):
         reasons.append("sliding-window (hybrid) KV memory")
-    if cluster.router not in ("round-robin", "random"):
-        reasons.append(f"router {cluster.router} reads replica state")
+    return reasons
+
+
+def _interaction_blockers(config: SimConfig) -> list[str]:
+    """What makes replicas interact other than at routing instants (or reach into one from outside)."""
+    cluster = config.cluster
+    reasons = []
     if cluster.autoscaler.policy != "none":
         reasons.append("autoscaling")
     if cluster.faults.mtbf_s is not None or cluster.faults.script:

@@ -17,12 +17,9 @@ import numpy as np
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from llmsim.engine.request import Request
-
-if TYPE_CHECKING:
-    from llmsim.cluster.cluster import Cluster
 
 
 class ReplicaState(str, Enum):
@@ -156,6 +153,17 @@ class ReplicaView:
         return r.pending_prefill_tokens * r.spec.prefill_s_per_token
 
 
+class ProbeListener(Protocol):
+    """What an :class:`EngineProbe` tells (the :class:`~llmsim.cluster.cluster.Cluster`); a protocol so that this
+    module does not import the cluster that imports it."""
+
+    recorder: Any
+    progress: int
+
+    def on_step(self, replica: ClusterReplica) -> None: ...
+    def engine_request_ended(self, replica: ClusterReplica, request: Request) -> None: ...
+
+
 class EngineProbe:
     """Stands in for the recorder of one engine replica: forwards every record and tells the cluster.
 
@@ -163,7 +171,7 @@ class EngineProbe:
     still report, so no request is recorded twice.
     """
 
-    def __init__(self, replica: ClusterReplica, cluster: "Cluster") -> None:
+    def __init__(self, replica: ClusterReplica, cluster: ProbeListener) -> None:
         self.replica = replica
         self.cluster = cluster
         self.recorder = cluster.recorder

@@ -6,7 +6,9 @@ the *position* of its choice in the candidate list. Candidates are the replicas 
 now (serving, not starting, draining or failed), in replica-id order.
 
 A user policy is any class with ``choose(request, replicas) -> int`` whose constructor takes ``seed``:
-``cluster.router: "mypkg.routing:MyRouter"``.
+``cluster.router: "mypkg.routing:MyRouter"``. A router whose choices depend on the arrival order alone may say
+so with the class attribute ``reads_replica_state = False``: the fast engine then routes the whole workload
+before running any replica.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def _argmin(replicas: Sequence[ReplicaStatus], key) -> int:
 class RoundRobinRouter:
     """Candidates in turn, ignoring load."""
 
+    reads_replica_state = False  # its choices depend on the arrival order alone: the workload routes up front
+
     def __init__(self, seed: int = 0) -> None:
         self._next = 0
 
@@ -75,6 +79,8 @@ class RoundRobinRouter:
 
 class RandomRouter:
     """A uniformly random candidate (seeded)."""
+
+    reads_replica_state = False
 
     def __init__(self, seed: int = 0) -> None:
         self._rng = np.random.default_rng(seed)

@@ -28,16 +28,29 @@ configuration runs the per-step loop in either mode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
+from llmsim.engine.core import EngineLoop
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request, RequestStatus
+from llmsim.engine.scheduler import StepPlan
 
-if TYPE_CHECKING:  # pragma: no cover
-    from llmsim.engine.replica import Replica
-    from llmsim.engine.scheduler import StepPlan
+
+class Replica(Protocol):
+    """The replica a decode run advances (:class:`llmsim.engine.replica.Replica`, which imports this module)."""
+
+    replica_id: int
+    env: Any
+    scheduler: Any
+    kv_cache: KVCacheManager
+    loop: EngineLoop
+    recorder: Any
+    num_outstanding: int
+    run_horizon: int
+    _gpu_free_s: float
+    _last_update_end_s: Optional[float]
 
 #: Longest run computed at once (bounds the arrays; a longer stretch simply becomes several runs).
 MAX_RUN_STEPS = 4096
@@ -397,8 +410,6 @@ def _advance_requests(replica: "Replica", run: DecodeRun, j0: int, j: int) -> No
 
 
 def _replace_in_flight(replica: "Replica", run: DecodeRun, j: int) -> None:
-    from llmsim.engine.scheduler import StepPlan
-
     plan = StepPlan(step=run.first_step_index + j - 1)
     batch = [r for r, last in zip(run.requests, run.last_step.tolist()) if last >= j]
     plan.scheduled = [(r, 1) for r in batch]

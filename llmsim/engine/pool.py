@@ -35,6 +35,11 @@ class DecodePool:
         self.retire_at: dict[int, list[int]] = {}
         self.finish_at: dict[int, list[int]] = {}
 
+    def grow(self) -> None:
+        """Room for one more request (one routed to the replica during the run)."""
+        for values, value in ((self.member, False), (self.entry, 0), (self.final, 0), (self.base, 0)):
+            values.append(value)
+
     def add(self, i: int, step: int, context: int, remaining: int) -> None:
         """Request ``i`` decodes from ``step`` on, with ``context`` tokens cached and ``remaining`` to sample."""
         final = step + remaining - 1

@@ -13,9 +13,9 @@ from typing import Callable, Optional
 
 import simpy
 
+from llmsim.engine.admission import rejection_reason
 from llmsim.engine.core import EngineLoop
 from llmsim.engine.fastpath import ScheduleSnapshot, commit_run, fast_path_supported, plan_decode_run
-from llmsim.engine.kv_cache import cdiv
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.scheduler import BatchScheduler, StepOutcome, StepPlan
 from llmsim.metrics.recorder import Recorder
@@ -65,15 +65,10 @@ class Replica:
     # -- admission ---------------------------------------------------------------------------------
     def rejection_reason(self, request: Request) -> Optional[str]:
         """Why this replica can never serve ``request`` (as a real engine refuses it), or None."""
-        if request.max_total_tokens > self.max_model_len:
-            return "exceeds_max_model_len"
-        # The last output token is never fed back, so a request needs slots for prompt + output − 1 tokens.
-        if cdiv(request.max_total_tokens - 1, self.kv_cache.block_size) > self.kv_cache.num_usable_blocks:
-            return "exceeds_kv_capacity"
-        cap = self.scheduler.config.max_waiting_requests  # admission control: a bounded queue
-        if cap is not None and self.scheduler.num_waiting >= cap:
-            return "queue_full"
-        return None
+        return rejection_reason(request.max_total_tokens, max_model_len=self.max_model_len,
+                                block_size=self.kv_cache.block_size, num_usable_blocks=self.kv_cache.num_usable_blocks,
+                                num_waiting=self.scheduler.num_waiting,
+                                max_waiting_requests=self.scheduler.config.max_waiting_requests)
 
     def submit(self, request: Request) -> bool:
         request.replica = self.replica_id

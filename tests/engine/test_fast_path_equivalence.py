@@ -41,6 +41,17 @@ SCENARIOS = {
                              "server.enabled=false"],
     "saturated_two_servers_small_graphs": ["workload.num_requests=600", "workload.rate=30", "cluster.replicas=2",
                                            "server.processes=2", "engine.cudagraph_capture_sizes=[1,2,4,8]"],
+    "least_kv_router": ["workload.num_requests=600", "workload.rate=8", "cluster.replicas=4",
+                        "cluster.router=least-kv"],
+    "least_outstanding_sync_pressure": ["workload.num_requests=500", "workload.rate=8", "cluster.replicas=3",
+                                        "cluster.router=least-outstanding", "scheduler.async_scheduling=false",
+                                        "scheduler.num_gpu_blocks=900"],
+    "shortest_queue_time_queue_cap": ["workload.num_requests=500", "workload.rate=10", "cluster.replicas=3",
+                                      "cluster.router=shortest-queue-time", "scheduler.max_waiting_requests=4",
+                                      "scheduler.num_gpu_blocks=1500"],
+    "power_of_two_chunked": ["workload.num_requests=400", "workload.rate=8", "cluster.replicas=4",
+                             "cluster.router=power-of-two", "scheduler.max_num_batched_tokens=512",
+                             "scheduler.long_prefill_token_threshold=256"],
     "heavy_pressure_small_budget": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=400",
                                     "scheduler.max_num_batched_tokens=256", "scheduler.watermark=0.01"],
 }
@@ -127,6 +138,7 @@ def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> No
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from llmsim.cluster.routers import ROUTERS  # noqa: E402
 from llmsim.config import SimConfig  # noqa: E402
 from tests.engine.test_invariants import engine_settings, make_workload  # noqa: E402
 
@@ -150,17 +162,18 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(st.tuples(st.floats(0.0, 1.5), st.integers(1, 400), st.integers(1, 120)), min_size=1, max_size=50),
     knobs=engine_settings(),
     replicas=st.sampled_from([1, 2, 3]),
-    router=st.sampled_from(["round-robin", "random"]),
+    router=st.sampled_from(sorted(ROUTERS)),
     queue_cap=st.sampled_from([None, None, 3]),
 )
 def test_aggregate_engine_agrees_on_random_workloads(rows, knobs, replicas, router, queue_cap) -> None:
-    """The same across the aggregate engine's routers and admission control; small KV pools make preemption
-    common, a per-request prefill cap leaves several prefills going on at once."""
+    """The same across every router (state-reading ones run the replicas in lockstep) and admission control;
+    small KV pools make preemption common, a per-request prefill cap leaves several prefills going on at
+    once, zero gaps make several arrivals share a routing instant."""
     workload = make_workload(rows)
     knobs = dict(knobs, max_waiting_requests=queue_cap)
     results = []
@@ -176,3 +189,23 @@ def test_aggregate_engine_agrees_on_random_workloads(rows, knobs, replicas, rout
     _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
     for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
         assert reference.summary[key] == fast.summary[key], key
+
+
+def test_session_affinity_in_lockstep_keeps_conversations_together() -> None:
+    """Session-affinity reads the request (its session) and the replicas' load; the lockstep run shows it both."""
+    rng = np.random.default_rng(3)
+    rows = [(float(g), int(p), int(o)) for g, p, o in zip(rng.exponential(0.05, 300), rng.integers(20, 400, 300),
+                                                             rng.integers(5, 120, 300))]
+    workload = make_workload(rows)
+    workload.df["session_id"] = rng.integers(0, 40, len(rows))
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"engine": {"mode": mode},
+                                           "cluster": {"replicas": 3, "router": "session-affinity"}})
+        results.append(simulate(config, workload=workload))
+    reference, fast = results
+    assert fast.summary["engine_mode"] == "fast"
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
+    assert (fast.requests.groupby(workload.df["session_id"])["replica"].nunique() == 1).all()

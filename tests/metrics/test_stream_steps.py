@@ -15,11 +15,11 @@ from llmsim.simulation import simulate
 BASE = ["workload.num_requests=400", "workload.rate=5", "cluster.replicas=2"]
 
 
-@pytest.mark.parametrize("mode", ["fast", "reference"])
-def test_streamed_step_table_equals_the_in_memory_one(mode: str, tmp_path) -> None:
-    in_memory = simulate(load_config(None, [f"engine.mode={mode}", *BASE]))
-    streamed = simulate(load_config(None, [f"engine.mode={mode}", *BASE, "metrics.stream_steps=true",
-                                           "metrics.stream_chunk_rows=500"]))
+@pytest.mark.parametrize("mode,router", [("fast", "round-robin"), ("fast", "least-kv"), ("reference", "round-robin")])
+def test_streamed_step_table_equals_the_in_memory_one(mode: str, router: str, tmp_path) -> None:
+    base = [f"engine.mode={mode}", f"cluster.router={router}", *BASE]
+    in_memory = simulate(load_config(None, base))
+    streamed = simulate(load_config(None, [*base, "metrics.stream_steps=true", "metrics.stream_chunk_rows=500"]))
     assert streamed.steps_file is not None and in_memory.steps_file is None
     # Written in chunks: several row groups, none much larger than the chunk.
     groups = pq.ParquetFile(streamed.steps_file)

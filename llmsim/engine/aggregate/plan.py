@@ -1,0 +1,21 @@
+"""One step scheduled by the aggregate engine, and the request states its arrays use."""
+
+from __future__ import annotations
+
+WAITING, RUNNING, PREEMPTED, FINISHED, REJECTED = range(5)
+STATUS_NAMES = ("waiting", "running", "preempted", "finished", "rejected")
+
+
+class AggregatePlan:
+    """One scheduled step: who samples in it (explicitly listed, plus ``pool_n`` pool members) and its figures."""
+
+    __slots__ = ("step", "start", "end", "tokens", "prefill", "batch", "sampling", "pool_n", "preempted",
+                 "free_after", "num_running", "num_waiting", "new")
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.start = self.end = 0.0
+        self.tokens = self.prefill = self.batch = self.pool_n = self.preempted = 0
+        self.sampling: list[int] = []
+        self.new: list[int] = []
+        self.free_after = self.num_running = self.num_waiting = 0

@@ -1,0 +1,131 @@
+"""Quiet steps: the batch is the decode pool alone, run a few arithmetic operations a step.
+
+A mixin of :class:`~llmsim.engine.aggregate.engine.AggregateReplica`. Most steps of a loaded replica are quiet:
+nobody waits, the blocks suffice, nobody is added or finished except pool members whose last token comes.
+The loop keeps the hot state in locals and writes it back before any call that reads it.
+"""
+
+from __future__ import annotations
+
+from llmsim.engine.aggregate.plan import AggregatePlan
+
+
+class QuietSteps:
+    """The quiet-step loop of the aggregate engine."""
+
+    def _quiet_steps(self, now: float) -> float:
+        """Run *quiet* steps inline: the batch is the pool alone, nobody waits, no block shortage, nobody to
+        add or finish. Each costs a few arithmetic operations on local variables instead of a plan object
+        and two calls; the first step that is not quiet is left to the general loop. A generator: it yields
+        where lockstep makes it wait for the router (:mod:`llmsim.cluster.lockstep`); returns the new time."""
+        in_flight = self.in_flight
+        async_mode = self.depth == 2
+        if len(in_flight) != (1 if async_mode else 0):
+            return now
+        budget = self.cfg.max_num_batched_tokens
+        bs = self.bs
+        pool = self.pool
+        phase, finish_at, retire_at = pool.phase, pool.finish_at, pool.retire_at
+        step_time = self.timing.decode_step_time
+        arr = self.arr
+        usable = self.usable
+        running, waiting = self.running, self.waiting
+        itl_value, itl_weight = self.itl_values.append, self.itl_weights.append
+        keep, every = self.keep_steps, self.step_sample_every
+        pending = in_flight[0] if async_mode else None  # the step in flight (async): an AggregatePlan or a quiet tuple
+        # Hot state in locals; written back before any call that reads it, and at the end.
+        s, free, gpu_free = self.step_index, self.free, self.gpu_free
+        pool_n, pool_a = pool.n, pool.a
+        last_step, last_end = self.last_update_step, self.last_update_end
+        num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
+        peak, max_batch = self.peak_kv_usage, self.max_batch_size
+        next_due = self._next_due()
+        while True:
+            if s in retire_at or self.completers:
+                pool.n, pool.a = pool_n, pool_a
+                pool.retire(s)
+                for i in self.completers:  # requests whose prefill ended in the last step join the pool
+                    if not self._enter_pool(i, s) and not self._final_in_flight(i):
+                        self.loose = True
+                self.completers = []
+                pool_n, pool_a = pool.n, pool.a
+            need = phase[-s % bs]
+            if not pool_n or pool_n > budget or need > free or waiting or self.loose:
+                break
+            free -= need
+            duration = step_time(pool_n, pool_a + pool_n * s)
+            start = now if now > gpu_free else gpu_free
+            gpu_free = start + duration
+            step = (s, start, gpu_free, pool_n, free, len(running))
+            s += 1
+            self.finished_pending = False
+            if async_mode:
+                to_update, pending = pending, step
+            else:
+                to_update = step
+            if type(to_update) is tuple:
+                u_step, u_start, u_end, u_n, u_free, u_running = to_update
+                if u_end > now:
+                    now = u_end
+                if next_due <= now:
+                    self.free = free
+                    if now >= self.horizon:  # lockstep: the router reads this replica before instant `now`
+                        self.wake_s = now
+                        while now >= self.horizon:
+                            yield
+                    if self.next_sample_s <= now or self.next_arrival < len(arr) and arr[self.next_arrival] <= now:
+                        self._advance(now)
+                    next_due = self._next_due()
+                # Quiet update: every pool member gets its token, same gap; those at their last one finish.
+                itl_value(u_end - last_end)
+                itl_weight(u_n)
+                last_step, last_end = u_step, u_end
+                finished = 0
+                if u_step in finish_at:
+                    self.free = free
+                    finished = self._finish_pool_members(u_step, u_end)
+                    free = self.free
+                duration = u_end - u_start
+                used = usable - u_free
+                num_steps += 1
+                busy += duration
+                kv_s += duration * used / usable
+                usage = used / usable
+                if usage > peak:
+                    peak = usage
+                kv_t += usage * duration
+                if u_n > max_batch:
+                    max_batch = u_n
+                if keep and not u_step % every:
+                    self._keep_quiet_step(to_update, usable, finished)
+            else:
+                self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
+                self.last_update_step, self.last_update_end = last_step, last_end
+                self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
+                self.peak_kv_usage, self.max_batch_size = peak, max_batch
+                if to_update.end > now:
+                    now = to_update.end
+                    while now >= self.horizon:
+                        self.wake_s = now
+                        yield
+                    self._advance(now)
+                self._update(to_update)
+                free, last_step, last_end = self.free, self.last_update_step, self.last_update_end
+                num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
+                peak, max_batch = self.peak_kv_usage, self.max_batch_size
+                next_due = self._next_due()
+        self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
+        self.last_update_step, self.last_update_end = last_step, last_end
+        self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
+        self.peak_kv_usage, self.max_batch_size = peak, max_batch
+        if async_mode and type(pending) is tuple:
+            in_flight[0] = self._quiet_plan(pending)
+        return now
+
+    def _quiet_plan(self, step: tuple) -> AggregatePlan:
+        s, start, end, n, free, num_running = step
+        plan = AggregatePlan(s)
+        plan.start, plan.end = start, end
+        plan.tokens = plan.batch = plan.pool_n = n
+        plan.free_after, plan.num_running = free, num_running
+        return plan

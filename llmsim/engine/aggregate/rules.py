@@ -1,0 +1,316 @@
+"""vLLM V1's scheduling decisions on the aggregate engine's per-request arrays and decode pool.
+
+A mixin of :class:`~llmsim.engine.aggregate.engine.AggregateReplica` (the engine's state is ``self``). These
+are the rules of :mod:`llmsim.engine.schedulers.vllm_v1` and :class:`~llmsim.engine.scheduler.SchedulerBase`
+restated on arrays; the equivalence suite (tests/engine/test_fast_path_equivalence.py) holds the two together.
+"""
+
+from __future__ import annotations
+
+from llmsim.engine.aggregate.plan import PREEMPTED, RUNNING, AggregatePlan
+
+
+def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
+    """Scheduler and hardware settings the aggregate engine does not model (empty: it may run)."""
+    reasons = []
+    if sched_cfg.policy != "vllm-v1":
+        reasons.append(f"policy {sched_cfg.policy}")
+    if sched_cfg.queue != "fcfs":
+        reasons.append(f"queue order {sched_cfg.queue}")
+    if sched_cfg.preemption != "recompute":
+        reasons.append(f"preemption {sched_cfg.preemption}")
+    if sched_cfg.enable_prefix_caching:
+        reasons.append("prefix caching")
+    if sched_cfg.victim not in ("auto", "most-recent"):
+        reasons.append(f"victim rule {sched_cfg.victim}")
+    if sched_cfg.max_queue_time_s is not None:
+        reasons.append("queue timeouts")
+    if pp > 1:
+        reasons.append("pipeline parallelism")
+    return reasons
+
+
+class VLLMV1Rules:
+    """The running pass, the waiting pass, pricing and preemption of one step (see the package docstring)."""
+
+    def _schedule(self) -> AggregatePlan:
+        s = self.step_index
+        self.step_index = s + 1
+        self.finished_pending = False
+        plan = AggregatePlan(s)
+        self.pool.retire(s)
+        if self.dirty:
+            self._classify(s)
+        elif self.completers:
+            for i in self.completers:
+                if not self._enter_pool(i, s) and not self._final_in_flight(i):
+                    self.loose = True
+            self.completers = []
+        if self.loose or not self._schedule_fast(plan, s):
+            self._schedule_explicit(plan, s)
+            self.dirty = True
+        return plan
+
+    def _final_in_flight(self, i: int) -> bool:
+        """Async loop: its last token is being sampled, so the running pass skips it (vLLM 0.32)."""
+        p = self.ph[i]
+        return p > 0 and self.comp[i] + 2 - p >= self.P[i] + self.O[i]
+
+    def _enter_pool(self, i: int, s: int) -> bool:
+        """Make running request ``i`` a pool member from step ``s`` if it is a steady decode; else False."""
+        out, p, c = self.out[i], self.ph[i], self.comp[i]
+        if self.depth == 2:
+            # Its token of step s−1 is in flight (delivered, same gap, by the explicit update of s−1).
+            steady = p == 1 and c == self.P[i] + out
+        else:
+            steady = (p == 0 and out >= 1 and c == self.P[i] + out - 1
+                      and self.last_tok[i] is not None and self.last_tok[i] == self.last_update_end)
+        remaining = self.O[i] - out - p  # tokens still to sample, from step s on
+        if not steady or remaining < 1:
+            return False
+        self.pool.add(i, s, c, remaining)
+        return True
+
+    def _classify(self, s: int) -> None:
+        """After a step run request by request: pool every steady decode, find the partial prefill."""
+        self.dirty = False
+        self.loose = False
+        self.partial = None
+        self.completers = []
+        running = self.running
+        last = running[-1] if running else None
+        for i in running:
+            if self.pool.member[i] or self._enter_pool(i, s) or self._final_in_flight(i):
+                continue
+            if i == last:
+                self.partial = i
+            else:
+                self.loose = True
+
+    def _schedule_fast(self, plan: AggregatePlan, s: int) -> bool:
+        """The step with the pool in aggregate; False (nothing changed) when it must run request by request."""
+        cfg = self.cfg
+        pool = self.pool
+        n = pool.n
+        budget = cfg.max_num_batched_tokens - n
+        if budget < 0:
+            return False
+        bs = self.bs
+        need = pool.phase[-s % bs]
+        scheduled: list[tuple[int, int]] = []
+        threshold = self._threshold()
+        partial = self.partial
+        if partial is not None and budget > 0:
+            c = self.comp[partial]
+            num_new = self.P[partial] + self.out[partial] + self.ph[partial] - c
+            if threshold and num_new > threshold:
+                num_new = threshold
+            if num_new > budget:
+                num_new = budget
+            if num_new > self.max_model_len - 1 - c:
+                num_new = self.max_model_len - 1 - c
+            if num_new > 0:
+                need += -(-(c + num_new) // bs) - (-(-c // bs))
+                scheduled.append((partial, num_new))
+                budget -= num_new
+        if need > self.free:
+            return False
+        self.free -= need
+        if self.waiting and budget > 0:
+            self._schedule_waiting(plan, budget, scheduled, threshold)
+        self._finish_plan(plan, scheduled, n, pool.a + n * s, s)
+        return True
+
+    def _threshold(self) -> int:
+        """The per-request token cap of this step; vLLM waives it when the system holds one request (rule 2)."""
+        if len(self.running) + len(self.waiting) == 1:
+            return 0
+        return self.cfg.long_prefill_token_threshold
+
+    def _schedule_waiting(self, plan: AggregatePlan, budget: int, scheduled: list, threshold: int) -> None:
+        """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow."""
+        cfg = self.cfg
+        waiting, running = self.waiting, self.running
+        bs = self.bs
+        P, out, ph, comp = self.P, self.out, self.ph, self.comp
+        while waiting and budget > 0:
+            if len(running) >= cfg.max_num_seqs:
+                break
+            i = waiting[0]
+            c = comp[i]
+            num_new = P[i] + out[i] + ph[i] - c
+            if threshold and num_new > threshold:
+                num_new = threshold
+            if not cfg.enable_chunked_prefill and num_new > budget:
+                break
+            if num_new > budget:
+                num_new = budget
+            watermark = self.watermark_blocks if running else 0
+            held = -(-c // bs)
+            if cfg.scheduler_reserve_full_isl and -(-(P[i] + out[i]) // bs) - held + watermark > self.free:
+                break
+            need = -(-(c + num_new) // bs) - held
+            if need + watermark > self.free:
+                break
+            self.free -= need
+            waiting.popleft()
+            self.status[i] = RUNNING
+            running.append(i)
+            if not self.was_preempted[i]:
+                plan.new.append(i)
+            scheduled.append((i, num_new))
+            budget -= num_new
+
+    def _finish_plan(self, plan: AggregatePlan, scheduled: list, pool_n: int, pool_ctx: int, s: int) -> None:
+        """Advance the scheduled requests, decide who samples, and price the step. ``pool_n`` pool members
+        with contexts summing to ``pool_ctx`` come first; pool members listed in ``scheduled`` (the request-
+        by-request pass) are priced in their place in the batch."""
+        batch = pool_n + len(scheduled)
+        tokens = pool_n
+        flop_units = 2 * pool_ctx + 2 * pool_n
+        ctx_tokens = pool_ctx + pool_n
+        prefill = 0
+        sampling = plan.sampling
+        async_mode = self.depth == 2
+        P, out, ph, comp = self.P, self.out, self.ph, self.comp
+        pooled, p_base = self.pool.member, self.pool.base
+        timing = self.timing
+        partial = None  # a request scheduled in this step whose prefill goes on
+        for i, num_new in scheduled:
+            if pooled[i]:
+                c = p_base[i] + s
+                tokens += 1
+                flop_units += 2 * c + 2
+                ctx_tokens += c + 1
+                pool_n += 1
+                continue
+            c = comp[i]
+            tokens += num_new
+            flop_units += 2 * c + 2 if num_new == 1 else timing.chunk_flop_units(num_new, c)
+            ctx_tokens += c + num_new
+            target = P[i] + out[i] + ph[i]
+            comp[i] = c + num_new
+            self.sched_total[i] += num_new
+            if c + num_new >= target:
+                sampling.append(i)
+                self.completers.append(i)
+                if async_mode:
+                    ph[i] += 1
+                if num_new > 1:
+                    prefill += num_new
+                if i == self.partial:
+                    self.partial = None
+            else:
+                prefill += num_new
+                if partial is not None:
+                    self.loose = True  # two prefills going on (a per-request cap left budget for another)
+                partial = i
+        if partial is not None:
+            if self.partial is not None and self.partial != partial or self.running[-1] != partial:
+                self.loose = True  # the prefill going on is not the last running request
+            self.partial = partial
+        num_sampled = pool_n + len(sampling)
+        plan.tokens = tokens
+        plan.prefill = prefill
+        plan.batch = batch
+        plan.pool_n = pool_n
+        plan.free_after = self.free
+        plan.num_running = len(self.running)
+        plan.num_waiting = len(self.waiting)
+        plan.end = (timing.time_from_totals(tokens, flop_units, ctx_tokens, num_sampled, plan.batch)
+                    if tokens else 0.0)
+
+    def _unpool(self, i: int, s: int) -> None:
+        """Write pool member ``i`` back into per-request state as it stands before step ``s`` (a victim, or a
+        decode the running pass does not reach); the plans in flight list it explicitly from now on."""
+        pool = self.pool
+        entry, final = pool.entry[i], pool.final[i]
+        scheduled = pool.steps_between(i, entry, s - 1)
+        delivered = pool.steps_between(i, entry, self.last_update_step)
+        self.comp[i] += scheduled
+        self.sched_total[i] += scheduled
+        self.out[i] += delivered
+        self.ph[i] += scheduled - delivered
+        if delivered:
+            self.last_tok[i] = self.last_update_end
+        pool.remove(i, s)
+        for plan in self.in_flight:
+            if plan.pool_n and entry <= plan.step <= final:
+                plan.pool_n -= 1
+                plan.sampling.append(i)
+
+    def _schedule_explicit(self, plan: AggregatePlan, s: int) -> None:
+        """vLLM V1's running pass request by request (rules 1 and 5), then the waiting pass unless it preempted.
+
+        Pool members keep their aggregate form: each is a one-token decode at context ``p_base + s``. Only a
+        victim, or a member the pass does not reach, leaves the pool."""
+        cfg = self.cfg
+        budget = cfg.max_num_batched_tokens
+        threshold = self._threshold()
+        running = self.running
+        bs = self.bs
+        P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
+        pooled, p_base, p_final = self.pool.member, self.pool.base, self.pool.final
+        last_slot = self.max_model_len - 1
+        scheduled: list[tuple[int, int]] = []
+        index = 0
+        while index < len(running) and budget > 0:
+            i = running[index]
+            if pooled[i]:
+                if p_final[i] < s:
+                    index += 1  # async: its final token is already being sampled
+                    continue
+                c = p_base[i] + s
+                num_new = 1
+                need = 1 if c % bs == 0 else 0
+            else:
+                # SchedulerBase._schedule_running's rule on this engine's arrays (the equivalence suite keeps
+                # the two in step).
+                c, p = comp[i], ph[i]
+                if p and c + 2 - p >= P[i] + O[i]:
+                    index += 1
+                    continue
+                num_new = P[i] + out[i] + p - c
+                if threshold and num_new > threshold:
+                    num_new = threshold
+                if num_new > budget:
+                    num_new = budget
+                if num_new > last_slot - c:
+                    num_new = last_slot - c
+                if num_new <= 0:
+                    index += 1
+                    continue
+                need = -(-(c + num_new) // bs) - (-(-c // bs))
+            preempted_self = False
+            while need > self.free:
+                victim = running.pop()  # the most recently admitted among those not yet scheduled
+                if pooled[victim]:
+                    self._unpool(victim, s)
+                self._preempt(victim, plan)
+                if victim == i:
+                    preempted_self = True
+                    break
+            if preempted_self:
+                break
+            self.free -= need
+            scheduled.append((i, num_new))
+            budget -= num_new
+            index += 1
+        for i in running[index:]:
+            if pooled[i] and p_final[i] >= s:
+                self._unpool(i, s)  # the budget ran out before it: it does not decode this step
+        if not plan.preempted and self.waiting and budget > 0:
+            self._schedule_waiting(plan, budget, scheduled, threshold)
+        self._finish_plan(plan, scheduled, 0, 0, s)
+
+    def _preempt(self, i: int, plan: AggregatePlan) -> None:
+        """Recompute preemption: drop the victim's blocks and put it at the head of the waiting queue."""
+        self.npre[i] += 1
+        self.was_preempted[i] = True
+        plan.preempted += 1
+        c = self.comp[i]
+        self.free += -(-c // self.bs)
+        self.recomputed[i] += c
+        self.comp[i] = 0
+        self.status[i] = PREEMPTED
+        self.waiting.appendleft(i)
