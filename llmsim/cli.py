@@ -174,13 +174,28 @@ def _mount_subcommands() -> None:
 _mount_subcommands()
 
 
+def _print_error(message: str) -> None:
+    """Exactly one line on stderr, whatever the message holds (newlines from a parser are folded)."""
+    err_console.print("error: " + " ".join(message.split()), markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script: one line and exit 2 for every user error, no traceback."""
     try:
         rc = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         return exc.exit_code
+    except MemoryError:
+        _print_error("out of memory; make the run smaller (workload.num_requests or workload.duration_s, "
+                     "metrics.step_detail: false, fewer cluster.replicas)")
+        return 2
+    except OSError as exc:
+        # The file system refused something (disk full, permissions changed during the run, a path
+        # that vanished): the user's environment, not a bug, so one line naming the path.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _print_error(f"{where}{exc.strerror or exc}")
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return 130
@@ -195,7 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             err_console.print("aborted", markup=False)
             return 130
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            err_console.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            _print_error(exc.format_message())
             return exc.exit_code
         raise
     return rc if isinstance(rc, int) else 0

@@ -119,6 +119,21 @@ def build_deployment(config: SimConfig) -> Deployment:
                       swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing)
 
 
+def unservable_reason(failed: bool, prompt_tokens: int, output_tokens: int) -> str:
+    """Why a workload row is recorded as failed at its arrival without reaching a replica ("" if it is not).
+
+    A row the trace marks as failed stays failed; an empty prompt is refused as vLLM's API server refuses
+    it (HTTP 400: the prompt must hold at least one token), never "finished" with a TTFT of 0; a request
+    for 0 output tokens has nothing to generate."""
+    if failed:
+        return "failed_in_trace"
+    if prompt_tokens <= 0:
+        return "empty_prompt"
+    if output_tokens <= 0:
+        return "zero_output_tokens"
+    return ""
+
+
 def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
     df = workload.df
     arrival = df["arrival_s"].to_numpy(dtype=np.float64)
@@ -137,9 +152,9 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
                           priority=int(priority[i]) if priority is not None else 0,
                           session_id=int(session[i]) if session is not None else None,
                           prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
-        if failed[i] or output[i] <= 0:
+        if failed[i] or output[i] <= 0 or prompt[i] <= 0:
             request.status = RequestStatus.FAILED
-            request.reason = "failed_in_trace" if failed[i] else "zero_output_tokens"
+            request.reason = unservable_reason(failed[i], prompt[i], output[i])
             cluster.request_ended(request)
             continue
         if cluster.client is not None:
@@ -157,9 +172,13 @@ def simulate(
 
     ``workload`` replaces the config's workload section (for scripts that build their own).
     """
+    from llmsim.limits import check_run
+
     if workload is None:
+        check_run(config)  # from the config alone: refuse a synthetic workload too large to even build
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
+    check_run(config, workload)
     if config.engine.mode == "fast" and not aggregate_blockers(config):
         return _simulate_aggregate(config, workload, deployment, progress)
     env = simpy.Environment()
@@ -232,7 +251,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     replicas = cluster.accepting_replicas("colocated")
     views = [r.view for r in replicas]
     router = cluster.routers["colocated"]
-    served = ~failed & (output > 0)  # the others end at their arrival, as the simpy run records them
+    served = ~failed & (output > 0) & (prompt > 0)  # the others end at their arrival, as the simpy run records them
     routed = np.flatnonzero(served)
     # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
     choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64, count=len(routed))
@@ -278,7 +297,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
 def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
     width = len(str(max(n - 1, 0)))
     nan = np.full(n, np.nan)
-    reason = np.where(failed, "failed_in_trace", np.where(output <= 0, "zero_output_tokens", "")).astype(object)
+    reason = np.array([unservable_reason(f, p, o) for f, p, o in zip(failed, prompt, output)], dtype=object)
     return {
         "request_id": [f"{i:0{width}d}" for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
         "arrival_s": arrival, "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(), "finish_s": nan.copy(),

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmsim.configbase import StrictModel
+
+
+#: Every reason a request can fail or be rejected for (the requests table's ``reason`` column).
+FAILURE_REASONS: tuple[str, ...] = ("queue_full", "queue_timeout", "client_timeout", "kv_cache_full", "replica_failure",
+                                    "exceeds_kv_capacity", "exceeds_max_model_len", "empty_prompt",
+                                    "zero_output_tokens", "failed_in_trace")
 
 
 class SchedulerConfig(StrictModel):
@@ -32,7 +38,7 @@ class SchedulerConfig(StrictModel):
     # Queue orders.
     length_predictor_error: float = Field(0.0, ge=0, description="shortest/longest-first: sigma of the log-normal "
                                                                  "error of the output-length predictor; 0 = true length")
-    length_predictor_seed: int = Field(0, description="seed of the output-length predictor's errors")
+    length_predictor_seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the output-length predictor's errors")
     starvation_guard_s: Optional[float] = Field(None, gt=0, description="a request waiting longer than this is "
                                                                         "served before all others (aging); None = off")
     # Swap preemption (vLLM V0: --swap-space 4 GiB of CPU memory per GPU).
@@ -56,7 +62,15 @@ class ClientConfig(StrictModel):
     max_retries: int = Field(0, ge=0, description="resubmissions after a rejection or timeout")
     retry_backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles each retry")
     retry_on: list[str] = Field(default_factory=lambda: ["queue_full", "queue_timeout", "client_timeout"],
-                                description="failure reasons a client retries")
+                                description="failure reasons a client retries: " + ", ".join(FAILURE_REASONS))
+
+    @field_validator("retry_on")
+    @classmethod
+    def _known_reasons(cls, reasons: list[str]) -> list[str]:
+        unknown = [r for r in reasons if r not in FAILURE_REASONS]
+        if unknown:  # a typo here would silently never retry anything
+            raise ValueError(f"unknown failure reason {unknown[0]!r}; valid: {', '.join(FAILURE_REASONS)}")
+        return reasons
 
 
 class EngineConfig(StrictModel):
