@@ -43,8 +43,13 @@ def run(
     from llmsim.metrics.display import print_summary
     from llmsim.simulation import simulate
 
+    from llmsim.inputs import check_output_dir, check_output_file
+
     cfg = load_config(config, set_)
     out_dir = out or (Path(cfg.output.dir) if cfg.output.dir else None)
+    check_output_dir(out_dir, "-o" if out is not None else "output.dir")
+    check_output_file(timeline, "--timeline")
+    check_output_file(report, "--report")
     listening, recorder = nullcontext(), None
     if timeline is not None:
         from llmsim.metrics.recorder import recorder_listeners
@@ -81,7 +86,9 @@ def replay_scheduler(
     """Replay a scheduler scenario tick by tick and write the trace in the golden format."""
     from llmsim.engine.replay import load_scenario, replay_scenario
     from llmsim.fileio import atomic_write_text
+    from llmsim.inputs import check_output_file
 
+    check_output_file(out, "-o")
     trace = replay_scenario(load_scenario(scenario), engine, source=str(scenario))
     atomic_write_text(out, json.dumps(trace, indent=1) + "\n")
     s = trace["summary"]
@@ -118,7 +125,9 @@ def bench_speed_command(
 ) -> None:
     """Simulate N requests of the default bursty workload on R replicas at ~70% load; report speed and memory."""
     from llmsim.bench import bench_speed, write_json
+    from llmsim.inputs import check_output_file
 
+    check_output_file(json_out, "--json")
     result = bench_speed(requests, replicas, reference_requests, seed, report=typer.echo)
     if json_out is not None:
         write_json(result, json_out)

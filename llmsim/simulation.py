@@ -26,7 +26,7 @@ from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
-from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
+from llmsim.hardware.memory import check_tensor_parallel, kv_cache_capacity, layers_per_stage
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
 from llmsim.metrics.recorder import _ACTIVE_LISTENERS, Recorder
@@ -97,12 +97,18 @@ def build_deployment(config: SimConfig) -> Deployment:
     model = load_model(hw.model)
     max_model_len = sched.max_model_len or model.max_position_embeddings
     details: dict[str, Any] = {"gpu": gpu.name, "model": model.name, "tp": hw.tp, "pp": hw.pp}
+    check_tensor_parallel(model, hw.tp)
+    layers_per_stage(model.num_layers, hw.pp)  # raises for more stages than layers
     if sched.num_gpu_blocks is not None:
         num_blocks = sched.num_gpu_blocks
     else:
         capacity = kv_cache_capacity(model, gpu, hw, sched.block_size, sched.gpu_memory_utilization)
         num_blocks = capacity.num_gpu_blocks
         details["kv_bytes_per_token"] = capacity.kv_bytes_per_token
+        if num_blocks < 2:  # block 0 is reserved: vLLM refuses to start without one usable KV block
+            raise ConfigError(f"{model.name} on {gpu.name} at tp={hw.tp}, pp={hw.pp} leaves {max(num_blocks - 1, 0)} "
+                              f"usable KV blocks after the weights at scheduler.gpu_memory_utilization="
+                              f"{sched.gpu_memory_utilization}; raise it, or hardware.tp / hardware.pp")
     if not sched.enable_chunked_prefill and max_model_len > sched.max_num_batched_tokens:
         raise ConfigError(
             f"config field scheduler.max_num_batched_tokens: {sched.max_num_batched_tokens} is smaller than "

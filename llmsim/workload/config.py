@@ -35,6 +35,16 @@ class WorkloadConfig(StrictModel):
     include_failures: bool = Field(False, description="trace: keep rows the trace marks as failed")
     sort: bool = Field(False, description="trace: sort timestamps that go backwards (with a warning) instead of failing")
 
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: Optional[str]) -> Optional[str]:
+        from llmsim.workload.synthetic import PRESETS
+
+        if name is not None and name not in PRESETS and not name.startswith(("servegen:", "fit:")):
+            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}, servegen:<pool>/<id>, "
+                             "fit:<trace file>")
+        return name
+
     @field_validator("format")
     @classmethod
     def _known_format(cls, name: Optional[str]) -> Optional[str]:

@@ -322,6 +322,7 @@ def _finish(raw: RawTrace, name: str, *, model, service, start_s, end_s, include
                             "; set workload.include_failures to keep failed rows"))
     if num_requests is not None:
         index = index[:num_requests]
+    _check_span(raw, time_s, t0)
     cols = {k: _take(v, index) for k, v in cols.items()}
     cols["arrival_s"] = time_s[index] - t0
     workload = Workload(canonical_frame(cols), str(raw.where.path), meta={"format": name, **raw.meta})
@@ -330,6 +331,20 @@ def _finish(raw: RawTrace, name: str, *, model, service, start_s, end_s, include
         if raw.epoch_day is not None:
             workload.start_datetime = raw.epoch_day + pd.Timedelta(seconds=t0)
     return workload.validate()
+
+
+def _check_span(raw: RawTrace, time_s: np.ndarray, t0: float) -> None:
+    """A trace spanning more than :data:`llmsim.limits.MAX_SPAN_S` (31 years) has a time in the wrong unit or
+    a corrupt cell; simulating it would hang (a float clock cannot step past 1e300 s)."""
+    from llmsim.limits import MAX_SPAN_S
+
+    late = np.flatnonzero(time_s - t0 > MAX_SPAN_S)
+    if len(late):
+        i = int(late[0])
+        row = raw.line_numbers[i] if raw.line_numbers is not None else i + 1
+        raise TraceError(f"{raw.where.at(row, raw.time_column)}: arrival {time_s[i] - t0:.3g} s after the first "
+                         f"request; llmsim handles traces spanning at most {MAX_SPAN_S:.0e} s (31 years): "
+                         "is the time column in another unit?")
 
 
 def _take(values, index: np.ndarray):
