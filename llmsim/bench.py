@@ -67,7 +67,10 @@ def measure_in_child(overrides: list[str]) -> dict[str, Any]:
     from llmsim.config import load_config
     from llmsim.limits import check_run
 
-    check_run(load_config(None, overrides))  # refuse here what the child could never finish
+    try:  # refuse here what the child could never finish
+        check_run(load_config(None, overrides))
+    except UserError as exc:
+        raise UserError(f"--requests / --replicas: {exc}") from None
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     env_backup = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}

@@ -188,7 +188,7 @@ def check_output_file(path: Optional[str | Path], flag: str = "-o", suffixes: tu
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a directory; expected a file name")
     if suffixes and path.suffix.lower() not in suffixes:
-        raise UserError(f"{flag} {path}: expected a file name ending in {' or '.join(suffixes)}")
+        raise UserError(f"{flag} {path}: output must end in {' or '.join(suffixes)}")
     _check_creatable_under(path, flag)
     return path
 

@@ -120,21 +120,19 @@ def estimate_from_config(config, workload=None) -> RunEstimate:
         return RunEstimate(n, wl.duration_s, replicas, interval,
                            "workload.duration_s (or workload.rate)", "workload.duration_s")
     n = wl.num_requests
-    return RunEstimate(n, n / rate, replicas, interval, "workload.num_requests", "workload.rate")
+    return RunEstimate(n, n / rate, replicas, interval, "workload.num_requests",
+                       "workload.num_requests or workload.rate")
 
 
 def _replica_count(config) -> int:
+    """The most replicas the run can hold at once: the configured groups, or the autoscaler's ceiling."""
     cluster = config.cluster
-    counts = [getattr(cluster, "replicas", 1) or 1]
-    for attr in ("max_replicas",):
-        value = getattr(getattr(cluster, "autoscaler", None), attr, None)
-        if isinstance(value, int):
-            counts.append(value)
-    for attr in ("prefill_replicas", "decode_replicas"):
-        value = getattr(getattr(cluster, "disaggregation", None), attr, None)
-        if isinstance(value, int):
-            counts.append(value)
-    return int(max(counts))
+    replicas = cluster.replicas
+    count = replicas if isinstance(replicas, int) else sum(group.count for group in replicas)
+    autoscaler = getattr(cluster, "autoscaler", None)
+    if autoscaler is not None and getattr(autoscaler, "policy", "none") != "none":
+        count = max(count, autoscaler.max_replicas)
+    return max(int(count), 1)
 
 
 def check_estimate(est: RunEstimate, memory_bytes: Optional[int] = None) -> None:
@@ -147,7 +145,8 @@ def check_estimate(est: RunEstimate, memory_bytes: Optional[int] = None) -> None
     if est.samples > MAX_SAMPLES:
         raise UserError(f"the run would record {est.samples:.3g} time-series samples ({est.span_s:.3g} s ÷ "
                         f"metrics.timeseries_interval_s={est.sample_interval_s:g} × {est.replicas} replicas), "
-                        f"more than the {MAX_SAMPLES:.0e} llmsim allows; raise metrics.timeseries_interval_s")
+                        f"more than the {MAX_SAMPLES:.0e} llmsim allows; raise metrics.timeseries_interval_s, "
+                        f"or lower cluster.replicas or {est.span_knob}")
     memory = available_memory_bytes() if memory_bytes is None else memory_bytes
     if est.memory_bytes > memory:
         parts = [f"{est.requests:.3g} requests × {human_bytes(BYTES_PER_REQUEST)}"]

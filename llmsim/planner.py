@@ -314,6 +314,16 @@ def _num(value, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:,.3g}"
 
 
+def _preflight(base) -> None:
+    """Load the workload and size the run once, before any candidate: a bad trace or preset is the input's
+    fault, reported as such, not a candidate that "misses the SLO"."""
+    from llmsim.limits import check_run
+    from llmsim.workload import build_workload
+
+    check_run(base)
+    check_run(base, build_workload(base.workload, base.seed))
+
+
 def _parse_tps(text: str) -> list[int]:
     """``--tp 1,2,4`` → [1, 2, 4]; anything but positive integers is a UserError naming --tp."""
     parts = [t.strip() for t in text.split(",") if t.strip()]
@@ -373,6 +383,7 @@ def plan_command(
     overrides = [f"{k}={'null' if v is None else v}" for k, v in
                  workload_overrides(workload, rate, burstiness, num_requests).items()]
     base = load_config(config, [*overrides, *set_])
+    _preflight(base)
     model = load_model(base.hardware.model)
     for degree in tps:  # a degree vLLM would refuse is a bad flag, not a candidate that "misses the SLO"
         check_tensor_parallel(model, degree, "--tp")

@@ -73,7 +73,7 @@ def parse_tokens(values: pd.Series, where: Where, column: str, first_row: int = 
         numbers = None if bad is not None else floats.astype(np.int64)
     if bad is not None:
         raise TraceError(f"{where.at(_row_number(bad, first_row, line_numbers), column)}: "
-                         f"expected an integer from 0 to {MAX_TOKENS:,}, got {_shown(raw[bad])!r}")
+                         f"expected a non-negative integer, got {_shown(raw[bad])!r} (at most {MAX_TOKENS:,})")
     return numbers
 
 

@@ -414,7 +414,7 @@ for name, content, expect in (
 ):
     case(f"sweep-{name}", SWEEP, {"s.yaml": content}, expect)
 case("sweep-every-run-fails-model", SWEEP,
-     {"s.yaml": "set: {workload.num_requests: 5}\ngrid: {hardware.model: [Llama-2-70B]}\n"}, "failed")
+     {"s.yaml": "set: {workload.num_requests: 5}\ngrid: {hardware.model: [Llama-2-70B]}\n"}, "fail")
 case("sweep-executor-unknown", SWEEP + ["--executor", "nope"], {"s.yaml": "set: {workload.num_requests: 5}\n"}, "--executor")
 case("sweep-jobs-zero", ["sweep", "{d}/s.yaml", "-o", "{d}/out", "-j", "0", "-q"], {"s.yaml": "set: {seed: 1}\n"}, "--jobs")
 case("sweep-missing", ["sweep", "{d}/nope.yaml", "-o", "{d}/out"], expect="nope.yaml")
