@@ -67,6 +67,26 @@ def test_rule_8_block_zero_is_reserved_so_usable_blocks_are_one_fewer():
     assert trace["steps"][0]["free_blocks_after_schedule"] == 8
 
 
+def test_rule_1_running_requests_and_admissions_share_one_token_budget():
+    # r0 decodes (1 token) at step 1; the 300-token newcomer r1 gets only what is left of the 256 budget.
+    trace = replay_scenario(scenario([(0, 40, 5), (1, 300, 2)]))
+    assert trace["steps"][1]["scheduled"] == [["r0", 1], ["r1", 255]]
+
+
+def test_rule_3_fcfs_admission_never_lets_a_later_request_overtake_the_misfit():
+    # r2 (5 tokens) would fit beside r0 at step 0 and beside nothing else later, but it waits behind r1.
+    trace = replay_scenario(scenario([(0, 250, 5), (0, 252, 3), (0, 5, 3)], max_num_batched_tokens=256,
+                                     max_model_len=256, enable_chunked_prefill=False))
+    first = {rid: r["first_scheduled_step"] for rid, r in trace["requests"].items()}
+    assert first["r0"] < first["r1"] < first["r2"]
+
+
+def test_rule_5_victim_is_the_most_recent_among_several_candidates():
+    # r0 needs a block first; r1 and r2 are both candidates, and vLLM's running.pop() takes r2.
+    trace = replay_scenario(scenario([(0, 25, 30), (0, 28, 12), (0, 29, 10)], num_gpu_blocks=8))
+    assert [(s["step"], s["preempted"]) for s in steps_with(trace, "preempted")][0] == (5, ["r2"])
+
+
 def test_fcfs_admission_stops_at_the_first_misfit():
     # Chunking off: after r0's 250 tokens, 6 are left; the 200-token r1 does not fit, so the 5-token r2 waits too.
     step0 = replay_scenario(scenario([(0, 250, 5), (0, 200, 3), (0, 5, 3)], max_num_batched_tokens=256,
