@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 V1 = "llmsim/engine/schedulers/vllm_v1.py"
 RULE_TESTS = ("tests/engine/test_vllm_v1_rules.py",)
 POLICY_TESTS = ("tests/engine/test_policies.py",)
+QUEUE_TESTS = ("tests/engine/test_queues.py", "tests/engine/test_policies.py")
+CACHE_TESTS = ("tests/engine/test_prefix_cache.py",)
+CLIENT_TESTS = ("tests/engine/test_admission_and_client.py",)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,37 @@ MUTATIONS = [
              POLICY_TESTS, r"sglang_new_token_ratio"),
     Mutation("policy-vllm-v0-watermark", "policy", "llmsim/engine/schedulers/vllm_v0.py",
              "0.01", "0.02", POLICY_TESTS, r"vllm_v0_keeps_its_watermark"),
+    Mutation("queue-priority-most-urgent-first", "engine", "llmsim/engine/queues.py",
+             "return (request.priority, request.arrival_s)", "return (-request.priority, request.arrival_s)",
+             QUEUE_TESTS, r"priority_queue_admits_the_most_urgent"),
+    Mutation("queue-shortest-first-order", "engine", "llmsim/engine/queues.py",
+             "return self.sign * (predicted - request.num_output_tokens)",
+             "return -self.sign * (predicted - request.num_output_tokens)",
+             QUEUE_TESTS, r"shortest_and_longest_first"),
+    Mutation("queue-starvation-guard-oldest-first", "engine", "llmsim/engine/queues.py",
+             "starving = [r for r in items if now_s - r.submitted_s > guard]", "starving = []",
+             QUEUE_TESTS, r"starvation_guard"),
+    Mutation("victim-lowest-priority", "engine", "llmsim/engine/queues.py",
+             "return max(candidates, key=lambda r: (r.priority, r.arrival_s, r.admitted_seq))",
+             "return min(candidates, key=lambda r: (r.priority, r.arrival_s, r.admitted_seq))",
+             QUEUE_TESTS, r"victim_rules"),
+    Mutation("victim-most-blocks", "engine", "llmsim/engine/queues.py",
+             "return max(candidates, key=lambda r: (kv.num_blocks_of(r), r.admitted_seq))",
+             "return min(candidates, key=lambda r: (kv.num_blocks_of(r), r.admitted_seq))",
+             QUEUE_TESTS, r"victim_rules"),
+    Mutation("prefix-cache-last-token-computed", "engine", "llmsim/engine/prefix_cache.py",
+             "limit = (request.num_tokens - 1) // self.block_size", "limit = request.num_tokens // self.block_size",
+             CACHE_TESTS, r"last_prompt_token_is_computed"),
+    Mutation("admission-queue-cap", "engine", "llmsim/engine/replica.py",
+             "if cap is not None and self.scheduler.num_waiting >= cap:",
+             "if cap is not None and self.scheduler.num_waiting > cap:",
+             CLIENT_TESTS, r"full_waiting_queue"),
+    Mutation("client-exponential-backoff", "engine", "llmsim/engine/client.py",
+             "return cfg.retry_backoff_s * 2.0 ** request.retries", "return cfg.retry_backoff_s",
+             CLIENT_TESTS, r"back_off_exponentially"),
+    Mutation("swap-transfer-time", "engine", "llmsim/engine/replica.py",
+             "duration += swapped_blocks * self.swap_s_per_block", "duration += 0.0",
+             CLIENT_TESTS, r"swap_transfer_time"),
 ]
 
 
