@@ -163,20 +163,21 @@ def _nearest_existing(path: Path) -> Path:
     return probe
 
 
-def _check_creatable_under(path: Path, flag: str) -> None:
+def _check_creatable_under(path: Path, flag: str, shown: Optional[Path] = None) -> None:
     """Every existing ancestor of ``path`` is a directory and the nearest one accepts new files."""
+    shown = shown or path
     ancestor = _nearest_existing(path.parent if not path.exists() else path)
     for parent in [ancestor, *ancestor.parents]:
         if parent.exists() and not parent.is_dir():
-            raise UserError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
+            raise UserError(f"{flag} {shown}: {parent} is a file, so nothing can be written under it")
     if not ancestor.is_dir():
-        raise UserError(f"{flag} {path}: {ancestor} is a file, so nothing can be written under it")
+        raise UserError(f"{flag} {shown}: {ancestor} is a file, so nothing can be written under it")
     try:  # os.access says yes to root even on read-only or virtual file systems (/proc): try for real
         fd, probe = tempfile.mkstemp(prefix=".llmsim-write-check-", dir=ancestor)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot write in {ancestor} ({exc.strerror or exc})") from None
+        raise UserError(f"{flag} {shown}: cannot write in {ancestor} ({exc.strerror or exc})") from None
 
 
 def check_output_file(path: Optional[str | Path], flag: str = "-o", suffixes: tuple[str, ...] = ()) -> Optional[Path]:
@@ -200,7 +201,7 @@ def check_output_dir(path: Optional[str | Path], flag: str = "-o") -> Optional[P
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: is a file; expected a directory (or a new name)")
-    _check_creatable_under(path / "x", flag)
+    _check_creatable_under(path / "x", flag, shown=path)
     return path
 
 
