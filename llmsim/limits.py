@@ -100,7 +100,7 @@ class RunEstimate:
 
 def estimate_from_config(config, workload=None) -> RunEstimate:
     """The estimate of a run: from its workload when given (exact), else from the config (synthetic)."""
-    from llmsim.workload.synthetic import PRESETS
+    from llmsim.workload.synthetic import DEFAULT_NUM_REQUESTS, PRESETS
 
     replicas = _replica_count(config)
     interval = config.metrics.timeseries_interval_s
@@ -116,11 +116,11 @@ def estimate_from_config(config, workload=None) -> RunEstimate:
     explicit_n = "num_requests" in wl.model_fields_set
     if wl.duration_s is not None:
         n = rate * wl.duration_s
-        if explicit_n:
+        if explicit_n and wl.num_requests is not None:
             n = min(n, wl.num_requests)
         return RunEstimate(n, wl.duration_s, replicas, interval,
                            "workload.duration_s (or workload.rate)", "workload.duration_s")
-    n = wl.num_requests
+    n = wl.num_requests or DEFAULT_NUM_REQUESTS
     return RunEstimate(n, n / rate, replicas, interval, "workload.num_requests",
                        "workload.num_requests or workload.rate")
 
