@@ -266,6 +266,9 @@ def analyze_workload(workload: Workload, fit_window_s: Optional[float] = None) -
     if fit_window_s is not None and not (np.isfinite(fit_window_s) and fit_window_s > 0):
         raise UserError(f"--fit-window: expected a positive number of seconds, got {fit_window_s}")
     window = fit_window_s if fit_window_s is not None else _default_fit_window_s(result["duration_s"])
+    if result["duration_s"] / window > 1e9:  # window indices must stay far inside int64
+        raise UserError(f"--fit-window {window:g} s cuts the trace's {result['duration_s']:g} s into more than 1e9 "
+                        f"windows; use at least {result['duration_s'] / 1e9:.3g} s")
     result["window_fits"] = {"window_s": window, "windows": window_fits(arrival, window)} if len(arrival) > 1 else {}
     result["length_fits"] = {"prompt_tokens": fit_lengths(prompt), "output_tokens": fit_lengths(output)}
     result["request_response"] = request_response(prompt, output)

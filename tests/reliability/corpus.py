@@ -226,6 +226,7 @@ case("trace-time-scale-negative", RUN + ["--set", "workload.trace={d}/t.csv", "-
      {"t.csv": GOOD_CSV}, "workload.time_scale")
 case("trace-analyze-fit-window-zero", ["analyze", "{d}/t.csv", "--fit-window", "0"], {"t.csv": EVEN_TIMES}, "--fit-window")
 case("trace-analyze-fit-window-nan", ["analyze", "{d}/t.csv", "--fit-window", "nan"], {"t.csv": EVEN_TIMES}, "--fit-window")
+case("trace-analyze-fit-window-tiny", ["analyze", "{d}/t.csv", "--fit-window", "1e-300"], {"t.csv": EVEN_TIMES}, "--fit-window")
 case("trace-analyze-fit-window-negative", ["analyze", "{d}/t.csv", "--fit-window", "-3"], {"t.csv": EVEN_TIMES}, "--fit-window")
 case("trace-analyze-model-absent", ["analyze", "{d}/t.csv", "--model", "GPT-9"],
      {"t.csv": "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n0,ChatGPT,1,5,6,Conversation log\n"},
