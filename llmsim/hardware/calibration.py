@@ -68,10 +68,13 @@ def _read_measurements(path: Path) -> pd.DataFrame:
         if not (is_count or column.startswith("time_stats.")):
             continue
         values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() & frame[column].notna() if not is_count else values.isna() | (values < 1) | (values % 1 != 0)
+        if is_count:
+            bad = values.isna() | (values < 1) | (values % 1 != 0)
+        else:  # a time: missing is allowed (the row is skipped), negative is not
+            bad = (values.isna() & frame[column].notna()) | (values < 0)
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
-            expected = "an integer ≥ 1" if is_count else "a number"
+            expected = "an integer ≥ 1" if is_count else "a non-negative number"
             raise ProfileError(f"{path.name} row {row + 1}, column {column!r}: expected {expected}, "
                                f"got {frame[column].iloc[row]!r}")
         frame[column] = values
@@ -137,7 +140,13 @@ def _present(predicted: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
 
 
 def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
-    return float(np.mean(np.abs(predicted - measured) / measured))
+    """Mean absolute percentage error over the rows with a positive measured time (a 0 cannot be a ratio's
+    denominator; such rows measured nothing)."""
+    predicted, measured = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    positive = measured > 0
+    if not positive.any():
+        raise ProfileError("no measured row has a positive time, so there is nothing to compare against")
+    return float(np.mean(np.abs(predicted[positive] - measured[positive]) / measured[positive]))
 
 
 def check_mlp(path: Path, gpu: GPUSpec) -> dict:

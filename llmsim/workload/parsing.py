@@ -72,8 +72,10 @@ def parse_tokens(values: pd.Series, where: Where, column: str, first_row: int = 
             bad = _first_bad(~np.isfinite(floats) | (floats < 0) | (floats != np.floor(floats)) | (floats > MAX_TOKENS))
         numbers = None if bad is not None else floats.astype(np.int64)
     if bad is not None:
+        too_big = _numbers(raw[bad:bad + 1])[0] > MAX_TOKENS
+        limit = f" of at most {MAX_TOKENS:,}" if too_big else ""
         raise TraceError(f"{where.at(_row_number(bad, first_row, line_numbers), column)}: "
-                         f"expected a non-negative integer, got {_shown(raw[bad])!r} (at most {MAX_TOKENS:,})")
+                         f"expected a non-negative integer{limit}, got {_shown(raw[bad])!r}")
     return numbers
 
 
