@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from llmsim.cluster.lockstep import lockstep_views, run_lockstep
+from llmsim.engine.admission import unservable_reason
 from llmsim.engine.aggregate import AggregateReplica, ReplicaTail
 from llmsim.engine.request import Request
 
@@ -61,7 +62,7 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
     clock = arrival_clock(arrival)
     replicas = cluster.accepting_replicas("colocated")
     router = cluster.routers["colocated"]
-    served = ~failed & (output > 0)  # the others end at their arrival, as the simpy run records them
+    served = ~failed & (output > 0) & (prompt > 0)  # the others end at their arrival, as the simpy run records them
     routed = np.flatnonzero(served)
     columns = _empty_request_columns(n, arrival, prompt, output, failed)
     inputs = _Inputs(config, replicas, clock, prompt, output, recorder)
@@ -206,7 +207,7 @@ def request_factory(df: pd.DataFrame) -> Callable[[int], Request]:
 def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
     width = len(str(max(n - 1, 0)))
     nan = np.full(n, np.nan)
-    reason = np.where(failed, "failed_in_trace", np.where(output <= 0, "zero_output_tokens", "")).astype(object)
+    reason = np.array([unservable_reason(f, p, o) for f, p, o in zip(failed, prompt, output)], dtype=object)
     return {
         "request_id": [f"{i:0{width}d}" for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
         "arrival_s": arrival, "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(), "finish_s": nan.copy(),

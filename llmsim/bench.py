@@ -21,6 +21,8 @@ from typing import Any, Optional, Sequence
 
 from llmsim.metrics.display import plural
 
+from llmsim.errors import UserError
+
 #: Offered load relative to the fleet's measured capacity.
 TARGET_LOAD = 0.7
 
@@ -65,7 +67,11 @@ def _measure(overrides: list[str], queue: "mp.Queue") -> None:
 
     cfg = load_config(None, overrides)
     start = time.perf_counter()
-    summary = simulate(cfg).summary
+    try:
+        summary = simulate(cfg).summary
+    except Exception as exc:  # noqa: BLE001 - the parent waits on the queue: it must hear of any failure
+        queue.put({"error": f"{type(exc).__name__}: {exc}", "user_error": isinstance(exc, UserError)})
+        return
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # engine.workers > 1: the largest worker process's peak, reported apart (a fork shares pages, so the two do
@@ -78,6 +84,13 @@ def _measure(overrides: list[str], queue: "mp.Queue") -> None:
 
 def measure_in_child(overrides: list[str]) -> dict[str, Any]:
     """Run one simulation in a fresh process (single-threaded numpy) and return its figures."""
+    from llmsim.config import load_config
+    from llmsim.limits import check_run
+
+    try:  # refuse here what the child could never finish
+        check_run(load_config(None, overrides))
+    except UserError as exc:
+        raise UserError(f"--requests / --replicas: {exc}") from None
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     env_backup = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -93,6 +106,8 @@ def measure_in_child(overrides: list[str]) -> dict[str, Any]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    if "error" in result:
+        raise (UserError if result["user_error"] else RuntimeError)(result["error"].split(": ", 1)[1])
     wall = result["wall_s"]
     result["requests_per_s"] = result["num_requests"] / wall
     result["sim_seconds_per_s"] = result["duration_s"] / wall

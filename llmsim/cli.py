@@ -44,8 +44,13 @@ def run(
     from llmsim.metrics.display import print_summary
     from llmsim.simulation import simulate
 
+    from llmsim.inputs import check_output_dir, check_output_file
+
     cfg = load_config(config, set_)
     out_dir = out or (Path(cfg.output.dir) if cfg.output.dir else None)
+    check_output_dir(out_dir, "-o" if out is not None else "output.dir")
+    check_output_file(timeline, "--timeline")
+    check_output_file(report, "--report")
     listening, recorder = nullcontext(), None
     if timeline is not None:
         from llmsim.metrics.recorder import recorder_listeners
@@ -85,7 +90,9 @@ def replay_scheduler(
     """Replay a scheduler scenario tick by tick and write the trace in the golden format."""
     from llmsim.engine.replay import load_scenario, replay_scenario
     from llmsim.fileio import atomic_write_text
+    from llmsim.inputs import check_output_file
 
+    check_output_file(out, "-o")
     trace = replay_scenario(load_scenario(scenario), engine, source=str(scenario), vllm_version=vllm_version)
     atomic_write_text(out, json.dumps(trace, indent=1) + "\n")
     s = trace["summary"]
@@ -127,7 +134,10 @@ def bench_speed_command(
 ) -> None:
     """Simulate N requests of the default bursty workload on R replicas at ~70% load; report speed and memory."""
     from llmsim.bench import bench_matrix, bench_speed, matrix_markdown, settings_for, write_json
+    from llmsim.inputs import check_output_file
 
+    check_output_file(json_out, "--json")
+    check_output_file(table, "--table")
     if matrix:
         result = bench_matrix(requests, replicas, seed, report=typer.echo, settings=set_,
                               policies=[policy] if policy else None, routers=[router] if router else None)
@@ -197,13 +207,28 @@ def _mount_subcommands() -> None:
 _mount_subcommands()
 
 
+def _print_error(message: str) -> None:
+    """Exactly one line on stderr, whatever the message holds (newlines from a parser are folded)."""
+    err_console.print("error: " + " ".join(message.split()), markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script: one line and exit 2 for every user error, no traceback."""
     try:
         rc = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         return exc.exit_code
+    except MemoryError:
+        _print_error("out of memory; make the run smaller (workload.num_requests or workload.duration_s, "
+                     "metrics.step_detail: false, fewer cluster.replicas)")
+        return 2
+    except OSError as exc:
+        # The file system refused something (disk full, permissions changed during the run, a path
+        # that vanished): the user's environment, not a bug, so one line naming the path.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _print_error(f"{where}{exc.strerror or exc}")
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return 130
@@ -218,7 +243,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             err_console.print("aborted", markup=False)
             return 130
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            err_console.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            _print_error(exc.format_message())
             return exc.exit_code
         raise
     return rc if isinstance(rc, int) else 0

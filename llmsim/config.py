@@ -18,7 +18,7 @@ from llmsim.configbase import StrictModel
 from llmsim.engine.config import ClientConfig, EngineConfig, SchedulerConfig
 from llmsim.engine.server import ServerConfig
 from llmsim.engine.speculative import SpeculativeConfig
-from llmsim.errors import ConfigError, did_you_mean
+from llmsim.errors import ConfigError, UserError, did_you_mean
 from llmsim.hardware.config import HardwareConfig
 from llmsim.metrics.config import MetricsConfig, OutputConfig, SLOConfig
 from llmsim.workload.config import WorkloadConfig
@@ -27,7 +27,7 @@ from llmsim.workload.config import WorkloadConfig
 class SimConfig(StrictModel):
     """Everything one simulation run needs. Same config + same seed ⇒ byte-identical outputs."""
 
-    seed: int = Field(0, description="seed of every random draw in the run")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of every random draw in the run (0 to 2^63 − 1)")
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
@@ -45,14 +45,14 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
+    from llmsim.inputs import read_yaml
+
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = read_yaml(path, "config file")
+    except ConfigError:
+        raise
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -71,7 +71,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: empty name in config path {path!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return keys, value
 

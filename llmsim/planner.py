@@ -244,6 +244,10 @@ def make_plan(base_config, terms: list[SLOTerm], *, gpus: list[str], tps: list[i
     for search in searches:
         if search.stopped and search.hi is None:
             plan.notes.append(f"{_label(search.candidate)}: {search.stopped}")
+    if plan.evaluations and all(e.error for e in plan.evaluations):
+        # Not "no deployment met the SLOs": nothing could be simulated at all, so the cause is the input.
+        first = plan.evaluations[0]
+        raise UserError(f"every simulation failed; {first.label()} × {first.replicas}: {first.error}")
     feasible = [e for e in plan.evaluations if e.feasible]
     if feasible:
         plan.chosen = min(feasible, key=lambda e: (e.cost_per_hour, e.replicas, e.label()))
@@ -312,6 +316,24 @@ def _num(value, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:,.3g}"
 
 
+def _preflight(base) -> None:
+    """Load the workload and size the run once, before any candidate: a bad trace or preset is the input's
+    fault, reported as such, not a candidate that "misses the SLO"."""
+    from llmsim.limits import check_run
+    from llmsim.workload import build_workload
+
+    check_run(base)
+    check_run(base, build_workload(base.workload, base.seed))
+
+
+def _parse_tps(text: str) -> list[int]:
+    """``--tp 1,2,4`` → [1, 2, 4]; anything but positive integers is a UserError naming --tp."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise UserError(f"--tp {text!r}: expected comma-separated positive integers, e.g. 1,2,4")
+    return [int(p) for p in parts]
+
+
 def _parse_vary(items: list[str]) -> dict[str, list[Any]]:
     import yaml
 
@@ -346,12 +368,29 @@ def plan_command(
     from llmsim.config import config_to_yaml, load_config
     from llmsim.fileio import atomic_write_text
 
+    from llmsim.hardware.memory import check_tensor_parallel
+    from llmsim.hardware.profiles import load_model
+    from llmsim.inputs import check_number, check_output_file
+
+    check_output_file(write_config, "--write-config")
+    check_number(attainment, "--attainment", minimum=0, maximum=1, exclusive_minimum=True)
+    check_number(max_replicas, "--max-replicas", minimum=1)
+    check_number(max_cost, "--max-cost", minimum=0, exclusive_minimum=True)
+    check_number(rate, "--rate", minimum=0, exclusive_minimum=True)
+    check_number(burstiness, "--burstiness", minimum=0.01, maximum=1000)
+    check_number(num_requests, "-n/--num-requests", minimum=1)
+    check_number(jobs, "--jobs", minimum=1)
+    tps = _parse_tps(tp)
     terms = parse_slo(slo)
     overrides = [f"{k}={'null' if v is None else v}" for k, v in
                  workload_overrides(workload, rate, burstiness, num_requests).items()]
     base = load_config(config, [*overrides, *set_])
+    _preflight(base)
+    model = load_model(base.hardware.model)
+    for degree in tps:  # a degree vLLM would refuse is a bad flag, not a candidate that "misses the SLO"
+        check_tensor_parallel(model, degree, "--tp")
     plan = make_plan(base, terms, gpus=[g.strip() for g in gpus.split(",") if g.strip()],
-                     tps=[int(t) for t in tp.split(",") if t.strip()], vary=_parse_vary(vary),
+                     tps=tps, vary=_parse_vary(vary),
                      attainment=attainment, max_replicas=max_replicas, max_cost=max_cost, jobs=jobs, cache_dir=cache,
                      progress=lambda e: typer.echo(f"  simulated {e.label()} × {e.replicas}: "
                                                    f"{'meets' if e.feasible else 'misses'} SLO", err=True))

@@ -22,6 +22,7 @@ from llmsim.cluster.cluster import Cluster
 from llmsim.config import SimConfig
 from llmsim.engine.client import Client, ConcurrencyLimit
 from llmsim.aggregate_run import request_factory, run_aggregate
+from llmsim.engine.admission import unservable_reason
 from llmsim.engine.aggregate import aggregate_engine_blockers
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
@@ -32,7 +33,7 @@ from llmsim.engine.hybrid_kv import is_sliding, kv_cache_groups
 from llmsim.engine.speculative import Speculator
 from llmsim.errors import ConfigError, UserError
 from llmsim.hardware.execution import Execution, vllm_capture_sizes
-from llmsim.hardware.memory import kv_bytes_per_gpu, kv_cache_capacity
+from llmsim.hardware.memory import check_tensor_parallel, kv_bytes_per_gpu, kv_cache_capacity, layers_per_stage
 from llmsim.hardware.specs import PredictionResiduals
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
@@ -112,6 +113,8 @@ def build_deployment(config: SimConfig) -> Deployment:
     model = load_model(hw.model)
     max_model_len = sched.max_model_len or model.max_position_embeddings
     details: dict[str, Any] = {"gpu": gpu.name, "model": model.name, "tp": hw.tp, "pp": hw.pp}
+    check_tensor_parallel(model, hw.tp)
+    layers_per_stage(model.num_layers, hw.pp)  # raises for more stages than layers
     if hw.gpu.lower() != gpu.name.lower() and not _looks_like_file(hw.gpu):
         details["gpu_alias"] = hw.gpu  # `A100` means the 80 GB SXM card: say so in the summary
     layer_types = getattr(model, "layer_types", None)
@@ -125,6 +128,10 @@ def build_deployment(config: SimConfig) -> Deployment:
                                      max_num_seqs=0 if hybrid else sched.max_num_seqs)
         num_blocks = capacity.num_gpu_blocks
         details["kv_bytes_per_token"] = capacity.kv_bytes_per_token
+        if num_blocks < 2:  # block 0 is reserved: vLLM refuses to start without one usable KV block
+            raise ConfigError(f"{model.name} on {gpu.name} at tp={hw.tp}, pp={hw.pp} leaves {max(num_blocks - 1, 0)} "
+                              f"usable KV blocks after the weights at scheduler.gpu_memory_utilization="
+                              f"{sched.gpu_memory_utilization}; raise it, or hardware.tp / hardware.pp")
     if not sched.enable_chunked_prefill and max_model_len > sched.max_num_batched_tokens:
         raise ConfigError(
             f"config field scheduler.max_num_batched_tokens: {sched.max_num_batched_tokens} is smaller than "
@@ -178,14 +185,15 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, conf
         if delay > 0:
             yield env.timeout(delay)
         request = request_of(i)
+        reason = unservable_reason(bool(failed[i]), int(prompt[i]), int(output[i]))
+        if reason:
+            request.status = RequestStatus.FAILED
+            request.reason = reason
+            cluster.request_ended(request)
+            continue
         if closed_loop is not None:
             yield from closed_loop.limit.acquire()
             request.arrival_s = closed_loop.send(i, env.now, int(prompt[i]), int(output[i]))
-        if failed[i] or output[i] <= 0:
-            request.status = RequestStatus.FAILED
-            request.reason = "failed_in_trace" if failed[i] else "zero_output_tokens"
-            cluster.request_ended(request)
-            continue
         if request.arrival_s > env.now:  # the API server hands it over later; the loop goes on sending
             env.process(_submit_later(env, cluster, request, request.arrival_s - env.now))
         else:
@@ -259,10 +267,14 @@ def simulate(
     ``config`` is a :class:`SimConfig` (from :func:`llmsim.load_config`), a path to a YAML config, or None for
     the bundled default. ``workload`` replaces the config's workload section (for scripts that build their own).
     """
+    from llmsim.limits import check_run
+
     config = _as_config(config)
     if workload is None:
+        check_run(config)  # from the config alone: refuse a synthetic workload too large to even build
         workload = build_workload(config.workload, config.seed)
     deployment = build_deployment(config)
+    check_run(config, workload)
     closed = config.client.max_concurrency is not None
     client_arrivals, ingress = None, None if closed else server_ingress(config, workload)
     if ingress is not None:  # the engines see each request when the API server hands it over
@@ -294,7 +306,7 @@ def server_ingress(config: SimConfig, workload: Workload) -> Optional[Ingress]:
     server = server_config(config)
     df = workload.df
     output = df["output_tokens"].to_numpy(dtype=np.int64)
-    served = output > 0
+    served = (output > 0) & (df["prompt_tokens"].to_numpy() > 0)  # the others never reach the server's engine side
     if "failed" in df.columns:
         served &= ~df["failed"].to_numpy(dtype=bool)
     return solve_ingress(server, df["arrival_s"].to_numpy(dtype=np.float64), df["prompt_tokens"].to_numpy(),

@@ -150,4 +150,6 @@ def cluster_results(cluster: Cluster, requests: pd.DataFrame) -> tuple[pd.DataFr
     if cluster.faults is not None:
         tables["faults"] = pd.DataFrame(cluster.faults.events)
         extra["replica_failures_by_cause"] = cluster.faults.failures_by_cause()
+        if cluster.faults.not_applied:
+            extra["scripted_failures_not_applied"] = list(cluster.faults.not_applied)
     return requests, tables, cluster_summary(cluster, replicas, requests, extra)

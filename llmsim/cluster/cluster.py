@@ -161,6 +161,7 @@ class Cluster:
         self._shutdown_engine(replica)
         was_draining = replica.state == ReplicaState.DRAINING
         replica.state = ReplicaState.FAILED
+        replica.failed_since_s = self.env.now
         replica.num_failures += 1
         self._refresh()
         in_transfer = self.disaggregation.replica_failed(replica) if self.disaggregation is not None else []
@@ -177,6 +178,7 @@ class Cluster:
         yield self.env.timeout(down_s)
         self.timers -= 1
         replica.down_s += down_s
+        replica.failed_since_s = None
         if replica.state == ReplicaState.FAILED:
             self._activate(replica)
 

@@ -33,6 +33,7 @@ class FaultInjector:
         self._seed = seed
         self._incarnation: dict[int, int] = {}
         self.events: dict[str, list] = {name: [] for name in EVENT_COLUMNS}
+        self.not_applied: list[str] = []  # scripted failures that found no serving replica to fail
         if cfg.mtbf_s is not None:
             cluster.activation_hooks.append(self._arm)
             for replica in cluster.replicas:
@@ -59,15 +60,31 @@ class FaultInjector:
     def _scripted(self, entry):
         yield self.cluster.env.timeout(entry.at_s)
         replicas = self.cluster.replicas
-        if entry.replica < len(replicas) and not self.cluster.done.triggered:
-            self._fail(replicas[entry.replica], entry.cause, entry.down_s)
+        if self.cluster.done.triggered:
+            return
+        if entry.replica >= len(replicas):
+            self._skip(entry, f"replica {entry.replica} does not exist at {entry.at_s:g} s ({len(replicas)} replicas)")
+        elif not self._fail(replicas[entry.replica], entry.cause, entry.down_s):
+            state = replicas[entry.replica].state.value
+            self._skip(entry, f"replica {entry.replica} is {state} at {entry.at_s:g} s (the autoscaler or an "
+                              "earlier failure took it out of service)")
 
-    def _fail(self, replica: ClusterReplica, cause: str, down_s) -> None:
+    def _skip(self, entry, why: str) -> None:
+        """A scripted failure that cannot apply is reported (a warning and ``summary.cluster``), never dropped."""
+        import warnings
+
+        message = f"cluster.faults.script failure '{entry.cause}' not applied: {why}"
+        self.not_applied.append(message)
+        warnings.warn(message, stacklevel=2)
+
+    def _fail(self, replica: ClusterReplica, cause: str, down_s) -> bool:
         held = replica.num_outstanding
-        if self.cluster.fail(replica, cause, down_s):
-            for name, value in zip(EVENT_COLUMNS, (self.cluster.env.now, replica.replica_id, cause,
-                                                   float("nan") if down_s is None else down_s, held)):
-                self.events[name].append(value)
+        if not self.cluster.fail(replica, cause, down_s):
+            return False
+        for name, value in zip(EVENT_COLUMNS, (self.cluster.env.now, replica.replica_id, cause,
+                                               float("nan") if down_s is None else down_s, held)):
+            self.events[name].append(value)
+        return True
 
     def failures_by_cause(self) -> dict[str, int]:
         causes: dict[str, int] = {}

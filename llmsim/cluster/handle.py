@@ -73,11 +73,17 @@ class ClusterReplica:
         self.num_routed = 0
         self.num_finished = 0
         self.num_failures = 0
-        self.down_s = 0.0
+        self.down_s = 0.0  # time spent failed and repaired; see down_s_until for a failure still open
+        self.failed_since_s: Optional[float] = None  # when the current failure began (None: not failed)
         self.inbound_transfers = 0  # decode side: KV transfers holding blocks here
         self._pending_prefill: dict[str, int] = {}
         self.pending_prefill_tokens = 0
         self.view = ReplicaView(self)
+
+    def down_s_until(self, end_s: float) -> float:
+        """Seconds out of service by ``end_s``: repaired failures plus the one still open (never repaired)."""
+        open_s = max(end_s - self.failed_since_s, 0.0) if self.failed_since_s is not None else 0.0
+        return self.down_s + open_s
 
     @property
     def accepting(self) -> bool:

@@ -31,7 +31,8 @@ def replicas_frame(cluster: Cluster, end_s: float) -> pd.DataFrame:
     for r in cluster.replicas:
         stop = end_s if r.stopped_s is None else min(r.stopped_s, end_s)
         lifetime = max(stop - r.provisioned_s, 0.0)
-        serving = 0.0 if r.ready_s is None else max(stop - r.ready_s - r.down_s, 0.0)
+        down = r.down_s_until(stop)  # a failure never repaired counts until the replica's end, not as 0
+        serving = 0.0 if r.ready_s is None else max(stop - r.ready_s - down, 0.0)
         gpu_s = lifetime * r.spec.num_gpus
         rows.append({
             "replica": r.replica_id, "role": r.spec.role, "gpu": r.spec.gpu, "model": r.spec.model,
@@ -42,7 +43,7 @@ def replicas_frame(cluster: Cluster, end_s: float) -> pd.DataFrame:
             "busy_s": r.busy_s, "utilization": r.busy_s / serving if serving > 0 else 0.0,
             "mean_kv_usage_busy": r.kv_usage_s / r.busy_s if r.busy_s else 0.0,
             "num_steps": r.num_steps, "routed": r.num_routed, "finished": r.num_finished,
-            "failures": r.num_failures, "down_s": r.down_s,
+            "failures": r.num_failures, "down_s": down,
         })
     return pd.DataFrame(rows)
 

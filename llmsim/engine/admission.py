@@ -1,4 +1,5 @@
-"""Admission: why an engine refuses a request on arrival (one statement, used by both engines)."""
+"""Admission: why a request never reaches an engine, or why an engine refuses it on arrival (one statement
+each, used by both engines)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,18 @@ def rejection_reason(total_tokens: int, *, max_model_len: int, block_size: int, 
     if max_waiting_requests is not None and num_waiting >= max_waiting_requests:
         return "queue_full"
     return None
+
+
+def unservable_reason(failed: bool, prompt_tokens: int, output_tokens: int) -> str:
+    """Why a workload row is recorded as failed at its arrival without reaching a replica ("" if it is not).
+
+    A row the trace marks as failed stays failed; an empty prompt is refused as vLLM's API server refuses
+    it (HTTP 400: the prompt must hold at least one token), never "finished" with a TTFT of 0; a request
+    for 0 output tokens has nothing to generate."""
+    if failed:
+        return "failed_in_trace"
+    if prompt_tokens <= 0:
+        return "empty_prompt"
+    if output_tokens <= 0:
+        return "zero_output_tokens"
+    return ""

@@ -17,6 +17,12 @@ def vllm_version_tuple(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+#: Every reason a request can fail or be rejected for (the requests table's ``reason`` column).
+FAILURE_REASONS: tuple[str, ...] = ("queue_full", "queue_timeout", "client_timeout", "kv_cache_full", "replica_failure",
+                                    "exceeds_kv_capacity", "exceeds_max_model_len", "empty_prompt",
+                                    "zero_output_tokens", "failed_in_trace")
+
+
 class SchedulerConfig(StrictModel):
     policy: str = Field("vllm-v1", description="batching scheduler (see the docs' Scheduling policies page)")
     max_num_seqs: int = Field(256, ge=1, description="cap on RUNNING requests (vLLM default 256 on A100)")
@@ -43,7 +49,7 @@ class SchedulerConfig(StrictModel):
     # Queue orders.
     length_predictor_error: float = Field(0.0, ge=0, description="shortest/longest-first: sigma of the log-normal "
                                                                  "error of the output-length predictor; 0 = true length")
-    length_predictor_seed: int = Field(0, description="seed of the output-length predictor's errors")
+    length_predictor_seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the output-length predictor's errors")
     starvation_guard_s: Optional[float] = Field(None, gt=0, description="a request waiting longer than this is "
                                                                         "served before all others (aging); None = off")
     # Swap preemption (vLLM V0: --swap-space 4 GiB of CPU memory per GPU).
@@ -81,10 +87,18 @@ class ClientConfig(StrictModel):
     max_retries: int = Field(0, ge=0, description="resubmissions after a rejection or timeout")
     retry_backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles each retry")
     retry_on: list[str] = Field(default_factory=lambda: ["queue_full", "queue_timeout", "client_timeout"],
-                                description="failure reasons a client retries")
+                                description="failure reasons a client retries: " + ", ".join(FAILURE_REASONS))
     max_concurrency: Optional[int] = Field(None, ge=1, description="closed loop, as vllm bench serve "
                                            "--max-concurrency: at most this many requests outstanding; an arrival "
                                            "waits for a free slot and is sent (its arrival time) then; None = open loop")
+
+    @field_validator("retry_on")
+    @classmethod
+    def _known_reasons(cls, reasons: list[str]) -> list[str]:
+        unknown = [r for r in reasons if r not in FAILURE_REASONS]
+        if unknown:  # a typo here would silently never retry anything
+            raise ValueError(f"unknown failure reason {unknown[0]!r}; valid: {', '.join(FAILURE_REASONS)}")
+        return reasons
 
 
 class EngineConfig(StrictModel):

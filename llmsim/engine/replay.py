@@ -13,7 +13,6 @@ group stream); ``policy: priority`` is vLLM's priority heap and victim rule; an 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +35,54 @@ _SCENARIO_ONLY_KEYS = {"policy", "vllm_version"}
 _POLICIES = {"fcfs": "fcfs", "priority": "priority"}  # scenario policy → scheduler.queue
 
 
+#: Most ticks a replay runs: the goldens need hundreds; each tick keeps a step record (about 1 KB), so a
+#: scenario that never finishes (a request larger than the KV cache) would otherwise grow for hours.
+MAX_REPLAY_TICKS = 1_000_000
+
+
 def load_scenario(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: scenario file not found")
-    try:
-        scenario = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    """Read and check a scenario file (the goldens' format); every problem names the field and index."""
+    from llmsim.inputs import read_json
+
+    scenario = read_json(path, "scenario file")
+    if not isinstance(scenario, dict):
+        raise UserError(f"{path}: expected a JSON object with 'config' and 'requests', got {_kind(scenario)}")
     for key in ("config", "requests"):
         if key not in scenario:
             raise UserError(f"{path}: missing top-level field {key!r}")
-    for i, req in enumerate(scenario["requests"]):
+    config, requests = scenario["config"], scenario["requests"]
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: config: expected a JSON object of scheduler settings, got {_kind(config)}")
+    if not isinstance(requests, list):
+        raise UserError(f"{path}: requests: expected a JSON list of request objects, got {_kind(requests)}")
+    blocks = config.get("num_gpu_blocks")
+    if not _is_int(blocks) or blocks < 2:
+        raise UserError(f"{path}: config.num_gpu_blocks: expected an integer ≥ 2 (block 0 is reserved), got {blocks!r}")
+    block_size = config.get("block_size", 16)
+    if not _is_int(block_size) or block_size < 1:
+        raise UserError(f"{path}: config.block_size: expected an integer ≥ 1, got {block_size!r}")
+    usable_tokens = (blocks - 1) * block_size
+    seen: dict[Any, int] = {}
+    for i, req in enumerate(requests):
+        if not isinstance(req, dict):
+            raise UserError(f"{path}: requests[{i}]: expected a JSON object, got {_kind(req)}")
         for key in ("id", "arrival_step", "prompt_len", "output_len"):
             value = req.get(key)
             if value is None:
                 raise UserError(f"{path}: requests[{i}] is missing field {key!r}")
-            if key != "id" and (not isinstance(value, int) or value < (1 if key == "output_len" else 0)):
-                raise UserError(f"{path}: requests[{i}].{key}: expected a non-negative integer, got {value!r}")
-        if not isinstance(req.get("priority", 0), int):
+            if key == "id":
+                if not isinstance(value, (str, int)) or isinstance(value, bool):
+                    raise UserError(f"{path}: requests[{i}].id: expected a string or integer, got {_kind(value)}")
+                if value in seen:
+                    raise UserError(f"{path}: requests[{i}].id {value!r} repeats requests[{seen[value]}].id; "
+                                    "request ids must be unique")
+                seen[value] = i
+                continue
+            low = 0 if key == "arrival_step" else 1
+            if not _is_int(value) or not low <= value <= MAX_REPLAY_TICKS:
+                raise UserError(f"{path}: requests[{i}].{key}: expected an integer from {low} to "
+                                f"{MAX_REPLAY_TICKS:,}, got {value!r}")
+        if not _is_int(req.get("priority", 0)):
             raise UserError(f"{path}: requests[{i}].priority: expected an integer, got {req['priority']!r}")
         if ("prefix_group" in req) != ("prefix_len" in req):
             raise UserError(f"{path}: requests[{i}]: prefix_group and prefix_len must be given together")
@@ -62,10 +90,23 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
             plen = req["prefix_len"]
             if not isinstance(req["prefix_group"], str):
                 raise UserError(f"{path}: requests[{i}].prefix_group: expected a string, got {req['prefix_group']!r}")
-            if not isinstance(plen, int) or not 0 <= plen <= req["prompt_len"]:
+            if not _is_int(plen) or not 0 <= plen <= req["prompt_len"]:
                 raise UserError(f"{path}: requests[{i}].prefix_len: expected an integer from 0 to prompt_len "
                                 f"({req['prompt_len']}), got {plen!r}")
+        if req["prompt_len"] + req["output_len"] > usable_tokens:
+            raise UserError(f"{path}: requests[{i}]: prompt_len {req['prompt_len']} + output_len {req['output_len']} "
+                            f"tokens cannot fit the KV cache ({blocks - 1} usable blocks × {block_size} = "
+                            f"{usable_tokens} tokens; raise config.num_gpu_blocks)")
     return scenario
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
 
 
 def scheduler_config_from_scenario(config: dict[str, Any], async_scheduling: bool, source: str,
@@ -143,8 +184,9 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
                 delivered_finish[r.request_id] = tick
         steps.append(_step_record(tick, arrived, plan, to_update, outcome, kv, scheduler, async_mode))
         tick += 1
-        if tick > 10_000_000:
-            raise RuntimeError("replay did not terminate")
+        if tick > MAX_REPLAY_TICKS:
+            raise UserError(f"{source}: the replay did not finish within {MAX_REPLAY_TICKS:,} ticks "
+                            f"({num_finished} of {len(requests)} requests finished)")
     return _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish, admissions)
 
 

@@ -42,13 +42,50 @@ MLP_PARAMS: dict[str, tuple[float, float]] = {
 }
 
 
+#: Columns that count things (heads, tokens, GPUs): each cell must be an integer ≥ 1 (0 would divide by 0).
+_COUNT_COLUMNS = ("n_head", "n_kv_head", "n_q_head", "n_embd", "num_tokens", "num_tensor_parallel_workers",
+                  "num_workers", "devices_per_node", "batch_size")
+
+
+def _read_measurements(path: Path) -> pd.DataFrame:
+    """A measurement CSV as a frame: UTF-8 text with a header and rows, every count column an integer ≥ 1 and
+    every time column a number; anything else is a ProfileError naming the file, row and column."""
+    from llmsim.errors import UserError
+    from llmsim.inputs import check_text_file, one_line
+
+    try:
+        check_text_file(path, "measurement file")
+        frame = pd.read_csv(path)
+    except UserError as exc:
+        raise ProfileError(str(exc)) from None
+    except pd.errors.EmptyDataError:
+        raise ProfileError(f"{path}: measurement file is empty; expected a Vidur profiling CSV") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ProfileError(f"{path}: cannot read measurement file ({one_line(str(exc))})") from None
+    if frame.empty:
+        raise ProfileError(f"{path}: measurement file has a header but no rows")
+    for column in frame.columns:
+        is_count = column in _COUNT_COLUMNS
+        if not (is_count or column.startswith("time_stats.")):
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if is_count:
+            bad = values.isna() | (values < 1) | (values % 1 != 0)
+        else:  # a time: missing is allowed (the row is skipped), negative is not
+            bad = (values.isna() & frame[column].notna()) | (values < 0)
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            expected = "an integer ≥ 1" if is_count else "a non-negative number"
+            raise ProfileError(f"{path.name} row {row + 1}, column {column!r}: expected {expected}, "
+                               f"got {frame[column].iloc[row]!r}")
+        frame[column] = values
+    return frame
+
+
 def read_mlp_csv(path: Path) -> pd.DataFrame:
     """Rows of a Vidur mlp.csv with usable medians (NaN and mis-timed rows dropped, SOURCE.md 'Checks')."""
     path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ProfileError(f"{path}: cannot read measurement file ({exc})") from None
+    frame = _read_measurements(path)
     needed = [*SHAPE_COLUMNS, "num_tokens", "num_tensor_parallel_workers"]
     needed += [f"time_stats.{op}.median" for op in ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")]
     missing = [c for c in needed if c not in frame.columns]
@@ -104,7 +141,13 @@ def _present(predicted: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
 
 
 def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
-    return float(np.mean(np.abs(predicted - measured) / measured))
+    """Mean absolute percentage error over the rows with a positive measured time (a 0 cannot be a ratio's
+    denominator; such rows measured nothing)."""
+    predicted, measured = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    positive = measured > 0
+    if not positive.any():
+        raise ProfileError("no measured row has a positive time, so there is nothing to compare against")
+    return float(np.mean(np.abs(predicted[positive] - measured[positive]) / measured[positive]))
 
 
 def check_mlp(path: Path, gpu: GPUSpec) -> dict:
@@ -181,10 +224,7 @@ NETWORK_SEND_RECV_PARAMS: dict[str, tuple[float, float]] = {
 
 def read_collective_csv(path: Path) -> pd.DataFrame:
     path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ProfileError(f"{path}: cannot read measurement file ({exc})") from None
+    frame = _read_measurements(path)
     medians = [c for c in frame.columns if c.startswith("time_stats.") and c.endswith(".median")]
     for column in ("num_workers", "size", "devices_per_node"):
         if column not in frame.columns:
@@ -283,10 +323,7 @@ ATTENTION_OPS = ("attn_input_reshape", "attn_kv_cache_save", "attn_prefill", "at
 
 def read_attention_csv(path: Path) -> pd.DataFrame:
     path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ProfileError(f"{path}: cannot read measurement file ({exc})") from None
+    frame = _read_measurements(path)
     needed = ["n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers", "batch_size", "prefill_chunk_size", "kv_cache_size", "is_prefill"]
     missing = [c for c in needed if c not in frame.columns]
     if missing:

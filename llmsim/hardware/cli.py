@@ -29,8 +29,13 @@ def _pct(value: float) -> str:
 
 
 def _require(path: Optional[Path], what: str) -> Path:
-    if path is not None and not Path(path).is_file():
-        raise UserError(f"{what}: file {path} does not exist")
+    if path is not None:
+        from llmsim.inputs import check_text_file
+
+        try:
+            check_text_file(path, "measurement file")
+        except UserError as exc:
+            raise UserError(f"{what}: {exc}") from None
     return path
 
 
@@ -43,6 +48,9 @@ def check(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON here"),
 ) -> dict:
     """Predict every measured row and print the mean absolute percentage error (MAPE)."""
+    from llmsim.inputs import check_output_file
+
+    check_output_file(json_out, "--json")
     spec = load_gpu(gpu)
     if mlp_csv is None and collective is None and attention is None:
         raise UserError("calibrate check: give an MLP_CSV, --collective FILE or --attention FILE")
@@ -66,7 +74,9 @@ def check(
             f"(prefill {_pct(r['mape_prefill'])}, decode {_pct(r['mape_decode'])})"
         )
     if json_out is not None:
-        Path(json_out).write_text(json.dumps(result, indent=2))
+        from llmsim.fileio import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(result, indent=2))
     return result
 
 
@@ -243,7 +253,9 @@ def _add(source: Path, kind: str, name: Optional[str]) -> Path:
     if kind == "gpus":
         shutil.copyfile(source, target)
     else:
-        config = yaml.safe_load(Path(source).read_text())
+        from llmsim.inputs import read_yaml
+
+        config = read_yaml(source, "profile")
         if "config" not in config:
             config = {"name": name or spec.name, "sources": {"config": str(source)}, "config": config}
         target.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -60,6 +60,21 @@ def layers_per_stage(num_layers: int, pp: int) -> list[int]:
     return [base + (1 if stage < extra else 0) for stage in range(pp)]
 
 
+def check_tensor_parallel(model: ModelSpec, tp: int, flag: str = "hardware.tp") -> None:
+    """vLLM refuses a tensor-parallel degree that does not split the attention heads evenly
+    (``ModelConfig.verify_with_parallel_config``), and its QKV projection needs the KV heads either split
+    evenly (tp ≤ KV heads) or replicated evenly (tp a multiple of them). So must we: with tp = 3 on 32
+    heads, or tp = 1024, a simulation would bill GPUs that cannot hold a shard."""
+    if model.num_heads % tp:
+        divisors = [d for d in range(1, model.num_heads + 1) if model.num_heads % d == 0 and d <= 64]
+        raise ProfileError(f"{flag}: {model.name} has {model.num_heads} attention heads, which tp={tp} does not "
+                           f"divide (vLLM refuses it); valid: {', '.join(map(str, divisors))}")
+    kv = model.num_kv_heads
+    if (tp <= kv and kv % tp) or (tp > kv and tp % kv):
+        raise ProfileError(f"{flag}: {model.name} has {kv} KV heads; tp={tp} must divide them or be a multiple "
+                           "of them (vLLM's QKV projection splits or replicates KV heads evenly)")
+
+
 def check_expert_parallel(model: ModelSpec, hw: HardwareConfig) -> None:
     """``hardware.ep`` must split a MoE model's experts evenly over GPUs the stage already has."""
     if hw.ep == 1:
@@ -84,6 +99,7 @@ def weight_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig) -> float:
     layers (vLLM puts them on the first and last stage; spreading keeps the total exact and the stage error
     below one layer).
     """
+    check_tensor_parallel(model, hw.tp)
     check_expert_parallel(model, hw)
     dense_bytes, expert_bytes = model.weight_bytes_split(hw.weight_dtype, hw.expert_weight_dtype)
     experts_per_gpu = expert_bytes / hw.ep / (hw.tp // hw.ep)

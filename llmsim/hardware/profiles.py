@@ -211,14 +211,13 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 
 def _parse_mapping(path: Path) -> dict[str, Any]:
+    from llmsim.errors import UserError
+    from llmsim.inputs import read_yaml
+
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read profile ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)  # JSON is a subset of YAML, so config.json loads the same way
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+        data = read_yaml(path, "profile")  # JSON is a subset of YAML, so config.json loads the same way
+    except UserError as exc:
+        raise ProfileError(str(exc)) from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping of fields at the top level")
     return data

@@ -125,8 +125,13 @@ def _load_run(source) -> tuple[dict, Any, Any, Optional[str]]:
         raise UserError(f"{folder}: not a run folder (missing {', '.join(missing)}); "
                         "expected the output of `llmsim run -o DIR` or `llmsim sweep -o DIR`")
     steps_path = folder / "steps.parquet"
-    steps = pd.read_parquet(steps_path) if steps_path.exists() else pd.DataFrame()
-    return json.loads((folder / "summary.json").read_text()), pd.read_parquet(folder / "requests.parquet"), steps, None
+    from llmsim.inputs import read_json, read_parquet
+
+    summary = read_json(folder / "summary.json", "run summary")
+    if not isinstance(summary, dict):
+        raise UserError(f"{folder / 'summary.json'}: expected a JSON object (the summary of `llmsim run -o`)")
+    steps = read_parquet(steps_path, "steps table") if steps_path.exists() else pd.DataFrame()
+    return summary, read_parquet(folder / "requests.parquet", "requests table"), steps, None
 
 
 def write_report(source, out_html: str | Path, *, title: Optional[str] = None) -> Path:
@@ -157,7 +162,9 @@ def write_sweep_report(folder: Path, out_html: Path, *, title: Optional[str] = N
 
     from llmsim.metrics.sweep_plots import swept_columns, sweep_figure
 
-    table = pd.read_parquet(folder / "results.parquet")
+    from llmsim.inputs import read_parquet
+
+    table = read_parquet(folder / "results.parquet", "sweep results table")
     swept = swept_columns(table)
     keep = ["run", *swept, "seed", "status", "completed", "ttft_s.p99", "tpot_s.p99", "e2el_s.p99", "goodput",
             "slo_attainment", "preemptions", "peak_kv_usage", "error"]
@@ -177,6 +184,12 @@ def report_command(
     title: Optional[str] = typer.Option(None, "--title", help="page title"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded) and the same plots as PNG files."""
+    from llmsim.inputs import check_output_file
+
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir}: " + ("not found" if not results_dir.exists() else "is a file") +
+                        "; expected the folder written by `llmsim run -o DIR` or `llmsim sweep -o DIR`")
+    check_output_file(out, "-o")
     path = write_report(results_dir, out, title=title)
     pngs = sorted(path.parent.glob(f"{path.stem}_*.png"))
     typer.echo(f"wrote {path} and {len(pngs)} PNG figures beside it")

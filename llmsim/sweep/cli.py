@@ -22,8 +22,13 @@ def sweep_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Run every configuration of a sweep spec (cached per run) and gather DIR/results.parquet."""
+    from llmsim.errors import UserError
+    from llmsim.inputs import check_input_file, check_number, check_output_dir
     from llmsim.sweep.runner import run_sweep
 
+    check_input_file(spec, "sweep spec")
+    check_output_dir(out, "-o")
+    check_number(jobs, "--jobs", minimum=1)
     outcome = run_sweep(spec, out, jobs=jobs, executor=executor, scheduler_address=scheduler,
                         progress=not quiet and sys.stderr.isatty(), retry_failed=not no_retry_failed,
                         keep_runs=keep_runs)
@@ -31,5 +36,8 @@ def sweep_command(
                f"{outcome.num_failed} failed; wrote {outcome.results_path}")
     if outcome.num_failed:
         failed = outcome.table[outcome.table["status"] != "ok"]
+        if outcome.num_failed == len(outcome.table):  # nothing to show for the sweep: say so in the exit status
+            raise UserError(f"all {outcome.num_failed} runs failed (recorded in {outcome.results_path}); "
+                            f"run {failed.iloc[0]['run']}: {failed.iloc[0]['error']}")
         for _, row in failed.head(5).iterrows():
             typer.echo(f"  run {row['run']} failed: {row['error']}", err=True)

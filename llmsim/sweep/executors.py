@@ -36,6 +36,42 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Pool-worker initializer: end this worker when the sweep's main process is gone.
+
+    A worker is a child of the forkserver, not of the main process, and holds the pool's queue pipes and
+    the resource tracker's pipe open itself, so after a ``kill -9`` of the main process nothing would ever
+    tell it to stop: workers, forkserver and resource tracker lived on for the rest of their runs (up to half
+    an hour). A daemon thread polls the main process (gone, or a zombie) and the worker's own parent, and
+    exits the worker at once; the forkserver then sees its pipe close and exits too, and so does the tracker.
+    """
+    import threading
+    import time
+
+    def main_alive() -> bool:
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:
+            with open(f"/proc/{parent_pid}/stat") as handle:
+                return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (OSError, IndexError):
+            return True  # no /proc (macOS): the kill probe above is all we have
+
+    original_parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != original_parent or not main_alive():
+                os._exit(1)
+
+    threading.Thread(target=watch, name="llmsim-exit-with-parent", daemon=True).start()
+
+
 class LocalExecutor:
     """A process pool of ``jobs`` workers (``jobs=1``: run in this process)."""
 
@@ -52,7 +88,8 @@ class LocalExecutor:
                     yield i, False, exc
             return
         if self._pool is None:  # one pool for every call until close(): workers start (and import) once
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("forkserver"))
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("forkserver"),
+                                             initializer=exit_with_parent, initargs=(os.getpid(),))
         futures = {self._pool.submit(fn, arg): i for i, arg in enumerate(args)}
         pending = set(futures)
         while pending:

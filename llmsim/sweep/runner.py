@@ -78,6 +78,7 @@ def run_sweep(
     check_executor(executor)
     sweep_spec, spec_root = resolve_spec(spec, Path(root) if root else None)
     runs = expand_runs(sweep_spec, spec_root, source=str(spec) if isinstance(spec, (str, Path)) else "sweep spec")
+    preflight(runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "spec.yaml", dump_spec(sweep_spec))
@@ -105,6 +106,32 @@ def run_sweep(
     write_table(table, out_dir / RESULTS_FILE)
     return SweepOutcome(table, out_dir, len(runs), num_cached, len(todo),
                         int((table["status"] != "ok").sum()) if len(table) else 0)
+
+
+def preflight(runs: list[RunSpec]) -> None:
+    """Check, before any folder is made or worker started, what can be checked without simulating: each
+    run's deployment (the model fits its GPUs, tp divides the heads), its trace file and its cost estimate
+    (:mod:`llmsim.limits`). A sweep whose every run fails these checks is refused with the first reason;
+    if only some do, they run anyway and are recorded as failed like any run that fails."""
+    from llmsim.errors import UserError
+    from llmsim.limits import check_run
+    from llmsim.simulation import build_deployment
+    from llmsim.workload.parsing import check_file
+
+    first = None
+    for run in runs:
+        try:
+            build_deployment(run.config)
+            if run.config.workload.trace:
+                check_file(Path(run.config.workload.trace), text=False)
+            check_run(run.config)
+            return  # one run that passes is enough for the sweep to be worth starting
+        except UserError as exc:
+            first = first or (run, exc)
+    if first is not None:
+        run, exc = first
+        raise UserError(f"every one of the {len(runs)} runs would fail; run {run.index} "
+                        f"({', '.join(f'{k}={v}' for k, v in run.swept.items()) or 'base config'}): {exc}")
 
 
 def _execute(todo: list[RunSpec], out_dir: Path, executor_name: str, jobs, address, keep_runs) -> Iterable:

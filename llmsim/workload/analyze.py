@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from llmsim.errors import UserError
 from llmsim.workload.workload import Workload
 
 QUANTILES = {"p50": 50, "p90": 90, "p99": 99}
@@ -61,13 +62,17 @@ def _subsample(values: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def fit_interarrivals(gaps: np.ndarray, seed: int = 0) -> Optional[dict]:
     """MLE fits of gamma / Weibull / exponential to positive gaps; best family by KS statistic."""
     positive = _subsample(gaps[gaps > 0], FIT_SAMPLE, seed)
-    if len(positive) < 10:
-        return None
+    if len(positive) < 10 or float(positive.std()) <= 1e-9 * float(positive.mean()):
+        return None  # too few gaps, or evenly spaced arrivals: no distribution to fit (the CV says 0)
     candidates = {}
-    shape, _, scale = stats.gamma.fit(positive, floc=0)
-    candidates["gamma"] = (shape, scale, stats.kstest(positive, "gamma", args=(shape, 0, scale)).statistic)
-    c, _, scale_w = stats.weibull_min.fit(positive, floc=0)
-    candidates["weibull"] = (c, scale_w, stats.kstest(positive, "weibull_min", args=(c, 0, scale_w)).statistic)
+    with np.errstate(all="ignore"):
+        for family, dist in (("gamma", stats.gamma), ("weibull", stats.weibull_min)):
+            try:
+                shape, _, scale = dist.fit(positive, floc=0)
+            except (ValueError, RuntimeError, FloatingPointError):
+                continue  # the MLE did not converge on these gaps: that family is simply not a candidate
+            if np.isfinite(shape) and np.isfinite(scale):
+                candidates[family] = (shape, scale, stats.kstest(positive, dist.name, args=(shape, 0, scale)).statistic)
     mean = float(positive.mean())
     candidates["exponential"] = (1.0, mean, stats.kstest(positive, "expon", args=(0, mean)).statistic)
     best = min(candidates, key=lambda k: candidates[k][2])
@@ -258,7 +263,12 @@ def analyze_workload(workload: Workload, fit_window_s: Optional[float] = None) -
     result["failure_rate"] = fail["failure_rate"]
     fit = fit_interarrivals(np.diff(arrival))
     result["arrival_fit"] = fit
-    window = fit_window_s or _default_fit_window_s(result["duration_s"])
+    if fit_window_s is not None and not (np.isfinite(fit_window_s) and fit_window_s > 0):
+        raise UserError(f"--fit-window: expected a positive number of seconds, got {fit_window_s}")
+    window = fit_window_s if fit_window_s is not None else _default_fit_window_s(result["duration_s"])
+    if result["duration_s"] / window > 1e9:  # window indices must stay far inside int64
+        raise UserError(f"--fit-window {window:g} s cuts the trace's {result['duration_s']:g} s into more than 1e9 "
+                        f"windows; use at least {result['duration_s'] / 1e9:.3g} s")
     result["window_fits"] = {"window_s": window, "windows": window_fits(arrival, window)} if len(arrival) > 1 else {}
     result["length_fits"] = {"prompt_tokens": fit_lengths(prompt), "output_tokens": fit_lengths(output)}
     result["request_response"] = request_response(prompt, output)

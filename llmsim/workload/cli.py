@@ -56,9 +56,13 @@ def analyze_command(
     fit_window_s: Optional[float] = typer.Option(None, "--fit-window", help="seconds per window for the per-window fits"),
 ) -> None:
     """Characterise a trace as the BurstGPT study does (rate, periodicity, burstiness, fits, lengths, failures)."""
+    from llmsim.inputs import check_number, check_output_dir, check_output_file
     from llmsim.workload.analyze import analyze_workload
     from llmsim.workload.loaders import load_trace
 
+    check_output_file(json_out, "--json")
+    check_output_dir(report, "--report")
+    check_number(fit_window_s, "--fit-window", minimum=0, exclusive_minimum=True)
     with _progress() as progress:
         task = progress.add_task(f"loading {trace.name}", total=3)
         workload = load_trace(trace, format, model=model, service=service, include_failures=True)
@@ -72,8 +76,9 @@ def analyze_command(
             written = write_report(workload, result, report)
         progress.update(task, advance=1)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        from llmsim.fileio import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
     _print_summary(result, json_out, report, len(written))
 
 
@@ -114,6 +119,9 @@ def generate_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Write a synthetic trace from a fitted model (--fit) or a preset (--preset)."""
+    from llmsim.inputs import check_output_file
+
+    check_output_file(out, "-o", suffixes=(".csv", ".parquet"))
     workload = build_generated(fit=fit, preset=preset, duration=duration, rate=rate, rate_scale=rate_scale,
                                time_scale=time_scale, burstiness=burstiness, format=format, seed=seed)
     write_trace(workload, out)
@@ -123,8 +131,15 @@ def generate_command(
 def build_generated(*, fit=None, preset=None, duration=None, rate=None, rate_scale=None, time_scale=None,
                     burstiness=None, format=None, seed=0) -> Workload:
     """The logic of ``llmsim generate`` as a function (used by tests and scripts)."""
+    from llmsim.inputs import check_number
+
     if (fit is None) == (preset is None):
         raise UserError("give exactly one of --fit TRACE and --preset NAME")
+    for flag, value in (("--duration", duration), ("--rate", rate), ("--rate-scale", rate_scale),
+                        ("--time-scale", time_scale)):
+        check_number(value, flag, minimum=0, exclusive_minimum=True)
+    check_number(burstiness, "--burstiness", minimum=0.01, maximum=1000)
+    check_number(seed, "--seed", minimum=0, maximum=2**63 - 1)
     if sum(x is not None for x in (rate, rate_scale, time_scale)) > 1:
         raise UserError("give at most one of --rate, --rate-scale and --time-scale")
     if fit is not None:
@@ -145,27 +160,32 @@ def build_generated(*, fit=None, preset=None, duration=None, rate=None, rate_sca
         if preset not in PRESETS:
             raise UserError(f"--rate-scale needs one of the presets {', '.join(PRESETS)}; use --rate otherwise")
         base_rate = rate_scale * PRESETS[preset].rate_rps
-    span = duration / time_scale if time_scale else duration
+    span = duration / time_scale if time_scale is not None else duration
     workload = _preset_workload(preset, num_requests=None, duration_s=span, rate=base_rate,
                                 burstiness=burstiness, seed=seed)
-    if time_scale:
+    if time_scale is not None:
         df = workload.df.assign(arrival_s=workload.df["arrival_s"] * time_scale)
         workload = workload.with_df(df, f"{workload.source} (naive time compression x{time_scale:g})")
     return workload
 
 
 def write_trace(workload: Workload, out: Path) -> None:
-    """Canonical columns to CSV or Parquet (prefix hashes only in Parquet)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Canonical columns to CSV or Parquet (prefix hashes only in Parquet); the file appears only complete."""
+    import io
+
+    from llmsim.fileio import atomic_write_bytes
+
     df = workload.df
     suffix = out.suffix.lower()
+    buffer = io.BytesIO()
     if suffix == ".parquet":
         df = df.assign(prefix_hashes=df["prefix_hashes"].map(list)) if "prefix_hashes" in df.columns else df
-        df.to_parquet(out, index=False)
+        df.to_parquet(buffer, index=False)
     elif suffix == ".csv":
-        df.drop(columns=[c for c in ("prefix_hashes",) if c in df.columns]).to_csv(out, index=False, float_format="%.6f")
+        df.drop(columns=[c for c in ("prefix_hashes",) if c in df.columns]).to_csv(buffer, index=False, float_format="%.6f")
     else:
         raise UserError(f"{out}: output must end in .csv or .parquet")
+    atomic_write_bytes(out, buffer.getvalue())
 
 
 @trace_app.command("fetch")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llmsim.configbase import StrictModel
 
@@ -22,7 +22,7 @@ class WorkloadConfig(StrictModel):
     format: Optional[str] = Field(None, description="trace format; auto-detected from the header when omitted")
     num_requests: Optional[int] = Field(2000, ge=1, description="number of requests (synthetic; ignored with duration_s unless set) or, when set, first N rows of a trace")
     rate: Optional[float] = Field(None, gt=0, description="mean arrival rate, requests/s (synthetic; preset default when omitted)")
-    burstiness: Optional[float] = Field(None, gt=0, description="gamma shape of inter-arrivals: 1 = Poisson, < 1 burstier")
+    burstiness: Optional[float] = Field(None, ge=0.01, le=1000, description="gamma shape of inter-arrivals: 1 = Poisson, < 1 burstier (0.01 to 1000)")
     duration_s: Optional[float] = Field(None, gt=0, description="synthetic: generate arrivals for this long instead of num_requests")
     diurnal_amplitude: float = Field(0.0, ge=0, lt=1, description="synthetic: daily rate swing, rate = mean × (1 + a·cos(2π(t − peak_s)/day_s))")
     day_s: float = Field(86_400.0, gt=0, description="synthetic: length of the daily cycle (shorten it to compress a day)")
@@ -34,6 +34,25 @@ class WorkloadConfig(StrictModel):
     end_s: Optional[float] = Field(None, description="trace filter: keep arrivals before this time")
     include_failures: bool = Field(False, description="trace: keep rows the trace marks as failed")
     sort: bool = Field(False, description="trace: sort timestamps that go backwards (with a warning) instead of failing")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: Optional[str]) -> Optional[str]:
+        from llmsim.workload.synthetic import PRESETS
+
+        if name is not None and name not in PRESETS and not name.startswith(("servegen:", "fit:")):
+            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}, servegen:<pool>/<id>, "
+                             "fit:<trace file>")
+        return name
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, name: Optional[str]) -> Optional[str]:
+        from llmsim.workload.loaders import LOADERS
+
+        if name is not None and name not in LOADERS:
+            raise ValueError(f"unknown trace format {name!r}; valid: {', '.join(LOADERS)}")
+        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> "WorkloadConfig":

@@ -218,6 +218,9 @@ class FittedWorkload:
         df = workload.df
         if len(df) < 2:
             raise ConfigError(f"{workload.source}: need at least 2 requests to fit a workload model")
+        if float(df["arrival_s"].iloc[-1] - df["arrival_s"].iloc[0]) <= 0:
+            raise ConfigError(f"{workload.source}: all {len(df)} arrivals are at the same instant, so there is no "
+                              "arrival rate to fit; give a trace whose arrivals span some time")
         sessions = SessionModel.fit(df)
         starts = df["arrival_s"].to_numpy()
         if sessions is not None:
@@ -237,9 +240,17 @@ class FittedWorkload:
         naive time compression. ``duration_s`` defaults to the source's (time-scaled) duration."""
         if sum(x is not None for x in (rate, rate_scale, time_scale)) > 1:
             raise ConfigError("give at most one of rate, rate_scale and time_scale")
-        tscale = time_scale or 1.0
-        rscale = rate_scale or (rate / self.mean_rps if rate is not None else 1.0)
+        from llmsim.limits import check_generated_size
+
+        for name, value in (("duration", duration_s), ("rate", rate), ("rate-scale", rate_scale),
+                            ("time-scale", time_scale)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ConfigError(f"--{name}: expected a positive finite number, got {value}")
+        tscale = 1.0 if time_scale is None else time_scale
+        rscale = rate_scale if rate_scale is not None else (rate / self.mean_rps if rate is not None else 1.0)
         duration = duration_s if duration_s is not None else self.source_duration_s * tscale
+        check_generated_size(self.mean_rps * rscale / tscale * duration, f"a workload fitted to {self.source}",
+                             "--duration or the rate")
         arrivals_rng, sessions_rng, lengths_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
         times = self.arrivals.generate(arrivals_rng, duration, rscale, tscale)
@@ -248,6 +259,9 @@ class FittedWorkload:
             times, session_ids = self.sessions.expand(sessions_rng, times, tscale)
             order = np.argsort(times, kind="stable")
             times, session_ids = times[order], session_ids[order]
+        if not len(times):
+            raise ConfigError(f"the model fitted to {self.source} generated no request in {duration:g} s; "
+                              "lengthen --duration or raise the rate")
         cols = self.lengths.sample(lengths_rng, len(times))
         cols["arrival_s"] = times
         if session_ids is not None:

@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from llmsim.errors import TraceError, did_you_mean
+from llmsim.errors import TraceError, UserError, did_you_mean
 from llmsim.workload import parsing as P
 from llmsim.workload.workload import OPTIONAL_COLUMNS, Workload, canonical_frame
 
@@ -171,11 +171,15 @@ class GenericTableLoader:
             records, lines = P.read_jsonl(path, needed)
             return pd.DataFrame.from_records(records), P.Where(path, "line"), lines
         if self.name == "parquet":
-            P.check_file(path)
+            from llmsim.inputs import read_parquet
+
+            P.check_file(path, text=False)
             try:
-                frame = pd.read_parquet(path)
-            except Exception as exc:  # pyarrow raises many types for a corrupt file
-                raise TraceError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+                frame = read_parquet(path, "Parquet trace file")
+            except TraceError:
+                raise
+            except UserError as exc:
+                raise TraceError(str(exc)) from None
             P.require_columns(path, list(frame.columns), needed)
             if not len(frame):
                 raise TraceError(f"{path}: trace file has no rows")
@@ -222,13 +226,16 @@ LOADERS: dict[str, TraceLoader] = {
 
 def detect_format(path: Path) -> str:
     """Pick a format from the file's suffix and header (CSV header line or the first JSON object's keys)."""
-    P.check_file(path)
     suffix = path.suffix.lower()
+    P.check_file(path, text=suffix not in (".parquet", ".pq"))
     if suffix in (".parquet", ".pq"):
         return "parquet"
     if suffix in (".jsonl", ".json", ".ndjson"):
-        with open(path, "r", encoding="utf-8") as handle:
-            first = next((line for line in handle if line.strip()), "")
+        from llmsim.inputs import decode_utf8
+
+        with open(path, "rb") as handle:
+            first = decode_utf8(handle.read(65536), path, "trace file")
+        first = next((line for line in first.splitlines() if line.strip()), "")
         header = list(_json_keys(path, first))
     else:
         header = P.read_csv_header(path)
@@ -261,10 +268,12 @@ def load_trace(path: str | Path, format: Optional[str] = None, *, model: Optiona
     Timestamps that go backwards are an error unless ``sort`` is set, which sorts them with a warning.
     """
     path = Path(path)
+    if format is not None and format not in LOADERS:
+        raise TraceError(f"unknown trace format {format!r}; valid formats: {', '.join(LOADERS)}")
     name = format or detect_format(path)
     if name not in LOADERS:
         raise TraceError(f"unknown trace format {name!r}{did_you_mean(name, LOADERS)}; valid formats: {', '.join(LOADERS)}")
-    P.check_file(path)
+    P.check_file(path, text=name != "parquet")
     raw = LOADERS[name].read(path, dict(columns or {}))
     return _finish(raw, name, model=model, service=service, start_s=start_s, end_s=end_s,
                    include_failures=include_failures, sort=sort, num_requests=num_requests)
@@ -305,8 +314,17 @@ def _finish(raw: RawTrace, name: str, *, model, service, start_s, end_s, include
     if "failed" in cols and not include_failures:
         keep &= ~cols["failed"]
     index = np.flatnonzero(keep)
+    if not len(index):
+        asked = ", ".join(f"{k}={v!r}" for k, v in (("start_s", start_s), ("end_s", end_s), ("model", model),
+                                                     ("service", service)) if v is not None)
+        span = float(time_s[-1] - time_s[0])
+        raise TraceError(f"{raw.where.path.name}: no rows left after the filters "
+                         f"({asked or 'failed rows dropped'}); the trace spans 0 to {span:g} s with {len(time_s)} rows"
+                         + (" (workload.start_s / workload.end_s select seconds from its first arrival)" if asked else
+                            "; set workload.include_failures to keep failed rows"))
     if num_requests is not None:
         index = index[:num_requests]
+    _check_span(raw, time_s, t0)
     cols = {k: _take(v, index) for k, v in cols.items()}
     cols["arrival_s"] = time_s[index] - t0
     workload = Workload(canonical_frame(cols), str(raw.where.path), meta={"format": name, **raw.meta})
@@ -315,6 +333,20 @@ def _finish(raw: RawTrace, name: str, *, model, service, start_s, end_s, include
         if raw.epoch_day is not None:
             workload.start_datetime = raw.epoch_day + pd.Timedelta(seconds=t0)
     return workload.validate()
+
+
+def _check_span(raw: RawTrace, time_s: np.ndarray, t0: float) -> None:
+    """A trace spanning more than :data:`llmsim.limits.MAX_SPAN_S` (31 years) has a time in the wrong unit or
+    a corrupt cell; simulating it would hang (a float clock cannot step past 1e300 s)."""
+    from llmsim.limits import MAX_SPAN_S
+
+    late = np.flatnonzero(time_s - t0 > MAX_SPAN_S)
+    if len(late):
+        i = int(late[0])
+        row = raw.line_numbers[i] if raw.line_numbers is not None else i + 1
+        raise TraceError(f"{raw.where.at(row, raw.time_column)}: arrival {time_s[i] - t0:.3g} s after the first "
+                         f"request; llmsim handles traces spanning at most {MAX_SPAN_S:.0e} s (31 years): "
+                         "is the time column in another unit?")
 
 
 def _take(values, index: np.ndarray):

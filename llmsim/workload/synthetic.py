@@ -15,6 +15,7 @@ the CV is unchanged). The first request arrives after one gap, not at 0, as in v
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -224,6 +225,31 @@ def diurnal_warp(times: np.ndarray, amplitude: float, day_s: float, peak_s: floa
     return np.interp(times, cumulative, grid)
 
 
+def _check_size(spec: "SyntheticPreset", num_requests: Optional[int], duration_s: Optional[float], amplitude: float,
+                day_s: float) -> None:
+    """Refuse, before drawing anything, arguments that are not finite and positive or a workload too large
+    for this machine's memory or a float clock (see :mod:`llmsim.limits`)."""
+    from llmsim.limits import MAX_SPAN_S, check_generated_size
+
+    for name, value in (("rate", spec.rate_rps), ("burstiness", spec.burstiness), ("duration_s", duration_s),
+                        ("day_s", day_s)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"workload {name} (--{name.replace('_s', '').replace('_', '-')}): expected a "
+                              f"positive finite number, got {value}")
+    if not 0.01 <= spec.burstiness <= 1000:
+        raise ConfigError(f"workload burstiness (--burstiness): expected 0.01 to 1000, got {spec.burstiness:g}")
+    count = spec.rate_rps * duration_s if duration_s is not None else (num_requests or DEFAULT_NUM_REQUESTS)
+    check_generated_size(count, f"a {spec.name} workload", "the duration (--duration / workload.duration_s), "
+                                                        "the rate or workload.num_requests")
+    span = duration_s if duration_s is not None else count / spec.rate_rps
+    if span > MAX_SPAN_S:
+        raise ConfigError(f"a {spec.name} workload of {count:g} requests at {spec.rate_rps:g} req/s spans {span:.3g} s, "
+                          f"beyond the {MAX_SPAN_S:.0e} s llmsim simulates; raise the rate (--rate / workload.rate)")
+    if amplitude and span / day_s > 1e5:
+        raise ConfigError(f"workload.day_s={day_s:g} makes {span / day_s:.3g} daily cycles over {span:.3g} s "
+                          "(at most 100,000); lengthen workload.day_s")
+
+
 def synthetic_workload(preset: str = "burstgpt", *, num_requests: Optional[int] = None,
                        duration_s: Optional[float] = None, rate: Optional[float] = None,
                        burstiness: Optional[float] = None, seed: int = 0, diurnal_amplitude: float = 0.0,
@@ -240,7 +266,10 @@ def synthetic_workload(preset: str = "burstgpt", *, num_requests: Optional[int] 
     if spec.fixed_burstiness and burstiness not in (None, 1.0):
         raise ConfigError(f"workload.burstiness: the poisson preset has burstiness 1, got {burstiness}; "
                           "use the gamma preset for other values")
-    spec = replace(spec, rate_rps=rate or spec.rate_rps, burstiness=burstiness or spec.burstiness)
+    # `is None`, not `or`: a rate or burstiness of 0 is an error below, never silently the preset's default
+    spec = replace(spec, rate_rps=spec.rate_rps if rate is None else rate,
+                   burstiness=spec.burstiness if burstiness is None else burstiness)
+    _check_size(spec, num_requests, duration_s, diurnal_amplitude, day_s)
     arrivals_rng, lengths_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     process = spec.arrivals()
     if duration_s is not None:

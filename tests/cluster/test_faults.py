@@ -69,3 +69,25 @@ def test_random_failures_are_reproducible_from_the_seed():
 
     a, b, c = faults(1), faults(1), faults(2)
     assert len(a) > 0 and a.equals(b) and not a.equals(c)
+
+
+def test_a_replica_failed_and_never_repaired_is_down_until_the_end():
+    result = failing("fail")  # replica 0 fails at 5 s with no down_s: never repaired
+    replicas = result.tables["replicas"].set_index("replica")
+    end = float(result.summary["duration_s"])
+    r0 = replicas.loc[0]
+    assert r0["down_s"] > 0.9 * (end - 5.0)  # not 0: it was out of service from 5 s to the end
+    assert r0["utilization"] <= 1.0
+    assert r0["busy_s"] / r0["utilization"] <= 5.0 + 1e-6  # utilisation counts only the 5 s it served
+
+
+def test_a_scripted_failure_that_cannot_apply_is_reported_not_dropped():
+    import pytest
+
+    # The second failure is aimed at a replica already out of service (failed at 1 s, never repaired).
+    cluster = {"replicas": 2, "faults": {"script": [{"at_s": 1.0, "replica": 0, "cause": "first"},
+                                                    {"at_s": 2.0, "replica": 0, "cause": "second"}]}}
+    with pytest.warns(UserWarning, match="'second' not applied: replica 0 is failed at 2 s"):
+        result = run(cluster, workload(ARRIVALS[:80], prompt=100, output=20))
+    assert result.summary["cluster"]["replica_failures_by_cause"] == {"first": 1}
+    assert "'second' not applied" in result.summary["cluster"]["scripted_failures_not_applied"][0]

@@ -128,3 +128,24 @@ def test_failures_rise_with_burstiness_under_admission_control_and_timeouts():
         return total
 
     assert 2 * failures(1.0) < failures(0.1)
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_a_full_waiting_queue_holds_exactly_the_cap_in_both_engines(mode):
+    # 40 arrivals at t = 0, before any step: the first 5 wait, every later one finds 5 waiting.
+    config = SimConfig.model_validate({"scheduler": {"max_waiting_requests": 5, "max_num_seqs": 4},
+                                       "engine": {"mode": mode}, "server": {"enabled": False}})  # all at the engine at 0
+    req = simulate(config, workload=burst()).requests
+    assert req.loc[req["status"] == "rejected", "request_id"].tolist() == [f"{i:02d}" for i in range(5, 40)]
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_retries_back_off_exponentially(mode):
+    # The k-th retry waits retry_backoff_s × 2^(k-1): a request sent again k times cannot be scheduled before
+    # 1 + 2 + … + 2^(k-1) = 2^k − 1 seconds after its arrival at 0.
+    config = SimConfig.model_validate({"scheduler": {"max_waiting_requests": 5, "max_num_seqs": 4},
+                                       "client": {"max_retries": 3, "retry_backoff_s": 1.0}, "engine": {"mode": mode}})
+    req = simulate(config, workload=burst()).requests
+    done = req[(req["status"] == "finished") & (req["retries"] >= 2)]
+    assert len(done) > 0
+    assert (done["first_scheduled_s"] >= 2.0 ** done["retries"] - 1 - 1e-9).all()

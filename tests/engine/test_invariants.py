@@ -19,7 +19,7 @@ from llmsim.simulation import simulate
 from llmsim.workload import Workload
 
 requests_strategy = st.lists(
-    st.tuples(st.floats(0.0, 2.0), st.integers(1, 300), st.integers(1, 60)), min_size=1, max_size=40
+    st.tuples(st.floats(0.0, 2.0), st.integers(0, 300), st.integers(0, 60)), min_size=1, max_size=40
 )
 
 
@@ -60,8 +60,15 @@ def check_invariants(result, workload: Workload, usable_blocks: int) -> None:
     if len(steps):
         assert (steps["used_blocks"] <= usable_blocks).all()
         assert (steps["free_blocks"] >= 0).all()
+    # Rows with nothing to prefill or generate never reach a replica (vLLM refuses an empty prompt): they fail
+    # at their arrival with a reason, never "finish" with a TTFT of 0.
+    empty = req[(req["prompt_tokens"] == 0) | (req["output_tokens"] == 0)]
+    assert (empty["status"] == "failed").all()
+    assert set(empty["reason"]) <= {"empty_prompt", "zero_output_tokens"}
+    assert empty["first_token_s"].isna().all()
     # Token accounting of finished requests.
     done = req[req["status"] == "finished"]
+    assert (done["prompt_tokens"] > 0).all()
     expected = done["prompt_tokens"] + done["output_tokens"] - 1 + done["recomputed_tokens"]
     assert (done["scheduled_tokens"] == expected).all()
     assert (done["num_output_tokens"] == done["output_tokens"]).all()

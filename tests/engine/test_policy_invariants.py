@@ -18,7 +18,7 @@ from llmsim.simulation import simulate
 from llmsim.workload import Workload
 
 rows_strategy = st.lists(
-    st.tuples(st.floats(0.0, 1.0), st.integers(1, 200), st.integers(1, 50), st.integers(0, 3), st.integers(0, 2)),
+    st.tuples(st.floats(0.0, 1.0), st.integers(0, 200), st.integers(1, 50), st.integers(0, 3), st.integers(0, 2)),
     min_size=1, max_size=30,
 )
 
@@ -68,6 +68,8 @@ def test_invariants_hold_for_every_policy_and_preemption_mode(rows, knobs) -> No
     usable = knobs["num_gpu_blocks"] - 1
     if len(steps):
         assert (steps["used_blocks"] <= usable).all() and (steps["free_blocks"] >= 0).all()
+    # An empty prompt (drawn on purpose) fails at arrival under every policy; it never finishes.
+    assert (req.loc[req["prompt_tokens"] == 0, "reason"] == "empty_prompt").all()
     # Token accounting of finished requests.
     done = req[req["status"] == "finished"]
     expected = (done["prompt_tokens"] + done["output_tokens"] - 1 + done["recomputed_tokens"]

@@ -61,10 +61,28 @@ def time_varying_source(burstiness: float, rate: float, n: int, seed: int) -> Wo
 
 @pytest.mark.parametrize("burstiness, rate", [(0.1, 2.0), (0.5, 0.3), (2.0, 20.0)])
 def test_round_trip_on_other_arrival_shapes(burstiness, rate):
+    # Regenerate 2/3 of the source's span (two of its three rate cycles). At the source's own size the
+    # generator draws every source row exactly once (a permutation), so the length quantiles would match
+    # whatever the model did and the test could not fail; here they come from a draw of the model.
     source = time_varying_source(burstiness, rate, 20_000, seed=11)
-    generated = FittedWorkload.fit(source).generate(seed=2)
+    model = FittedWorkload.fit(source)
+    generated = model.generate(2 / 3 * model.source_duration_s, seed=2)
     generated = generated.with_df(generated.df.assign(arrival_s=generated.df["arrival_s"] - generated.df["arrival_s"].iloc[0]))
+    assert len(generated) != len(source)
     assert_reproduces(analyze_workload(source), analyze_workload(generated))
+
+
+def test_round_trip_check_fails_for_a_wrong_model():
+    """Negative control: the same comparison rejects a model whose lengths or rate are off by 30 %."""
+    source = time_varying_source(0.5, 2.0, 20_000, seed=11)
+    model = FittedWorkload.fit(source)
+    good = model.generate(2 / 3 * model.source_duration_s, seed=2)
+    longer = good.with_df(good.df.assign(prompt_tokens=(good.df["prompt_tokens"] * 1.3).astype("int64")))
+    with pytest.raises(AssertionError):
+        assert_reproduces(analyze_workload(source), analyze_workload(longer))
+    faster = model.generate(2 / 3 * model.source_duration_s, rate=1.3 * model.mean_rps, seed=2)
+    with pytest.raises(AssertionError):
+        assert_reproduces(analyze_workload(source), analyze_workload(faster))
 
 
 @pytest.mark.parametrize("scale", [0.5, 2.0, 4.0])
