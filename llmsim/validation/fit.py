@@ -177,7 +177,7 @@ class FitResult:
 
 
 F_SCALE = 0.1  # soft-L1 scale of the residuals (log units): errors beyond ~10 % weigh linearly, not squared
-TRUST = 0.7  # a linearised step moves each log-parameter at most this far (×/÷ 2) before it is checked
+TRUST = 1.0  # a linearised step moves each log-parameter at most this far (×/÷ e) before it is checked
 
 
 def _prior_rows(x: np.ndarray, prior: np.ndarray, sigma: np.ndarray, count: int) -> np.ndarray:
