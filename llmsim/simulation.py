@@ -194,10 +194,10 @@ def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, conf
         if closed_loop is not None:
             yield from closed_loop.limit.acquire()
             request.arrival_s = closed_loop.send(i, env.now, int(prompt[i]), int(output[i]))
-        if request.arrival_s > env.now:  # the API server hands it over later; the loop goes on sending
-            env.process(_submit_later(env, cluster, request, request.arrival_s - env.now))
-        else:
-            _submit(cluster, request)
+            if request.arrival_s > env.now:  # the API server hands it over later; the loop goes on sending
+                env.process(_submit_later(env, cluster, request, request.arrival_s - env.now))
+                continue
+        _submit(cluster, request)
     if closed_loop is not None:
         yield from closed_loop.all_handed_over(env)
     cluster.finish_arrivals()
