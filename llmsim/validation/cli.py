@@ -119,7 +119,7 @@ def fit_e2e_command(
     from llmsim.fileio import atomic_write_text
     from llmsim.hardware.profiles import load_gpu
     from llmsim.validation.fit import FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu, profile_with
-    from llmsim.validation.points import read_points
+    from llmsim.validation.points import METRICS, read_points
     from llmsim.validation.setup import SkipPoint, build_setup
 
     points = read_points(points_csv)
@@ -145,6 +145,7 @@ def fit_e2e_command(
     if gpu is None and out.suffix in (".yaml", ".yml"):
         raise UserError(f"-o {out}: without --gpu, fit-e2e writes one profile per GPU; give a folder")
     console = Console(stderr=False)
+    pooled: dict[str, list[float]] = {}
     for name, group in groups.items():
         spec = load_gpu(name)
         base = yaml.safe_load(Path(spec.source_file).read_text())
@@ -178,3 +179,17 @@ def fit_e2e_command(
         target = out if gpu is not None else out / f"{name}.yaml"
         atomic_write_text(target, yaml.safe_dump(profile, sort_keys=False, allow_unicode=True))
         typer.echo(f"wrote {target} ({result.evaluations} simulation passes)")
+        for metric, values in result.cv_errors.items():
+            pooled.setdefault(metric, []).extend(values)
+    if len(groups) > 1 and pooled:
+        import numpy as np
+
+        table = Table(title="every GPU fitted: leave-one-model-out absolute error")
+        for column, justify in (("metric", "left"), ("n", "right"), ("median", "right"), ("p90", "right")):
+            table.add_column(column, justify=justify)
+        for metric in METRICS:
+            if pooled.get(metric):
+                values = np.asarray(pooled[metric])
+                table.add_row(metric, str(values.size), f"{100 * np.median(values):.1f}%",
+                              f"{100 * np.percentile(values, 90):.1f}%")
+        console.print(table)

@@ -174,6 +174,7 @@ class FitResult:
     num_points: int
     models: list[str]
     evaluations: int
+    cv_errors: dict[str, list[float]] = field(default_factory=dict)  # held-out |relative error| per metric
 
 
 F_SCALE = 0.1  # soft-L1 scale of the residuals (log units): errors beyond ~10 % weigh linearly, not squared
@@ -267,18 +268,25 @@ def fit_gpu(evaluator: Evaluator, model_of: Callable[[BenchmarkPoint], str], ite
     residuals = residual_quantiles(points, held_predictions if len(models) > 1 else predictions)
     return FitResult(gpu=evaluator.base_yaml.get("name", "?"), theta=theta_of(x), theta0=theta0,
                      in_sample=in_sample, cross_validated=cross, residuals=residuals, num_points=len(points),
-                     models=models, evaluations=evaluator.evaluations)
+                     models=models, evaluations=evaluator.evaluations,
+                     cv_errors=absolute_errors(points, held_predictions) if len(models) > 1 else {})
 
 
-def error_table(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, dict]:
-    """Per metric: n and median absolute relative error of these predictions."""
+def absolute_errors(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, list[float]]:
+    """Per metric: the absolute relative error of each prediction."""
     errors: dict[str, list[float]] = {}
     for point, predicted in zip(points, predictions):
         for metric, measured in point.measured.items():
             p = predicted.get(metric)
             if p is not None and measured > 0:
                 errors.setdefault(metric, []).append(abs(p - measured) / measured)
-    return {m: {"n": len(v), "median_abs_error": float(np.median(v))} for m, v in errors.items()}
+    return errors
+
+
+def error_table(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, dict]:
+    """Per metric: n and median absolute relative error of these predictions."""
+    return {m: {"n": len(v), "median_abs_error": float(np.median(v))}
+            for m, v in absolute_errors(points, predictions).items()}
 
 
 def residual_quantiles(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, dict]:
