@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmsim.errors import ProfileError, did_you_mean
@@ -136,6 +135,8 @@ class ValidationYAML(_Strict):
 
     fitted_on: str = ""
     residuals: dict[Literal["throughput", "ttft", "tpot", "e2el"], ResidualYAML] = {}
+    # the fitted parameters' values before the end-to-end fit (the kernel fits'): a refit starts from them
+    prior: dict[str, float] = {}
 
 
 class GPUYAML(_Strict):
