@@ -11,20 +11,11 @@ from llmsim.engine.aggregate.plan import PREEMPTED, RUNNING, AggregatePlan
 
 
 def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
-    """Scheduler and hardware settings the aggregate engine does not model (empty: it may run)."""
+    """What the aggregate engine does not model on top of what decode runs need
+    (:func:`llmsim.engine.fastpath.scheduler_blockers`, which the caller adds): empty when it may run."""
     reasons = []
-    if sched_cfg.policy != "vllm-v1":
-        reasons.append(f"policy {sched_cfg.policy}")
-    if sched_cfg.queue != "fcfs":
-        reasons.append(f"queue order {sched_cfg.queue}")
-    if sched_cfg.preemption != "recompute":
-        reasons.append(f"preemption {sched_cfg.preemption}")
-    if sched_cfg.enable_prefix_caching:
-        reasons.append("prefix caching")
     if sched_cfg.victim not in ("auto", "most-recent"):
         reasons.append(f"victim rule {sched_cfg.victim}")
-    if sched_cfg.max_queue_time_s is not None:
-        reasons.append("queue timeouts")
     if pp > 1:
         reasons.append("pipeline parallelism")
     return reasons
