@@ -175,6 +175,7 @@ def fit_e2e_command(
             "fitted_on": (f"llmsim calibrate fit-e2e on {Path(points_csv).name}: {result.num_points} points, models "
                           f"{', '.join(result.models)}; intervals from leave-one-model-out residuals"),
             "residuals": result.residuals,
+            "prior": {k: round(v, 6) for k, v in result.theta0.items()},
         }
         target = out if gpu is not None else out / f"{name}.yaml"
         atomic_write_text(target, yaml.safe_dump(profile, sort_keys=False, allow_unicode=True))
