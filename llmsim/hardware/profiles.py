@@ -224,9 +224,19 @@ def _parse_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def gpu_from_file(path: Path) -> GPUSpec:
+def gpu_from_file(path: Path, kernel_fit: bool = False) -> GPUSpec:
+    """A GPU profile file; ``kernel_fit`` gives its values before any end-to-end fit (``validation.prior``):
+    what the datasheet and the kernel microbenchmarks alone say, without the end-to-end residuals."""
+    data = _read_mapping(path)
+    if kernel_fit and isinstance(data.get("validation"), dict):
+        prior = data["validation"].get("prior") or {}
+        data = copy.deepcopy(data)
+        for key, value in prior.items():
+            block, name = key.split(".", 1)
+            data.setdefault(block, {})[name] = value
+        data.pop("validation")
     try:
-        return GPUYAML.model_validate(_read_mapping(path)).to_spec(str(path))
+        return GPUYAML.model_validate(data).to_spec(str(path))
     except ValidationError as exc:
         raise ProfileError(_one_line(exc, path)) from None
 
@@ -308,9 +318,10 @@ def _resolve(name_or_path: str, kind: str, field_name: str) -> Path:
     )
 
 
-def load_gpu(name_or_path: str) -> GPUSpec:
-    """GPU profile by name/alias (``A100-80GB``, ``H100``) or from a YAML path."""
-    return gpu_from_file(_resolve(name_or_path, "gpus", "hardware.gpu"))
+def load_gpu(name_or_path: str, kernel_fit: bool = False) -> GPUSpec:
+    """GPU profile by name/alias (``A100-80GB``, ``H100``) or from a YAML path (``kernel_fit``: see
+    :func:`gpu_from_file`)."""
+    return gpu_from_file(_resolve(name_or_path, "gpus", "hardware.gpu"), kernel_fit=kernel_fit)
 
 
 def load_model(name_or_path: str) -> ModelSpec:

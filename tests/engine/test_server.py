@@ -14,6 +14,9 @@ from llmsim.simulation import simulate
 from llmsim.workload import Workload
 
 CFG = ServerConfig().with_costs(APIServerCosts())
+# the mechanism tests pin the server's costs (the bundled GPU profiles carry fitted ones)
+PINNED = [f"server.request_overhead_s={CFG.request_overhead_s}", f"server.tokenize_s_per_token={CFG.tokenize_s_per_token}",
+          f"server.stream_s_per_token={CFG.stream_s_per_token}"]
 
 
 def _tiny(n: int, rate: float, prompt: int = 16, output: int = 4) -> Workload:
@@ -71,7 +74,8 @@ def test_rows_the_engines_never_see_pass_untouched():
 @pytest.mark.parametrize("mode", ["fast", "reference"])
 def test_online_run_pays_the_server_and_offline_does_not(mode):
     workload = _tiny(40, rate=2.0, prompt=200, output=20)  # light load: nobody waits for the server
-    online = simulate(load_config(None, [f"engine.mode={mode}", "hardware.gpu=H100", "hardware.model=Llama-3-8B"]),
+    online = simulate(load_config(None, [f"engine.mode={mode}", "hardware.gpu=H100", "hardware.model=Llama-3-8B",
+                                         *PINNED]),
                       workload=workload)
     offline = simulate(load_config(None, [f"engine.mode={mode}", "hardware.gpu=H100", "hardware.model=Llama-3-8B",
                                           "server.enabled=false"]), workload=workload)
@@ -86,7 +90,7 @@ def test_online_run_pays_the_server_and_offline_does_not(mode):
 
 def test_many_tiny_requests_saturate_the_server_not_the_gpu():
     workload = _tiny(1500, rate=150.0)
-    base = ["hardware.gpu=H100", "hardware.model=Llama-3-8B", "scheduler.max_num_seqs=1024"]
+    base = ["hardware.gpu=H100", "hardware.model=Llama-3-8B", "scheduler.max_num_seqs=1024", *PINNED]
     online = simulate(load_config(None, base), workload=workload)
     offline = simulate(load_config(None, [*base, "server.enabled=false"]), workload=workload)
     assert online.summary["request_throughput"] < 45 < 100 < offline.summary["request_throughput"]

@@ -109,7 +109,7 @@ def test_sustained_clock_slows_big_prefills_but_not_small_decodes():
     assert timing(gpu).step_time([1] * 4, [512] * 4, 4) == pytest.approx(timing(burst).step_time([1] * 4, [512] * 4, 4), rel=0.02)
 
 
-def _prefill_tflops(gpu: str, model: str = "Llama-3-8B", prompt: int = 32768, chunk: int = 8192) -> float:
+def _prefill_tflops(gpu, model: str = "Llama-3-8B", prompt: int = 32768, chunk: int = 8192) -> float:
     tm, m = timing(gpu, model), load_model(model)
     seconds = sum(tm.step_time([chunk], [k], int(k + chunk >= prompt)) for k in range(0, prompt, chunk))
     flops = 2 * (m.num_params - m.embedding_params) * prompt + 2 * m.num_layers * m.num_heads * m.head_dim * prompt**2
@@ -117,7 +117,8 @@ def _prefill_tflops(gpu: str, model: str = "Llama-3-8B", prompt: int = 32768, ch
 
 
 def test_long_prefill_reaches_about_half_the_h100_peak_and_twice_the_a100():
-    h100, a100 = _prefill_tflops("H100"), _prefill_tflops("A100-80GB")
+    # the profiles' kernel fits (the end-to-end fits also absorb what the server and engine add around prefill)
+    h100, a100 = _prefill_tflops(load_gpu("H100", kernel_fit=True)), _prefill_tflops(load_gpu("A100-80GB", kernel_fit=True))
     assert 0.35 * 989 <= h100 <= 0.55 * 989  # published 32k-token prefills: about half the bf16 peak
     assert 1.7 <= h100 / a100 <= 2.2  # measured H100:A100 on prefill-heavy work: 1.8-2.0
 

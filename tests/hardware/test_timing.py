@@ -20,13 +20,17 @@ def timing(model="Llama-2-7B", gpu="A100-80GB", **kw):
 
 
 LLAMA7B = timing()
+# the kernel-level figures below are Vidur's microbenchmarks: compare with the profile's kernel fit (the bundled
+# profile's end-to-end fit also absorbs what a whole server adds around the kernels)
+LLAMA7B_KERNELS = build_timing_model(HardwareConfig(gpu="A100-80GB", model="Llama-2-7B"),
+                                     load_gpu("A100-80GB", kernel_fit=True), load_model("Llama-2-7B"))
 
 
 def test_llama2_7b_prefill_and_decode_magnitudes():
     # Vidur measured the non-attention operators of a 2048-token Llama-2-7B layer on A100 at 4.17 ms,
     # 133.5 ms for 32 layers; attention, embedding and LM head come on top (the fit is within ~5% per layer).
-    assert 0.95 * 0.1335 <= LLAMA7B.step_time([2048], [0], 1) <= 0.25
-    assert 0.015 <= LLAMA7B.step_time([1] * 32, [1000] * 32, 32) <= 0.025
+    assert 0.95 * 0.1335 <= LLAMA7B_KERNELS.step_time([2048], [0], 1) <= 0.25
+    assert 0.015 <= LLAMA7B_KERNELS.step_time([1] * 32, [1000] * 32, 32) <= 0.025
 
 
 @pytest.mark.parametrize("model, tp, pp", [("Llama-2-7B", 1, 1), ("Llama-3-70B", 4, 2), ("Mixtral-8x7B", 2, 1), ("DeepSeek-V2-Lite", 1, 1)])

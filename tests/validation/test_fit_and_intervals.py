@@ -102,3 +102,17 @@ def test_a_run_summary_carries_intervals(tmp_path):
     ttft = result.summary["ttft_s"]
     assert ttft["mean_interval"][0] < ttft["mean"] < ttft["mean_interval"][1]
     assert result.summary["request_throughput_interval"] is not None
+
+
+def test_a_fitted_bundled_profile_keeps_its_kernel_fit_and_a_refit_starts_there():
+    from llmsim.hardware.profiles import load_gpu
+    from llmsim.validation.fit import FIT_PARAMETERS, current_values
+    import yaml
+
+    fitted, kernels = load_gpu("H100"), load_gpu("H100", kernel_fit=True)
+    assert fitted.residuals.by_class and not kernels.residuals.by_class
+    assert fitted.efficiency != kernels.efficiency  # the end-to-end fit moved something
+    data = yaml.safe_load(open(fitted.source_file))
+    start = current_values(data, FIT_PARAMETERS)
+    assert start == data["validation"]["prior"]  # not the fitted values: refitting is the same fit
+    assert kernels.efficiency.cpu_step_overhead_s == pytest.approx(start["efficiency.cpu_step_overhead_ms"] * 1e-3)
