@@ -89,8 +89,30 @@ MUTATIONS = [
              POLICY_TESTS, r"sglang_new_token_ratio"),
     Mutation("policy-vllm-v0-watermark", "policy", "llmsim/engine/schedulers/vllm_v0.py",
              "0.01", "0.02", POLICY_TESTS, r"vllm_v0_keeps_its_watermark"),
+    Mutation("policy-orca-reserves-whole-output", "policy", "llmsim/engine/schedulers/orca.py",
+             '    name = "orca"\n',
+             '    name = "orca"\n\n    def _reserve(self, request, plan, hit_blocks=0):  # mutant: reserve the prompt only\n'
+             "        tokens = self._tokens_to_feed(request) - hit_blocks * self.kv_cache.block_size\n"
+             "        return self._allocate(request, tokens, plan, 0, hit_blocks)\n",
+             POLICY_TESTS, r"orca_reserves_the_whole_output"),
+    Mutation("policy-sarathi-decodes-first", "policy", "llmsim/engine/schedulers/sarathi.py",
+             "        if running:\n            running[:] =", "        if False:\n            running[:] =",
+             POLICY_TESTS, r"sarathi_schedules_decodes_before_partial_prefills"),
+    Mutation("policy-tgi-waiting-served-ratio", "policy", "llmsim/engine/schedulers/tgi.py",
+             "return max(1, int(len(self.running) * self.config.waiting_served_ratio))", "return 1",
+             POLICY_TESTS, r"tgi_waits_for_enough_queued_requests"),
+    Mutation("policy-trtllm-guaranteed-no-evict-reserves-max-need", "policy", "llmsim/engine/schedulers/trtllm.py",
+             '    name = "trtllm-guaranteed-no-evict"\n',
+             '    name = "trtllm-guaranteed-no-evict"\n\n    def _reserve(self, request, plan, hit_blocks=0):  # mutant: current need\n'
+             "        tokens = self._tokens_to_feed(request) - hit_blocks * self.kv_cache.block_size\n"
+             "        return self._allocate(request, tokens, plan, 0, hit_blocks)\n",
+             POLICY_TESTS, r"guaranteed_no_evict_never_preempts_and_reserves_the_full_length"),
+    Mutation("policy-trtllm-max-utilization-admits-by-current-need", "policy", "llmsim/engine/schedulers/trtllm.py",
+             "    full_prompt_check = False", "    full_prompt_check = True",
+             POLICY_TESTS, r"max_utilization_admits_by_current_need"),
     Mutation("queue-priority-most-urgent-first", "engine", "llmsim/engine/queues.py",
-             "return (request.priority, request.arrival_s)", "return (-request.priority, request.arrival_s)",
+             "return (request.priority, request.arrival_s, request.request_id)",
+             "return (-request.priority, request.arrival_s, request.request_id)",
              QUEUE_TESTS, r"priority_queue_admits_the_most_urgent"),
     Mutation("queue-shortest-first-order", "engine", "llmsim/engine/queues.py",
              "return self.sign * (predicted - request.num_output_tokens)",
@@ -100,19 +122,19 @@ MUTATIONS = [
              "starving = [r for r in items if now_s - r.submitted_s > guard]", "starving = []",
              QUEUE_TESTS, r"starvation_guard"),
     Mutation("victim-lowest-priority", "engine", "llmsim/engine/queues.py",
-             "return max(candidates, key=lambda r: (r.priority, r.arrival_s, r.admitted_seq))",
-             "return min(candidates, key=lambda r: (r.priority, r.arrival_s, r.admitted_seq))",
+             "return max(candidates, key=lambda r: (r.priority, r.arrival_s))",
+             "return min(candidates, key=lambda r: (r.priority, r.arrival_s))",
              QUEUE_TESTS, r"victim_rules"),
     Mutation("victim-most-blocks", "engine", "llmsim/engine/queues.py",
              "return max(candidates, key=lambda r: (kv.num_blocks_of(r), r.admitted_seq))",
              "return min(candidates, key=lambda r: (kv.num_blocks_of(r), r.admitted_seq))",
              QUEUE_TESTS, r"victim_rules"),
     Mutation("prefix-cache-last-token-computed", "engine", "llmsim/engine/prefix_cache.py",
-             "limit = (request.num_tokens - 1) // self.block_size", "limit = request.num_tokens // self.block_size",
+             "limit = min((request.num_tokens - 1) // self.block_size, len(keys))",
+             "limit = min(request.num_tokens // self.block_size, len(keys))",
              CACHE_TESTS, r"last_prompt_token_is_computed"),
-    Mutation("admission-queue-cap", "engine", "llmsim/engine/replica.py",
-             "if cap is not None and self.scheduler.num_waiting >= cap:",
-             "if cap is not None and self.scheduler.num_waiting > cap:",
+    Mutation("admission-queue-cap", "engine", "llmsim/engine/admission.py",
+             "num_waiting >= max_waiting_requests", "num_waiting > max_waiting_requests",
              CLIENT_TESTS, r"full_waiting_queue"),
     Mutation("client-exponential-backoff", "engine", "llmsim/engine/client.py",
              "return cfg.retry_backoff_s * 2.0 ** request.retries", "return cfg.retry_backoff_s",
@@ -134,7 +156,10 @@ def run_mutation(mutation: Mutation, scratch: Path) -> tuple[bool, list[str], fl
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
                                "-p", "no:randomly", *mutation.tests], cwd=scratch, capture_output=True, text=True,
-                              env={"PYTHONPATH": str(scratch), "PATH": "/usr/bin:/bin"}, timeout=600)
+                              env={"PYTHONPATH": str(scratch), "PATH": "/usr/bin:/bin",
+                                   # no bytecode: a mutant and its restored original can share a size and an
+                                   # mtime second, and Python would then import the previous mutant's .pyc
+                                   "PYTHONDONTWRITEBYTECODE": "1"}, timeout=600)
     except subprocess.TimeoutExpired:
         return True, ["<timeout>"], time.perf_counter() - start  # a hang is a detected change too
     finally:
@@ -153,6 +178,8 @@ def main(argv: list[str]) -> int:
         for name in ("llmsim", "tests", "hardware_profiles", "pyproject.toml"):
             source = ROOT / name
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, scratch / name)
+        for cache in list(scratch.rglob("__pycache__")):
+            shutil.rmtree(cache)
         for mutation in chosen:
             killed, failing, seconds = run_mutation(mutation, scratch)
             rows.append({"mutation": mutation.id, "group": mutation.group, "killed": killed,

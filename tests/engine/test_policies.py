@@ -63,6 +63,22 @@ def test_orca_batches_a_new_prompt_with_running_decodes():
     assert trace.scheduled(1) == [("a", 1), ("b", 300)]
 
 
+def test_orca_reserves_the_whole_output_at_admission():
+    # 10 usable blocks of 16. a reserves ceil((33 + 20 - 1) / 16) = 4 blocks at once, not the 3 of its prompt;
+    # b's prompt (3 blocks) fits next to a, but its whole length (ceil(99 / 16) = 7) does not, so b waits for a.
+    s = make("orca", num_gpu_blocks=11)
+    a, b = req("a", 33, 20), req("b", 40, 60)
+    s.add_request(a)
+    s.update_from_output(s.schedule())
+    assert s.kv_cache.num_blocks_of(a) == cdiv(33 + 20 - 1, 16)
+    s = make("orca", num_gpu_blocks=11)
+    a = req("a", 33, 20)
+    trace = run(s, {0: [a], 1: [b]})
+    assert b.first_scheduled_step == a.finish_step + 1
+    assert not any(plan.preempted for plan in trace.plans)
+    assert s.kv_cache.num_blocks_of(b) == 0 and b.status == RequestStatus.FINISHED
+
+
 def test_vllm_v0_steps_are_prefill_only_or_decode_only_with_prefills_first():
     s = make("vllm-v0", num_gpu_blocks=400)
     trace = run(s, {0: [req("a", 50, 5)], 2: [req("b", 40, 3), req("c", 30, 3)]})
