@@ -4,14 +4,14 @@ The table needs the columns ``gpu``, ``model``, ``dtype/quantization``, ``tp`` a
 and ``engine_flags`` (the layout of ``shared/realworld/points.csv``). Every row is resolved with
 :func:`llmsim.hardware.resolve.resolve_deployment`, then sized with vLLM's memory budget
 (:func:`llmsim.hardware.memory.kv_cache_capacity`) at the row's parallelism: weights per GPU and the KV
-blocks left. ``--gpu-memory-utilization``, ``--max-num-seqs`` / ``max_num_seqs=`` and ``--kv-cache-dtype`` in
-``engine_flags`` override vLLM's defaults (0.9, 256, the precision text).
+blocks left. ``engine_flags`` are read as ``llmsim validate`` reads them (:mod:`llmsim.hardware.vllm_flags`):
+parallelism, ``--gpu-memory-utilization``, ``--max-num-seqs``, ``--kv-cache-dtype`` and ``--block-size`` override
+vLLM's defaults for the row's version, GPU and entry point (0.9, its ``max_num_seqs``, the precision text).
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -20,6 +20,7 @@ from llmsim.errors import ProfileError, UserError
 from llmsim.hardware.memory import KVCapacity, kv_cache_capacity
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.resolve import ResolvedDeployment, resolve_deployment
+from llmsim.hardware.vllm_flags import engine_defaults, parse_engine_flags, parse_version
 
 REQUIRED_COLUMNS = ("gpu", "model", "dtype/quantization", "tp")
 BLOCK_SIZE = 16  # vLLM's default on GPUs
@@ -42,30 +43,26 @@ class RowCoverage:
         return not self.reason
 
 
-def _flag(flags: str, *names: str) -> Optional[str]:
-    for name in names:
-        match = re.search(rf"{re.escape(name)}[ =]+([^\s;]+)", flags)
-        if match:
-            return match.group(1)
-    return None
-
-
 def check_row(row: dict[str, str], row_id: str) -> RowCoverage:
     """Resolve one row and size its memory (see the module docstring)."""
     base = RowCoverage(row_id, row["gpu"], row["model"], row["dtype/quantization"])
-    flags = row.get("engine_flags") or ""
+    flags = parse_engine_flags(row.get("engine_flags") or "")
     try:
         deployment = resolve_deployment(row["gpu"], row["model"], row["dtype/quantization"])
-        kv = _flag(flags, "--kv-cache-dtype")
-        if kv and kv != "auto":
-            deployment = replace(deployment, kv_cache_dtype=kv)
-        hw = deployment.hardware(tp=int(float(row["tp"] or 1)), pp=int(float(row.get("pp") or 1)))
-        utilization = float(_flag(flags, "--gpu-memory-utilization") or 0.9)
-        max_num_seqs = int(_flag(flags, "--max-num-seqs", "max_num_seqs") or 256)
-        capacity = kv_cache_capacity(load_model(hw.model), load_gpu(hw.gpu), hw, BLOCK_SIZE, utilization, max_num_seqs)
+        if flags.kv_cache_dtype:
+            deployment = replace(deployment, kv_cache_dtype=flags.kv_cache_dtype)
+        hw = deployment.hardware(tp=flags.tp or int(float(row["tp"] or 1)),
+                                 pp=flags.pp or int(float(row.get("pp") or 1)))
+        gpu = load_gpu(hw.gpu)
+        defaults = engine_defaults(parse_version(row.get("vllm_version", "")), gpu.memory_gib, gpu.name,
+                                   online=(row.get("benchmark") or "serve").strip().lower() == "serve")
+        utilization = flags.gpu_memory_utilization or 0.9
+        max_num_seqs = flags.max_num_seqs or defaults["max_num_seqs"]
+        capacity = kv_cache_capacity(load_model(hw.model), gpu, hw, flags.block_size or BLOCK_SIZE, utilization,
+                                     max_num_seqs)
     except ProfileError as exc:
         return replace(base, reason=str(exc))
-    except ValueError as exc:  # a malformed tp/pp/flag value, or a precision pydantic rejects
+    except ValueError as exc:  # a malformed tp/pp value, or a precision pydantic rejects
         return replace(base, reason=f"unreadable row value ({str(exc).splitlines()[0]})")
     if capacity.num_gpu_blocks < 1:
         return replace(base, deployment=deployment, capacity=capacity, reason="no KV-cache block left after the weights")
@@ -87,7 +84,7 @@ def check_points(path: Path) -> list[RowCoverage]:
     results = []
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         row_id = row.get("id") or f"line {number}"
-        key = tuple(row.get(c, "") for c in (*REQUIRED_COLUMNS, "pp", "engine_flags"))
+        key = tuple(row.get(c, "") for c in (*REQUIRED_COLUMNS, "pp", "engine_flags", "vllm_version", "benchmark"))
         if key not in cache:
             cache[key] = check_row(row, row_id)
         results.append(replace(cache[key], row_id=row_id))

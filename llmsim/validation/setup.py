@@ -29,6 +29,7 @@ from llmsim.config import SimConfig, build_config
 from llmsim.errors import UserError
 from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.resolve import resolve_deployment
+from llmsim.hardware.vllm_flags import engine_defaults
 from llmsim.validation.points import BenchmarkPoint
 from llmsim.workload.synthetic import GammaArrivals
 from llmsim.workload.workload import Workload, canonical_frame
@@ -58,19 +59,6 @@ class PointSetup:
     workload: Workload
     online: bool  # behind the API server (serve), or the offline engine
     notes: list[str] = field(default_factory=list)
-
-
-def engine_defaults(version: tuple[int, int], gpu_memory_gib: float, gpu_name: str, online: bool) -> dict:
-    """vLLM's scheduler defaults for a version, GPU and entry point (module docstring)."""
-    if version < (0, 8):
-        return {"policy": "vllm-v0", "max_num_seqs": 256, "async_scheduling": False}
-    big = version >= (0, 9) and gpu_memory_gib >= 70 and "a100" not in gpu_name.lower()
-    if big:
-        tokens, seqs = (8192, 1024) if online else (16384, 1024)
-    else:
-        tokens, seqs = (2048, 256) if online else (8192, 256)
-    return {"policy": "vllm-v1", "max_num_seqs": seqs, "max_num_batched_tokens": tokens,
-            "enable_chunked_prefill": True, "async_scheduling": version >= (0, 13)}
 
 
 def _v0_budget(scheduler: dict, flags, model_max_len: int) -> None:

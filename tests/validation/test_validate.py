@@ -12,9 +12,10 @@ import pytest
 from llmsim.cli import main
 from llmsim.errors import UserError
 from llmsim.simulation import simulate
-from llmsim.validation.points import parse_engine_flags, parse_version, read_points
+from llmsim.hardware.vllm_flags import engine_defaults, parse_engine_flags, parse_version
+from llmsim.validation.points import read_points
 from llmsim.validation.run import bench_metrics, run_point, summarize_errors, to_json
-from llmsim.validation.setup import SkipPoint, build_setup, engine_defaults
+from llmsim.validation.setup import SkipPoint, build_setup
 
 HEADER = ("id,gpu,num_gpus,tp,pp,model,dtype/quantization,vllm_version,engine_flags,benchmark,dataset,input_len,"
           "output_len,num_prompts,request_rate,max_concurrency,request_throughput,mean_ttft_ms,mean_tpot_ms,"
