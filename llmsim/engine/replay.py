@@ -8,7 +8,10 @@ loop (sync or async).
 Every scenario option is honoured or refused: ``enable_prefix_caching`` builds the hashed block pool, whose
 block keys come from each request's ``prefix_group``/``prefix_len`` (the oracle's token scheme: two requests
 hold the same tokens in block i iff they are in the same group and the block lies within both requests'
-group stream); ``policy: priority`` is vLLM's priority heap and victim rule; an unknown key is an error.
+group stream); ``policy: priority`` is vLLM's priority heap and victim rule; ``layer_types`` and
+``sliding_window`` (the format of ``tests/goldens/vllm_v1_hybrid``, written by
+``experiments/oracle/drive_hybrid.py``) give a hybrid model's KV cache groups over one pool; an unknown key is
+an error.
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ from pydantic import ValidationError
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.core import EngineLoop
+from llmsim.engine.hybrid_kv import kv_cache_groups
 from llmsim.engine.kv_cache import KVCacheManager, cdiv
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request
-from llmsim.engine.schedulers import make_scheduler
-from llmsim.errors import UserError
+from llmsim.engine.schedulers import make_kv_cache, make_scheduler
+from llmsim.errors import ConfigError, UserError
 
 _SCENARIO_CONFIG_KEYS = {
     "num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
     "long_prefill_token_threshold", "enable_prefix_caching", "max_model_len", "scheduler_reserve_full_isl",
     "watermark",
 }
-_SCENARIO_ONLY_KEYS = {"policy", "vllm_version"}
+_SCENARIO_ONLY_KEYS = {"policy", "vllm_version", "layer_types", "sliding_window"}
 _POLICIES = {"fcfs": "fcfs", "priority": "priority"}  # scenario policy → scheduler.queue
 
 
@@ -141,10 +145,7 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
     async_mode = engine == "async"
     cfg = scheduler_config_from_scenario(scenario["config"], async_mode, source, vllm_version)
     max_model_len = cfg.max_model_len or 1 << 30
-    if cfg.enable_prefix_caching:
-        kv: KVCacheManager = PrefixCachingKVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
-    else:
-        kv = KVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
+    kv = _kv_cache(scenario["config"], cfg, source)
     scheduler = make_scheduler(cfg, kv, max_model_len)
     loop = EngineLoop(scheduler, async_mode)
 
@@ -188,6 +189,31 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
             raise UserError(f"{source}: the replay did not finish within {MAX_REPLAY_TICKS:,} ticks "
                             f"({num_finished} of {len(requests)} requests finished)")
     return _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish, admissions)
+
+
+def _kv_cache(config: dict[str, Any], cfg: SchedulerConfig, source: str) -> KVCacheManager:
+    """The scenario's KV cache: hybrid (vLLM's KV cache groups over one pool) when ``config.layer_types`` lists
+    sliding-window layers, else the plain or prefix-caching one."""
+    layer_types = config.get("layer_types")
+    if layer_types is not None:
+        if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types) or not layer_types:
+            raise UserError(f"{source}: config.layer_types: expected a non-empty list of attention type names "
+                            f"(e.g. 'full_attention', 'sliding_attention'), got {layer_types!r}")
+        window = config.get("sliding_window")
+        if window is not None and (not _is_int(window) or window < 1):
+            raise UserError(f"{source}: config.sliding_window: expected a positive integer, got {window!r}")
+        try:
+            groups, _ = kv_cache_groups(layer_types, window)
+        except ConfigError as exc:
+            raise UserError(f"{source}: config: {exc}") from None
+        if any(w is not None for w in groups):
+            try:
+                return make_kv_cache(cfg, cfg.num_gpu_blocks or 0, kv_groups=groups)
+            except ConfigError as exc:
+                raise UserError(f"{source}: {str(exc).replace('config field scheduler.', 'config.')}") from None
+    if cfg.enable_prefix_caching:
+        return PrefixCachingKVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
+    return KVCacheManager(cfg.num_gpu_blocks or 0, cfg.block_size, cfg.watermark)
 
 
 def block_keys_of(spec: dict[str, Any], block_size: int) -> list:

@@ -35,6 +35,7 @@ class Request:
         "first_scheduled_step", "first_token_step", "finish_step", "preempted_at_steps", "resumed_at_steps",
         "was_preempted", "admitted_seq", "predicted_output_tokens", "block_keys", "retries", "submitted_s", "served_by",
         "spec_tokens", "num_draft_tokens", "num_accepted_tokens", "num_verify_steps", "num_loaded_tokens",
+        "num_in_flight_tokens",
     )
 
     def __init__(
@@ -89,6 +90,9 @@ class Request:
         self.spec_tokens = 0
         self.num_draft_tokens = self.num_accepted_tokens = self.num_verify_steps = 0
         self.num_loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier instead of prefilled
+        # Async loop: tokens scheduled in steps whose output is not applied yet (vLLM's num_in_flight_tokens;
+        # a sliding-window group keeps their blocks until then).
+        self.num_in_flight_tokens = 0
 
     def reset_for_retry(self, now_s: float) -> None:
         """Forget a failed attempt's progress: the client sends the same request again (one more retry).
@@ -100,6 +104,7 @@ class Request:
         # The attempt's KV work is lost, like a recompute preemption's (keeps scheduled-token accounting exact).
         self.num_recomputed_tokens += self.num_computed_tokens
         self.num_computed_tokens = self.num_output_tokens = self.num_output_placeholders = 0
+        self.num_in_flight_tokens = 0
         self.spec_tokens = 0
         self.status = RequestStatus.WAITING
         self.first_scheduled_s = self.first_token_s = self.last_token_s = self.finish_s = None

@@ -376,10 +376,13 @@ class SchedulerBase:
         context_lens = plan.context_lens
         total = prefill = 0
         cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching and self.catch_up_cache else None
+        async_scheduling = self.async_scheduling
         for request, num_new in plan.scheduled:
             context_lens.append(request.num_computed_tokens)
             target = request.prompt_tokens + request.num_output_tokens + request.num_output_placeholders
             request.num_computed_tokens += num_new
+            if async_scheduling:
+                request.num_in_flight_tokens += num_new
             request.num_scheduled_tokens_total += num_new
             total += num_new
             if cache_blocks is not None:
@@ -409,6 +412,9 @@ class SchedulerBase:
         outcome.finished.extend(plan.failed)
         ended = _ENDED
         cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching and self.async_scheduling else None
+        if self.async_scheduling:
+            for request, num_new in plan.scheduled:
+                request.num_in_flight_tokens -= num_new  # preempted ones too (vLLM does not reset the count)
         for request in plan.sampling:
             if request.status in ended:
                 continue

@@ -12,10 +12,13 @@ from tests.engine.policy_harness import req, run
 
 
 def test_layers_are_grouped_in_equal_groups_per_attention_type():
-    # gpt-oss-like: alternating full and sliding layers, 12 of each → one group of 12 layers per type
-    assert kv_cache_groups(["sliding_attention", "full_attention"] * 12, 128) == ([None, 128], 12)
-    # Gemma-3-like 5:1 → the 2 full layers form one group, the 10 sliding ones five groups of 2
-    assert kv_cache_groups((["sliding_attention"] * 5 + ["full_attention"]) * 2, 1024) == ([None] + [1024] * 5, 2)
+    # gpt-oss-like: alternating sliding and full layers, 12 of each → one group of 12 layers per type, in the
+    # order of each type's first layer (as vLLM orders them)
+    assert kv_cache_groups(["sliding_attention", "full_attention"] * 12, 128) == ([128, None], 12)
+    # Gemma-3-like 5:1 → the 10 sliding layers form five groups of 2, the 2 full layers one
+    assert kv_cache_groups((["sliding_attention"] * 5 + ["full_attention"]) * 2, 1024) == ([1024] * 5 + [None], 2)
+    # 12 sliding + 13 full: under 1.5 times apart, so vLLM pads to two groups of 13 rather than three of 12
+    assert kv_cache_groups(["sliding_attention", "full_attention"] * 12 + ["full_attention"], 128) == ([128, None], 13)
     with pytest.raises(ConfigError, match="sliding_window"):
         kv_cache_groups(["sliding_attention", "full_attention"], None)
 
@@ -77,8 +80,32 @@ def test_a_model_with_sliding_layers_gets_the_hybrid_pool(monkeypatch):
     fields.update(layer_types=("sliding_attention", "full_attention") * (base.num_layers // 2), sliding_window=256)
     monkeypatch.setattr(simulation, "load_model", lambda name: hybrid_spec(**fields))
     hybrid = simulation.build_deployment(config)
-    assert plain.kv_groups is None and hybrid.kv_groups == [None, 256]
+    assert plain.kv_groups is None and hybrid.kv_groups == [256, None]
     assert abs(hybrid.num_gpu_blocks - plain.num_gpu_blocks * 2) <= 1  # pages of 16 layers, not blocks of 32 (one floor)
     result = simulation.simulate(config)
     assert "sliding-window (hybrid) KV memory" in result.summary["engine_mode"]
     assert (result.requests["status"] == "finished").all()
+
+
+def test_admission_charges_a_sliding_group_at_most_its_window_plus_the_tokens_in_flight():
+    # vLLM's SlidingWindowSpec.max_admission_blocks_per_request: ceil((W - 1 + in flight) / bs) + 1
+    kv = HybridKVCacheManager(400, 16, [128, None], max_in_flight_tokens=512)
+    r = req("r", 1314, 10)
+    assert kv.admission_caps == [-(-(127 + 512) // 16) + 1, None] == [41, None]
+    assert kv.blocks_to_admit(r, 1314) == 83 + 41  # full group: the whole prompt; sliding group: capped
+    assert HybridKVCacheManager(400, 16, [128, None]).blocks_to_admit(r, 1314) == 83 + 83  # no cap given
+
+
+def test_async_blocks_leave_the_window_once_their_step_is_processed():
+    """vLLM frees out-of-window blocks on the processed-token basis: tokens still in flight keep theirs."""
+    kv = HybridKVCacheManager(200, 16, [64, None])
+    r = req("r", 320, 50)
+    assert kv.allocate_slots(r, 320)
+    r.num_computed_tokens = 320
+    r.num_in_flight_tokens = 320  # the prefill's output is not applied yet (async loop)
+    r.num_output_placeholders = 1
+    assert kv.allocate_slots(r, 1)
+    assert kv.num_blocks_of(r) == 21 + 21  # nothing processed, nothing released
+    r.num_in_flight_tokens = 0
+    assert kv.allocate_slots(r, 1)
+    assert kv.num_blocks_of(r) == 21 + 5

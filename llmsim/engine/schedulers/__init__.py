@@ -53,8 +53,13 @@ def make_kv_cache(config: SchedulerConfig, num_gpu_blocks: int, num_cpu_blocks: 
     if kv_groups and any(w is not None for w in kv_groups):
         if config.enable_prefix_caching:
             raise ConfigError("config field scheduler.enable_prefix_caching: prefix caching is not modelled for "
-                              "models with sliding-window layers yet; turn it off")
-        return HybridKVCacheManager(num_gpu_blocks, config.block_size, kv_groups, config.watermark)
+                              "models with sliding-window layers (vLLM 0.32 serves it with its hybrid "
+                              "coordinator; llmsim refuses rather than approximate it); turn it off")
+        # vLLM's sliding-window admission cap counts every token that can be in flight: one step's budget per
+        # concurrent batch (two with the async loop).
+        in_flight = config.max_num_batched_tokens * (2 if config.async_scheduling else 1)
+        return HybridKVCacheManager(num_gpu_blocks, config.block_size, kv_groups, config.watermark,
+                                    max_in_flight_tokens=in_flight, max_model_len=config.max_model_len)
     if config.kv_offload_gib and not config.enable_prefix_caching:
         raise ConfigError("config field scheduler.kv_offload_gib: KV offloading keeps prefix-cache blocks, so it needs "
                           "scheduler.enable_prefix_caching: true")
