@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Write the hybrid-KV scenarios of ``tests/goldens/vllm_v1_hybrid/`` (seeded: rerunning gives the same files).
+
+Each scenario mixes full-attention and sliding-window layers (``config.layer_types``, ``config.sliding_window``)
+and is sized so that long prompts and decodes run well past the window while the shared block pool runs short
+(recompute preemptions). ``experiments/oracle/drive_hybrid.py`` turns each into a golden of vLLM's scheduler.
+
+    python experiments/oracle/make_hybrid_scenarios.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+GPT_OSS = ["sliding_attention", "full_attention"] * 12  # gpt-oss-20b: 24 layers alternating, window 128
+GEMMA3 = (["sliding_attention"] * 5 + ["full_attention"]) * 2  # Gemma 3: 5 local : 1 global
+NEAR_EVEN = ["sliding_attention", "full_attention"] * 12 + ["full_attention"]  # 12 + 13: vLLM's 1.5 rule
+
+SCENARIOS = [
+    dict(name="h01_gptoss_pressure_bs16_chunk", seed=11, layer_types=GPT_OSS, window=128,
+         description="gpt-oss layout (alternating sliding 128 / full), chunked prefill, decodes far past the "
+                     "window, pool short enough to preempt",
+         config=dict(num_gpu_blocks=260, block_size=16, max_num_seqs=24, max_num_batched_tokens=512,
+                     enable_chunked_prefill=True),
+         n=40, prompt=(40, 1400), output=(20, 700), gap=3.0),
+    dict(name="h02_gemma3_long_prompts_bs16_chunk", seed=12, layer_types=GEMMA3, window=256,
+         description="Gemma 3 layout (5 sliding 256 : 1 full, 6 groups), long prompts chunked by a small budget, "
+                     "so the sliding groups' admission cap binds",
+         config=dict(num_gpu_blocks=900, block_size=16, max_num_seqs=16, max_num_batched_tokens=256,
+                     enable_chunked_prefill=True),
+         n=30, prompt=(300, 3000), output=(10, 400), gap=6.0),
+    dict(name="h03_near_even_bs32_nochunk", seed=13, layer_types=NEAR_EVEN, window=256,
+         description="12 sliding + 13 full layers (vLLM pads to two groups of 13), no chunked prefill, bs 32",
+         config=dict(num_gpu_blocks=150, block_size=32, max_num_seqs=32, max_num_batched_tokens=4096,
+                     enable_chunked_prefill=False, max_model_len=4096),
+         n=40, prompt=(20, 2000), output=(20, 900), gap=4.0),
+    dict(name="h04_small_window_threshold_bs16", seed=14, layer_types=GPT_OSS, window=64,
+         description="gpt-oss layout with a 64-token window, long_prefill_token_threshold 192, watermark 0.01",
+         config=dict(num_gpu_blocks=200, block_size=16, max_num_seqs=32, max_num_batched_tokens=1024,
+                     enable_chunked_prefill=True, long_prefill_token_threshold=192, watermark=0.01),
+         n=45, prompt=(16, 1200), output=(5, 800), gap=2.0),
+]
+
+
+def make(spec: dict) -> dict:
+    rng = random.Random(spec["seed"])
+    requests, t = [], 0.0
+    for i in range(spec["n"]):
+        t += rng.expovariate(1.0 / spec["gap"])
+        lo, hi = spec["prompt"]
+        # Log-uniform lengths: mostly short, some long (past the window and the budget).
+        prompt = int(round(lo * (hi / lo) ** rng.random()))
+        lo, hi = spec["output"]
+        output = int(round(lo * (hi / lo) ** rng.random()))
+        requests.append({"id": f"r{i:03d}", "arrival_step": int(t), "prompt_len": prompt, "output_len": output})
+    config = dict(spec["config"], layer_types=spec["layer_types"], sliding_window=spec["window"])
+    return {"name": spec["name"], "description": spec["description"], "seed": spec["seed"], "config": config,
+            "requests": requests}
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else ".")
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in SCENARIOS:
+        scenario = make(spec)
+        (out / f"{spec['name']}.scenario.json").write_text(json.dumps(scenario, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
