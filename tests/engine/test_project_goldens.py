@@ -1,0 +1,96 @@
+"""Replay the project's own goldens of the real vLLM V1 scheduler and compare exactly.
+
+``tests/goldens/vllm_v1_hybrid`` holds hybrid-KV goldens (full-attention + sliding-window layers, made with
+``experiments/oracle/drive_hybrid.py``); ``tests/goldens/vllm_v1_prefix`` holds prefix-caching goldens under
+preemption and the priority policy (made with ``../shared/vllm_oracle/drive.py``). Both were recorded with vLLM
+0.32.0; their READMEs say how. Unlike the shared goldens they ship with the project, so these tests never skip.
+The fields compared are those of ``test_vllm_v1_goldens.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmsim.engine.hybrid_kv import kv_cache_groups
+from llmsim.engine.replay import load_scenario, replay_scenario
+from llmsim.errors import UserError
+from tests.engine.test_vllm_v1_goldens import (
+    EXTENDED_REQUEST_FIELDS,
+    EXTENDED_SUMMARY_FIELDS,
+    REQUEST_FIELDS,
+    STEP_FIELDS,
+    SUMMARY_FIELDS,
+    load_golden,
+)
+
+GOLDENS = Path(__file__).resolve().parents[1] / "goldens"
+FOLDERS = ("vllm_v1_hybrid", "vllm_v1_prefix")
+
+
+def _cases() -> list[tuple[str, str, str]]:
+    cases = []
+    for folder in FOLDERS:
+        for scenario in sorted((GOLDENS / folder).glob("*.scenario.json")):
+            name = scenario.name[: -len(".scenario.json")]
+            cases.append((folder, name, "sync"))
+            cases.append((folder, name, "async"))
+    return cases
+
+
+def _golden_path(folder: str, name: str, engine: str) -> Path:
+    return GOLDENS / folder / ("async_engine" if engine == "async" else "") / f"{name}.golden.json.gz"
+
+
+def test_every_project_scenario_has_both_goldens() -> None:
+    cases = _cases()
+    assert {folder for folder, _, _ in cases} == set(FOLDERS)
+    for folder, name, engine in cases:
+        assert _golden_path(folder, name, engine).is_file(), (folder, name, engine)
+
+
+@pytest.mark.parametrize("folder,name,engine", _cases())
+def test_project_golden_replays_exactly(folder: str, name: str, engine: str) -> None:
+    golden = load_golden(_golden_path(folder, name, engine))
+    scenario = load_scenario(GOLDENS / folder / f"{name}.scenario.json")
+    assert golden["generator"]["vllm_version"] == "0.32.0" and golden["generator"]["engine_loop"] == engine
+    trace = replay_scenario(scenario, engine, vllm_version=golden["generator"]["vllm_version"])
+
+    assert len(trace["steps"]) == len(golden["steps"])
+    for ours, theirs in zip(trace["steps"], golden["steps"]):
+        for field in STEP_FIELDS:
+            assert ours[field] == theirs[field], f"step {theirs['step']} field {field}"
+    extended = "cached_tokens_at_admission" in next(iter(golden["requests"].values()))
+    fields = REQUEST_FIELDS + (EXTENDED_REQUEST_FIELDS if extended else ())
+    if engine == "async":
+        fields += ("first_token_delivered_step", "finish_delivered_step")
+    for request_id, theirs in golden["requests"].items():
+        ours = trace["requests"][request_id]
+        for field in fields:
+            assert ours[field] == theirs[field], f"request {request_id} field {field}"
+    for field in SUMMARY_FIELDS + (EXTENDED_SUMMARY_FIELDS if extended else ()):
+        assert trace["summary"][field] == golden["summary"][field], field
+
+
+@pytest.mark.parametrize("scenario", sorted((GOLDENS / "vllm_v1_hybrid").glob("*.scenario.json")),
+                         ids=lambda p: p.name.split(".")[0])
+def test_hybrid_groups_are_vllms(scenario: Path) -> None:
+    """llmsim splits the layers into the KV cache groups vLLM formed (kind, window and order)."""
+    golden = load_golden(_golden_path("vllm_v1_hybrid", scenario.name[: -len(".scenario.json")], "sync"))
+    config = json.loads(scenario.read_text())["config"]
+    groups, _ = kv_cache_groups(config["layer_types"], config["sliding_window"])
+    assert groups == [g["sliding_window"] for g in golden["config"]["kv_cache_groups"]]
+    assert all((g["kind"] == "sliding_attention") == (g["sliding_window"] is not None)
+               for g in golden["config"]["kv_cache_groups"])
+
+
+def test_hybrid_replay_refuses_prefix_caching_with_a_reason() -> None:
+    """vLLM 0.32 serves prefix caching with sliding-window layers (HybridKVCacheCoordinator); llmsim does not
+    model it and says so instead of replaying something else."""
+    path = sorted((GOLDENS / "vllm_v1_hybrid").glob("*.scenario.json"))[0]
+    scenario = load_scenario(path)
+    scenario["config"]["enable_prefix_caching"] = True
+    with pytest.raises(UserError, match="enable_prefix_caching.*sliding-window"):
+        replay_scenario(scenario, "sync")
