@@ -89,8 +89,11 @@ def hybrid_build_scheduler(drive, layer_types: list[str], window: int):
             # sizes make the grouping independent of it).
             vllm_config.cache_config.kv_cache_layout = "LBNHC"
         groups = get_kv_cache_groups(vllm_config, layer_specs(layer_types, window, cfg["block_size"]))
-        kv_cache_config = KVCacheConfig(num_blocks=cfg["num_gpu_blocks"], kv_cache_tensors=[],
-                                        kv_cache_groups=groups)
+        # As get_kv_cache_config_from_groups does: the retention interval (default 0) decides which blocks a
+        # sliding group keeps cached; it only matters with prefix caching.
+        kv_cache_config = KVCacheConfig(
+            num_blocks=cfg["num_gpu_blocks"], kv_cache_tensors=[], kv_cache_groups=groups,
+            prefix_cache_retention_interval=vllm_config.cache_config.prefix_cache_retention_interval)
         sched = type(plain)(
             vllm_config=vllm_config,
             kv_cache_config=kv_cache_config,

@@ -42,6 +42,12 @@ SCENARIOS = [
          config=dict(num_gpu_blocks=200, block_size=16, max_num_seqs=32, max_num_batched_tokens=1024,
                      enable_chunked_prefill=True, long_prefill_token_threshold=192, watermark=0.01),
          n=45, prompt=(16, 1200), output=(5, 800), gap=2.0),
+    dict(name="h05_gptoss_priority_pressure_bs16_chunk", seed=15, layer_types=GPT_OSS, window=128,
+         description="gpt-oss layout, priority policy (random priorities 0-3) under memory pressure: victims "
+                     "are chosen by priority among requests holding sliding and full blocks",
+         config=dict(num_gpu_blocks=180, block_size=16, max_num_seqs=16, max_num_batched_tokens=384,
+                     enable_chunked_prefill=True, policy="priority"),
+         n=40, prompt=(30, 1000), output=(20, 600), gap=2.5, priorities=4),
 ]
 
 
@@ -55,7 +61,10 @@ def make(spec: dict) -> dict:
         prompt = int(round(lo * (hi / lo) ** rng.random()))
         lo, hi = spec["output"]
         output = int(round(lo * (hi / lo) ** rng.random()))
-        requests.append({"id": f"r{i:03d}", "arrival_step": int(t), "prompt_len": prompt, "output_len": output})
+        request = {"id": f"r{i:03d}", "arrival_step": int(t), "prompt_len": prompt, "output_len": output}
+        if spec.get("priorities"):
+            request["priority"] = rng.randrange(spec["priorities"])
+        requests.append(request)
     config = dict(spec["config"], layer_types=spec["layer_types"], sliding_window=spec["window"])
     return {"name": spec["name"], "description": spec["description"], "seed": spec["seed"], "config": config,
             "requests": requests}
