@@ -15,6 +15,8 @@ import random
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_prefix_scenarios beside this file
+
 GPT_OSS = ["sliding_attention", "full_attention"] * 12  # gpt-oss-20b: 24 layers alternating, window 128
 GEMMA3 = (["sliding_attention"] * 5 + ["full_attention"]) * 2  # Gemma 3: 5 local : 1 global
 NEAR_EVEN = ["sliding_attention", "full_attention"] * 12 + ["full_attention"]  # 12 + 13: vLLM's 1.5 rule
@@ -51,6 +53,34 @@ SCENARIOS = [
 ]
 
 
+# Prefix caching with sliding-window layers: the request streams of make_prefix_scenarios.py (system prompts,
+# chats, resends; priorities) on hybrid layouts, the pool resized for the extra groups.
+PREFIX = [
+    dict(name="hp01_gptoss_prefix_priority_bs16_chunk", source="p01_mixed_priority_pressure_bs16_chunk",
+         layer_types=GPT_OSS, window=128, config=dict(num_gpu_blocks=330),
+         description="prefix caching on the gpt-oss layout: system prompts, chats and resends with priorities "
+                     "0-3 under memory pressure, chunked prefill"),
+    dict(name="hp02_gemma3_prefix_chats_bs32_nochunk", source="p02_chats_overlap_fcfs_bs32_nochunk",
+         layer_types=GEMMA3, window=256, config=dict(num_gpu_blocks=230),
+         description="prefix caching on the Gemma 3 layout (5 sliding groups): overlapping chat turns, FCFS, no "
+                     "chunked prefill, watermark 0.02"),
+    dict(name="hp03_small_window_prefix_resends_bs16_chunk", source="p04_resends_pressure_fcfs_bs16_chunk",
+         layer_types=GPT_OSS, window=64, config=dict(num_gpu_blocks=240, long_prefill_token_threshold=128),
+         description="prefix caching with a 64-token window: resends of whole prompts and chats, FCFS, "
+                     "long_prefill_token_threshold 128, a pool of about two large requests"),
+]
+
+
+def make_prefix(spec: dict) -> dict:
+    from make_prefix_scenarios import SCENARIOS as PREFIX_SCENARIOS
+    from make_prefix_scenarios import make as make_requests
+
+    source = make_requests(next(s for s in PREFIX_SCENARIOS if s["name"] == spec["source"]))
+    config = dict(source["config"], **spec["config"], layer_types=spec["layer_types"], sliding_window=spec["window"])
+    return {"name": spec["name"], "description": spec["description"], "seed": source["seed"], "config": config,
+            "requests": source["requests"]}
+
+
 def make(spec: dict) -> dict:
     rng = random.Random(spec["seed"])
     requests, t = [], 0.0
@@ -75,6 +105,9 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for spec in SCENARIOS:
         scenario = make(spec)
+        (out / f"{spec['name']}.scenario.json").write_text(json.dumps(scenario, indent=1) + "\n")
+    for spec in PREFIX:
+        scenario = make_prefix(spec)
         (out / f"{spec['name']}.scenario.json").write_text(json.dumps(scenario, indent=1) + "\n")
     return 0
 

@@ -24,7 +24,8 @@ sliding-window layers that only attend to the last ``W`` tokens. vLLM V1 (``kv_c
 Multi-head latent attention (DeepSeek MLA) needs no allocator change: it is one full-attention group whose
 per-token size is the latent's, which the memory model sizes (``ModelSpec.kv_bytes_per_token``).
 
-This manager counts blocks (no prefix caching; a hybrid model with prefix caching is refused).
+This manager counts blocks; with prefix caching a hybrid model uses
+:class:`llmsim.engine.hybrid_prefix_cache.HybridPrefixCachingKVCacheManager`, which tracks block identities.
 """
 
 from __future__ import annotations

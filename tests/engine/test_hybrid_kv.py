@@ -6,6 +6,7 @@ import pytest
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.hybrid_kv import HybridKVCacheManager, kv_cache_groups
+from llmsim.engine.hybrid_prefix_cache import HybridPrefixCachingKVCacheManager
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 from llmsim.errors import ConfigError
 from tests.engine.policy_harness import req, run
@@ -54,13 +55,37 @@ def test_a_sliding_window_model_preempts_less_under_pressure():
     assert hybrid < full
 
 
-def test_a_hybrid_model_refuses_prefix_caching_and_swap():
-    config = SchedulerConfig(enable_prefix_caching=True)
-    with pytest.raises(ConfigError, match="sliding-window"):
-        make_kv_cache(config, 100, kv_groups=[None, 128])
-    kv = HybridKVCacheManager(100, 16, [None, 128])
-    with pytest.raises(ConfigError, match="swap"):
-        kv.swap_out(req("r", 10, 1))
+def test_a_hybrid_model_gets_hybrid_prefix_caching_and_refuses_swap():
+    config = SchedulerConfig(enable_prefix_caching=True, max_num_batched_tokens=512, async_scheduling=True)
+    kv = make_kv_cache(config, 100, kv_groups=[128, None])
+    assert isinstance(kv, HybridPrefixCachingKVCacheManager)
+    assert kv.admission_caps == [-(-(127 + 2 * 512) // 16) + 1, None]
+    with pytest.raises(ConfigError, match="offload"):
+        make_kv_cache(config.model_copy(update={"kv_offload_gib": 1.0}), 100, kv_groups=[128, None])
+    for kv in (HybridKVCacheManager(100, 16, [None, 128]), HybridPrefixCachingKVCacheManager(100, 16, [None, 128])):
+        with pytest.raises(ConfigError, match="swap"):
+            kv.swap_out(req("r", 10, 1))
+
+
+def test_a_sliding_group_caches_only_the_blocks_a_hit_can_end_on():
+    """vLLM's default retention (interval 0): besides every full-attention block, a sliding group caches the
+    ceil((W - 1) / bs) blocks ending at the prompt's last full block before token P - 1 (here blocks 13..16 of
+    a 280-token prompt, W 64, bs 16); a resend of the prompt then hits 17 blocks, its sliding table null-padded."""
+    kv = HybridPrefixCachingKVCacheManager(200, 16, [64, None])
+    keys = [("group", "g", k) for k in range(19)]
+    a, b = req("a", 280, 20), req("b", 280, 20)
+    a.block_keys, b.block_keys = keys, list(keys)
+    assert kv.match_prefix(a) == 0 and kv.allocate_slots(a, 280)
+    assert sorted(k for (_, _, k), g in kv._cache if g == 0) == [13, 14, 15, 16]
+    assert sorted(k for (_, _, k), g in kv._cache if g == 1) == list(range(17))
+    assert kv.match_prefix(b) == 17 and kv.allocate_slots(b, 280 - 17 * 16, num_cached_blocks=17)
+    sliding, full = kv._tables["b"]
+    assert sliding[:13] == [0] * 13 and all(sliding[13:]) and full[:17] == kv._tables["a"][1][:17]
+    kv.check_consistency()
+    kv.free(a)
+    kv.free(b)
+    kv.check_consistency()
+    assert kv.num_free_blocks == kv.num_usable_blocks
 
 
 def test_a_model_with_sliding_layers_gets_the_hybrid_pool(monkeypatch):
@@ -84,6 +109,10 @@ def test_a_model_with_sliding_layers_gets_the_hybrid_pool(monkeypatch):
     assert abs(hybrid.num_gpu_blocks - plain.num_gpu_blocks * 2) <= 1  # pages of 16 layers, not blocks of 32 (one floor)
     result = simulation.simulate(config)
     assert "sliding-window (hybrid) KV memory" in result.summary["engine_mode"]
+    assert (result.requests["status"] == "finished").all()
+    # With prefix caching the hybrid pool tracks block identities (vLLM's HybridKVCacheCoordinator).
+    cached = config.model_copy(update={"scheduler": config.scheduler.model_copy(update={"enable_prefix_caching": True})})
+    result = simulation.simulate(cached)
     assert (result.requests["status"] == "finished").all()
 
 

@@ -16,7 +16,6 @@ import pytest
 
 from llmsim.engine.hybrid_kv import kv_cache_groups
 from llmsim.engine.replay import load_scenario, replay_scenario
-from llmsim.errors import UserError
 from tests.engine.test_vllm_v1_goldens import (
     EXTENDED_REQUEST_FIELDS,
     EXTENDED_SUMMARY_FIELDS,
@@ -86,11 +85,28 @@ def test_hybrid_groups_are_vllms(scenario: Path) -> None:
                for g in golden["config"]["kv_cache_groups"])
 
 
-def test_hybrid_replay_refuses_prefix_caching_with_a_reason() -> None:
-    """vLLM 0.32 serves prefix caching with sliding-window layers (HybridKVCacheCoordinator); llmsim does not
-    model it and says so instead of replaying something else."""
-    path = sorted((GOLDENS / "vllm_v1_hybrid").glob("*.scenario.json"))[0]
-    scenario = load_scenario(path)
-    scenario["config"]["enable_prefix_caching"] = True
-    with pytest.raises(UserError, match="enable_prefix_caching.*sliding-window"):
-        replay_scenario(scenario, "sync")
+def test_prefix_caching_is_honoured_with_sliding_window_layers(monkeypatch) -> None:
+    """The hybrid prefix-caching goldens (hp*) are not met by accident: without prefix caching, or with the
+    sliding groups caching every block up to the prompt's end (not vLLM's default retention), the replay
+    differs."""
+    import llmsim.engine.schedulers as schedulers
+    from llmsim.engine.hybrid_prefix_cache import HybridPrefixCachingKVCacheManager
+
+    name = "hp01_gptoss_prefix_priority_bs16_chunk"
+    golden = load_golden(_golden_path("vllm_v1_hybrid", name, "sync"))
+    scenario = load_scenario(GOLDENS / "vllm_v1_hybrid" / f"{name}.scenario.json")
+    assert golden["summary"]["num_requests_with_prefix_hit"] > 0
+    off = dict(scenario, config=dict(scenario["config"], enable_prefix_caching=False))
+    assert replay_scenario(off, "sync")["steps"] != golden["steps"]
+
+    class Dense(HybridPrefixCachingKVCacheManager):
+        def cache_full_blocks(self, request, num_tokens=None):
+            need, self.need = self.need, 1 << 30  # every block before a boundary counts as reachable
+            try:
+                super().cache_full_blocks(request, num_tokens)
+            finally:
+                self.need = need
+
+    monkeypatch.setattr(schedulers, "HybridPrefixCachingKVCacheManager", Dense)
+    dense = replay_scenario(scenario, "sync")
+    assert [s["scheduled"] for s in dense["steps"]] != [s["scheduled"] for s in golden["steps"]]

@@ -10,6 +10,7 @@ from llmsim.engine.config import SchedulerConfig
 from typing import Optional
 
 from llmsim.engine.hybrid_kv import HybridKVCacheManager
+from llmsim.engine.hybrid_prefix_cache import HybridPrefixCachingKVCacheManager
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.scheduler import BatchScheduler
@@ -51,13 +52,16 @@ def make_kv_cache(config: SchedulerConfig, num_gpu_blocks: int, num_cpu_blocks: 
     (with ``num_offload_blocks`` blocks of CPU offload tier behind it); for a model with sliding-window layers
     (``kv_groups``: each KV cache group's window, None for full attention), the hybrid one."""
     if kv_groups and any(w is not None for w in kv_groups):
-        if config.enable_prefix_caching:
-            raise ConfigError("config field scheduler.enable_prefix_caching: prefix caching is not modelled for "
-                              "models with sliding-window layers (vLLM 0.32 serves it with its hybrid "
-                              "coordinator; llmsim refuses rather than approximate it); turn it off")
         # vLLM's sliding-window admission cap counts every token that can be in flight: one step's budget per
         # concurrent batch (two with the async loop).
         in_flight = config.max_num_batched_tokens * (2 if config.async_scheduling else 1)
+        if config.enable_prefix_caching:
+            if config.kv_offload_gib:
+                raise ConfigError("config field scheduler.kv_offload_gib: KV offloading is not modelled for models "
+                                  "with sliding-window layers; set it to 0")
+            return HybridPrefixCachingKVCacheManager(num_gpu_blocks, config.block_size, kv_groups, config.watermark,
+                                                     max_in_flight_tokens=in_flight,
+                                                     max_model_len=config.max_model_len)
         return HybridKVCacheManager(num_gpu_blocks, config.block_size, kv_groups, config.watermark,
                                     max_in_flight_tokens=in_flight, max_model_len=config.max_model_len)
     if config.kv_offload_gib and not config.enable_prefix_caching:
