@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_prefix_scenario
 GPT_OSS = ["sliding_attention", "full_attention"] * 12  # gpt-oss-20b: 24 layers alternating, window 128
 GEMMA3 = (["sliding_attention"] * 5 + ["full_attention"]) * 2  # Gemma 3: 5 local : 1 global
 NEAR_EVEN = ["sliding_attention", "full_attention"] * 12 + ["full_attention"]  # 12 + 13: vLLM's 1.5 rule
+FULL_HEAVY = ["full_attention", "full_attention", "sliding_attention"] * 4  # 8 full : 4 sliding → 2 full groups
 
 SCENARIOS = [
     dict(name="h01_gptoss_pressure_bs16_chunk", seed=11, layer_types=GPT_OSS, window=128,
@@ -68,6 +69,10 @@ PREFIX = [
          layer_types=GPT_OSS, window=64, config=dict(num_gpu_blocks=240, long_prefill_token_threshold=128),
          description="prefix caching with a 64-token window: resends of whole prompts and chats, FCFS, "
                      "long_prefill_token_threshold 128, a pool of about two large requests"),
+    dict(name="hp04_full_heavy_wide_window_prefix_bs16_chunk", source="p03_threshold_priority_bs16_chunk",
+         layer_types=FULL_HEAVY, window=512, config=dict(num_gpu_blocks=420),
+         description="prefix caching with two full-attention groups and one sliding group of window 512 (hits "
+                     "shorter than the window count from block 0), priority policy, threshold 128, a queue"),
 ]
 
 
