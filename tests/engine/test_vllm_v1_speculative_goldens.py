@@ -1,0 +1,60 @@
+"""Replay the speculative-decoding goldens of the real vLLM V1 scheduler and compare exactly.
+
+The goldens live in the repository (``tests/goldens/vllm_v1_speculative``; see its README for how
+``experiments/oracle/drive_speculative.py`` made them from vLLM 0.32.0): vLLM's own Scheduler or
+AsyncScheduler with a ``SpeculativeConfig``, fed a fabricated model output whose accepted drafts follow the
+scenario's acceptance pattern. llmsim replays each scenario with the same scripted acceptance and must take
+the same decision at every step: tokens per request (drafts included), drafts scheduled, padded admissions,
+accepted drafts, preemptions, free blocks; and every request's first-scheduled, first-token and finish steps.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from llmsim.engine.replay import load_scenario, replay_scenario
+
+FOLDER = Path(__file__).resolve().parents[1] / "goldens" / "vllm_v1_speculative"
+GOLDENS = sorted(p.name for p in FOLDER.glob("*.golden.json.gz"))
+STEP_FIELDS = ("scheduled", "new", "resumed", "preempted", "free_blocks_after_schedule", "free_blocks_after_update",
+               "finished", "emitted", "num_running", "num_waiting", "spec", "padded", "accepted")
+REQUEST_FIELDS = ("first_scheduled_step", "first_token_step", "finish_step", "num_preemptions",
+                  "preempted_at_steps", "resumed_at_steps", "num_output_tokens", "total_scheduled_tokens")
+SUMMARY_FIELDS = ("total_preemptions", "num_requests_preempted", "total_scheduled_tokens",
+                  "min_free_blocks_after_schedule", "max_running", "num_steps", "num_busy_steps")
+
+
+def test_the_goldens_are_there():
+    # Both engine loops, every vLLM method llmsim maps (ngram, draft model, EAGLE).
+    assert len(GOLDENS) >= 11
+    assert any(".async." in name for name in GOLDENS) and any(".async." not in name for name in GOLDENS)
+
+
+@pytest.mark.parametrize("golden_name", GOLDENS)
+def test_speculative_golden_replays_exactly(golden_name: str) -> None:
+    with gzip.open(FOLDER / golden_name, "rt") as f:
+        golden = json.load(f)
+    engine = "async" if ".async." in golden_name else "sync"
+    assert golden["generator"]["engine_loop"] == engine
+    scenario = load_scenario(FOLDER / (golden_name.split(".")[0] + ".scenario.json"))
+    trace = replay_scenario(scenario, engine, vllm_version=golden["generator"]["vllm_version"])
+
+    assert trace["config"]["num_speculative_tokens"] == golden["config"]["num_speculative_tokens"]
+    assert trace["config"]["num_lookahead_tokens"] == golden["config"]["num_lookahead_tokens"]
+    assert len(trace["steps"]) == len(golden["steps"])
+    fields = STEP_FIELDS + (("update_of_step",) if engine == "async" else ())
+    for ours, theirs in zip(trace["steps"], golden["steps"]):
+        for field in fields:
+            assert ours[field] == theirs[field], f"step {theirs['step']} field {field}"
+    request_fields = REQUEST_FIELDS + (
+        ("first_token_delivered_step", "finish_delivered_step") if engine == "async" else ())
+    for request_id, theirs in golden["requests"].items():
+        ours = trace["requests"][request_id]
+        for field in request_fields:
+            assert ours[field] == theirs[field], f"request {request_id} field {field}"
+    for field in SUMMARY_FIELDS:
+        assert trace["summary"][field] == golden["summary"][field], field
