@@ -25,8 +25,8 @@ or ``eagle`` (the draft model / EAGLE head is the oracle's config-only tiny mode
 of a request (n = 0, 1, ...: the n-th step whose output checks at least one real draft of it) accepts
 ``min(pattern[n % len(pattern)], drafts scheduled in that step)`` drafts. Drafts that vLLM pads a request
 with when it admits it from the waiting queue for a single token (``pad_spec_decode``: token id -1) are
-never accepted and do not advance n. ``prefix_group`` requests are refused (drive.py rewrites their
-sampled tokens to one token per step).
+never accepted and do not advance n. ``prefix_group`` requests work as in drive.py: each sampled or
+accepted token is the group stream's token at its position, so multi-turn requests hit their outputs.
 
 The golden is drive.py's format; every step record gains ``spec`` ([[request, drafts scheduled]] for
 requests with drafts in the step, in scheduling order), ``padded`` (requests whose drafts are padding)
@@ -73,9 +73,15 @@ def check_scenario(scenario: dict) -> dict:
         assert isinstance(pattern, list) and pattern and all(
             isinstance(a, int) and 0 <= a <= k for a in pattern), (
             f"{owner}: acceptance pattern must be a non-empty list of integers in 0..{k}, got {pattern}")
-    assert not any("prefix_group" in r for r in scenario["requests"]), (
-        "prefix_group requests are not supported with speculative decoding here")
     return spec
+
+
+class _HiddenGroups(dict):
+    """A request's prefix group, looked up as usual, but false as a whole: drive.run then leaves the
+    sampled tokens alone (it would cut them to one) and the update wrapper below sets all 1 + a of them."""
+
+    def __bool__(self) -> bool:
+        return False
 
 
 def run(scenario: dict, engine: str, drive) -> dict:
@@ -101,6 +107,15 @@ def run(scenario: dict, engine: str, drive) -> dict:
 
     drive.VllmConfig = vllm_config_with_speculation
     built = {}
+    original_plan = drive.TokenPlan
+
+    class TokenPlan(original_plan):
+        def __init__(self, reqs):
+            super().__init__(reqs)
+            self.group_of = _HiddenGroups(self.group_of)
+            built["plan"] = self
+
+    drive.TokenPlan = TokenPlan
     original_build = drive.build_scheduler
 
     def build(cfg, engine_name):
@@ -116,6 +131,16 @@ def run(scenario: dict, engine: str, drive) -> dict:
             step = step_of_output[id(mro)]
             accepted_of_step[step] = [[rid, a] for rid, a in accepted_of_step[step]
                                       if rid in sched.requests and not sched.requests[rid].is_finished()]
+            plan = built["plan"]
+            for i, rid in enumerate(mro.req_ids):
+                req = sched.requests.get(rid)
+                if mro.sampled_token_ids[i] and req is not None and plan.group_of.get(rid) is not None:
+                    # The group stream's tokens at their positions (tokens past the stream end are past
+                    # max_tokens too, and vLLM trims them).
+                    stream = plan.streams[plan.group_of[rid]]
+                    mro.sampled_token_ids[i] = [
+                        stream[p] if p < len(stream) else drive.SAMPLED_TOKEN_ID
+                        for p in range(req.num_tokens, req.num_tokens + len(mro.sampled_token_ids[i]))]
             outputs = original_update(so, mro)
             if engine_name == "sync" and so.total_num_scheduled_tokens > 0:
                 # EngineCore.post_step: the proposer's drafts for the requests that sampled.
@@ -182,6 +207,7 @@ def run(scenario: dict, engine: str, drive) -> dict:
     finally:
         drive.build_scheduler = original_build
         drive._record_schedule = original_record
+        drive.TokenPlan = original_plan
 
     for rec in golden["steps"]:
         rec["spec"] = spec_of_step.get(rec["step"], [])

@@ -24,13 +24,15 @@ STEP_FIELDS = ("scheduled", "new", "resumed", "preempted", "free_blocks_after_sc
                "finished", "emitted", "num_running", "num_waiting", "spec", "padded", "accepted")
 REQUEST_FIELDS = ("first_scheduled_step", "first_token_step", "finish_step", "num_preemptions",
                   "preempted_at_steps", "resumed_at_steps", "num_output_tokens", "total_scheduled_tokens")
+# Scenarios with prefix groups or priorities (drive.py's extended golden): the prefix-cache hit of each admission.
+EXTENDED_REQUEST_FIELDS = ("cached_tokens_at_admission", "num_cached_tokens")
 SUMMARY_FIELDS = ("total_preemptions", "num_requests_preempted", "total_scheduled_tokens",
                   "min_free_blocks_after_schedule", "max_running", "num_steps", "num_busy_steps")
 
 
 def test_the_goldens_are_there():
     # Both engine loops, every vLLM method llmsim maps (ngram, draft model, EAGLE).
-    assert len(GOLDENS) >= 11
+    assert len(GOLDENS) >= 13
     assert any(".async." in name for name in GOLDENS) and any(".async." not in name for name in GOLDENS)
 
 
@@ -52,6 +54,8 @@ def test_speculative_golden_replays_exactly(golden_name: str) -> None:
             assert ours[field] == theirs[field], f"step {theirs['step']} field {field}"
     request_fields = REQUEST_FIELDS + (
         ("first_token_delivered_step", "finish_delivered_step") if engine == "async" else ())
+    if "cached_tokens_at_admission" in next(iter(golden["requests"].values())):
+        request_fields += EXTENDED_REQUEST_FIELDS
     for request_id, theirs in golden["requests"].items():
         ours = trace["requests"][request_id]
         for field in request_fields:
