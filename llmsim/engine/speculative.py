@@ -178,7 +178,7 @@ class Speculator:
         if num_drafts <= 0:
             return 0
         pattern = getattr(request, "acceptance_pattern", None) or self.pattern
-        if pattern:
+        if pattern and request is not None:
             # Scripted: the request's n-th verification (num_verify_steps counts the earlier ones).
             return min(pattern[request.num_verify_steps % len(pattern)], num_drafts)
         a = int(np.searchsorted(self._cdf, self._rng.random(), side="right"))

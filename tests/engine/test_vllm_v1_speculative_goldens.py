@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from llmsim.engine.replay import load_scenario, replay_scenario
+from llmsim.errors import UserError
 
 FOLDER = Path(__file__).resolve().parents[1] / "goldens" / "vllm_v1_speculative"
 GOLDENS = sorted(p.name for p in FOLDER.glob("*.golden.json.gz"))
@@ -62,3 +63,29 @@ def test_speculative_golden_replays_exactly(golden_name: str) -> None:
             assert ours[field] == theirs[field], f"request {request_id} field {field}"
     for field in SUMMARY_FIELDS:
         assert trace["summary"][field] == golden["summary"][field], field
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"speculative": {"method": "medusa", "num_speculative_tokens": 2, "acceptance_pattern": [1]}},
+     r"speculative.method: expected one of"),
+    ({"speculative": {"method": "ngram", "num_speculative_tokens": 0, "acceptance_pattern": [0]}},
+     r"num_speculative_tokens: expected an integer from 1 to 16"),
+    ({"speculative": {"method": "ngram", "num_speculative_tokens": 2, "acceptance_pattern": [3]}},
+     r"acceptance_pattern: expected a non-empty list .* from 0 to 2"),
+    ({"speculative": {"method": "ngram", "num_speculative_tokens": 2, "acceptance_pattern": [1], "seed": 1}},
+     r"speculative.seed: unknown key"),
+    ({"accepted": [1]}, r"requests\[0\].accepted: needs a top-level 'speculative' section"),
+    ({"speculative": {"method": "eagle", "num_speculative_tokens": 2, "acceptance_pattern": [1]}, "accepted": []},
+     r"requests\[0\].accepted: expected a non-empty list"),
+])
+def test_a_bad_speculative_section_is_refused_with_its_field(tmp_path, change, message) -> None:
+    scenario = {"config": {"num_gpu_blocks": 16}, "requests": [{"id": "a", "arrival_step": 0, "prompt_len": 8,
+                                                                 "output_len": 4}]}
+    if "accepted" in change:
+        scenario["requests"][0]["accepted"] = change["accepted"]
+    if "speculative" in change:
+        scenario["speculative"] = change["speculative"]
+    path = tmp_path / "s.scenario.json"
+    path.write_text(json.dumps(scenario))
+    with pytest.raises(UserError, match=message):
+        load_scenario(path)
