@@ -68,6 +68,9 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         self._num_cached: dict[str, int] = {}  # request id → its leading blocks already registered in the cache
         self._session_keys: dict[object, tuple[list, int]] = {}  # session → (keys, tokens) of its latest turn
         self.num_evicted_blocks = 0  # cached contents dropped to reuse their block
+        # Speculative decoding: KV slots the scheduler adds to every allocation for the drafter (vLLM's
+        # num_lookahead_tokens). They hold no token yet, so blocks they fill are not registered.
+        self.num_lookahead_tokens = 0
 
     # -- block keys -----------------------------------------------------------------------------
     def keys_of(self, request: Request) -> list:
@@ -171,7 +174,8 @@ class PrefixCachingKVCacheManager(KVCacheManager):
             owned.append(b)
         self._take(owned, needed)
         self._blocks[rid] = len(owned)
-        self._register(request, owned, min(computed + num_new_tokens, request.num_tokens) // bs)
+        self._register(request, owned, min(computed + num_new_tokens - self.num_lookahead_tokens,
+                                           request.num_tokens) // bs)
         return True
 
     def _take(self, owned: list, count: int) -> None:

@@ -10,8 +10,10 @@ block keys come from each request's ``prefix_group``/``prefix_len`` (the oracle'
 hold the same tokens in block i iff they are in the same group and the block lies within both requests'
 group stream); ``policy: priority`` is vLLM's priority heap and victim rule; ``layer_types`` and
 ``sliding_window`` (the format of ``tests/goldens/vllm_v1_hybrid``, written by
-``experiments/oracle/drive_hybrid.py``) give a hybrid model's KV cache groups over one pool; an unknown key is
-an error.
+``experiments/oracle/drive_hybrid.py``) give a hybrid model's KV cache groups over one pool; a top-level
+``speculative`` section (``method``, ``num_speculative_tokens``, ``acceptance_pattern``; per request an optional
+``accepted`` list) turns on speculative decoding with that scripted acceptance, as ``experiments/oracle/
+drive_speculative.py`` fabricates it for the real scheduler; an unknown key is an error.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from llmsim.engine.kv_cache import KVCacheManager, cdiv
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
+from llmsim.engine.speculative import SpeculativeConfig, Speculator
 from llmsim.errors import ConfigError, UserError
 
 _SCENARIO_CONFIG_KEYS = {
@@ -37,6 +40,10 @@ _SCENARIO_CONFIG_KEYS = {
 }
 _SCENARIO_ONLY_KEYS = {"policy", "vllm_version", "layer_types", "sliding_window"}
 _POLICIES = {"fcfs": "fcfs", "priority": "priority"}  # scenario policy → scheduler.queue
+# Speculative methods: vLLM's names (the oracle's) and llmsim's → llmsim's.
+_SPEC_METHODS = {"ngram": "ngram", "ngram_gpu": "ngram", "draft_model": "draft", "draft": "draft",
+                 "eagle": "eagle", "mtp": "mtp"}
+_SPEC_KEYS = {"method", "num_speculative_tokens", "acceptance_pattern"}
 
 
 #: Most ticks a replay runs: the goldens need hundreds; each tick keeps a step record (about 1 KB), so a
@@ -66,6 +73,7 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
     if not _is_int(block_size) or block_size < 1:
         raise UserError(f"{path}: config.block_size: expected an integer ≥ 1, got {block_size!r}")
     usable_tokens = (blocks - 1) * block_size
+    k = _check_speculative(scenario, path)
     seen: dict[Any, int] = {}
     for i, req in enumerate(requests):
         if not isinstance(req, dict):
@@ -97,11 +105,41 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
             if not _is_int(plen) or not 0 <= plen <= req["prompt_len"]:
                 raise UserError(f"{path}: requests[{i}].prefix_len: expected an integer from 0 to prompt_len "
                                 f"({req['prompt_len']}), got {plen!r}")
+        if "accepted" in req:
+            if k is None:
+                raise UserError(f"{path}: requests[{i}].accepted: needs a top-level 'speculative' section")
+            _check_pattern(req["accepted"], k, f"{path}: requests[{i}].accepted")
         if req["prompt_len"] + req["output_len"] > usable_tokens:
             raise UserError(f"{path}: requests[{i}]: prompt_len {req['prompt_len']} + output_len {req['output_len']} "
                             f"tokens cannot fit the KV cache ({blocks - 1} usable blocks × {block_size} = "
                             f"{usable_tokens} tokens; raise config.num_gpu_blocks)")
     return scenario
+
+
+def _check_speculative(scenario: dict[str, Any], path) -> int | None:
+    """Check the optional ``speculative`` section; return its k (None without one)."""
+    spec = scenario.get("speculative")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: speculative: expected a JSON object, got {_kind(spec)}")
+    unknown = sorted(set(spec) - _SPEC_KEYS)
+    if unknown:
+        raise UserError(f"{path}: speculative.{unknown[0]}: unknown key; valid: {', '.join(sorted(_SPEC_KEYS))}")
+    if spec.get("method") not in _SPEC_METHODS:
+        raise UserError(f"{path}: speculative.method: expected one of {', '.join(_SPEC_METHODS)}, "
+                        f"got {spec.get('method')!r}")
+    k = spec.get("num_speculative_tokens")
+    if not _is_int(k) or not 1 <= k <= 16:
+        raise UserError(f"{path}: speculative.num_speculative_tokens: expected an integer from 1 to 16, got {k!r}")
+    _check_pattern(spec.get("acceptance_pattern"), k, f"{path}: speculative.acceptance_pattern")
+    return k
+
+
+def _check_pattern(pattern: Any, k: int, where: str) -> None:
+    if not isinstance(pattern, list) or not pattern or not all(_is_int(a) and 0 <= a <= k for a in pattern):
+        raise UserError(f"{where}: expected a non-empty list of accepted-draft counts, integers from 0 to {k}, "
+                        f"got {pattern!r}")
 
 
 def _is_int(value: Any) -> bool:
@@ -147,13 +185,19 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
     max_model_len = cfg.max_model_len or 1 << 30
     kv = _kv_cache(scenario["config"], cfg, source)
     scheduler = make_scheduler(cfg, kv, max_model_len)
+    spec = scenario.get("speculative")
+    if spec is not None:
+        scheduler.enable_speculation(Speculator(SpeculativeConfig(
+            method=_SPEC_METHODS[spec["method"]], num_speculative_tokens=spec["num_speculative_tokens"],
+            acceptance_pattern=spec["acceptance_pattern"])))
     loop = EngineLoop(scheduler, async_mode)
 
     specs = sorted(scenario["requests"], key=lambda r: r["arrival_step"])  # stable: list order within a tick
     requests = [Request(r["id"], r["arrival_step"], r["prompt_len"], r["output_len"], index=i,
                         priority=r.get("priority", 0)) for i, r in enumerate(specs)]
-    for request, spec in zip(requests, specs):
-        request.block_keys = block_keys_of(spec, cfg.block_size)
+    for request, request_spec in zip(requests, specs):
+        request.block_keys = block_keys_of(request_spec, cfg.block_size)
+        request.acceptance_pattern = request_spec.get("accepted")
     admissions: dict[str, list[list[int]]] = {r.request_id: [] for r in requests}
     delivered_first: dict[str, int] = {}
     delivered_finish: dict[str, int] = {}
@@ -175,6 +219,10 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
                 if id(request) in admitted:  # tokens in KV before its first chunk: what the prefix cache supplied
                     admissions[request.request_id].append([tick, context])
         to_update = loop.next_to_update(plan)
+        verifying = []
+        if spec is not None and to_update is not None:
+            verifying = [(r, r.num_accepted_tokens) for r, d in zip(to_update.sampling, to_update.spec_drafts)
+                         if d and not r.is_finished]  # the update ignores requests that finished meanwhile
         outcome = scheduler.update_from_output(to_update) if to_update is not None else None
         if outcome is not None:
             num_finished += len(outcome.finished)
@@ -184,6 +232,8 @@ def replay_scenario(scenario: dict[str, Any], engine: str = "sync", source: str 
             for r in outcome.finished:
                 delivered_finish[r.request_id] = tick
         steps.append(_step_record(tick, arrived, plan, to_update, outcome, kv, scheduler, async_mode))
+        if spec is not None:
+            steps[-1].update(_spec_record(plan, outcome, verifying))
         tick += 1
         if tick > MAX_REPLAY_TICKS:
             raise UserError(f"{source}: the replay did not finish within {MAX_REPLAY_TICKS:,} ticks "
@@ -258,6 +308,17 @@ def _step_record(tick, arrived, plan, updated, outcome, kv, scheduler, async_mod
     return record
 
 
+def _spec_record(plan, outcome, verifying) -> dict[str, Any]:
+    """The oracle's speculative fields: drafts scheduled per request, padded admissions, accepted drafts."""
+    drafts = {id(r): d for r, d in zip(plan.sampling, plan.spec_drafts) if d} if plan else {}
+    return {
+        "spec": [[r.request_id, drafts[id(r)]] for r, _ in plan.scheduled if id(r) in drafts] if plan else [],
+        "padded": _ids(plan.padded) if plan else [],
+        "accepted": [[r.request_id, r.num_accepted_tokens - before] for r, before in verifying]
+        if outcome is not None else [],
+    }
+
+
 def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_first, delivered_finish,
            admissions) -> dict[str, Any]:
     busy = [s for s in steps if s["num_scheduled_tokens"] > 0]
@@ -297,8 +358,8 @@ def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_firs
         watermark_blocks=kv.watermark_blocks,
         scheduler_reserve_full_isl=cfg.scheduler_reserve_full_isl,
         async_scheduling=async_mode,
-        num_speculative_tokens=0,
-        num_lookahead_tokens=0,
+        num_speculative_tokens=scenario["speculative"]["num_speculative_tokens"] if "speculative" in scenario else 0,
+        num_lookahead_tokens=kv_lookahead(scenario),
     )
     return {
         "format_version": 1,
@@ -326,6 +387,14 @@ def _trace(scenario, cfg, kv, steps, requests, specs, async_mode, delivered_firs
         "steps": steps,
         "requests": per_request,
     }
+
+
+def kv_lookahead(scenario: dict[str, Any]) -> int:
+    spec = scenario.get("speculative")
+    if spec is None:
+        return 0
+    return Speculator(SpeculativeConfig(method=_SPEC_METHODS[spec["method"]],
+                                        num_speculative_tokens=spec["num_speculative_tokens"])).lookahead
 
 
 def _cache_summary(admissions: dict[str, list[list[int]]]) -> dict[str, int]:

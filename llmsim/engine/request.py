@@ -35,7 +35,7 @@ class Request:
         "first_scheduled_step", "first_token_step", "finish_step", "preempted_at_steps", "resumed_at_steps",
         "was_preempted", "admitted_seq", "predicted_output_tokens", "block_keys", "retries", "submitted_s", "served_by",
         "spec_tokens", "num_draft_tokens", "num_accepted_tokens", "num_verify_steps", "num_loaded_tokens",
-        "num_in_flight_tokens",
+        "num_in_flight_tokens", "acceptance_pattern", "is_prefill_chunk",
     )
 
     def __init__(
@@ -89,6 +89,9 @@ class Request:
         # Speculative decoding: drafts proposed for (then, once scheduled, drafts in) the next step; totals.
         self.spec_tokens = 0
         self.num_draft_tokens = self.num_accepted_tokens = self.num_verify_steps = 0
+        self.acceptance_pattern: Optional[list[int]] = None  # scripted acceptance of this request (replays)
+        # vLLM's is_prefill_chunk: after its last schedule, the request still had prompt (or recompute) to feed.
+        self.is_prefill_chunk = False
         self.num_loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier instead of prefilled
         # Async loop: tokens scheduled in steps whose output is not applied yet (vLLM's num_in_flight_tokens;
         # a sliding-window group keeps their blocks until then).

@@ -37,6 +37,8 @@ class StepPlan:
     preempted: list[Request] = field(default_factory=list)
     failed: list[Request] = field(default_factory=list)  # ended by the scheduler (preemption none: no memory)
     sampling: list[Request] = field(default_factory=list)  # requests that produce a token in this step
+    spec_drafts: list[int] = field(default_factory=list)  # speculative decoding: drafts of each sampling request
+    padded: list[Request] = field(default_factory=list)  # admitted with placeholder drafts (never accepted)
     num_scheduled_tokens: int = 0
     num_prefill_tokens: int = 0
     free_blocks_after_schedule: int = 0
@@ -119,6 +121,7 @@ class SchedulerBase:
                               f"vllm-v1 only, not {self.name}")
         self.speculator: Optional[Speculator] = None  # speculative decoding (see enable_speculation)
         self._lookahead = 0
+        self._draft_slots = 0  # input slots each scheduled request takes beyond its tokens (a draft model: 1)
         self.now_s = 0.0
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -134,11 +137,11 @@ class SchedulerBase:
         if self.name != "vllm-v1":
             raise ConfigError(f"config field speculative.method: speculative decoding is modelled for scheduler.policy "
                               f"vllm-v1 only, not {self.name}")
-        if self.async_scheduling:
-            raise ConfigError("config field speculative.method: speculative decoding is modelled with vLLM's "
-                              "synchronous loop only; set scheduler.async_scheduling: false")
         self.speculator = speculator
         self._lookahead = speculator.lookahead
+        self._draft_slots = speculator.draft_slots
+        if isinstance(self.kv_cache, PrefixCachingKVCacheManager):
+            self.kv_cache.num_lookahead_tokens = speculator.lookahead  # allocations carry it; never cached
 
     # -- queue state -----------------------------------------------------------------------------
     @property
@@ -250,7 +253,7 @@ class SchedulerBase:
                         # vLLM steps its index back only for a victim it had scheduled; an earlier victim that
                         # it had skipped (its last token in flight) makes it skip the request after this one.
                         del plan.scheduled[k]
-                        refund += n
+                        refund += n + self._draft_slots
                         shift += 1
                         break
             self._remove_running(victim)
@@ -265,7 +268,8 @@ class SchedulerBase:
         gets ``min(tokens to feed, threshold, budget)`` tokens, preempting victims when its blocks run out.
 
         The pass ends when the budget is spent or a request preempts itself. With preemption ``none`` a
-        request that cannot grow is skipped and collected in ``stalled``. Returns the budget left.
+        request that cannot grow is skipped and collected in ``stalled``. Returns the budget left. With a
+        draft model each scheduled request also takes ``draft_slots`` input slots (vLLM's input budget).
         """
         # Hot loop (once per running request per step): the rules of _last_token_in_flight, _tokens_to_feed
         # and KVCacheManager.allocate_slots are inlined for the common case; anything that needs a block the
@@ -279,9 +283,10 @@ class SchedulerBase:
         block_size = kv.block_size
         last_slot = self.max_model_len - 1
         lookahead = self._lookahead
+        draft_slots = self._draft_slots
         scheduled = plan.scheduled
         index = 0
-        while index < len(running) and budget > 0:
+        while index < len(running) and budget > draft_slots:
             request = running[index]
             computed = request.num_computed_tokens
             placeholders = request.num_output_placeholders
@@ -291,8 +296,8 @@ class SchedulerBase:
             num_new = request.prompt_tokens + request.num_output_tokens + placeholders - computed + request.spec_tokens
             if threshold and num_new > threshold:
                 num_new = threshold
-            if num_new > budget:
-                num_new = budget
+            if num_new > budget - draft_slots:
+                num_new = budget - draft_slots
             if num_new > last_slot - computed:
                 num_new = last_slot - computed
             if num_new <= 0:
@@ -325,7 +330,7 @@ class SchedulerBase:
                         continue  # vLLM ≥ 0.33: the running pass goes on with the next request
                     break  # the request preempted itself: the running pass ends (vLLM 0.32)
             scheduled.append((request, num_new))
-            budget -= num_new
+            budget -= num_new + draft_slots
             index += 1
         return budget
 
@@ -351,7 +356,7 @@ class SchedulerBase:
             return 0
         hit = self.kv_cache.match_prefix(request)
         # vLLM with an EAGLE/MTP head drops the last hit block: the head needs its hidden states recomputed.
-        return hit - 1 if hit and self._lookahead else hit
+        return hit - 1 if hit and self.speculator is not None and self.speculator.eagle_block_drop else hit
 
     def _fail(self, request: Request, plan: StepPlan, reason: str) -> None:
         """End a request the engine cannot serve (reported through the step's outcome)."""
@@ -373,7 +378,9 @@ class SchedulerBase:
         """Advance computed tokens of every scheduled request and decide who samples (vLLM's
         ``_update_after_schedule``); record the queue sizes the goldens report."""
         sampling = plan.sampling
+        spec_drafts = plan.spec_drafts
         context_lens = plan.context_lens
+        speculating = self.speculator is not None
         total = prefill = 0
         cache_blocks = self.kv_cache.cache_full_blocks if self.prefix_caching and self.catch_up_cache else None
         async_scheduling = self.async_scheduling
@@ -388,15 +395,20 @@ class SchedulerBase:
             if cache_blocks is not None:
                 cache_blocks(request)
             if request.num_computed_tokens >= target:
+                request.is_prefill_chunk = False
                 sampling.append(request)
-                if self.async_scheduling:
-                    request.num_output_placeholders += 1
                 # Speculative decoding: the drafts that fitted in the step (a budget cut trims them).
                 drafts = request.num_computed_tokens - target
-                request.spec_tokens = drafts
+                if speculating:
+                    spec_drafts.append(drafts)
+                    # Sync: new drafts come with the output; async: vLLM counts k placeholder drafts at once.
+                    request.spec_tokens = self.speculator.k if self.async_scheduling else 0
+                if self.async_scheduling:
+                    request.num_output_placeholders += 1 + drafts
                 if num_new - drafts > 1:
                     prefill += num_new
             else:
+                request.is_prefill_chunk = True
                 prefill += num_new
         plan.num_scheduled_tokens = total
         plan.num_prefill_tokens = prefill
@@ -415,24 +427,41 @@ class SchedulerBase:
         if self.async_scheduling:
             for request, num_new in plan.scheduled:
                 request.num_in_flight_tokens -= num_new  # preempted ones too (vLLM does not reset the count)
-        for request in plan.sampling:
+        speculator = self.speculator
+        padded = plan.padded
+        for i, request in enumerate(plan.sampling):
             if request.status in ended:
                 continue
-            request.num_output_tokens += self.speculator.verify(request) if request.spec_tokens else 1
+            running = request.status == RequestStatus.RUNNING
+            gained = 1
+            drafts = plan.spec_drafts[i] if speculator is not None else 0
+            if drafts:
+                accepted = speculator.verify(request, drafts, request in padded)
+                gained += accepted
+                if running:
+                    # vLLM rolls back the rejected slots (and, async, their placeholders); a request preempted
+                    # while its step was in flight has nothing to roll back.
+                    request.num_computed_tokens -= drafts - accepted
+                    if request.num_output_placeholders:
+                        request.num_output_placeholders -= drafts - accepted
+            # Accepted tokens past max_tokens are trimmed (vLLM's check_stop).
+            gained = min(gained, request.max_output_tokens - request.num_output_tokens)
+            request.num_output_tokens += gained
             if request.num_output_placeholders:
-                request.num_output_placeholders -= 1
+                # vLLM zeroes a preempted request's placeholders; its late output still delivers the tokens.
+                request.num_output_placeholders = request.num_output_placeholders - gained if running else 0
             if cache_blocks is not None and request.status == RequestStatus.RUNNING:
                 # vLLM's AsyncScheduler registers the blocks the delivered token completes (before a
                 # finished request frees them); the sync loop registers only at allocation.
                 cache_blocks(request, request.num_computed_tokens - request.num_output_placeholders)
             outcome.emitted.append(request)
-            if request.num_output_tokens == 1:
+            if request.num_output_tokens == gained:
                 request.first_token_step = plan.step
             if request.num_output_tokens >= request.max_output_tokens:
                 self._finish(request, plan.step)
                 outcome.finished.append(request)
-            elif self.speculator is not None:
-                self.speculator.propose(request)
+            elif speculator is not None and not self.async_scheduling:
+                speculator.propose(request, self.max_model_len)
         outcome.free_blocks_after_update = self.kv_cache.num_free_blocks
         return outcome
 

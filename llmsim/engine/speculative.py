@@ -1,24 +1,35 @@
 """Speculative decoding (``speculative:``): a cheap proposer drafts tokens, the target model verifies them.
 
-How vLLM V1 schedules it (``vllm/v1/core/sched/scheduler.py``), and so llmsim:
+How vLLM V1 schedules it (``vllm/v1/core/sched/scheduler.py``, ``async_scheduler.py``), and so llmsim; checked
+step for step against the real scheduler on the goldens in ``tests/goldens/vllm_v1_speculative``:
 
-- After a request samples a token, the proposer drafts ``num_speculative_tokens`` (k) more. In the next step
-  the request is scheduled for ``1 + k`` tokens: its last sampled token and the k drafts. They count against
-  the token budget and need KV slots like any other token; a budget that runs out trims the drafts.
-  EAGLE/MTP heads also reserve k *lookahead* slots for the drafting pass that follows.
+- After a request samples a token, the proposer drafts ``num_speculative_tokens`` (k) more (n-gram lookup
+  stops at ``max_model_len``; nothing looks at the request's max_tokens, so drafts past its last output token
+  are scheduled too and their accepted tokens trimmed). In the next step the request is scheduled for
+  ``1 + k`` tokens: its last sampled token and the k drafts. They count against the token budget and need KV
+  slots like any other token; a budget that runs out trims the drafts, and so does ``max_model_len``.
+- Per method (vLLM's ``max_num_new_slots_for_drafting`` and ``num_lookahead_tokens``): a draft model
+  (``draft``) takes one more input slot per scheduled request off the token budget and reserves k
+  *lookahead* KV slots; an EAGLE/MTP head reserves k lookahead slots and drops the last prefix-cache hit
+  block; n-gram lookup needs neither.
 - The target model verifies all of them in that one forward pass. With ``a`` drafts accepted (a prefix of
   the k: the first rejection ends it), the request gains ``a + 1`` tokens (the accepted drafts and the
   target's own next token) and its computed tokens drop by the ``k - a`` rejected slots, which it reuses.
-  A preempted request loses its drafts. (llmsim's choice: drafts are never proposed past the request's last
-  output token, since they could only be discarded.)
-- Prefill steps carry no drafts.
+  A preempted request loses its drafts. Prefill steps carry no drafts.
+- A request admitted from the waiting queue for a single token (a one-token prompt, or a prefix hit that
+  leaves one) beside running decodes and no running prefill is padded to ``1 + k`` tokens with placeholder
+  drafts, which are never accepted (vLLM keeps its decode batch uniform).
+- With the async loop vLLM does not wait for the drafts: right after scheduling a decode it counts k
+  placeholder drafts for the request's next step, so every decode is scheduled for ``1 + k`` tokens.
 
 Acceptance model (how many of k drafts the target accepts), one of:
 
 - ``acceptance_rate`` α: each draft is accepted with probability α given the previous one was (fixed);
 - ``acceptance_per_position``: that probability per draft position (EAGLE's falls with depth);
 - ``acceptance_length_pmf``: a fitted distribution of the accepted count, P(a = 0), …, P(a = k)
-  (e.g. from vLLM's ``spec_decode`` metrics of a real deployment).
+  (e.g. from vLLM's ``spec_decode`` metrics of a real deployment);
+- ``acceptance_pattern``: a scripted sequence: a request's n-th verification accepts
+  ``pattern[n % len(pattern)]`` drafts (at most those scheduled). Deterministic; the oracle replays use it.
 
 Step cost: verification is part of the target's forward pass (the drafts are ordinary scheduled tokens, so
 the timing model prices them). Drafting is a separate, added term (:meth:`Speculator.draft_time`): k
@@ -26,9 +37,6 @@ sequential passes of the proposer, each ``draft_cost_fraction`` × the target's 
 (a small draft model: its size ratio; an EAGLE/MTP head: about one layer's worth), or, for n-gram lookup, a
 CPU cost per request. Defaults per method are below; set ``draft_cost_fraction`` from a measurement when
 you have one.
-
-llmsim models vLLM's synchronous loop here: a config that asks for speculative decoding with the async
-loop is refused rather than run with a made-up rule.
 """
 
 from __future__ import annotations
@@ -59,6 +67,9 @@ class SpeculativeConfig(StrictModel):
     acceptance_length_pmf: Optional[list[float]] = Field(
         None, description="P(accepted drafts = 0, 1, …, k): k + 1 non-negative values summing to 1; overrides "
                           "the other acceptance fields")
+    acceptance_pattern: Optional[list[int]] = Field(
+        None, description="scripted acceptance: a request's n-th verification accepts pattern[n % len] drafts "
+                          "(at most those scheduled); values in 0..k; overrides the other acceptance fields")
     draft_cost_fraction: Optional[float] = Field(
         None, ge=0, description="one drafting pass as a fraction of the target's decode step of the batch; "
                                 "default per method: draft 0.1, eagle/mtp 0.05, ngram 0 (CPU cost instead)")
@@ -75,6 +86,10 @@ class SpeculativeConfig(StrictModel):
         if pmf is not None and (len(pmf) != k + 1 or min(pmf) < 0 or abs(sum(pmf) - 1) > 1e-6):
             raise ValueError(f"acceptance_length_pmf: expected {k + 1} non-negative values summing to 1 "
                              f"(P(0 accepted) … P({k} accepted)), got {pmf}")
+        pattern = self.acceptance_pattern
+        if pattern is not None and (not pattern or not all(0 <= a <= k for a in pattern)):
+            raise ValueError(f"acceptance_pattern: expected a non-empty list of accepted-draft counts in 0..{k}, "
+                             f"got {pattern}")
         return self
 
     @property
@@ -84,6 +99,8 @@ class SpeculativeConfig(StrictModel):
     def length_pmf(self) -> np.ndarray:
         """P(a drafts accepted) for a = 0 … k, whichever way the acceptance was given."""
         k = self.num_speculative_tokens
+        if self.acceptance_pattern is not None:
+            return np.bincount(self.acceptance_pattern, minlength=k + 1) / len(self.acceptance_pattern)
         if self.acceptance_length_pmf is not None:
             return np.asarray(self.acceptance_length_pmf, dtype=float)
         per = self.acceptance_per_position or [self.acceptance_rate] * k
@@ -124,39 +141,48 @@ class Speculator:
     def __init__(self, config: SpeculativeConfig, stream: int = 0) -> None:
         self.config = config
         self.k = config.num_speculative_tokens
-        self.lookahead = self.k if config.method in ("eagle", "mtp") else 0
+        # vLLM's num_lookahead_tokens: KV slots past the scheduled tokens for the drafting pass that follows.
+        self.lookahead = self.k if config.method in ("draft", "eagle", "mtp") else 0
+        # vLLM's max_num_new_slots_for_drafting: input slots per scheduled request beyond its tokens.
+        self.draft_slots = 1 if config.method == "draft" else 0
+        # vLLM drops the last prefix-cache hit block for EAGLE-family heads (their hidden states are needed).
+        self.eagle_block_drop = config.method in ("eagle", "mtp")
+        self.pattern = config.acceptance_pattern
         self._cdf = np.cumsum(config.length_pmf())
         self._rng = np.random.default_rng([config.seed, stream])
         self.draft_cost_fraction = (config.draft_cost_fraction if config.draft_cost_fraction is not None
                                     else DEFAULT_DRAFT_COST[config.method])
 
-    def drafts_for(self, remaining_outputs: int) -> int:
-        """Drafts to propose for a request that still has ``remaining_outputs`` tokens to produce."""
-        return max(0, min(self.k, remaining_outputs - 1))
+    def propose(self, request, max_model_len: int) -> None:
+        """After a request sampled (sync loop): the drafts it carries into its next step. The proposer does
+        not know the request's max_tokens; n-gram lookup stops at ``max_model_len`` (vLLM's NgramProposer),
+        the other proposers always draft k (the scheduler's own ``max_model_len`` cap trims them)."""
+        k = self.k
+        if self.config.method == "ngram":
+            k = max(0, min(k, max_model_len - request.num_tokens))
+        request.spec_tokens = k
 
-    def propose(self, request) -> None:
-        """After a request sampled: the drafts it carries into its next step."""
-        request.spec_tokens = self.drafts_for(request.max_output_tokens - request.num_output_tokens)
-
-    def verify(self, request) -> int:
-        """The target checks the request's scheduled drafts (``spec_tokens``): accepted ones become tokens,
-        rejected slots are given back (its computed tokens drop by them). Returns the tokens gained: the
-        accepted drafts and the target's own."""
-        drafts = request.spec_tokens
-        accepted = self.accepted(drafts)
-        request.num_computed_tokens -= drafts - accepted
+    def verify(self, request, drafts: int, padded: bool = False) -> int:
+        """The target checks ``drafts`` scheduled drafts of the request: accepted ones become tokens, rejected
+        slots are given back by the caller. Returns the accepted drafts (placeholder padding: none)."""
+        if padded:
+            return 0
+        accepted = self.accepted(drafts, request)
         request.num_draft_tokens += drafts
         request.num_accepted_tokens += accepted
         request.num_verify_steps += 1
-        request.spec_tokens = 0
-        return accepted + 1
+        return accepted
 
-    def accepted(self, num_drafts: int) -> int:
+    def accepted(self, num_drafts: int, request=None) -> int:
         """How many of ``num_drafts`` scheduled drafts the target accepts (a prefix of them)."""
         if num_drafts <= 0:
             return 0
+        pattern = getattr(request, "acceptance_pattern", None) or self.pattern
+        if pattern and request is not None:
+            # Scripted: the request's n-th verification (num_verify_steps counts the earlier ones).
+            return min(pattern[request.num_verify_steps % len(pattern)], num_drafts)
         a = int(np.searchsorted(self._cdf, self._rng.random(), side="right"))
-        # Fewer drafts than k (trimmed by the budget or the output length): the first rejection among them.
+        # Fewer drafts than k (trimmed by the budget or max_model_len): the first rejection among them.
         return min(a, num_drafts, self.k)
 
     def draft_time(self, step_time: Callable, drafting: list[int], context_lens: list[int]) -> float:

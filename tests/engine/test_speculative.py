@@ -35,19 +35,58 @@ def test_rejected_drafts_give_their_slots_back():
     s = _spec_scheduler(k=3, rate=0.0)
     r = req("r", 40, 5)
     trace = run(s, {0: [r]})
-    # One token a step; drafts never reach past the last output token (3, 2, 1, then none).
-    assert [n for plan in trace.plans for _, n in plan.scheduled] == [40, 4, 3, 2, 1]
-    assert r.num_accepted_tokens == 0 and r.num_draft_tokens == 6
-    assert r.num_scheduled_tokens_total == 40 + 4 + 3 + 2 + 1
+    # One token a step. As in vLLM, the proposer does not know max_tokens: k drafts every step, even the last.
+    assert [n for plan in trace.plans for _, n in plan.scheduled] == [40, 4, 4, 4, 4]
+    assert r.num_accepted_tokens == 0 and r.num_draft_tokens == 12
+    assert r.num_scheduled_tokens_total == 40 + 4 * 4
     # Each verification computed the real token; rejected slots were taken back: 40 + 4 tokens in KV.
     assert r.num_computed_tokens == 40 + 4
 
 
 def test_drafts_count_against_the_token_budget_and_are_trimmed():
-    s = _spec_scheduler(k=3, rate=1.0, max_num_batched_tokens=6)
+    s = _spec_scheduler(method="ngram", k=3, rate=1.0, max_num_batched_tokens=6)
     a, b = req("a", 2, 20), req("b", 2, 20)
     trace = run(s, {0: [a, b]})
     assert trace.scheduled(1) == [("a", 4), ("b", 2)]  # b keeps 1 of its 3 drafts
+
+
+def test_a_draft_model_takes_one_more_input_slot_per_request():
+    # vLLM's max_num_new_slots_for_drafting: a (non-parallel) draft model needs 1 slot per scheduled request.
+    s = _spec_scheduler(method="draft", k=3, rate=1.0, max_num_batched_tokens=8)
+    a, b = req("a", 2, 20), req("b", 2, 20)
+    trace = run(s, {0: [a, b]})
+    assert trace.scheduled(1) == [("a", 4), ("b", 2)]  # 8 - (4 + 1) leaves 3: b gets 3 - 1 = 2 tokens
+
+
+def test_accepted_tokens_past_max_tokens_are_trimmed():
+    s = _spec_scheduler(method="ngram", k=4, rate=1.0)
+    r = req("r", 10, 3)
+    trace = run(s, {0: [r]})
+    assert [n for plan in trace.plans for _, n in plan.scheduled] == [10, 5]  # 4 drafts though 2 tokens remain
+    assert r.num_output_tokens == 3 and r.finish_step == 1
+
+
+def test_single_token_admission_beside_decodes_is_padded_with_drafts_never_accepted():
+    s = _spec_scheduler(method="ngram", k=3, rate=1.0)
+    a, b = req("a", 8, 20), req("b", 1, 5)
+    trace = run(s, {0: [a], 2: [b]})
+    assert trace.scheduled(2) == [("a", 4), ("b", 4)]  # b's one prompt token + 3 placeholder drafts
+    assert trace.plans[2].padded == [b]
+    # the padding gives 1 token (all 3 rejected though every real draft is accepted); then 1 + 3 real ones
+    assert trace.scheduled(3) == [("a", 4), ("b", 4)]
+    assert b.finish_step == 3 and b.num_accepted_tokens == 3 and b.num_verify_steps == 1
+
+
+def test_scripted_acceptance_pattern_repeats_per_request():
+    s = make("vllm-v1", num_gpu_blocks=200)
+    s.enable_speculation(Speculator(SpeculativeConfig(method="ngram", num_speculative_tokens=3,
+                                                      acceptance_pattern=[3, 0, 1])))
+    r = req("r", 8, 12)
+    run(s, {0: [r]})
+    # prefill 1 token, then 1+3, 1+0, 1+1, 1+3 → 1 + 4 + 1 + 2 + 4 = 12
+    assert r.num_verify_steps == 4 and r.num_accepted_tokens == 3 + 0 + 1 + 3
+    with pytest.raises(ValidationError, match="acceptance_pattern"):
+        SpeculativeConfig(num_speculative_tokens=2, acceptance_pattern=[3])
 
 
 def test_eagle_reserves_lookahead_slots():
@@ -70,11 +109,20 @@ def test_acceptance_models_agree_on_the_length_distribution():
         SpeculativeConfig(method="eagle", num_speculative_tokens=2, acceptance_length_pmf=[0.5, 0.5])
 
 
-def test_speculation_is_refused_where_it_is_not_modelled():
+def test_async_loop_schedules_k_placeholder_drafts_for_every_decode():
     config = SchedulerConfig(async_scheduling=True, num_gpu_blocks=64)
-    with pytest.raises(ConfigError, match="async_scheduling"):
-        make_scheduler(config, make_kv_cache(config, 64), 4096).enable_speculation(
-            Speculator(SpeculativeConfig(method="ngram")))
+    s = make_scheduler(config, make_kv_cache(config, 64), 4096)
+    s.enable_speculation(Speculator(SpeculativeConfig(method="ngram", num_speculative_tokens=2, acceptance_rate=0.0)))
+    r = req("r", 16, 4)
+    s.add_request(r)
+    first = s.schedule()
+    second = s.schedule()  # before the first step's output: the token in flight and 2 placeholder drafts
+    assert second.scheduled == [(r, 3)] and second.spec_drafts == [2]
+    s.update_from_output(first)
+    assert r.num_output_tokens == 1
+
+
+def test_speculation_is_refused_where_it_is_not_modelled():
     with pytest.raises(ConfigError, match="vllm-v1 only"):
         make("sarathi").enable_speculation(Speculator(SpeculativeConfig(method="ngram")))
 

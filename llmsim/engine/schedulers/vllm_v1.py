@@ -56,7 +56,15 @@ class VLLMV1Scheduler(SchedulerBase):
         cfg = self.config
         kv = self.kv_cache
         waiting = self.waiting
-        while waiting and budget > 0:
+        draft_slots = self._draft_slots
+        # Speculative decoding: vLLM pads a single-token admission to a full 1 + k decode when the running pass
+        # scheduled decodes only (its prefill flag is the one set at the request's previous schedule).
+        pad_k = 0
+        if self.speculator is not None and waiting:
+            pad_k = self.speculator.k
+            running_scheduled = bool(plan.scheduled)
+            prefill_scheduled = any(r.is_prefill_chunk for r, _ in plan.scheduled)
+        while waiting and budget > draft_slots:
             if len(self.running) >= cfg.max_num_seqs:
                 break
             request = waiting[0]
@@ -65,11 +73,19 @@ class VLLMV1Scheduler(SchedulerBase):
             loaded = kv.match_offloaded(request, hit) if self.prefix_caching and request.num_computed_tokens == 0 else 0
             num_new = (request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
                        - (hit + loaded) * kv.block_size)
+            padded = False
+            if pad_k and num_new == 1 and not prefill_scheduled:
+                computed = request.num_computed_tokens + (hit + loaded) * kv.block_size
+                if (running_scheduled or computed > 0) and computed + pad_k + 2 <= self.max_model_len:
+                    if 1 + pad_k > budget - draft_slots:
+                        break  # vLLM would rather not schedule it than schedule it unpadded
+                    num_new = 1 + pad_k
+                    padded = True
             if threshold:
                 num_new = min(num_new, threshold)
-            if not cfg.enable_chunked_prefill and num_new > budget:
+            if not cfg.enable_chunked_prefill and num_new > budget - draft_slots:
                 break
-            num_new = min(num_new, budget)
+            num_new = min(num_new, budget - draft_slots)
             # The watermark counts only while some request is running.
             watermark = kv.watermark_blocks if self.running else 0
             if self.full_prompt_check and cfg.scheduler_reserve_full_isl:
@@ -82,6 +98,8 @@ class VLLMV1Scheduler(SchedulerBase):
                 request.num_loaded_tokens += loaded * kv.block_size
                 plan.swap_in_blocks += loaded  # the replica charges the PCIe copy to the step
             self._admit(waiting, plan, num_new)
-            budget -= num_new
+            if padded:
+                plan.padded.append(request)
+            budget -= num_new + draft_slots
 
 
