@@ -122,7 +122,7 @@ def priority_study() -> pd.DataFrame:
             ax.bar(np.arange(2) + offset, part[metric], width=0.4, label=f"queue: {queue}")
         ax.set_xticks(range(2), ["interactive (0)", "batch burst (1)"])
         ax.set(ylabel="seconds", title=title, yscale="log")
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8)  # clear of the bars
     fig.suptitle("Priority classes under a burst, Llama-2-7B on A100-80GB", fontsize=10)
     fig.tight_layout()
     fig.savefig(RESULTS_DIR / "vllm_priority.png", dpi=90)
