@@ -74,7 +74,19 @@ def kv_cache_groups(layer_types: Sequence[str], sliding_window: Optional[int]) -
     return groups, group_size
 
 
-class HybridKVCacheManager(KVCacheManager):
+class WholeBlockRefusals:
+    """What neither hybrid manager (with or without prefix caching) models: blocks moved as a whole count."""
+
+    def swap_out(self, request: Request) -> int:
+        raise ConfigError("config field scheduler.preemption: swap is not modelled with a hybrid (sliding-window) "
+                          "KV cache; use recompute")
+
+    def take_blocks(self, request: Request, num_blocks: int) -> bool:
+        raise ConfigError("a hybrid (sliding-window) KV cache cannot take blocks handed over whole (KV transfer, "
+                          "swap-in); use a full-attention model or colocated replicas")
+
+
+class HybridKVCacheManager(WholeBlockRefusals, KVCacheManager):
     """Block accounting of several KV cache groups over one pool (see the module docstring).
 
     ``num_gpu_blocks`` counts group blocks (pages of one group's layers), block 0 reserved as usual.
@@ -177,10 +189,3 @@ class HybridKVCacheManager(KVCacheManager):
         self.num_free_blocks += held
         return held
 
-    def swap_out(self, request: Request) -> int:
-        raise ConfigError("config field scheduler.preemption: swap is not modelled with a hybrid (sliding-window) "
-                          "KV cache; use recompute")
-
-    def take_blocks(self, request: Request, num_blocks: int) -> bool:
-        raise ConfigError("a hybrid (sliding-window) KV cache cannot take blocks handed over whole (KV transfer, "
-                          "swap-in); use a full-attention model or colocated replicas")

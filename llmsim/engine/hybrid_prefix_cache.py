@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from llmsim.engine.hybrid_kv import WholeBlockRefusals
 from llmsim.engine.kv_cache import cdiv
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request
 from llmsim.errors import ConfigError
 
 
-class HybridPrefixCachingKVCacheManager(PrefixCachingKVCacheManager):
+class HybridPrefixCachingKVCacheManager(WholeBlockRefusals, PrefixCachingKVCacheManager):
     """Block tables per KV cache group with prefix caching (see the module docstring).
 
     ``groups[i]`` is group i's sliding window, or None for full attention; every sliding group has the same
@@ -256,13 +257,6 @@ class HybridPrefixCachingKVCacheManager(PrefixCachingKVCacheManager):
     def num_blocks_of(self, request: Request) -> int:
         return self._blocks.get(request.request_id, 0)
 
-    def swap_out(self, request: Request) -> int:
-        raise ConfigError("config field scheduler.preemption: swap is not modelled with a hybrid (sliding-window) "
-                          "KV cache; use recompute")
-
-    def take_blocks(self, request: Request, num_blocks: int) -> bool:
-        raise ConfigError("a hybrid (sliding-window) KV cache cannot take blocks handed over whole (KV transfer, "
-                          "swap-in); use a full-attention model or colocated replicas")
 
     def check_consistency(self) -> None:
         free = set(self._plain_free) | set(self._cached_free)

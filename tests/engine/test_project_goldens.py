@@ -16,14 +16,7 @@ import pytest
 
 from llmsim.engine.hybrid_kv import kv_cache_groups
 from llmsim.engine.replay import load_scenario, replay_scenario
-from tests.engine.test_vllm_v1_goldens import (
-    EXTENDED_REQUEST_FIELDS,
-    EXTENDED_SUMMARY_FIELDS,
-    REQUEST_FIELDS,
-    STEP_FIELDS,
-    SUMMARY_FIELDS,
-    load_golden,
-)
+from tests.engine.test_vllm_v1_goldens import assert_replay_matches, load_golden
 
 GOLDENS = Path(__file__).resolve().parents[1] / "goldens"
 FOLDERS = ("vllm_v1_hybrid", "vllm_v1_prefix")
@@ -57,20 +50,7 @@ def test_project_golden_replays_exactly(folder: str, name: str, engine: str) -> 
     assert golden["generator"]["vllm_version"] == "0.32.0" and golden["generator"]["engine_loop"] == engine
     trace = replay_scenario(scenario, engine, vllm_version=golden["generator"]["vllm_version"])
 
-    assert len(trace["steps"]) == len(golden["steps"])
-    for ours, theirs in zip(trace["steps"], golden["steps"]):
-        for field in STEP_FIELDS:
-            assert ours[field] == theirs[field], f"step {theirs['step']} field {field}"
-    extended = "cached_tokens_at_admission" in next(iter(golden["requests"].values()))
-    fields = REQUEST_FIELDS + (EXTENDED_REQUEST_FIELDS if extended else ())
-    if engine == "async":
-        fields += ("first_token_delivered_step", "finish_delivered_step")
-    for request_id, theirs in golden["requests"].items():
-        ours = trace["requests"][request_id]
-        for field in fields:
-            assert ours[field] == theirs[field], f"request {request_id} field {field}"
-    for field in SUMMARY_FIELDS + (EXTENDED_SUMMARY_FIELDS if extended else ()):
-        assert trace["summary"][field] == golden["summary"][field], field
+    assert_replay_matches(trace, golden, engine)
 
 
 @pytest.mark.parametrize("scenario", sorted((GOLDENS / "vllm_v1_hybrid").glob("*.scenario.json")),

@@ -63,6 +63,11 @@ def test_golden_replays_exactly(folder: str, golden_name: str, engine: str) -> N
     scenario_path = shared_path("goldens", folder, _scenario_name(golden_name))
     trace = replay_scenario(load_scenario(scenario_path), engine, vllm_version=golden["generator"]["vllm_version"])
 
+    assert_replay_matches(trace, golden, engine)
+
+
+def assert_replay_matches(trace: dict, golden: dict, engine: str) -> None:
+    """Every field the goldens' READMEs list, step by step, request by request, then the summary."""
     assert len(trace["steps"]) == len(golden["steps"])
     for ours, theirs in zip(trace["steps"], golden["steps"]):
         for field in STEP_FIELDS:
