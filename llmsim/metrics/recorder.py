@@ -87,6 +87,7 @@ class Recorder:
         self._req: dict[str, list | array] = {
             name: [] if name in _TEXT_COLUMNS else array("q" if name in _INT_COLUMNS else "d") for name in REQUEST_COLUMNS
         }
+        self._bulk: Optional[dict] = None  # a whole run's records handed over at once (add_requests), kept as is
         self._step: dict[str, array | list] = {
             name: array("d") if name in _FLOAT_STEP_COLUMNS else array("q") for name in STEP_COLUMNS
         }
@@ -105,11 +106,13 @@ class Recorder:
     @property
     def num_ended(self) -> int:
         """Requests recorded so far (each exactly once, when it ends)."""
-        return len(self._req["request_id"])
+        return len(self._req["request_id"]) + (len(self._bulk["request_id"]) if self._bulk is not None else 0)
 
     # -- request lifecycle -----------------------------------------------------------------------
     def request_ended(self, request: Request) -> None:
         """Called exactly once per request, when it finishes, is rejected or fails."""
+        if self._bulk is not None:
+            self._spill()
         col = self._req
         first_token = request.first_token_s
         ttft = None if first_token is None else first_token - request.arrival_s
@@ -158,15 +161,32 @@ class Recorder:
     def add_requests(self, columns: dict) -> None:
         """Many requests' records at once (``columns``: one array or list per name of REQUEST_COLUMNS, in the
         same units as :meth:`request_ended` writes; NaN where a time is unknown). Used by the aggregate engine,
-        which keeps per-request results in arrays instead of request objects; listeners are not called."""
+        which keeps per-request results in arrays instead of request objects; listeners are not called.
+
+        Into an empty recorder the arrays are kept as they are: copying a million requests' columns into the
+        buffers, then out again for the table, held two extra copies of them at the run's peak."""
+        bulk = {name: np.asarray(columns[name], dtype=object) if name in _TEXT_COLUMNS else
+                np.ascontiguousarray(columns[name], dtype=np.int64 if name in _INT_COLUMNS else np.float64)
+                for name in REQUEST_COLUMNS}
+        if not self.num_ended:
+            self._bulk = bulk
+            return
+        self._spill()
+        self._append_columns(bulk)
+
+    def _spill(self) -> None:
+        """Move records kept as handed over into the append buffers (more records are coming)."""
+        bulk, self._bulk = self._bulk, None
+        if bulk is not None:
+            self._append_columns(bulk)
+
+    def _append_columns(self, columns: dict) -> None:
         col = self._req
         for name in REQUEST_COLUMNS:
-            values = columns[name]
             if name in _TEXT_COLUMNS:
-                col[name].extend(values)
+                col[name].extend(columns[name])
             else:
-                dtype = np.int64 if name in _INT_COLUMNS else np.float64
-                col[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
+                col[name].frombytes(columns[name].tobytes())
 
     # -- steps -----------------------------------------------------------------------------------
     def step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None:
@@ -343,23 +363,29 @@ class Recorder:
     def requests_frame(self) -> pd.DataFrame:
         """One row per request, ordered by arrival then request id. Each column is copied once, already in
         that order (a million requests: no second full copy for a sort)."""
-        arrival = np.frombuffer(self._req["arrival_s"], dtype=np.float64) if self.num_ended else np.array([])
-        ids = np.asarray(self._req["request_id"], dtype=object)
+        if self._bulk is not None and len(self._req["request_id"]):
+            self._spill()
+        bulk = self._bulk
+        arrival = (bulk["arrival_s"] if bulk is not None else np.frombuffer(self._req["arrival_s"], dtype=np.float64)
+                   if self.num_ended else np.array([]))
+        ids = bulk["request_id"] if bulk is not None else np.asarray(self._req["request_id"], dtype=object)
         order = None
         if len(arrival) > 1:
-            ordered = (arrival[1:] > arrival[:-1]) | ((arrival[1:] == arrival[:-1]) & (ids[1:] >= ids[:-1]))
+            ordered = arrival[1:] > arrival[:-1]
+            tied = np.flatnonzero(arrival[1:] == arrival[:-1])  # only ties compare ids (strings: slow by the million)
+            ordered[tied] = ids[tied + 1] >= ids[tied]
             if not ordered.all():
                 order = np.lexsort((ids.astype(str), arrival))
         columns = {}
         for name in REQUEST_COLUMNS:
-            values = self._req[name]
+            values = bulk[name] if bulk is not None else self._req[name]
             if name in _TEXT_COLUMNS:
                 column = np.asarray(values, dtype=object) if len(values) else np.array([], dtype=object)
             else:
                 dtype = np.int64 if name in _INT_COLUMNS else np.float64
                 column = np.frombuffer(values, dtype=dtype) if len(values) else np.array([], dtype=dtype)
-            columns[name] = column[order] if order is not None else column.copy()
-        frame = pd.DataFrame(columns)
+            columns[name] = column[order] if order is not None else column
+        frame = pd.DataFrame(columns, copy=True)  # the frame's own copy (in its blocks), nothing shared with ours
         for name in _TEXT_COLUMNS:
             frame[name] = frame[name].astype(str)
         return frame
