@@ -475,7 +475,7 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
 
 def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster,
              client=(None, None)) -> Result:
-    requests = recorder.requests_frame()
+    requests = recorder.requests_frame(release=True)
     ingress, client_arrivals = client
     if ingress is not None:
         requests = client_view(requests, ingress, client_arrivals)

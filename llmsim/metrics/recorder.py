@@ -360,9 +360,10 @@ class Recorder:
             self.itl_weights.append(same_gap)
 
     # -- results ---------------------------------------------------------------------------------
-    def requests_frame(self) -> pd.DataFrame:
+    def requests_frame(self, release: bool = False) -> pd.DataFrame:
         """One row per request, ordered by arrival then request id. Each column is copied once, already in
-        that order (a million requests: no second full copy for a sort)."""
+        that order (a million requests: no second full copy for a sort). ``release``: the run's last use of
+        the records, which are let go of once copied (they are not at hand while its summary is computed)."""
         if self._bulk is not None and len(self._req["request_id"]):
             self._spill()
         bulk = self._bulk
@@ -386,6 +387,11 @@ class Recorder:
                 column = np.frombuffer(values, dtype=dtype) if len(values) else np.array([], dtype=dtype)
             columns[name] = column[order] if order is not None else column
         frame = pd.DataFrame(columns, copy=True)  # the frame's own copy (in its blocks), nothing shared with ours
+        if release:
+            del columns, ids, arrival, values, column
+            self._bulk = None
+            self._req = {name: type(values)() if isinstance(values, list) else array(values.typecode)
+                         for name, values in self._req.items()}
         for name in _TEXT_COLUMNS:
             frame[name] = frame[name].astype(str)
         return frame

@@ -1,4 +1,5 @@
-"""The bucketed weighted percentiles (long runs) give exactly what the full sort gives."""
+"""The long-run summary helpers (bucketed weighted percentiles, weighted mean and std) give exactly what the
+full sort and numpy give."""
 
 import numpy as np
 import pytest
@@ -21,3 +22,13 @@ def test_buckets_match_the_full_sort(monkeypatch, kind: str, weighted: bool) -> 
         values, weights, percentiles)
     assert summary._sorted_percentiles(values, weights, percentiles) == pytest.approx(
         np.percentile(np.repeat(values, weights), percentiles).tolist(), rel=1e-12)
+
+
+def test_weighted_mean_and_std_are_numpys() -> None:
+    rng = np.random.default_rng(3)
+    for size in (1, 7, 129, 5_000, 70_001):
+        values = rng.gamma(2.0, 0.01, size)
+        weights = rng.integers(1, 400, size)
+        mean = float(np.average(values, weights=weights))
+        std = float(np.sqrt(np.average((values - mean) ** 2, weights=weights)))
+        assert summary._weighted_mean_std(values, weights) == (mean, std)
