@@ -56,6 +56,8 @@ def recorder_listeners(*listeners: RecorderListener) -> Iterator[None]:
 
 
 _FLOAT_STEP_COLUMNS = frozenset(("start_s", "duration_s"))
+#: Typecode of the ITL weights' arrays (C int, 32 bits): here and in the aggregate engine, whose arrays extend ours.
+ITL_WEIGHT_CODE = "i"
 _TEXT_COLUMNS = frozenset(("request_id", "served_by", "status", "reason"))
 _INT_COLUMNS = frozenset(("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
                           "scheduled_tokens", "recomputed_tokens", "cached_tokens"))
@@ -94,7 +96,8 @@ class Recorder:
         self.itl_values = array("d")
         self._spec = [0, 0, 0]  # speculative decoding: drafts scheduled, drafts accepted, verification steps
         self.loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier
-        self.itl_weights = array("q")
+        # Weights are tokens of one step (a batch): 4 bytes suffice, and a long run holds tens of millions.
+        self.itl_weights = array(ITL_WEIGHT_CODE)
         self.num_steps = 0
         self.busy_time_s = 0.0
         self.total_preemptions = 0
@@ -335,7 +338,7 @@ class Recorder:
         counts = np.asarray(counts, dtype=np.int64)
         keep = counts > 0
         self.itl_values.frombytes(gaps[keep].tobytes())
-        self.itl_weights.frombytes(counts[keep].tobytes())
+        self.itl_weights.frombytes(counts[keep].astype(np.intc).tobytes())
 
     def same_gap_tokens(self, time_s: float, previous_step_end_s: float, count: int) -> None:
         """``count`` tokens at ``time_s`` whose previous tokens all came at ``previous_step_end_s``."""
@@ -419,5 +422,5 @@ class Recorder:
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """Read-only views of the weighted inter-token gaps (no copy: a long run holds tens of millions)."""
         values = np.frombuffer(self.itl_values, dtype=np.float64) if len(self.itl_values) else np.array([], dtype=np.float64)
-        weights = np.frombuffer(self.itl_weights, dtype=np.int64) if len(self.itl_weights) else np.array([], dtype=np.int64)
+        weights = np.frombuffer(self.itl_weights, dtype=np.intc) if len(self.itl_weights) else np.array([], dtype=np.intc)
         return values, weights

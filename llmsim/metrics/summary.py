@@ -46,8 +46,7 @@ def _sorted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: li
     # Keep to the sort order and one cumulative array (in place), and read the sorted values only where the
     # percentiles fall.
     order = np.argsort(values, kind="stable")
-    cum = weights[order]
-    np.cumsum(cum, out=cum)
+    cum = np.cumsum(weights[order], dtype=np.int64)  # 32-bit weights (the recorder's) sum past 2**31
     n = int(cum[-1])
     out = []
     for q in percentiles:
