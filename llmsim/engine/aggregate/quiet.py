@@ -27,7 +27,8 @@ class QuietSteps:
         pool = self.pool
         phase, finish_at, retire_at = pool.phase, pool.finish_at, pool.retire_at
         # decode_step_time's arithmetic inlined (same operations, same order: bit-identical durations), with
-        # its per-batch constants fetched only when the pool's size changes: a call a step was a third of the loop.
+        # its per-batch constants fetched only when the pool's size changes: one call fewer a quiet step (13 M of them
+        # for 1 M requests).
         decode_consts = self.timing.decode_consts
         per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = self.timing.decode_arith()
         consts_n, base, qo_bytes, floor, add = -1, 0.0, 0.0, 0.0, 0.0
