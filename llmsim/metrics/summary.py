@@ -144,9 +144,10 @@ def meets_slo(requests: pd.DataFrame, slo: SLOConfig) -> np.ndarray:
 
 def _hit_rate(requests: pd.DataFrame) -> float:
     """Cached tokens / tokens that needed KV (prompt + recomputed) over requests that were scheduled."""
-    scheduled = requests[requests["first_scheduled_s"].notna()]
-    looked_up = int(scheduled["prompt_tokens"].sum() + scheduled["recomputed_tokens"].sum())
-    return float(scheduled["cached_tokens"].sum() / looked_up) if looked_up else 0.0
+    # Column by column: a frame of the scheduled rows copied the whole table (a million rows: 250 MB at the peak).
+    scheduled = requests["first_scheduled_s"].notna().to_numpy()
+    looked_up = int(requests["prompt_tokens"][scheduled].sum() + requests["recomputed_tokens"][scheduled].sum())
+    return float(requests["cached_tokens"][scheduled].sum() / looked_up) if looked_up else 0.0
 
 
 def summarize(
