@@ -419,6 +419,10 @@ class Recorder:
             "max_batch_size": self.max_batch_size,
         }
 
+    def clear_itl(self) -> None:
+        """Let go of the gaps once summarised (a million requests leave 16 M of them)."""
+        self.itl_values, self.itl_weights = array("d"), array(ITL_WEIGHT_CODE)
+
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """Read-only views of the weighted inter-token gaps (no copy: a long run holds tens of millions)."""
         values = np.frombuffer(self.itl_values, dtype=np.float64) if len(self.itl_values) else np.array([], dtype=np.float64)

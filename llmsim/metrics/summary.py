@@ -130,6 +130,11 @@ def _weighted_mean_std(values: np.ndarray, weights: np.ndarray) -> tuple[float, 
     return mean, float(math.sqrt(scratch.sum() / scale))
 
 
+def itl_distribution(itl_values: np.ndarray, itl_weights: np.ndarray, percentiles: list[float]) -> dict[str, Any]:
+    """The summary's ``itl_s``: the weighted gaps' distribution."""
+    return distribution(itl_values, percentiles, itl_weights if itl_values.size else None)
+
+
 def meets_slo(requests: pd.DataFrame, slo: SLOConfig) -> np.ndarray:
     """Boolean per request: completed and within every SLO given (TPOT counts as 0 with one output token)."""
     good = (requests["status"] == "finished").to_numpy().copy()
@@ -157,7 +162,10 @@ def summarize(
     steps_info: dict[str, Any],
     slo: SLOConfig,
     percentiles: list[float],
+    itl: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
+    """The run summary; ``itl``: the gaps' :func:`distribution` when worked out already (the gaps are then
+    not needed)."""
     # The finished requests' columns one at a time (the whole column when all finished): a frame of the finished
     # rows copied every column of a million-row table at once, the run's peak memory.
     finished = (requests["status"] == "finished").to_numpy()
@@ -185,7 +193,7 @@ def summarize(
         "total_token_throughput": per_s(in_tokens + out_tokens),
         "ttft_s": distribution(done("ttft_s").to_numpy(), percentiles),
         "tpot_s": distribution(done("tpot_s").dropna().to_numpy(), percentiles),
-        "itl_s": distribution(itl_values, percentiles, itl_weights if itl_values.size else None),
+        "itl_s": itl if itl is not None else itl_distribution(itl_values, itl_weights, percentiles),
         "e2el_s": distribution(done("e2el_s").to_numpy(), percentiles),
         "queue_s": distribution(done("queue_s").to_numpy(), percentiles),
         "preemptions": int(requests["num_preemptions"].sum()),
