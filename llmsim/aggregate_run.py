@@ -11,7 +11,9 @@ the same reports make the same tables.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import multiprocessing as mp
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -76,7 +78,7 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
         choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64,
                              count=len(routed))
         groups = [routed[choice == position] for position in range(len(replicas))]
-        workers = min(config.engine.workers, len(replicas))
+        workers = min(worker_count(config.engine.workers, len(routed)), len(replicas))
         if workers > 1 and recorder.stream_path is None:
             runs = _alone_in_workers(inputs, groups, workers)
         else:
@@ -122,6 +124,23 @@ def _alone(inputs: _Inputs, groups: list, progress):
         yield inputs.replicas[position], rows, engine.run(), ReplicaTail(engine)
 
 
+#: ``engine.workers`` unset: below this many routed requests one process (forking costs more than it saves).
+AUTO_WORKERS_MIN_REQUESTS = 50_000
+
+
+def worker_count(workers: Optional[int], num_requests: int) -> int:
+    """``engine.workers``, or when unset one per usable core for a large run. A daemonic process (a
+    multiprocessing pool's worker) may not fork children, and a platform without fork has no cheap way to
+    share the inputs, so both keep to one."""
+    if workers is not None:
+        return workers
+    if (num_requests < AUTO_WORKERS_MIN_REQUESTS or mp.current_process().daemon
+            or "fork" not in mp.get_all_start_methods()):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores)
+
+
 _FORKED: Optional[tuple] = None  # (inputs, groups) for the workers, set just before they are forked
 
 
@@ -130,6 +149,9 @@ def _alone_in_workers(inputs: _Inputs, groups: list, workers: int):
     same wherever it runs, so the results are too. Outcomes come back as arrays (cheap to pickle)."""
     global _FORKED
     _FORKED = (dataclasses.replace(inputs, recorder=None), groups)
+    # Frozen objects are left out of the workers' garbage collections, which would otherwise touch (and so
+    # copy, page by page) every container the parent holds.
+    gc.freeze()
     try:
         with mp.get_context("fork").Pool(workers) as pool:
             # Largest groups first so the last one to start is short; results are consumed in replica order.
@@ -140,6 +162,7 @@ def _alone_in_workers(inputs: _Inputs, groups: list, workers: int):
                 yield inputs.replicas[position], rows, outcome, tail
     finally:
         _FORKED = None
+        gc.unfreeze()
 
 
 def _worker_run(position: int):
@@ -207,7 +230,10 @@ def request_factory(df: pd.DataFrame) -> Callable[[int], Request]:
 def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
     width = len(str(max(n - 1, 0)))
     nan = np.full(n, np.nan)
-    reason = np.array([unservable_reason(f, p, o) for f, p, o in zip(failed, prompt, output)], dtype=object)
+    # Only the unservable rows need their reason worked out: a routed row's reason comes from its replica's run.
+    reason = np.full(n, "", dtype=object)
+    unservable = np.flatnonzero(failed | (prompt <= 0) | (output <= 0))
+    reason[unservable] = [unservable_reason(failed[i], prompt[i], output[i]) for i in unservable.tolist()]
     return {
         "request_id": [f"{i:0{width}d}" for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
         "arrival_s": arrival, "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(), "finish_s": nan.copy(),

@@ -39,7 +39,7 @@ from llmsim.hardware.profiles import load_gpu, load_model
 from llmsim.hardware.timing import build_timing_model, swap_time
 from llmsim.metrics.intervals import add_intervals
 from llmsim.metrics.recorder import _ACTIVE_LISTENERS, Recorder
-from llmsim.metrics.summary import summarize
+from llmsim.metrics.summary import itl_distribution, summarize
 from llmsim.workload import Workload, build_workload
 
 
@@ -475,18 +475,20 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
 
 def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster,
              client=(None, None)) -> Result:
-    requests = recorder.requests_frame()
+    # The gaps are summarised first and let go of: held with the requests table they made the peak memory.
+    itl = itl_distribution(*recorder.itl_samples(), config.metrics.percentiles)
+    recorder.clear_itl()
+    requests = recorder.requests_frame(release=True)
     ingress, client_arrivals = client
     if ingress is not None:
         requests = client_view(requests, ingress, client_arrivals)
     requests, tables, cluster_summary = cluster_results(cluster, requests)
     steps_file = recorder.finish_stream()
     steps = None if steps_file is not None else recorder.steps_frame()
-    itl_values, itl_weights = recorder.itl_samples()
     info = recorder.step_stats()
     info["deployment"] = deployment.details
     info["engine_mode"] = engine_mode(config)
-    summary = summarize(requests, itl_values, itl_weights, info, config.slo, config.metrics.percentiles)
+    summary = summarize(requests, None, None, info, config.slo, config.metrics.percentiles, itl=itl)
     add_intervals(summary, deployment.residuals)
     summary["seed"] = config.seed
     if ingress is not None:

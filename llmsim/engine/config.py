@@ -105,7 +105,10 @@ class EngineConfig(StrictModel):
     """How the engine executes steps: which simulator engine runs, and what a step costs beyond its kernels
     (docs/step-time-physics.md). None of these changes a scheduling decision."""
 
-    workers: int = Field(1, ge=1, description="fast mode with a router that reads no replica state: run the replicas in this many processes (same results)")
+    workers: Optional[int] = Field(
+        None, ge=1, description="fast mode with a router that reads no replica state: run the replicas in this many "
+                                "processes (same results); default: one per usable core for runs of 50,000 requests "
+                                "or more (docs/speed.md), else 1")
     mode: Literal["fast", "reference"] = Field("fast", description="fast: aggregate engine, else event skipping (same decisions); reference: one event per step")
     cpu_overhead: bool = Field(True, description="price the engine loop's CPU time (scheduling, input preparation, "
                                                  "sampling, outputs); overlapped with the GPU under async scheduling")

@@ -324,15 +324,26 @@ class RooflineTimingModel:
         """``step_time([1] * batch, contexts, batch)`` for contexts summing to ``sum_context`` (pp = 1), from
         constants memoised per batch size: the aggregate engine's pure-decode steps. Same operations in the
         same order as :meth:`time_from_totals`, so the result is bit-identical."""
-        consts = self._decode_consts.get(batch)
-        if consts is None:
-            base, floor, add = self._step_consts(batch, batch, batch)
-            consts = self._decode_consts[batch] = (base, batch * self._qo_bytes_per_token, floor, add)
-        base, qo_bytes, floor, add = consts
+        base, qo_bytes, floor, add = self.decode_consts(batch)
         compute = (2 * sum_context + 2 * batch) * self._attn_flops_per_unit / self._attn_flops_rate
         memory = ((sum_context + batch) * self._kv_bytes_per_ctx_token + qo_bytes) / self._attn_bytes_rate
         gpu = base + self._num_layers * ((compute if compute > memory else memory) + self._attn_overhead)
         return (gpu if gpu > floor else floor) + add
+
+    def decode_consts(self, batch: int) -> tuple[float, float, float, float]:
+        """(base, Q/O bytes, floor, added) of a pure-decode step of ``batch`` requests, memoised."""
+        consts = self._decode_consts.get(batch)
+        if consts is None:
+            base, floor, add = self._step_consts(batch, batch, batch)
+            consts = self._decode_consts[batch] = (base, batch * self._qo_bytes_per_token, floor, add)
+        return consts
+
+    def decode_arith(self) -> tuple[float, float, float, float, int, float]:
+        """The constants :meth:`decode_step_time` applies to every batch size (flops per unit, flops rate,
+        KV bytes per context token, bytes rate, layers, attention overhead): a caller that inlines its
+        arithmetic (the aggregate engine's quiet loop) gets the bit-identical result."""
+        return (self._attn_flops_per_unit, self._attn_flops_rate, self._kv_bytes_per_ctx_token,
+                self._attn_bytes_rate, self._num_layers, self._attn_overhead)
 
     def chunk_flop_units(self, c: int, k: int) -> float:
         """Attention work units of a chunk of ``c`` > 1 new tokens over ``k`` cached ones (a decode, c = 1,

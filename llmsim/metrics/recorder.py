@@ -56,6 +56,8 @@ def recorder_listeners(*listeners: RecorderListener) -> Iterator[None]:
 
 
 _FLOAT_STEP_COLUMNS = frozenset(("start_s", "duration_s"))
+#: Typecode of the ITL weights' arrays (C int, 32 bits): here and in the aggregate engine, whose arrays extend ours.
+ITL_WEIGHT_CODE = "i"
 _TEXT_COLUMNS = frozenset(("request_id", "served_by", "status", "reason"))
 _INT_COLUMNS = frozenset(("replica", "prompt_tokens", "output_tokens", "num_output_tokens", "num_preemptions",
                           "scheduled_tokens", "recomputed_tokens", "cached_tokens"))
@@ -87,13 +89,15 @@ class Recorder:
         self._req: dict[str, list | array] = {
             name: [] if name in _TEXT_COLUMNS else array("q" if name in _INT_COLUMNS else "d") for name in REQUEST_COLUMNS
         }
+        self._bulk: Optional[dict] = None  # a whole run's records handed over at once (add_requests), kept as is
         self._step: dict[str, array | list] = {
             name: array("d") if name in _FLOAT_STEP_COLUMNS else array("q") for name in STEP_COLUMNS
         }
         self.itl_values = array("d")
         self._spec = [0, 0, 0]  # speculative decoding: drafts scheduled, drafts accepted, verification steps
         self.loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier
-        self.itl_weights = array("q")
+        # Weights are tokens of one step (a batch): 4 bytes suffice, and a long run holds tens of millions.
+        self.itl_weights = array(ITL_WEIGHT_CODE)
         self.num_steps = 0
         self.busy_time_s = 0.0
         self.total_preemptions = 0
@@ -105,11 +109,13 @@ class Recorder:
     @property
     def num_ended(self) -> int:
         """Requests recorded so far (each exactly once, when it ends)."""
-        return len(self._req["request_id"])
+        return len(self._req["request_id"]) + (len(self._bulk["request_id"]) if self._bulk is not None else 0)
 
     # -- request lifecycle -----------------------------------------------------------------------
     def request_ended(self, request: Request) -> None:
         """Called exactly once per request, when it finishes, is rejected or fails."""
+        if self._bulk is not None:
+            self._spill()
         col = self._req
         first_token = request.first_token_s
         ttft = None if first_token is None else first_token - request.arrival_s
@@ -158,15 +164,32 @@ class Recorder:
     def add_requests(self, columns: dict) -> None:
         """Many requests' records at once (``columns``: one array or list per name of REQUEST_COLUMNS, in the
         same units as :meth:`request_ended` writes; NaN where a time is unknown). Used by the aggregate engine,
-        which keeps per-request results in arrays instead of request objects; listeners are not called."""
+        which keeps per-request results in arrays instead of request objects; listeners are not called.
+
+        Into an empty recorder the arrays are kept as they are: copying a million requests' columns into the
+        buffers, then out again for the table, held two extra copies of them at the run's peak."""
+        bulk = {name: np.asarray(columns[name], dtype=object) if name in _TEXT_COLUMNS else
+                np.ascontiguousarray(columns[name], dtype=np.int64 if name in _INT_COLUMNS else np.float64)
+                for name in REQUEST_COLUMNS}
+        if not self.num_ended:
+            self._bulk = bulk
+            return
+        self._spill()
+        self._append_columns(bulk)
+
+    def _spill(self) -> None:
+        """Move records kept as handed over into the append buffers (more records are coming)."""
+        bulk, self._bulk = self._bulk, None
+        if bulk is not None:
+            self._append_columns(bulk)
+
+    def _append_columns(self, columns: dict) -> None:
         col = self._req
         for name in REQUEST_COLUMNS:
-            values = columns[name]
             if name in _TEXT_COLUMNS:
-                col[name].extend(values)
+                col[name].extend(columns[name])
             else:
-                dtype = np.int64 if name in _INT_COLUMNS else np.float64
-                col[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
+                col[name].frombytes(columns[name].tobytes())
 
     # -- steps -----------------------------------------------------------------------------------
     def step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None:
@@ -315,7 +338,7 @@ class Recorder:
         counts = np.asarray(counts, dtype=np.int64)
         keep = counts > 0
         self.itl_values.frombytes(gaps[keep].tobytes())
-        self.itl_weights.frombytes(counts[keep].tobytes())
+        self.itl_weights.frombytes(counts[keep].astype(np.intc).tobytes())
 
     def same_gap_tokens(self, time_s: float, previous_step_end_s: float, count: int) -> None:
         """``count`` tokens at ``time_s`` whose previous tokens all came at ``previous_step_end_s``."""
@@ -340,26 +363,38 @@ class Recorder:
             self.itl_weights.append(same_gap)
 
     # -- results ---------------------------------------------------------------------------------
-    def requests_frame(self) -> pd.DataFrame:
+    def requests_frame(self, release: bool = False) -> pd.DataFrame:
         """One row per request, ordered by arrival then request id. Each column is copied once, already in
-        that order (a million requests: no second full copy for a sort)."""
-        arrival = np.frombuffer(self._req["arrival_s"], dtype=np.float64) if self.num_ended else np.array([])
-        ids = np.asarray(self._req["request_id"], dtype=object)
+        that order (a million requests: no second full copy for a sort). ``release``: the run's last use of
+        the records, which are let go of once copied (they are not at hand while its summary is computed)."""
+        if self._bulk is not None and len(self._req["request_id"]):
+            self._spill()
+        bulk = self._bulk
+        arrival = (bulk["arrival_s"] if bulk is not None else np.frombuffer(self._req["arrival_s"], dtype=np.float64)
+                   if self.num_ended else np.array([]))
+        ids = bulk["request_id"] if bulk is not None else np.asarray(self._req["request_id"], dtype=object)
         order = None
         if len(arrival) > 1:
-            ordered = (arrival[1:] > arrival[:-1]) | ((arrival[1:] == arrival[:-1]) & (ids[1:] >= ids[:-1]))
+            ordered = arrival[1:] > arrival[:-1]
+            tied = np.flatnonzero(arrival[1:] == arrival[:-1])  # only ties compare ids (strings: slow by the million)
+            ordered[tied] = ids[tied + 1] >= ids[tied]
             if not ordered.all():
                 order = np.lexsort((ids.astype(str), arrival))
         columns = {}
         for name in REQUEST_COLUMNS:
-            values = self._req[name]
+            values = bulk[name] if bulk is not None else self._req[name]
             if name in _TEXT_COLUMNS:
                 column = np.asarray(values, dtype=object) if len(values) else np.array([], dtype=object)
             else:
                 dtype = np.int64 if name in _INT_COLUMNS else np.float64
                 column = np.frombuffer(values, dtype=dtype) if len(values) else np.array([], dtype=dtype)
-            columns[name] = column[order] if order is not None else column.copy()
-        frame = pd.DataFrame(columns)
+            columns[name] = column[order] if order is not None else column
+        frame = pd.DataFrame(columns, copy=True)  # the frame's own copy (in its blocks), nothing shared with ours
+        if release:
+            del columns, ids, arrival, values, column
+            self._bulk = None
+            self._req = {name: type(values)() if isinstance(values, list) else array(values.typecode)
+                         for name, values in self._req.items()}
         for name in _TEXT_COLUMNS:
             frame[name] = frame[name].astype(str)
         return frame
@@ -384,8 +419,12 @@ class Recorder:
             "max_batch_size": self.max_batch_size,
         }
 
+    def clear_itl(self) -> None:
+        """Let go of the gaps once summarised (a million requests leave 16 M of them)."""
+        self.itl_values, self.itl_weights = array("d"), array(ITL_WEIGHT_CODE)
+
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """Read-only views of the weighted inter-token gaps (no copy: a long run holds tens of millions)."""
         values = np.frombuffer(self.itl_values, dtype=np.float64) if len(self.itl_values) else np.array([], dtype=np.float64)
-        weights = np.frombuffer(self.itl_weights, dtype=np.int64) if len(self.itl_weights) else np.array([], dtype=np.int64)
+        weights = np.frombuffer(self.itl_weights, dtype=np.intc) if len(self.itl_weights) else np.array([], dtype=np.intc)
         return values, weights

@@ -12,7 +12,7 @@ from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, A
 from llmsim.engine.aggregate.quiet import QuietSteps
 from llmsim.engine.aggregate.rules import VLLMV1Rules
 from llmsim.engine.pool import DecodePool
-from llmsim.metrics.recorder import STEP_COLUMNS
+from llmsim.metrics.recorder import ITL_WEIGHT_CODE, STEP_COLUMNS
 
 
 class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
@@ -72,7 +72,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
                         "pending_prefill_tokens": []}
         # Typed arrays: 8 bytes a value, so a replica's gaps and steps stay compact however long the run.
         self.itl_values = array("d")
-        self.itl_weights = array("q")
+        self.itl_weights = array(ITL_WEIGHT_CODE)
         self.steps = {name: array("d" if name in ("start_s", "duration_s") else "q")
                       for name in STEP_COLUMNS if name != "replica"}
         self.num_steps = 0

@@ -11,6 +11,7 @@ from array import array
 from dataclasses import dataclass, field
 
 from llmsim.engine.aggregate.plan import STATUS_NAMES, AggregatePlan
+from llmsim.metrics.recorder import ITL_WEIGHT_CODE
 
 
 @dataclass
@@ -30,7 +31,7 @@ class ReplicaOutcome:
     reason: list
     steps: dict = field(default_factory=dict)  # step-table columns (typed arrays), when kept
     itl_values: array = field(default_factory=lambda: array("d"))
-    itl_weights: array = field(default_factory=lambda: array("q"))
+    itl_weights: array = field(default_factory=lambda: array(ITL_WEIGHT_CODE))
     num_steps: int = 0
     busy_s: float = 0.0
     kv_usage_s: float = 0.0  # Σ duration × used / total (the cluster's per-replica figure)

@@ -26,7 +26,12 @@ class QuietSteps:
         bs = self.bs
         pool = self.pool
         phase, finish_at, retire_at = pool.phase, pool.finish_at, pool.retire_at
-        step_time = self.timing.decode_step_time
+        # decode_step_time's arithmetic inlined (same operations, same order: bit-identical durations), with
+        # its per-batch constants fetched only when the pool's size changes: one call fewer a quiet step (13 M of them
+        # for 1 M requests).
+        decode_consts = self.timing.decode_consts
+        per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = self.timing.decode_arith()
+        consts_n, base, qo_bytes, floor, add = -1, 0.0, 0.0, 0.0, 0.0
         arr = self.arr
         usable = self.usable
         running, waiting = self.running, self.waiting
@@ -53,7 +58,14 @@ class QuietSteps:
             if not pool_n or pool_n > budget or need > free or waiting or self.loose:
                 break
             free -= need
-            duration = step_time(pool_n, pool_a + pool_n * s)
+            if pool_n != consts_n:
+                consts_n = pool_n
+                base, qo_bytes, floor, add = decode_consts(pool_n)
+            ctx = pool_a + pool_n * s
+            compute = (2 * ctx + 2 * pool_n) * per_unit / flops_rate
+            memory = ((ctx + pool_n) * kv_bytes + qo_bytes) / bytes_rate
+            gpu = base + layers * ((compute if compute > memory else memory) + overhead)
+            duration = (gpu if gpu > floor else floor) + add
             start = now if now > gpu_free else gpu_free
             gpu_free = start + duration
             step = (s, start, gpu_free, pool_n, free, len(running))
