@@ -366,13 +366,28 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
     Any router is served (a state-reading one in lockstep, see :mod:`llmsim.cluster.lockstep`), but replicas
     must interact only through routing, retries are not modelled, and no per-step listener may be attached
     (the timeline export wants every step's plan)."""
-    reasons = scheduler_blockers(config.scheduler) + _feature_blockers(config) + _interaction_blockers(config)
+    reasons = (_aggregate_policy_blockers(config.scheduler) + scheduler_blockers(config.scheduler)
+               + _feature_blockers(config) + _interaction_blockers(config))
     pps = {group.pp or config.hardware.pp for group in config.cluster.replica_groups()}
     reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
     if config.client.max_retries > 0:
         reasons.append("client retries")
     if _ACTIVE_LISTENERS.get():
         reasons.append("per-step listeners")
+    return reasons
+
+
+def _aggregate_policy_blockers(cfg) -> list[str]:
+    """The aggregate engine restates vLLM V1's FCFS, recompute rules on arrays (and nothing else)."""
+    reasons = []
+    if cfg.policy != "vllm-v1":
+        reasons.append(f"policy {cfg.policy}")
+    if cfg.queue != "fcfs":
+        reasons.append(f"queue order {cfg.queue}")
+    if cfg.preemption != "recompute":
+        reasons.append(f"preemption {cfg.preemption}")
+    if cfg.max_queue_time_s is not None:
+        reasons.append("queue timeouts")
     return reasons
 
 

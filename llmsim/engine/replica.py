@@ -50,6 +50,7 @@ class Replica:
         self._gpu_free_s = 0.0
         self._last_update_end_s: Optional[float] = None
         self.num_outstanding = 0
+        self.num_submitted = 0  # requests accepted so far (a decode run's snapshot tells arrivals by it)
         # Event skipping (engine.mode: fast): needs the timing model's vectorised decode steps, a policy that
         # opts in, and no observer that wants every step's plan. Owners may switch it off (faults, timeouts).
         self.timing = timing
@@ -81,6 +82,7 @@ class Replica:
             return False
         self.scheduler.add_request(request)
         self.num_outstanding += 1
+        self.num_submitted += 1
         if self._run is not None:
             self._note_arrival_during_run()
         max_queue_s = self.scheduler.config.max_queue_time_s
@@ -105,7 +107,7 @@ class Replica:
             if plan is not None:
                 self._cost(plan)
                 if self.fast_path:
-                    self._snapshot = ScheduleSnapshot.of(plan, self.scheduler)
+                    self._snapshot = ScheduleSnapshot.of(plan, self.scheduler, self.num_submitted)
             to_update = loop.next_to_update(plan)
             if to_update is None:
                 if plan is None:

@@ -1,9 +1,11 @@
 """The fast mode (engine.mode: fast) makes exactly the decisions of the per-step reference.
 
 Fast mode is the aggregate engine (llmsim.engine.aggregate) where it applies and the event-skipping loop
-(llmsim.engine.fastpath) elsewhere; the scenarios cover both. Each runs in both modes; per-request results
-must be identical (times equal to 1e-9 relative), and so must the per-step table, the per-replica table and
-the summary's step statistics.
+(llmsim.engine.fastpath) elsewhere; the scenarios cover both, and every batching policy with its own
+decode-run rules (SchedulerBase.decode_run_rules) under memory pressure, sync and async, with priority and
+sorting queue orders, aging, swap and no preemption, queue timeouts and queue caps. Each runs in both modes;
+per-request results must be identical (times equal to 1e-9 relative), and so must the per-step table, the
+per-replica table and the summary's step statistics.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from llmsim.config import load_config
+from llmsim.engine.schedulers import SCHEDULERS
 from llmsim.simulation import aggregate_blockers, simulate
 
 SCENARIOS = {
@@ -54,7 +57,30 @@ SCENARIOS = {
                              "scheduler.long_prefill_token_threshold=256"],
     "heavy_pressure_small_budget": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=400",
                                     "scheduler.max_num_batched_tokens=256", "scheduler.watermark=0.01"],
+    "queue_timeouts_pressure": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=900",
+                                "scheduler.max_queue_time_s=2"],
+    "shortest_first_aging": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=900",
+                             "scheduler.queue=shortest-first", "scheduler.starvation_guard_s=3"],
+    "vllm_v1_swap_sync": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=700",
+                          "scheduler.preemption=swap", "scheduler.async_scheduling=false"],
 }
+# Every policy on its own: default load, then memory pressure with the synchronous loop (long decode runs
+# with someone waiting), then the policy's own knobs where it has them.
+for _policy in SCHEDULERS:
+    _name = _policy.replace("-", "_")
+    SCENARIOS[f"policy_{_name}"] = ["workload.num_requests=200", f"scheduler.policy={_policy}", "workload.rate=3"]
+    SCENARIOS[f"policy_{_name}_pressure_sync"] = [
+        "workload.num_requests=250", f"scheduler.policy={_policy}", "workload.rate=5", "scheduler.num_gpu_blocks=700",
+        "scheduler.async_scheduling=false", "cluster.replicas=2", "cluster.router=random"]
+    SCENARIOS[f"policy_{_name}_timeouts_longest_first"] = [
+        "workload.num_requests=250", f"scheduler.policy={_policy}", "workload.rate=6", "scheduler.num_gpu_blocks=800",
+        "scheduler.max_queue_time_s=3", "scheduler.queue=longest-first"]
+SCENARIOS["policy_tgi_eager_prefills"] = ["workload.num_requests=250", "scheduler.policy=tgi", "workload.rate=5",
+                                         "scheduler.waiting_served_ratio=0.05", "scheduler.max_waiting_tokens=5"]
+SCENARIOS["policy_sglang_pressure_no_preemption"] = ["workload.num_requests=250", "scheduler.policy=sglang",
+                                                    "workload.rate=5", "scheduler.num_gpu_blocks=700",
+                                                    "scheduler.preemption=none"]
+SCENARIOS["policy_vllm_v0_swap_sync"] = SCENARIOS["policy_vllm_v0_swap"] + ["scheduler.async_scheduling=false"]
 
 
 def _run(mode: str, overrides: list[str]):
@@ -114,24 +140,47 @@ def test_aggregate_engine_actually_aggregates() -> None:
     assert 0 < calls["general"] < result.summary["num_steps"] / 3
 
 
-def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> None:
-    """Configurations outside the aggregate engine (here pipeline parallelism) still skip decode runs."""
+def _count_runs(overrides: list[str]):
+    """Run in fast mode counting committed decode runs and the engine ticks they covered."""
     from llmsim.engine import replica as replica_module
 
-    calls = {"runs": 0}
+    calls = {"runs": 0, "ticks": 0}
     original = replica_module.commit_run
 
     def counting(replica, run, upto):
         calls["runs"] += 1
+        calls["ticks"] += upto - run.committed
         return original(replica, run, upto)
 
     replica_module.commit_run = counting
     try:
-        result = _run("fast", SCENARIOS["pipeline_parallel"])
+        result = _run("fast", overrides)
     finally:
         replica_module.commit_run = original
+    return result, calls
+
+
+def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> None:
+    """Configurations outside the aggregate engine (here pipeline parallelism) still skip decode runs."""
+    result, calls = _count_runs(SCENARIOS["pipeline_parallel"])
     assert calls["runs"] > 0
     assert result.summary["num_steps"] > 10 * calls["runs"] / 2
+
+
+@pytest.mark.parametrize("policy", sorted(SCHEDULERS))
+def test_every_policy_skips_most_decode_steps(policy: str) -> None:
+    """Guard against an equivalence suite that passes because a policy never skips: with FCFS, timeouts and
+    the sync loop under memory pressure, most of each policy's steps are covered by decode runs."""
+    result, calls = _count_runs(["workload.num_requests=300", "workload.rate=4", f"scheduler.policy={policy}",
+                                 "scheduler.num_gpu_blocks=900", "scheduler.max_queue_time_s=5",
+                                 "scheduler.async_scheduling=false"])
+    assert result.summary["engine_mode"].startswith("fast"), result.summary["engine_mode"]
+    assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
+
+
+def test_prefix_caching_says_why_it_runs_the_per_step_loop() -> None:
+    result = _run("fast", ["workload.num_requests=50", "scheduler.policy=orca", "scheduler.enable_prefix_caching=true"])
+    assert result.summary["engine_mode"] == "reference (fast path off: prefix caching)"
 
 
 # -- random scenarios: the fast path must agree with the reference on any workload and knobs ------------------
@@ -159,6 +208,39 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
     reference, fast = results
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.tuples(st.floats(0.0, 1.5), st.integers(1, 400), st.integers(1, 120)), min_size=1, max_size=40),
+    knobs=engine_settings(),
+    policy=st.sampled_from(sorted(SCHEDULERS)),
+    queue=st.sampled_from(["fcfs", "fcfs", "priority", "shortest-first", "longest-first"]),
+    preemption=st.sampled_from(["recompute", "recompute", "swap", "none"]),
+    guard=st.sampled_from([None, None, 0.5]),
+    timeout=st.sampled_from([None, None, 0.3, 2.0]),
+    priorities=st.lists(st.integers(0, 3), min_size=50, max_size=50),
+    replicas_router=st.sampled_from([(1, "round-robin"), (2, "round-robin"), (2, "random"), (2, "least-kv")]),
+)
+def test_every_policy_agrees_on_random_workloads(rows, knobs, policy, queue, preemption, guard, timeout, priorities,
+                                                 replicas_router) -> None:
+    """Every policy's decode runs against its per-step loop, with sorting queue orders (arrivals may take the
+    head), aging, swap/none preemption and queue timeouts (they cut a run); tiny KV pools and gaps of zero."""
+    workload = make_workload(rows)
+    workload.df["priority"] = np.asarray(priorities[: len(rows)], dtype=np.int64)
+    knobs = dict(knobs, policy=policy, queue=queue, preemption=preemption, starvation_guard_s=guard,
+                 max_queue_time_s=timeout)
+    replicas, router = replicas_router
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
+                                           "cluster": {"replicas": replicas, "router": router}})
+        results.append(simulate(config, workload=workload))
+    reference, fast = results
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
+        assert reference.summary[key] == fast.summary[key], key
 
 
 @pytest.mark.slow
