@@ -386,6 +386,8 @@ def _aggregate_policy_blockers(cfg) -> list[str]:
         reasons.append(f"queue order {cfg.queue}")
     if cfg.preemption != "recompute":
         reasons.append(f"preemption {cfg.preemption}")
+    if cfg.enable_prefix_caching:
+        reasons.append("prefix caching")
     if cfg.max_queue_time_s is not None:
         reasons.append("queue timeouts")
     return reasons

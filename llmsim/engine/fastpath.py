@@ -33,7 +33,9 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from llmsim.engine.core import EngineLoop
+from llmsim.engine.decode_run_cache import replay_prefix_cache
 from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.scheduler import StepPlan
 
@@ -67,7 +69,7 @@ def scheduler_blockers(cfg) -> list[str]:
 
 
 def fast_path_supported(scheduler) -> bool:
-    return (type(scheduler.kv_cache) is KVCacheManager and scheduler.speculator is None
+    return (type(scheduler.kv_cache) in (KVCacheManager, PrefixCachingKVCacheManager) and scheduler.speculator is None
             and not scheduler_blockers(scheduler.config))
 
 
@@ -124,6 +126,9 @@ class DecodeRun:
     freed_by_tick: np.ndarray  # blocks freed by the updates of ticks 1..m (index m; index 0 = 0)
     free_blocks_start: int
     held_start: np.ndarray  # blocks each request held at the start (reserving policies: its whole length)
+    contexts: np.ndarray  # computed tokens at the start
+    known_start: np.ndarray  # prompt + delivered outputs at the start
+    prefix_cache: bool  # blocks have identities (llmsim.engine.decode_run_cache replays them)
     first_step_index: int
     waiting_start: int
     truncate_on_arrival: bool
@@ -218,7 +223,8 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
     if rules.truncate_on_arrival:
         # An arrival will likely cut this run: plan about as far as recent runs got (any length is exact).
         k = min(k, replica.run_horizon)
-    if rules.stop_before_finish:
+    if rules.stop_before_finish or type(replica.kv_cache) is PrefixCachingKVCacheManager:
+        # (prefix caching: a finish frees only unshared blocks, in an order later allocations depend on)
         k = min(k, int(finish_tick.min()) - 1)
     if k < MIN_RUN_STEPS:
         return None
@@ -275,7 +281,9 @@ def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
     return DecodeRun(
         requests=list(replica.scheduler.running), async_mode=async_mode, k=k, step_ends=ends, last_step=last_step,
         finish_tick=finish_tick, alloc_cum=alloc_cum[: k + 1], freed_by_tick=freed_by_tick[: k + 1],
-        free_blocks_start=kv.num_free_blocks, held_start=held, first_step_index=replica.scheduler.step_index,
+        free_blocks_start=kv.num_free_blocks, held_start=held, contexts=contexts, known_start=np.array(
+            [r.prompt_tokens + r.num_output_tokens for r in replica.scheduler.running], dtype=np.int64),
+        prefix_cache=type(kv) is PrefixCachingKVCacheManager, first_step_index=replica.scheduler.step_index,
         waiting_start=len(replica.scheduler.waiting), truncate_on_arrival=False, start_s=start,
         batch_by_step=[n] + batch[:k].tolist(), running_by_step=(n - ended_before).tolist(),
         finishing_by_tick=finishing[: k + 1].tolist(),
@@ -325,6 +333,8 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     if d_hi >= d_lo:
         _record_steps(replica, run, d_lo, d_hi)
     replica._last_update_end_s = float(ends[d_hi])
+    if run.prefix_cache:
+        replay_prefix_cache(replica, run, j0, j)
     _advance_requests(replica, run, j0, j)
     kv.num_free_blocks = run.free_blocks_start - int(run.alloc_cum[j]) + int(run.freed_by_tick[j])
     scheduler.step_index = run.first_step_index + j
@@ -416,7 +426,8 @@ def _advance_requests(replica: "Replica", run: DecodeRun, j0: int, j: int) -> No
         if finish <= j:
             finished.append((finish, last, r))
         else:
-            blocks[r.request_id] = max(h, -(-r.num_computed_tokens // bs))
+            if not run.prefix_cache:  # (replayed block by block there)
+                blocks[r.request_id] = max(h, -(-r.num_computed_tokens // bs))
     if finished:
         finished.sort(key=lambda item: item[0])  # by finishing tick; stable: running order within a tick
         for _, last, r in finished:

@@ -470,9 +470,7 @@ class SchedulerBase:
     @classmethod
     def decode_run_blockers(cls, config: SchedulerConfig) -> list[str]:
         """Settings under which this policy's decode runs are not modelled (empty: they may be skipped)."""
-        # Decodes register and evict hashed blocks one by one, and a registered block can turn a waiting
-        # request's lookup into a hit: the per-step loop keeps that bookkeeping.
-        return ["prefix caching"] if config.enable_prefix_caching else []
+        return []
 
     def decode_token_budget(self) -> int:
         """Tokens one step may schedule (a run needs one per running request)."""
@@ -491,7 +489,9 @@ class SchedulerBase:
         """
         if not self.waiting and not self.swapped:
             return RunRules(truncate_on_arrival=True)
-        if not head_refused:
+        if not head_refused or self.prefix_caching:
+            # (prefix caching: a block a decode fills may be the next hit of a waiting request — a
+            # conversation's next turn — and make it admissible)
             return None
         order = self.queue_order
         return RunRules(stop_before_finish=True, truncate_on_arrival=not order.arrivals_keep_head,

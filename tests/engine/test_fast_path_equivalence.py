@@ -11,6 +11,7 @@ per-replica table and the summary's step statistics.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmsim.config import load_config
@@ -178,9 +179,43 @@ def test_every_policy_skips_most_decode_steps(policy: str) -> None:
     assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
 
 
-def test_prefix_caching_says_why_it_runs_the_per_step_loop() -> None:
-    result = _run("fast", ["workload.num_requests=50", "scheduler.policy=orca", "scheduler.enable_prefix_caching=true"])
-    assert result.summary["engine_mode"] == "reference (fast path off: prefix caching)"
+def _shared_prefix_workload(seed: int, n: int = 300):
+    """Conversations (a turn may arrive while the previous one still decodes) and Mooncake-style hashes."""
+    rng = np.random.default_rng(seed)
+    rows = [(float(g), int(p), int(o)) for g, p, o in zip(rng.exponential(0.15, n), rng.integers(20, 600, n),
+                                                             rng.integers(5, 200, n))]
+    workload = make_workload(rows)
+    workload.df["session_id"] = rng.integers(0, 30, n)
+    workload.df["prefix_hashes"] = pd.Series([tuple(rng.integers(0, 3, 2).tolist()) if rng.random() < 0.5 else ()
+                                              for _ in range(n)], dtype=object)
+    return workload
+
+
+@pytest.mark.parametrize("policy", sorted(SCHEDULERS))
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_prefix_caching_decode_runs_agree(policy: str, async_scheduling: bool) -> None:
+    """Decode runs replay the block pool (which block a decode takes, which cached content it evicts, which
+    blocks it registers) exactly: hits, evictions and preemptions under a small pool stay identical."""
+    workload = _shared_prefix_workload(2)
+    knobs = {"policy": policy, "enable_prefix_caching": True, "async_scheduling": async_scheduling,
+             "num_gpu_blocks": 150, "block_size": 16}
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode}, "cluster": {"replicas": 2}})
+        results.append(simulate(config, workload=workload))
+    reference, fast = results
+    assert fast.summary["engine_mode"].startswith("fast (event-skipping loop:"), fast.summary["engine_mode"]
+    assert reference.requests["cached_tokens"].sum() > 0
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
+        assert reference.summary[key] == fast.summary[key], key
+
+
+def test_prefix_caching_skips_decode_steps() -> None:
+    result, calls = _count_runs(["workload.num_requests=300", "workload.rate=3", "scheduler.enable_prefix_caching=true"])
+    assert result.summary["engine_mode"] == "fast (event-skipping loop: prefix caching)"
+    assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
 
 
 # -- random scenarios: the fast path must agree with the reference on any workload and knobs ------------------
@@ -210,7 +245,7 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
     _assert_frames_equal(reference.steps, fast.steps, "steps")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(st.tuples(st.floats(0.0, 1.5), st.integers(1, 400), st.integers(1, 120)), min_size=1, max_size=40),
     knobs=engine_settings(),
@@ -220,16 +255,21 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
     guard=st.sampled_from([None, None, 0.5]),
     timeout=st.sampled_from([None, None, 0.3, 2.0]),
     priorities=st.lists(st.integers(0, 3), min_size=50, max_size=50),
+    sessions=st.sampled_from([None, 3, 10]),
+    caching=st.booleans(),
     replicas_router=st.sampled_from([(1, "round-robin"), (2, "round-robin"), (2, "random"), (2, "least-kv")]),
 )
 def test_every_policy_agrees_on_random_workloads(rows, knobs, policy, queue, preemption, guard, timeout, priorities,
-                                                 replicas_router) -> None:
+                                                 sessions, caching, replicas_router) -> None:
     """Every policy's decode runs against its per-step loop, with sorting queue orders (arrivals may take the
-    head), aging, swap/none preemption and queue timeouts (they cut a run); tiny KV pools and gaps of zero."""
+    head), aging, swap/none preemption, queue timeouts (they cut a run) and prefix caching over conversations;
+    tiny KV pools and gaps of zero."""
     workload = make_workload(rows)
     workload.df["priority"] = np.asarray(priorities[: len(rows)], dtype=np.int64)
+    if sessions:
+        workload.df["session_id"] = np.arange(len(rows), dtype=np.int64) % sessions
     knobs = dict(knobs, policy=policy, queue=queue, preemption=preemption, starvation_guard_s=guard,
-                 max_queue_time_s=timeout)
+                 max_queue_time_s=timeout, enable_prefix_caching=caching)
     replicas, router = replicas_router
     results = []
     for mode in ("reference", "fast"):

@@ -61,7 +61,7 @@ class SGLangScheduler(SchedulerBase):
     def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
         if not self.waiting:
             return RunRules(truncate_on_arrival=True)
-        if not head_refused:
+        if not head_refused or self.prefix_caching:  # (a decode's filled block may be a waiting hit)
             return None
         # Admission compares the head with the free tokens left after the running requests' expected growth,
         # which shrinks every decode step (fewer tokens to go, a decaying ratio): the head stays refused only

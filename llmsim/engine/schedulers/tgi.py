@@ -47,7 +47,8 @@ class TGIScheduler(ReservingScheduler):
         (reserved at admission) stay put and the running count is fixed until someone finishes."""
         if not self.waiting:
             return RunRules(truncate_on_arrival=True)
-        if not self.queue_order.arrivals_keep_head or self.config.starvation_guard_s is not None:
+        if (not self.queue_order.arrivals_keep_head or self.config.starvation_guard_s is not None
+                or self.prefix_caching):
             return None
         admissible = self._admissible_count()
         if admissible == 0:
