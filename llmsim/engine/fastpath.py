@@ -18,11 +18,13 @@ reference``), which the equivalence tests check. This module checks what every p
   serves paged policies (a block every ``block_size`` tokens) and reserving ones (Orca, static, TGI,
   TensorRT-LLM no-evict: the whole output was reserved at admission, decodes never allocate).
 
-The policy itself (:meth:`llmsim.engine.scheduler.SchedulerBase.decode_run_rules`) says whether its admission
-rule keeps refusing the waiting queue, and what cuts the run: the first finish (freed blocks or a free slot
-could let a request in), an arrival (it could be admitted, or sort to the head), a step count (TGI's
-prefill counter), the first tick at which a waiting request ages. An aborted request (a queue timeout)
-cuts the run at the next tick, where the per-step loop takes over.
+The policy itself says whether its admission rule keeps refusing the waiting queue, and what cuts the run
+(:meth:`llmsim.engine.decode_runs.DecodeRunRules.decode_run_rules`, overridden where its rules differ): the
+first finish (freed blocks or a free slot could let a request in), an arrival (it could be admitted, or
+sort to the head), a step count (TGI's prefill counter), the first tick at which a waiting request ages, the
+first tick at which SGLang's memory estimate may admit the head. An aborted request (a queue timeout) cuts
+the run at the next tick, where the per-step loop takes over. With prefix caching the blocks have
+identities: :mod:`llmsim.engine.decode_run_cache` replays them.
 """
 
 from __future__ import annotations
@@ -151,16 +153,20 @@ class DecodeRun:
             return self.start_s
         return float(self.step_ends[m - 2] if self.async_mode else self.step_ends[m - 1])
 
+    def tick_times(self, ticks: np.ndarray) -> np.ndarray:
+        """:meth:`tick_time` of every tick in ``ticks`` (an array of ticks >= 1), as one array."""
+        times = self.step_ends[ticks - (2 if self.async_mode else 1)]
+        times[ticks == 1] = self.start_s
+        return times
+
     def resume_time(self, j: int) -> float:
         """When the per-step loop takes over after j ticks of the run."""
         return float(self.step_ends[self.delivered_step(j)])
 
     def ticks_before(self, time_s: float) -> int:
         """Ticks of the run that call ``schedule()`` strictly before ``time_s`` (at least 1)."""
-        j = 1
-        while j < self.k and self.tick_time(j + 1) < time_s:
-            j += 1
-        return j
+        times = self.tick_times(np.arange(1, self.k + 1))  # non-decreasing
+        return max(1, int(np.searchsorted(times, time_s, side="left")))
 
     def free_before_ticks(self) -> np.ndarray:
         """Free blocks when ticks 1..k call ``schedule()`` (earlier steps' allocations and finishes done)."""
@@ -234,8 +240,7 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
     if rules.aging is not None:
         submitted_s, guard = rules.aging
         # The first tick after the start whose schedule() would see a request start to age ends the run.
-        ticks = np.array([run.tick_time(m) for m in range(2, run.k + 1)])
-        aged = np.flatnonzero(ticks - submitted_s > guard)
+        aged = np.flatnonzero(run.tick_times(np.arange(2, run.k + 1)) - submitted_s > guard)
         if aged.size:
             run.k = int(aged[0]) + 1
     if rules.refused_ticks is not None:
@@ -355,7 +360,7 @@ def _record_steps(replica: "Replica", run: DecodeRun, d_lo: int, d_hi: int) -> N
     usable = replica.kv_cache.num_usable_blocks
     ticks = steps + 1 if run.async_mode else steps  # the tick that delivers each step
     if run.arrival_times:
-        waiting = run.waiting_start + _arrived_by(run, np.array([run.tick_time(int(d)) for d in steps]))
+        waiting = run.waiting_start + _arrived_by(run, run.tick_times(steps))
     else:
         waiting = np.full(len(steps), run.waiting_start, dtype=np.int64)
     replica.recorder.step_records(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 from llmsim.engine.config import SchedulerConfig
+from llmsim.engine.decode_runs import DecodeRunRules
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.queues import VictimRule, make_queue_order, make_victim_rule
@@ -49,25 +50,6 @@ class StepPlan:
     end_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class RunRules:
-    """What a policy says about a pure-decode run starting at this tick (see :meth:`SchedulerBase.decode_run_rules`).
-
-    The run lasts until a request would finish (the caller's limit), ``max_steps`` ticks, or — where set — the
-    first finish, the first arrival or the first tick at which a waiting request starts to age, whichever
-    comes first.
-    """
-
-    max_steps: int = 1 << 30
-    stop_before_finish: bool = False  # a finish frees blocks or a slot that could let a waiting request in
-    truncate_on_arrival: bool = True  # an arrival could be admitted, or become the waiting queue's head
-    # (submitted_s, guard_s): a tick at time t with t − submitted_s > guard_s re-sorts the waiting queue (aging).
-    aging: Optional[tuple[float, float]] = None
-    # For an admission test that loosens as the run goes on: given the planned run
-    # (:class:`llmsim.engine.fastpath.DecodeRun`), how many of its first ticks surely refuse the head.
-    refused_ticks: Optional[Callable[..., int]] = None
-
-
 @dataclass(slots=True)
 class StepOutcome:
     """What a step's output changed: who got a token, who finished, and the free blocks afterwards."""
@@ -97,7 +79,7 @@ class BatchScheduler(Protocol):
     def num_waiting(self) -> int: ...
 
 
-class SchedulerBase:
+class SchedulerBase(DecodeRunRules):
     """Queues, admission bookkeeping and output processing shared by the concrete policies.
 
     Subclasses implement :meth:`schedule`. ``async_scheduling`` reproduces vLLM's AsyncScheduler: a token
@@ -461,44 +443,6 @@ class SchedulerBase:
             # Async loop: a request preempted while its last token was in flight finishes from the queue.
             self._remove_from_queues(request)
         self._finished_pending = True
-
-    # -- event skipping (llmsim.engine.fastpath) -------------------------------------------------
-    # A *decode run* is a stretch of ticks in which schedule() runs every running request as a one-token
-    # decode and admits, resumes and preempts nobody. fastpath checks the running requests and the KV
-    # blocks (allocations fit, whether paged or reserved at admission); the policy says here when its own
-    # admission rule provably keeps refusing the waiting queue. Override only where a policy's rules differ.
-    @classmethod
-    def decode_run_blockers(cls, config: SchedulerConfig) -> list[str]:
-        """Settings under which this policy's decode runs are not modelled (empty: they may be skipped)."""
-        return []
-
-    def decode_token_budget(self) -> int:
-        """Tokens one step may schedule (a run needs one per running request)."""
-        return self.config.max_num_batched_tokens
-
-    def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
-        """Whether the next ticks may be a decode run as far as the queues go, and what cuts it (None: the
-        per-step loop takes this tick). Called only when every running request is a steady decode.
-
-        ``head_refused``: the last schedule() ran exactly the running decodes, refused the heads of the
-        waiting and swapped queues that are still there, and no block was freed since (for a sorting queue
-        order: and nobody arrived since). The shared rule: with nobody waiting, only an arrival can change
-        the batch; with a refused head, blocks only get scarcer and the running count and token budget stay
-        fixed while nobody finishes, so the head stays refused. Arrivals join the tail of a FCFS queue, so
-        they cut the run only where the order sorts them (they may become the head).
-        """
-        if not self.waiting and not self.swapped:
-            return RunRules(truncate_on_arrival=True)
-        if not head_refused or self.prefix_caching:
-            # (prefix caching: a block a decode fills may be the next hit of a waiting request — a
-            # conversation's next turn — and make it admissible)
-            return None
-        order = self.queue_order
-        return RunRules(stop_before_finish=True, truncate_on_arrival=not order.arrivals_keep_head,
-                        aging=order.next_aging(self.waiting, self.now_s))
-
-    def advance_decode_run(self, ticks: int) -> None:
-        """Apply what ``ticks`` decode-only schedule() calls change in the policy's own state (its counters)."""
 
     def _remove_from_queues(self, request: Request) -> None:
         for queue in (self.running, self.waiting, self.swapped):

@@ -2,7 +2,7 @@
 
 Fast mode is the aggregate engine (llmsim.engine.aggregate) where it applies and the event-skipping loop
 (llmsim.engine.fastpath) elsewhere; the scenarios cover both, and every batching policy with its own
-decode-run rules (SchedulerBase.decode_run_rules) under memory pressure, sync and async, with priority and
+decode-run rules (llmsim.engine.decode_runs) under memory pressure, sync and async, with priority and
 sorting queue orders, aging, swap and no preemption, queue timeouts and queue caps. Each runs in both modes;
 per-request results must be identical (times equal to 1e-9 relative), and so must the per-step table, the
 per-replica table and the summary's step statistics.

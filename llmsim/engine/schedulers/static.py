@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from llmsim.engine.scheduler import RunRules, StepPlan
+from llmsim.engine.decode_runs import RunRules
+from llmsim.engine.scheduler import StepPlan
 from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
 
 
