@@ -356,7 +356,9 @@ def engine_mode(config: SimConfig) -> str:
         return "fast"
     blockers = fast_path_blockers(config)
     if blockers:
-        return "reference (fast path off: " + ", ".join(blockers) + ")"
+        # Why neither fast engine runs: what keeps the aggregate engine off, then what keeps decode runs off.
+        reasons = aggregate_off + [reason for reason in blockers if reason not in aggregate_off]
+        return "reference (fast path off: " + ", ".join(reasons) + ")"
     return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
 
 

@@ -229,8 +229,7 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
     if rules.truncate_on_arrival:
         # An arrival will likely cut this run: plan about as far as recent runs got (any length is exact).
         k = min(k, replica.run_horizon)
-    if rules.stop_before_finish or type(replica.kv_cache) is PrefixCachingKVCacheManager:
-        # (prefix caching: a finish frees only unshared blocks, in an order later allocations depend on)
+    if rules.stop_before_finish:
         k = min(k, int(finish_tick.min()) - 1)
     if k < MIN_RUN_STEPS:
         return None
@@ -267,8 +266,13 @@ def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
     alloc_cum = np.concatenate([[0], np.cumsum(alloc)])
     final_blocks = np.maximum(held, -(-(contexts + last_step) // bs))  # blocks held when it finishes
     finishing = np.bincount(finish_tick, minlength=k + 2)[: k + 2]
-    freed = np.bincount(finish_tick, weights=final_blocks, minlength=k + 2)[: k + 2].astype(np.int64)
-    freed_by_tick = np.cumsum(freed)[: k + 1]
+    if type(kv) is PrefixCachingKVCacheManager:
+        # A finish frees only the blocks nobody else holds: plan as if it freed none (the fit check can only
+        # cut the run earlier); the commit records what the pool actually frees.
+        freed_by_tick = np.zeros(k + 1, dtype=np.int64)
+    else:
+        freed = np.bincount(finish_tick, weights=final_blocks, minlength=k + 2)[: k + 2].astype(np.int64)
+        freed_by_tick = np.cumsum(freed)[: k + 1]
     # Free blocks after each step's schedule must stay >= 0 (else the per-step loop preempts).
     free_after = kv.num_free_blocks - alloc_cum[1:] + freed_by_tick[:k]
     bad = np.flatnonzero(free_after < 0)
@@ -324,6 +328,8 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     # Tick m delivers step d = m (sync) or m - 1 (async); steps d_lo..d_hi are recorded in bulk, the step
     # that was in flight when an async run started (d = 0) from its own plan.
     d_lo, d_hi = run.delivered_step(j0 + 1), run.delivered_step(j)
+    if run.prefix_cache:
+        replay_prefix_cache(replica, run, j0, j)  # first: it settles what the finishes free
     if d_lo == 0:
         plan = run.in_flight_plan
         free_after = plan.free_blocks_after_schedule
@@ -338,8 +344,6 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     if d_hi >= d_lo:
         _record_steps(replica, run, d_lo, d_hi)
     replica._last_update_end_s = float(ends[d_hi])
-    if run.prefix_cache:
-        replay_prefix_cache(replica, run, j0, j)
     _advance_requests(replica, run, j0, j)
     kv.num_free_blocks = run.free_blocks_start - int(run.alloc_cum[j]) + int(run.freed_by_tick[j])
     scheduler.step_index = run.first_step_index + j
