@@ -51,8 +51,10 @@ class Replica:
         self._last_update_end_s: Optional[float] = None
         self.num_outstanding = 0
         self.num_submitted = 0  # requests accepted so far (a decode run's snapshot tells arrivals by it)
-        # Event skipping (engine.mode: fast): needs the timing model's vectorised decode steps, a policy that
-        # opts in, and no observer that wants every step's plan. Owners may switch it off (faults, timeouts).
+        # Event skipping (engine.mode: fast): needs the timing model's vectorised decode steps, a KV cache whose
+        # runs are modelled (paged or prefix-caching, not hybrid), no speculative decoding, and no observer that
+        # wants every step's plan; each policy then says when a run may start (llmsim.engine.decode_runs).
+        # Owners may switch it off (faults, timeouts).
         self.timing = timing
         self.fast_path = (timing is not None and fast_path_supported(scheduler) and not recorder.wants_step_plans)
         self._snapshot = ScheduleSnapshot()
