@@ -87,8 +87,15 @@ class ScheduleSnapshot:
         """The last schedule() refused the queue heads still waiting now, and no block was freed since."""
         if not self.steady or last_update_finished or self.heads != _heads(scheduler):
             return False
+        order = scheduler.queue_order
         # A sorting order puts an arrival wherever its key says, possibly at the head.
-        return scheduler.queue_order.arrivals_keep_head or submitted == self.submitted
+        if not order.arrivals_keep_head and submitted != self.submitted:
+            return False
+        # Aging: a request that started to age since then goes first at the next schedule().
+        waiting = scheduler.waiting
+        if order.starvation_guard_s is None or not waiting:
+            return True
+        return order.order(waiting, scheduler.now_s)[0] is waiting[0]
 
     @classmethod
     def of(cls, plan: "StepPlan", scheduler, submitted: int) -> "ScheduleSnapshot":

@@ -62,6 +62,9 @@ SCENARIOS = {
                                 "scheduler.max_queue_time_s=2"],
     "shortest_first_aging": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=900",
                              "scheduler.queue=shortest-first", "scheduler.starvation_guard_s=3"],
+    "sarathi_aging_pressure_sync": ["workload.num_requests=300", "workload.rate=8", "scheduler.policy=sarathi",
+                                    "scheduler.num_gpu_blocks=700", "scheduler.starvation_guard_s=0.3",
+                                    "scheduler.async_scheduling=false"],
     "vllm_v1_swap_sync": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=700",
                           "scheduler.preemption=swap", "scheduler.async_scheduling=false"],
 }
