@@ -237,7 +237,9 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
         # An arrival will likely cut this run: plan about as far as recent runs got (any length is exact).
         k = min(k, replica.run_horizon)
     if rules.stop_before_finish:
-        k = min(k, int(finish_tick.min()) - 1)
+        # The first finish frees blocks in its tick's update: that tick's schedule() came before it, the next
+        # one may admit, so the run ends with that tick.
+        k = min(k, int(finish_tick.min()))
     if k < MIN_RUN_STEPS:
         return None
     run = _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
