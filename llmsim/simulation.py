@@ -356,7 +356,9 @@ def engine_mode(config: SimConfig) -> str:
         return "fast"
     blockers = fast_path_blockers(config)
     if blockers:
-        return "reference (fast path off: " + ", ".join(blockers) + ")"
+        # Why neither fast engine runs: what keeps the aggregate engine off, then what keeps decode runs off.
+        reasons = aggregate_off + [reason for reason in blockers if reason not in aggregate_off]
+        return "reference (fast path off: " + ", ".join(reasons) + ")"
     return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
 
 
@@ -366,13 +368,30 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
     Any router is served (a state-reading one in lockstep, see :mod:`llmsim.cluster.lockstep`), but replicas
     must interact only through routing, retries are not modelled, and no per-step listener may be attached
     (the timeline export wants every step's plan)."""
-    reasons = scheduler_blockers(config.scheduler) + _feature_blockers(config) + _interaction_blockers(config)
+    reasons = (_aggregate_policy_blockers(config.scheduler) + scheduler_blockers(config.scheduler)
+               + _feature_blockers(config) + _interaction_blockers(config))
     pps = {group.pp or config.hardware.pp for group in config.cluster.replica_groups()}
     reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
     if config.client.max_retries > 0:
         reasons.append("client retries")
     if _ACTIVE_LISTENERS.get():
         reasons.append("per-step listeners")
+    return reasons
+
+
+def _aggregate_policy_blockers(cfg) -> list[str]:
+    """The aggregate engine restates vLLM V1's FCFS, recompute rules on arrays (and nothing else)."""
+    reasons = []
+    if cfg.policy != "vllm-v1":
+        reasons.append(f"policy {cfg.policy}")
+    if cfg.queue != "fcfs":
+        reasons.append(f"queue order {cfg.queue}")
+    if cfg.preemption != "recompute":
+        reasons.append(f"preemption {cfg.preemption}")
+    if cfg.enable_prefix_caching:
+        reasons.append("prefix caching")
+    if cfg.max_queue_time_s is not None:
+        reasons.append("queue timeouts")
     return reasons
 
 

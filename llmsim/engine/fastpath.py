@@ -8,21 +8,23 @@ the timing model), block allocations (closed form: a request needs a new block e
 token deliveries and step records — and wait once instead of k times.
 
 A run starts only where it provably makes the same decisions as the per-step loop (``engine.mode:
-reference``), which the equivalence tests check:
+reference``), which the equivalence tests check. This module checks what every policy shares:
 
 * every running request is a steady one-token decode (its previous token was delivered at the last update;
-  async: its next token is the only one in flight, in a step that decodes exactly the running requests);
-* the waiting queue is empty, or its head was refused at the last ``schedule()`` — which ran every running
-  request as a one-token decode and admitted, resumed and preempted nobody — and no block was freed since:
-  KV blocks only get scarcer during a run and the running count and token budget stay fixed, so the head
-  stays refused;
-* no request finishes inside the run (k ≤ remaining outputs − 1) and the run's block allocations fit the free
-  blocks (no preemption);
-* an arrival that lands while the waiting queue is empty could be admitted: it truncates the run at the
-  engine tick that would first see it.
+  async: its next token is the only one in flight, in a step that decodes exactly the running requests),
+  and the step's token budget holds them all;
+* no request finishes past its output length, and the run's block allocations fit the free blocks (no
+  preemption). A request allocates as its context grows past the blocks it holds, so the same closed form
+  serves paged policies (a block every ``block_size`` tokens) and reserving ones (Orca, static, TGI,
+  TensorRT-LLM no-evict: the whole output was reserved at admission, decodes never allocate).
 
-Only the ``vllm-v1`` policy with FCFS order, recompute preemption and no prefix caching opts in; every other
-configuration runs the per-step loop in either mode.
+The policy itself says whether its admission rule keeps refusing the waiting queue, and what cuts the run
+(:meth:`llmsim.engine.decode_runs.DecodeRunRules.decode_run_rules`, overridden where its rules differ): the
+first finish (freed blocks or a free slot could let a request in), an arrival (it could be admitted, or
+sort to the head), a step count (TGI's prefill counter), the first tick at which a waiting request ages, the
+first tick at which SGLang's memory estimate may admit the head. An aborted request (a queue timeout) cuts
+the run at the next tick, where the per-step loop takes over. With prefix caching the blocks have
+identities: :mod:`llmsim.engine.decode_run_cache` replays them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from llmsim.engine.core import EngineLoop
+from llmsim.engine.decode_run_cache import replay_prefix_cache
 from llmsim.engine.kv_cache import KVCacheManager
+from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.scheduler import StepPlan
 
@@ -59,23 +63,15 @@ MIN_RUN_STEPS = 3
 
 
 def scheduler_blockers(cfg) -> list[str]:
-    """Scheduler settings for which decode runs are not proven exact (the one place that decides it)."""
-    reasons = []
-    if cfg.policy != "vllm-v1":
-        reasons.append(f"policy {cfg.policy}")
-    if cfg.queue != "fcfs":
-        reasons.append(f"queue order {cfg.queue}")
-    if cfg.preemption != "recompute":
-        reasons.append(f"preemption {cfg.preemption}")
-    if cfg.enable_prefix_caching:
-        reasons.append("prefix caching")
-    if cfg.max_queue_time_s is not None:
-        reasons.append("queue timeouts")
-    return reasons
+    """Scheduler settings for which decode runs are not proven exact: the policy's own answer."""
+    from llmsim.engine.schedulers import SCHEDULERS  # the registry imports every policy module
+
+    policy = SCHEDULERS.get(cfg.policy)
+    return policy.decode_run_blockers(cfg) if policy is not None else [f"policy {cfg.policy}"]
 
 
 def fast_path_supported(scheduler) -> bool:
-    return (type(scheduler.kv_cache) is KVCacheManager and scheduler.speculator is None
+    return (type(scheduler.kv_cache) in (KVCacheManager, PrefixCachingKVCacheManager) and scheduler.speculator is None
             and not scheduler_blockers(scheduler.config))
 
 
@@ -84,10 +80,25 @@ class ScheduleSnapshot:
     """What the replica remembers of its last ``schedule()`` call, to decide whether a run may start."""
 
     steady: bool = False  # every running request decoded one token; nobody admitted, resumed or preempted
-    head: Optional[Request] = None  # the refused head of the waiting queue (None: the queue was empty)
+    heads: tuple = (None, None)  # the refused heads of the waiting and swapped queues (None: empty)
+    submitted: int = 0  # the replica's arrivals so far
+
+    def head_refused(self, scheduler, last_update_finished: int, submitted: int) -> bool:
+        """The last schedule() refused the queue heads still waiting now, and no block was freed since."""
+        if not self.steady or last_update_finished or self.heads != _heads(scheduler):
+            return False
+        order = scheduler.queue_order
+        # A sorting order puts an arrival wherever its key says, possibly at the head.
+        if not order.arrivals_keep_head and submitted != self.submitted:
+            return False
+        # Aging: a request that started to age since then goes first at the next schedule().
+        waiting = scheduler.waiting
+        if order.starvation_guard_s is None or not waiting:
+            return True
+        return order.order(waiting, scheduler.now_s)[0] is waiting[0]
 
     @classmethod
-    def of(cls, plan: "StepPlan", scheduler) -> "ScheduleSnapshot":
+    def of(cls, plan: "StepPlan", scheduler, submitted: int) -> "ScheduleSnapshot":
         if plan.new or plan.resumed or plan.preempted or plan.num_scheduled_tokens == 0:
             return cls(False)
         if getattr(plan, "failed", None) or getattr(plan, "swap_in_blocks", 0) or getattr(plan, "swap_out_blocks", 0):
@@ -97,7 +108,11 @@ class ScheduleSnapshot:
             return cls(False)
         if len(plan.sampling) != len(running):
             return cls(False)
-        return cls(True, scheduler.waiting[0] if scheduler.waiting else None)
+        return cls(True, _heads(scheduler), submitted)
+
+
+def _heads(scheduler) -> tuple:
+    return (scheduler.waiting[0] if scheduler.waiting else None, scheduler.swapped[0] if scheduler.swapped else None)
 
 
 @dataclass
@@ -119,6 +134,10 @@ class DecodeRun:
     alloc_cum: np.ndarray  # blocks allocated by steps 1..m (index m; index 0 = 0)
     freed_by_tick: np.ndarray  # blocks freed by the updates of ticks 1..m (index m; index 0 = 0)
     free_blocks_start: int
+    held_start: np.ndarray  # blocks each request held at the start (reserving policies: its whole length)
+    contexts: np.ndarray  # computed tokens at the start
+    known_start: np.ndarray  # prompt + delivered outputs at the start
+    prefix_cache: bool  # blocks have identities (llmsim.engine.decode_run_cache replays them)
     first_step_index: int
     waiting_start: int
     truncate_on_arrival: bool
@@ -141,16 +160,24 @@ class DecodeRun:
             return self.start_s
         return float(self.step_ends[m - 2] if self.async_mode else self.step_ends[m - 1])
 
+    def tick_times(self, ticks: np.ndarray) -> np.ndarray:
+        """:meth:`tick_time` of every tick in ``ticks`` (an array of ticks >= 1), as one array."""
+        times = self.step_ends[ticks - (2 if self.async_mode else 1)]
+        times[ticks == 1] = self.start_s
+        return times
+
     def resume_time(self, j: int) -> float:
         """When the per-step loop takes over after j ticks of the run."""
         return float(self.step_ends[self.delivered_step(j)])
 
     def ticks_before(self, time_s: float) -> int:
         """Ticks of the run that call ``schedule()`` strictly before ``time_s`` (at least 1)."""
-        j = 1
-        while j < self.k and self.tick_time(j + 1) < time_s:
-            j += 1
-        return j
+        times = self.tick_times(np.arange(1, self.k + 1))  # non-decreasing
+        return max(1, int(np.searchsorted(times, time_s, side="left")))
+
+    def free_before_ticks(self) -> np.ndarray:
+        """Free blocks when ticks 1..k call ``schedule()`` (earlier steps' allocations and finishes done)."""
+        return self.free_blocks_start - self.alloc_cum[: self.k] + self.freed_by_tick[: self.k]
 
     def free_after_schedule(self, step: int) -> int:
         """Free blocks right after step ``step``'s schedule: its allocations done, earlier finishes freed."""
@@ -182,14 +209,12 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
     """A run starting at the replica's current tick, or None when the per-step loop must take this tick."""
     scheduler = replica.scheduler
     running = scheduler.running
-    waiting = scheduler.waiting
-    if not running or len(running) > scheduler.config.max_num_batched_tokens:
+    if not running or len(running) > scheduler.decode_token_budget():
         return None
-    if waiting:
-        # Someone waits: the run is exact only if the head was refused at the last schedule and no block was
-        # freed since (then it stays refused: blocks only get scarcer while nobody finishes).
-        if not snapshot.steady or last_update_finished or waiting[0] is not snapshot.head:
-            return None
+    scheduler.now_s = replica.env.now  # as the tick's schedule() would see it (queue aging)
+    rules = scheduler.decode_run_rules(snapshot.head_refused(scheduler, last_update_finished, replica.num_submitted))
+    if rules is None:
+        return None
     loop = replica.loop
     async_mode = loop.depth == 2
     if async_mode:
@@ -207,19 +232,30 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
         return None
     contexts, last_step = steady
     finish_tick = last_step + 1 if async_mode else last_step
-    k = min(MAX_RUN_STEPS, int(last_step.max()))
-    if not waiting:
-        # An arrival will cut this run anyway: plan about as far as recent runs got (any length is exact).
+    k = min(MAX_RUN_STEPS, int(last_step.max()), rules.max_steps)
+    if rules.truncate_on_arrival:
+        # An arrival will likely cut this run: plan about as far as recent runs got (any length is exact).
         k = min(k, replica.run_horizon)
-    if waiting:
-        # A finish frees blocks, which could let the waiting head in: stop before the first one.
-        k = min(k, int(finish_tick.min()) - 1)
+    if rules.stop_before_finish:
+        # The first finish frees blocks in its tick's update: that tick's schedule() came before it, the next
+        # one may admit, so the run ends with that tick.
+        k = min(k, int(finish_tick.min()))
     if k < MIN_RUN_STEPS:
         return None
     run = _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
-    if run is None or run.k < MIN_RUN_STEPS:
+    if run is None:
         return None
-    run.truncate_on_arrival = not waiting
+    if rules.aging is not None:
+        submitted_s, guard = rules.aging
+        # The first tick after the start whose schedule() would see a request start to age ends the run.
+        aged = np.flatnonzero(run.tick_times(np.arange(2, run.k + 1)) - submitted_s > guard)
+        if aged.size:
+            run.k = int(aged[0]) + 1
+    if rules.refused_ticks is not None:
+        run.k = min(run.k, rules.refused_ticks(run))
+    if run.k < MIN_RUN_STEPS:
+        return None
+    run.truncate_on_arrival = rules.truncate_on_arrival
     run.in_flight_plan = loop.in_flight[0] if async_mode else None
     return run
 
@@ -227,17 +263,25 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
 def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing) -> Optional[DecodeRun]:
     kv = replica.kv_cache
     bs = kv.block_size
+    blocks = kv._blocks
+    held = np.array([blocks.get(r.request_id, 0) for r in replica.scheduler.running], dtype=np.int64)
     steps = np.arange(1, k + 1)
-    # alive[i, m-1]: request i is scheduled in step m. A decode at context c + m - 1 needs a new block
-    # exactly when that slot index is a multiple of the block size.
+    # alive[i, m-1]: request i is scheduled in step m. After step m it needs the blocks of c + m tokens: it
+    # allocates when that exceeds what it holds (paged: every block_size tokens; reserved: never).
     alive = steps[None, :] <= last_step[:, None]
     batch = alive.sum(axis=0)
-    alloc = (((contexts[:, None] + steps[None, :] - 1) % bs == 0) & alive).sum(axis=0)
+    need = np.maximum(held[:, None], -(-(contexts[:, None] + np.arange(0, k + 1)[None, :]) // bs))
+    alloc = (np.diff(need, axis=1) * alive).sum(axis=0)
     alloc_cum = np.concatenate([[0], np.cumsum(alloc)])
-    final_blocks = -(-(contexts + last_step) // bs)  # blocks held when it finishes
+    final_blocks = np.maximum(held, -(-(contexts + last_step) // bs))  # blocks held when it finishes
     finishing = np.bincount(finish_tick, minlength=k + 2)[: k + 2]
-    freed = np.bincount(finish_tick, weights=final_blocks, minlength=k + 2)[: k + 2].astype(np.int64)
-    freed_by_tick = np.cumsum(freed)[: k + 1]
+    if type(kv) is PrefixCachingKVCacheManager:
+        # A finish frees only the blocks nobody else holds: plan as if it freed none (the fit check can only
+        # cut the run earlier); the commit records what the pool actually frees.
+        freed_by_tick = np.zeros(k + 1, dtype=np.int64)
+    else:
+        freed = np.bincount(finish_tick, weights=final_blocks, minlength=k + 2)[: k + 2].astype(np.int64)
+        freed_by_tick = np.cumsum(freed)[: k + 1]
     # Free blocks after each step's schedule must stay >= 0 (else the per-step loop preempts).
     free_after = kv.num_free_blocks - alloc_cum[1:] + freed_by_tick[:k]
     bad = np.flatnonzero(free_after < 0)
@@ -255,7 +299,9 @@ def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
     return DecodeRun(
         requests=list(replica.scheduler.running), async_mode=async_mode, k=k, step_ends=ends, last_step=last_step,
         finish_tick=finish_tick, alloc_cum=alloc_cum[: k + 1], freed_by_tick=freed_by_tick[: k + 1],
-        free_blocks_start=kv.num_free_blocks, first_step_index=replica.scheduler.step_index,
+        free_blocks_start=kv.num_free_blocks, held_start=held, contexts=contexts, known_start=np.array(
+            [r.prompt_tokens + r.num_output_tokens for r in replica.scheduler.running], dtype=np.int64),
+        prefix_cache=type(kv) is PrefixCachingKVCacheManager, first_step_index=replica.scheduler.step_index,
         waiting_start=len(replica.scheduler.waiting), truncate_on_arrival=False, start_s=start,
         batch_by_step=[n] + batch[:k].tolist(), running_by_step=(n - ended_before).tolist(),
         finishing_by_tick=finishing[: k + 1].tolist(),
@@ -291,6 +337,8 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     # Tick m delivers step d = m (sync) or m - 1 (async); steps d_lo..d_hi are recorded in bulk, the step
     # that was in flight when an async run started (d = 0) from its own plan.
     d_lo, d_hi = run.delivered_step(j0 + 1), run.delivered_step(j)
+    if run.prefix_cache:
+        replay_prefix_cache(replica, run, j0, j)  # first: it settles what the finishes free
     if d_lo == 0:
         plan = run.in_flight_plan
         free_after = plan.free_blocks_after_schedule
@@ -309,6 +357,7 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     kv.num_free_blocks = run.free_blocks_start - int(run.alloc_cum[j]) + int(run.freed_by_tick[j])
     scheduler.step_index = run.first_step_index + j
     scheduler._finished_pending = bool(run.finishing_by_tick[j])
+    scheduler.advance_decode_run(j - j0)
     replica._gpu_free_s = float(ends[j])
     if run.async_mode:
         _replace_in_flight(replica, run, j)
@@ -324,7 +373,7 @@ def _record_steps(replica: "Replica", run: DecodeRun, d_lo: int, d_hi: int) -> N
     usable = replica.kv_cache.num_usable_blocks
     ticks = steps + 1 if run.async_mode else steps  # the tick that delivers each step
     if run.arrival_times:
-        waiting = run.waiting_start + _arrived_by(run, np.array([run.tick_time(int(d)) for d in steps]))
+        waiting = run.waiting_start + _arrived_by(run, run.tick_times(steps))
     else:
         waiting = np.full(len(steps), run.waiting_start, dtype=np.int64)
     replica.recorder.step_records(
@@ -378,8 +427,9 @@ def _advance_requests(replica: "Replica", run: DecodeRun, j0: int, j: int) -> No
     finish_ticks = run.finish_tick.tolist()
     # When each request last received a token in these ticks: the later of its last step and d_last.
     last_token_time = ends[np.minimum(run.last_step, d_last)].tolist()
+    held = run.held_start.tolist()
     finished: list[tuple[int, int, Request]] = []
-    for r, last, finish, token_time in zip(run.requests, last_steps, finish_ticks, last_token_time):
+    for r, last, finish, token_time, h in zip(run.requests, last_steps, finish_ticks, last_token_time, held):
         if finish <= j0:
             continue
         scheduled = min(j, last) - j0
@@ -394,7 +444,8 @@ def _advance_requests(replica: "Replica", run: DecodeRun, j0: int, j: int) -> No
         if finish <= j:
             finished.append((finish, last, r))
         else:
-            blocks[r.request_id] = -(-r.num_computed_tokens // bs)
+            if not run.prefix_cache:  # (replayed block by block there)
+                blocks[r.request_id] = max(h, -(-r.num_computed_tokens // bs))
     if finished:
         finished.sort(key=lambda item: item[0])  # by finishing tick; stable: running order within a tick
         for _, last, r in finished:

@@ -48,6 +48,21 @@ class QueueOrder:
         """Sort key of a waiting request; None keeps insertion order (FCFS)."""
         return None
 
+    @property
+    def arrivals_keep_head(self) -> bool:
+        """Whether a new arrival always queues behind the current head (FCFS: it joins the tail; aging moves
+        only requests that have waited longer than the guard)."""
+        return type(self).key is QueueOrder.key
+
+    def next_aging(self, waiting: deque, now_s: float) -> Optional[tuple[float, float]]:
+        """(submitted_s, guard) of the waiting request that starts to age first after ``now_s``, or None:
+        until a schedule() at a time t with ``t - submitted_s > guard`` the order stays as it is now."""
+        guard = self.starvation_guard_s
+        if guard is None:
+            return None
+        fresh = [r.submitted_s for r in waiting if not now_s - r.submitted_s > guard]
+        return (min(fresh), guard) if fresh else None
+
     def order(self, waiting: deque, now_s: float) -> deque:
         """Return the waiting queue in the order to serve it (the same object when nothing moves)."""
         sorts = type(self).key is not QueueOrder.key

@@ -50,8 +50,11 @@ class Replica:
         self._gpu_free_s = 0.0
         self._last_update_end_s: Optional[float] = None
         self.num_outstanding = 0
-        # Event skipping (engine.mode: fast): needs the timing model's vectorised decode steps, a policy that
-        # opts in, and no observer that wants every step's plan. Owners may switch it off (faults, timeouts).
+        self.num_submitted = 0  # requests accepted so far (a decode run's snapshot tells arrivals by it)
+        # Event skipping (engine.mode: fast): needs the timing model's vectorised decode steps, a KV cache whose
+        # runs are modelled (paged or prefix-caching, not hybrid), no speculative decoding, and no observer that
+        # wants every step's plan; each policy then says when a run may start (llmsim.engine.decode_runs).
+        # Owners may switch it off (faults, timeouts).
         self.timing = timing
         self.fast_path = (timing is not None and fast_path_supported(scheduler) and not recorder.wants_step_plans)
         self._snapshot = ScheduleSnapshot()
@@ -81,6 +84,7 @@ class Replica:
             return False
         self.scheduler.add_request(request)
         self.num_outstanding += 1
+        self.num_submitted += 1
         if self._run is not None:
             self._note_arrival_during_run()
         max_queue_s = self.scheduler.config.max_queue_time_s
@@ -105,7 +109,7 @@ class Replica:
             if plan is not None:
                 self._cost(plan)
                 if self.fast_path:
-                    self._snapshot = ScheduleSnapshot.of(plan, self.scheduler)
+                    self._snapshot = ScheduleSnapshot.of(plan, self.scheduler, self.num_submitted)
             to_update = loop.next_to_update(plan)
             if to_update is None:
                 if plan is None:

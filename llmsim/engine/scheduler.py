@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
 from llmsim.engine.config import SchedulerConfig
+from llmsim.engine.decode_runs import DecodeRunRules
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.queues import VictimRule, make_queue_order, make_victim_rule
@@ -80,7 +81,7 @@ class BatchScheduler(Protocol):
     def num_waiting(self) -> int: ...
 
 
-class SchedulerBase:
+class SchedulerBase(DecodeRunRules):
     """Queues, admission bookkeeping and output processing shared by the concrete policies.
 
     Subclasses implement :meth:`schedule`. ``async_scheduling`` reproduces vLLM's AsyncScheduler: a token

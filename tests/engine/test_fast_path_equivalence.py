@@ -1,17 +1,21 @@
 """The fast mode (engine.mode: fast) makes exactly the decisions of the per-step reference.
 
 Fast mode is the aggregate engine (llmsim.engine.aggregate) where it applies and the event-skipping loop
-(llmsim.engine.fastpath) elsewhere; the scenarios cover both. Each runs in both modes; per-request results
-must be identical (times equal to 1e-9 relative), and so must the per-step table, the per-replica table and
-the summary's step statistics.
+(llmsim.engine.fastpath) elsewhere; the scenarios cover both, and every batching policy with its own
+decode-run rules (llmsim.engine.decode_runs) under memory pressure, sync and async, with priority and
+sorting queue orders, aging, swap and no preemption, queue timeouts and queue caps. Each runs in both modes;
+per-request results must be identical (times equal to 1e-9 relative), and so must the per-step table, the
+per-replica table and the summary's step statistics.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmsim.config import load_config
+from llmsim.engine.schedulers import SCHEDULERS
 from llmsim.simulation import aggregate_blockers, simulate
 
 SCENARIOS = {
@@ -54,7 +58,33 @@ SCENARIOS = {
                              "scheduler.long_prefill_token_threshold=256"],
     "heavy_pressure_small_budget": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=400",
                                     "scheduler.max_num_batched_tokens=256", "scheduler.watermark=0.01"],
+    "queue_timeouts_pressure": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=900",
+                                "scheduler.max_queue_time_s=2"],
+    "shortest_first_aging": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=900",
+                             "scheduler.queue=shortest-first", "scheduler.starvation_guard_s=3"],
+    "sarathi_aging_pressure_sync": ["workload.num_requests=300", "workload.rate=8", "scheduler.policy=sarathi",
+                                    "scheduler.num_gpu_blocks=700", "scheduler.starvation_guard_s=0.3",
+                                    "scheduler.async_scheduling=false"],
+    "vllm_v1_swap_sync": ["workload.num_requests=300", "workload.rate=6", "scheduler.num_gpu_blocks=700",
+                          "scheduler.preemption=swap", "scheduler.async_scheduling=false"],
 }
+# Every policy on its own: default load, then memory pressure with the synchronous loop (long decode runs
+# with someone waiting), then the policy's own knobs where it has them.
+for _policy in SCHEDULERS:
+    _name = _policy.replace("-", "_")
+    SCENARIOS[f"policy_{_name}"] = ["workload.num_requests=200", f"scheduler.policy={_policy}", "workload.rate=3"]
+    SCENARIOS[f"policy_{_name}_pressure_sync"] = [
+        "workload.num_requests=250", f"scheduler.policy={_policy}", "workload.rate=5", "scheduler.num_gpu_blocks=700",
+        "scheduler.async_scheduling=false", "cluster.replicas=2", "cluster.router=random"]
+    SCENARIOS[f"policy_{_name}_timeouts_longest_first"] = [
+        "workload.num_requests=250", f"scheduler.policy={_policy}", "workload.rate=6", "scheduler.num_gpu_blocks=800",
+        "scheduler.max_queue_time_s=3", "scheduler.queue=longest-first"]
+SCENARIOS["policy_tgi_eager_prefills"] = ["workload.num_requests=250", "scheduler.policy=tgi", "workload.rate=5",
+                                         "scheduler.waiting_served_ratio=0.05", "scheduler.max_waiting_tokens=5"]
+SCENARIOS["policy_sglang_pressure_no_preemption"] = ["workload.num_requests=250", "scheduler.policy=sglang",
+                                                    "workload.rate=5", "scheduler.num_gpu_blocks=700",
+                                                    "scheduler.preemption=none"]
+SCENARIOS["policy_vllm_v0_swap_sync"] = SCENARIOS["policy_vllm_v0_swap"] + ["scheduler.async_scheduling=false"]
 
 
 def _run(mode: str, overrides: list[str]):
@@ -114,24 +144,81 @@ def test_aggregate_engine_actually_aggregates() -> None:
     assert 0 < calls["general"] < result.summary["num_steps"] / 3
 
 
-def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> None:
-    """Configurations outside the aggregate engine (here pipeline parallelism) still skip decode runs."""
+def _count_runs(overrides: list[str]):
+    """Run in fast mode counting committed decode runs and the engine ticks they covered."""
     from llmsim.engine import replica as replica_module
 
-    calls = {"runs": 0}
+    calls = {"runs": 0, "ticks": 0}
     original = replica_module.commit_run
 
     def counting(replica, run, upto):
         calls["runs"] += 1
+        calls["ticks"] += upto - run.committed
         return original(replica, run, upto)
 
     replica_module.commit_run = counting
     try:
-        result = _run("fast", SCENARIOS["pipeline_parallel"])
+        result = _run("fast", overrides)
     finally:
         replica_module.commit_run = original
+    return result, calls
+
+
+def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> None:
+    """Configurations outside the aggregate engine (here pipeline parallelism) still skip decode runs."""
+    result, calls = _count_runs(SCENARIOS["pipeline_parallel"])
     assert calls["runs"] > 0
     assert result.summary["num_steps"] > 10 * calls["runs"] / 2
+
+
+@pytest.mark.parametrize("policy", sorted(SCHEDULERS))
+def test_every_policy_skips_most_decode_steps(policy: str) -> None:
+    """Guard against an equivalence suite that passes because a policy never skips: with FCFS, timeouts and
+    the sync loop under memory pressure, most of each policy's steps are covered by decode runs."""
+    result, calls = _count_runs(["workload.num_requests=300", "workload.rate=4", f"scheduler.policy={policy}",
+                                 "scheduler.num_gpu_blocks=900", "scheduler.max_queue_time_s=5",
+                                 "scheduler.async_scheduling=false"])
+    assert result.summary["engine_mode"].startswith("fast"), result.summary["engine_mode"]
+    assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
+
+
+def _shared_prefix_workload(seed: int, n: int = 300):
+    """Conversations (a turn may arrive while the previous one still decodes) and Mooncake-style hashes."""
+    rng = np.random.default_rng(seed)
+    rows = [(float(g), int(p), int(o)) for g, p, o in zip(rng.exponential(0.15, n), rng.integers(20, 600, n),
+                                                             rng.integers(5, 200, n))]
+    workload = make_workload(rows)
+    workload.df["session_id"] = rng.integers(0, 30, n)
+    workload.df["prefix_hashes"] = pd.Series([tuple(rng.integers(0, 3, 2).tolist()) if rng.random() < 0.5 else ()
+                                              for _ in range(n)], dtype=object)
+    return workload
+
+
+@pytest.mark.parametrize("policy", sorted(SCHEDULERS))
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_prefix_caching_decode_runs_agree(policy: str, async_scheduling: bool) -> None:
+    """Decode runs replay the block pool (which block a decode takes, which cached content it evicts, which
+    blocks it registers) exactly: hits, evictions and preemptions under a small pool stay identical."""
+    workload = _shared_prefix_workload(2)
+    knobs = {"policy": policy, "enable_prefix_caching": True, "async_scheduling": async_scheduling,
+             "num_gpu_blocks": 150, "block_size": 16}
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode}, "cluster": {"replicas": 2}})
+        results.append(simulate(config, workload=workload))
+    reference, fast = results
+    assert fast.summary["engine_mode"].startswith("fast (event-skipping loop:"), fast.summary["engine_mode"]
+    assert reference.requests["cached_tokens"].sum() > 0
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
+        assert reference.summary[key] == fast.summary[key], key
+
+
+def test_prefix_caching_skips_decode_steps() -> None:
+    result, calls = _count_runs(["workload.num_requests=300", "workload.rate=3", "scheduler.enable_prefix_caching=true"])
+    assert result.summary["engine_mode"] == "fast (event-skipping loop: prefix caching)"
+    assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
 
 
 # -- random scenarios: the fast path must agree with the reference on any workload and knobs ------------------
@@ -159,6 +246,44 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
     reference, fast = results
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.tuples(st.floats(0.0, 1.5), st.integers(1, 400), st.integers(1, 120)), min_size=1, max_size=40),
+    knobs=engine_settings(),
+    policy=st.sampled_from(sorted(SCHEDULERS)),
+    queue=st.sampled_from(["fcfs", "fcfs", "priority", "shortest-first", "longest-first"]),
+    preemption=st.sampled_from(["recompute", "recompute", "swap", "none"]),
+    guard=st.sampled_from([None, None, 0.5]),
+    timeout=st.sampled_from([None, None, 0.3, 2.0]),
+    priorities=st.lists(st.integers(0, 3), min_size=50, max_size=50),
+    sessions=st.sampled_from([None, 3, 10]),
+    caching=st.booleans(),
+    replicas_router=st.sampled_from([(1, "round-robin"), (2, "round-robin"), (2, "random"), (2, "least-kv")]),
+)
+def test_every_policy_agrees_on_random_workloads(rows, knobs, policy, queue, preemption, guard, timeout, priorities,
+                                                 sessions, caching, replicas_router) -> None:
+    """Every policy's decode runs against its per-step loop, with sorting queue orders (arrivals may take the
+    head), aging, swap/none preemption, queue timeouts (they cut a run) and prefix caching over conversations;
+    tiny KV pools and gaps of zero."""
+    workload = make_workload(rows)
+    workload.df["priority"] = np.asarray(priorities[: len(rows)], dtype=np.int64)
+    if sessions:
+        workload.df["session_id"] = np.arange(len(rows), dtype=np.int64) % sessions
+    knobs = dict(knobs, policy=policy, queue=queue, preemption=preemption, starvation_guard_s=guard,
+                 max_queue_time_s=timeout, enable_prefix_caching=caching)
+    replicas, router = replicas_router
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
+                                           "cluster": {"replicas": replicas, "router": router}})
+        results.append(simulate(config, workload=workload))
+    reference, fast = results
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
+        assert reference.summary[key] == fast.summary[key], key
 
 
 @pytest.mark.slow

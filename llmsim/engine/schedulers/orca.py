@@ -22,3 +22,6 @@ class OrcaScheduler(ReservingScheduler):
         self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
         self._admit_reserved(plan, UNLIMITED_TOKENS, chunked=False)
         return self._finish_plan(plan)
+
+    def decode_token_budget(self) -> int:
+        return UNLIMITED_TOKENS  # no per-iteration token budget; the shared decode-run rule applies as is

@@ -18,10 +18,13 @@ Constants from ``schedule_batch.py`` / ``global_config.py`` (SGLang 0.5): see be
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
+
+import numpy as np
 
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
+from llmsim.engine.decode_runs import RunRules
 from llmsim.engine.scheduler import SchedulerBase, StepPlan
 
 INIT_NEW_TOKEN_RATIO = 0.7  # SGLang default_init_new_token_ratio
@@ -55,6 +58,43 @@ class SGLangScheduler(SchedulerBase):
             self._schedule_decode(plan, stalled)
             self._fail_if_deadlocked(plan, stalled)
         return self._finish_plan(plan)
+
+    def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
+        if not self.waiting:
+            return RunRules(truncate_on_arrival=True)
+        if not head_refused or self.prefix_caching:  # (a decode's filled block may be a waiting hit)
+            return None
+        # Admission compares the head with the free tokens left after the running requests' expected growth,
+        # which shrinks every decode step (fewer tokens to go, a decaying ratio): the head stays refused only
+        # as long as _refused_ticks shows; a finish changes the running set, so it ends the run.
+        order = self.queue_order
+        return RunRules(stop_before_finish=True, truncate_on_arrival=not order.arrivals_keep_head,
+                        aging=order.next_aging(self.waiting, self.now_s), refused_ticks=self._refused_ticks)
+
+    def _refused_ticks(self, run) -> int:
+        """Leading ticks of ``run`` at which _schedule_prefill surely refuses the waiting head (its estimate
+        test, with a margin for float summation order: at the margin the per-step loop decides)."""
+        k = run.k
+        head = self.waiting[0]
+        if len(self.running) >= self.config.max_num_seqs:
+            return k  # no slot, whatever the memory: holds until someone finishes
+        bs = self.kv_cache.block_size
+        need = self._tokens_to_feed(head) + self._future_tokens(head)
+        ratios = np.empty(k)
+        ratio = self.new_token_ratio
+        for m in range(k):  # the ratio tick m's prefill sees: decayed by the m decode steps before it
+            ratios[m] = ratio
+            ratio = max(self.min_ratio, ratio - self.ratio_decay)
+        remaining = np.array([r.max_output_tokens - r.num_output_tokens for r in self.running], dtype=np.int64)
+        future = np.minimum(remaining[:, None] - np.arange(k)[None, :], CLIP_MAX_NEW_TOKENS).sum(axis=0)
+        available = run.free_before_ticks() * bs - future * ratios
+        margin = 1e-9 * (np.abs(available) + need + future * ratios) + 1e-6
+        fits = np.flatnonzero(need - available <= margin)
+        return int(fits[0]) if fits.size else k
+
+    def advance_decode_run(self, ticks: int) -> None:
+        for _ in range(ticks):  # one decay per decode step, as _schedule_decode applies it (same float steps)
+            self.new_token_ratio = max(self.min_ratio, self.new_token_ratio - self.ratio_decay)
 
     @staticmethod
     def _future_tokens(request: Request) -> int:

@@ -10,6 +10,9 @@ preempts.
 
 from __future__ import annotations
 
+from typing import Optional
+
+from llmsim.engine.decode_runs import RunRules
 from llmsim.engine.scheduler import StepPlan
 from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
 
@@ -24,3 +27,13 @@ class StaticBatchScheduler(ReservingScheduler):
         else:
             self._admit_reserved(plan, UNLIMITED_TOKENS, chunked=False)
         return self._finish_plan(plan)
+
+    def decode_token_budget(self) -> int:
+        return UNLIMITED_TOKENS
+
+    def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
+        # While the batch runs nobody joins: neither a finish nor an arrival changes a decode step, so a run
+        # goes on until the batch's last request is done (the caller stops there), whoever waits.
+        if self.running:
+            return RunRules(truncate_on_arrival=False)
+        return None

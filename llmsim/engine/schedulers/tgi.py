@@ -13,6 +13,9 @@ input) or the remaining ``max_batch_total_tokens`` (llmsim: the replica's KV blo
 
 from __future__ import annotations
 
+from typing import Optional
+
+from llmsim.engine.decode_runs import RunRules
 from llmsim.engine.scheduler import StepPlan
 from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
 
@@ -35,6 +38,31 @@ class TGIScheduler(ReservingScheduler):
             self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
             self.decode_steps_since_prefill += 1
         return self._finish_plan(plan)
+
+    def decode_token_budget(self) -> int:
+        return UNLIMITED_TOKENS
+
+    def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
+        """TGI decides afresh each step whether to prefill, from the free blocks and a decode-step counter, so
+        the rule is evaluated here rather than inferred from the last step. During a decode run its blocks
+        (reserved at admission) stay put and the running count is fixed until someone finishes."""
+        if not self.waiting:
+            return RunRules(truncate_on_arrival=True)
+        if (not self.queue_order.arrivals_keep_head or self.config.starvation_guard_s is not None
+                or self.prefix_caching):
+            return None
+        admissible = self._admissible_count()
+        if admissible == 0:
+            # The head does not fit: it keeps not fitting, and arrivals queue behind it (FIFO count stops).
+            return RunRules(stop_before_finish=True, truncate_on_arrival=False)
+        # Too few would join: that holds until the counter reaches max_waiting_tokens or an arrival adds one.
+        steps_left = self.config.max_waiting_tokens - self.decode_steps_since_prefill
+        if admissible >= self._min_prefill_size() or steps_left <= 0:
+            return None
+        return RunRules(max_steps=steps_left, stop_before_finish=True, truncate_on_arrival=True)
+
+    def advance_decode_run(self, ticks: int) -> None:
+        self.decode_steps_since_prefill += ticks  # every tick of a run is a decode step
 
     def _min_prefill_size(self) -> int:
         if not self.running or self.decode_steps_since_prefill >= self.config.max_waiting_tokens:
