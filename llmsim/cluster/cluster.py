@@ -63,6 +63,7 @@ class Cluster:
         self.replicas: list[ClusterReplica] = []
         self._candidates: dict[str, list[ClusterReplica]] = {role: [] for role in ROLES}
         self._views: dict[str, list] = {role: [] for role in ROLES}
+        self._stale = False  # _candidates/_views need a _rebuild before they are read
         self.pending: deque[tuple[Request, str]] = deque()  # parked until some replica accepts
         self.disaggregation = None  # set by the builder when the cluster is disaggregated
         self.listeners: list = []  # objects with on_request_end(request, now) (autoscaler SLO window)
@@ -183,6 +184,12 @@ class Cluster:
             self._activate(replica)
 
     def _refresh(self) -> None:
+        # Rebuilt on the next read, not here: building a cluster of N replicas activates each in turn, and
+        # rebuilding at every activation cost O(N²) (seconds for a few thousand replicas).
+        self._stale = True
+
+    def _rebuild(self) -> None:
+        self._stale = False
         for role in ROLES:
             self._candidates[role] = [r for r in self.replicas if r.spec.role == role and r.accepting]
             self._views[role] = [r.view for r in self._candidates[role]]
@@ -193,6 +200,8 @@ class Cluster:
                 and r.state in (ReplicaState.STARTING, ReplicaState.ACTIVE)]
 
     def accepting_replicas(self, role: str) -> list[ClusterReplica]:
+        if self._stale:
+            self._rebuild()
         return self._candidates[role]
 
     # -- requests ----------------------------------------------------------------------------------
@@ -206,7 +215,7 @@ class Cluster:
 
     def choose(self, request: Request, role: str) -> Optional[ClusterReplica]:
         """The router's pick among accepting replicas of ``role``; None when there are none."""
-        candidates = self._candidates[role]
+        candidates = self.accepting_replicas(role)
         if not candidates:
             return None
         index = self.routers[role].choose(request, self._views[role])
