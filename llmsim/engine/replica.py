@@ -15,7 +15,8 @@ import simpy
 
 from llmsim.engine.admission import rejection_reason
 from llmsim.engine.core import EngineLoop
-from llmsim.engine.fastpath import ScheduleSnapshot, commit_run, fast_path_supported, plan_decode_run
+from llmsim.engine.decode_run_commit import commit_run
+from llmsim.engine.fastpath import ScheduleSnapshot, fast_path_supported, plan_decode_run
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.scheduler import BatchScheduler, StepOutcome, StepPlan
 from llmsim.metrics.recorder import Recorder
