@@ -254,10 +254,6 @@ class HybridPrefixCachingKVCacheManager(WholeBlockRefusals, PrefixCachingKVCache
             return 0
         return sum(self._release(reversed(table)) for table in tables)
 
-    def num_blocks_of(self, request: Request) -> int:
-        return self._blocks.get(request.request_id, 0)
-
-
     def check_consistency(self) -> None:
         free = set(self._plain_free) | set(self._cached_free)
         assert len(free) == len(self._plain_free) + len(self._cached_free) == self.num_free_blocks
