@@ -9,6 +9,7 @@ profiles coverage`` read them through this one module.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ class EngineFlags:
     expert_parallel: bool = False
     enforce_eager: bool = False
     block_size: Optional[int] = None
-    speculative: Optional[str] = None
+    speculative: tuple[tuple[str, str], ...] = ()  # --speculative-config's fields (method, num_speculative_tokens, ...)
     num_scheduler_steps: Optional[int] = None
     ignored: tuple[str, ...] = ()  # flags read but without effect on performance in llmsim (say so in notes)
 
@@ -105,17 +106,40 @@ def parse_engine_flags(text: str) -> EngineFlags:
         elif not token.startswith("-"):
             ignored.append(token)
             continue
-        if name.startswith("--speculative-config"):
-            values["speculative"] = (name + ("=" + value if value else "")).split("--speculative-config.")[-1]
+        if name.replace("_", "-").startswith(("--speculative-config", "--speculative-model", "--num-speculative-tokens")):
             if value is None and i < len(tokens) and not tokens[i].startswith("-"):
+                value = tokens[i]
                 i += 1
+            _speculative_flag(values.setdefault("speculative", {}), ignored, name.replace("_", "-"), value)
             continue
         if value is None and name in _TAKES_VALUE and name not in ("--enable-chunked-prefill", "--async-scheduling"):
             if i < len(tokens):
                 value = tokens[i]
                 i += 1
         _apply_flag(values, ignored, name, value)
+    if "speculative" in values:
+        values["speculative"] = tuple(sorted(values["speculative"].items()))
     return EngineFlags(**values, ignored=tuple(ignored))
+
+
+def _speculative_flag(fields: dict, ignored: list, name: str, value: Optional[str]) -> None:
+    """One speculative-decoding flag into ``fields``: ``--speculative-config '{"method": "mtp", ...}'``, its dotted
+    form ``--speculative-config.method mtp``, or the pre-0.8 ``--speculative-model`` / ``--num-speculative-tokens``."""
+    if name == "--speculative-config":
+        try:
+            parsed = json.loads(value or "")
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            ignored.append(f"{name} {value}")
+            return
+        fields.update({str(k): str(v) for k, v in parsed.items()})
+    elif name.startswith("--speculative-config."):
+        fields[name.split(".", 1)[1].replace("-", "_")] = value or ""
+    elif name == "--speculative-model":
+        fields["method"] = "ngram" if "ngram" in (value or "") else "draft_model"
+    elif name == "--num-speculative-tokens":
+        fields["num_speculative_tokens"] = value or ""
 
 
 def _apply_flag(values: dict, ignored: list, name: str, value: Optional[str]) -> None:

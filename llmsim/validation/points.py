@@ -79,6 +79,7 @@ class BenchmarkPoint:
     total_output_tokens: Optional[float]
     benchmark_client: str
     measured: dict[str, float] = field(default_factory=dict)
+    remarks: str = ""  # the free-text `uncertain` and `notes` columns (e.g. a quoted draft acceptance rate)
 
     @property
     def ignore_eos(self) -> bool:
@@ -164,5 +165,6 @@ def read_points(path: str | Path) -> list[BenchmarkPoint]:
             batch_size=_positive_int(numbers.get("batch_size"), path, row, "batch_size"),
             successful_requests=numbers.get("successful_requests"),
             total_input_tokens=numbers.get("total_input_tokens"), total_output_tokens=numbers.get("total_output_tokens"),
-            benchmark_client=raw.get("benchmark_client", "").strip(), measured=measured))
+            benchmark_client=raw.get("benchmark_client", "").strip(), measured=measured,
+            remarks=" ".join(raw.get(c, "").strip() for c in ("uncertain", "notes")).strip()))
     return points

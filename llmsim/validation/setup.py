@@ -19,6 +19,8 @@ run llmsim's V0 scheduler (chunked prefill off, 256 sequences).
 
 from __future__ import annotations
 
+import re
+
 import math
 from dataclasses import dataclass, field
 
@@ -76,8 +78,6 @@ def build_setup(point: BenchmarkPoint) -> PointSetup:
     if not point.measured:
         raise SkipPoint("no measured metric llmsim predicts")
     flags = point.flags()
-    if flags.speculative:
-        raise SkipPoint(f"speculative decoding ({flags.speculative}) is not modelled yet")
     quantization = point.quantization
     if flags.weight_quantization and flags.weight_quantization not in quantization.lower():
         quantization = f"{quantization} {flags.weight_quantization}"
@@ -106,6 +106,7 @@ def build_setup(point: BenchmarkPoint) -> PointSetup:
     if flags.num_scheduler_steps and flags.num_scheduler_steps > 1:
         notes.append(f"multi-step scheduling ({flags.num_scheduler_steps} steps) not modelled")
     workload = build_workload(point, notes)
+    speculative = _speculative(point, dict(flags.speculative), notes) if flags.speculative else None
     replicas = flags.dp or 1
     data = {
         "seed": DEFAULT_SEED,
@@ -117,11 +118,57 @@ def build_setup(point: BenchmarkPoint) -> PointSetup:
         "server": {"enabled": online},  # vllm bench serve talks to the API server; offline benchmarks do not
         "metrics": {"step_detail": False, "timeseries_interval_s": 1e6},
     }
+    if speculative:
+        data["speculative"] = speculative
     try:
         config = build_config(data, source=f"point {point.id}")
     except UserError as exc:
         raise SkipPoint(str(exc)) from None
     return PointSetup(point, config, workload, online, notes)
+
+
+#: vLLM's proposer names -> llmsim's speculative.method (any "*mtp" method is a multi-token-prediction head).
+_PROPOSERS = {"eagle": "eagle", "eagle3": "eagle", "ngram": "ngram", "draft_model": "draft", "mtp": "mtp"}
+_ACCEPTANCE = re.compile(r"acceptance(?:\s+rate)?\D{0,5}?(\d+(?:\.\d+)?)\s*%", re.IGNORECASE)
+
+
+def _speculative(point: BenchmarkPoint, fields: dict, notes: list[str]) -> dict:
+    """The ``speculative:`` section of a row whose flags enable speculative decoding.
+
+    A source that quotes vLLM's *draft acceptance rate* (accepted ÷ proposed drafts, what ``vllm bench serve``
+    and the engine's metrics print) sets the acceptance: llmsim's chained model accepts draft i with
+    probability p given draft i−1 was, so the rate is (p + p² + … + p^k) / k, solved for p. Without one the
+    default acceptance is assumed and the row's notes say so."""
+    method = fields.get("method", "")
+    method = "mtp" if method.endswith("mtp") else _PROPOSERS.get(method)
+    if method is None:
+        raise SkipPoint(f"speculative method {fields.get('method')!r} is not modelled (eagle, mtp, ngram, draft)")
+    try:
+        k = int(fields.get("num_speculative_tokens", ""))
+    except ValueError:
+        raise SkipPoint("speculative decoding without num_speculative_tokens") from None
+    section = {"method": method, "num_speculative_tokens": k}
+    quoted = _ACCEPTANCE.search(point.remarks)
+    if quoted:
+        rate = min(max(float(quoted.group(1)) / 100.0, 0.0), 1.0)
+        section["acceptance_rate"] = round(_chained_acceptance(rate, k), 6)
+        notes.append(f"speculative {method} k={k}: draft acceptance {rate:.1%} as quoted "
+                     f"(per-draft {section['acceptance_rate']:.3f})")
+    else:
+        notes.append(f"speculative {method} k={k}: acceptance not quoted, llmsim's default assumed")
+    return section
+
+
+def _chained_acceptance(rate: float, k: int) -> float:
+    """p with (p + p² + … + p^k) / k = rate (bisection; the left side rises with p from 0 to 1)."""
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if sum(mid ** i for i in range(1, k + 1)) / k < rate:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
 
 
 def _lengths(point: BenchmarkPoint, notes: list[str]) -> tuple[float, float]:

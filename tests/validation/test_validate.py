@@ -134,7 +134,13 @@ def test_engine_flags_and_version_defaults():
     assert (flags.tp, flags.max_num_seqs, flags.enable_chunked_prefill, flags.kv_cache_dtype) == (8, 1024, False, "fp8")
     assert flags.async_scheduling is True and "--trust-remote-code" in flags.ignored
     assert parse_engine_flags("max_num_seqs=1500; docker rocm/vllm:x").max_num_seqs == 1500
-    assert parse_engine_flags("--tensor-parallel-size 8 --speculative-config.method mtp").speculative == "method"
+    assert dict(parse_engine_flags("--tensor-parallel-size 8 --speculative-config.method mtp "
+                                   "--speculative-config.num_speculative_tokens 3").speculative) == {
+        "method": "mtp", "num_speculative_tokens": "3"}
+    assert dict(parse_engine_flags("""--speculative-config '{"method": "eagle3", "num_speculative_tokens": 2}'"""
+                                   ).speculative) == {"method": "eagle3", "num_speculative_tokens": "2"}
+    assert dict(parse_engine_flags("--speculative-model [ngram] --num-speculative-tokens 5").speculative) == {
+        "method": "ngram", "num_speculative_tokens": "5"}
     assert parse_version("0.9.1 (ROCm build)") == (0, 9) and parse_version("unknown")[0] == 0
     assert engine_defaults((0, 11), 80, "A100-80GB", online=True)["max_num_batched_tokens"] == 2048
     assert engine_defaults((0, 11), 79, "H100-80GB", online=True)["max_num_batched_tokens"] == 8192
@@ -145,12 +151,12 @@ def test_engine_flags_and_version_defaults():
 
 def test_rows_that_cannot_be_modelled_are_skipped_with_a_reason(tmp_path):
     path = _csv(tmp_path, _row(id="A"), _row(id="B").replace("H100-80GB", "Abacus-9000"),
-                _row(id="C", flags="--speculative-config.method mtp"), _row(id="D", thr="", ttft="", tpot=""))
+                _row(id="C", flags="--speculative-config.method medusa"), _row(id="D", thr="", ttft="", tpot=""))
     outcomes = [run_point(p) for p in read_points(path)]
     reasons = {o.id: o.skipped for o in outcomes}
     assert reasons["A"] is None
     assert "Abacus-9000" in reasons["B"]
-    assert "speculative" in reasons["C"]
+    assert "medusa" in reasons["C"]
     assert "no measured metric" in reasons["D"]
     doc = to_json(outcomes)
     assert {s["id"] for s in doc["skipped"]} == {"B", "C", "D"}
@@ -205,5 +211,30 @@ def test_shared_points_resolve_and_run(shared):
     """The shared points file reads without error (its modelling coverage is measured by the README command)."""
     points = read_points(shared("realworld", "points.csv"))
     assert len(points) >= 100 and len({p.id for p in points}) == len(points)
-    with pytest.raises(SkipPoint):
-        build_setup(next(p for p in points if "speculative" in p.engine_flags))
+    speculative = build_setup(next(p for p in points if "speculative" in p.engine_flags))
+    assert speculative.config.speculative.enabled
+
+
+def test_speculative_rows_take_the_quoted_acceptance(tmp_path):
+    """A row with speculative flags runs speculative decoding; a quoted draft acceptance rate (accepted ÷
+    proposed, vLLM's metric) becomes the chained per-draft probability, and more acceptance is faster."""
+    flags = "--speculative-config.method mtp --speculative-config.num_speculative_tokens 3"
+    header = ("id,gpu,tp,pp,model,dtype/quantization,vllm_version,engine_flags,benchmark,dataset,input_len,"
+              "output_len,num_prompts,request_rate,max_concurrency,request_throughput,mean_ttft_ms,mean_tpot_ms,"
+              "benchmark_client,uncertain\n")
+    rows = "".join(f"{name},H100-80GB,1,1,Llama-3-8B,BF16,v0.11.0,{flags},serve,random,128,64,8,inf,1,1.0,50,10,"
+                   f"vllm bench serve --ignore-eos,{remark}\n"
+                   for name, remark in (("LOW", "acceptance 20%"), ("HIGH", "draft acceptance rate: 80.0 %"),
+                                        ("NONE", "")))
+    path = tmp_path / "p.csv"
+    path.write_text(header + rows)
+    setups = {p.id: build_setup(p) for p in read_points(path)}
+    low, high = (setups[k].config.speculative for k in ("LOW", "HIGH"))
+    assert (low.method, low.num_speculative_tokens) == ("mtp", 3)
+    for section, rate in ((low, 0.2), (high, 0.8)):
+        p = section.acceptance_rate
+        assert (p + p ** 2 + p ** 3) / 3 == pytest.approx(rate, abs=1e-5)
+    assert any("not quoted" in note for note in setups["NONE"].notes)
+    tpot = {k: run_point(p).predicted["mean_tpot_ms"] for k, p in
+            ((p.id, p) for p in read_points(path)) if k != "NONE"}
+    assert tpot["HIGH"] < 0.8 * tpot["LOW"]
