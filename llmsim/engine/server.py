@@ -1,4 +1,4 @@
-"""The API server in front of the engines: vLLM's OpenAI-compatible HTTP frontend, as a FIFO queue.
+"""The API server in front of the engines: vLLM's OpenAI-compatible HTTP frontend, on a finite server process.
 
 A request reaches the engine only after the server process has parsed the HTTP request, validated it,
 applied the chat template and tokenised the prompt; each token the engine produces is detokenised and
@@ -6,24 +6,23 @@ streamed back as a server-sent-events chunk by the same process. That process is
 it has a finite throughput: with many tiny requests a vLLM server tops out at a few dozen requests per
 second whatever the GPU (issue 13), and at low load it adds tens of milliseconds to every TTFT.
 
-Model (per server process, first come first served):
+Model (per server process: ingress first come first served, streams in turn):
 
 * a request's **ingress work** is ``request_overhead_s + tokenize_s_per_token × prompt tokens``; it starts
   when the request arrives and the process is free, and the engine sees the request when it ends;
-* its **streaming work** is ``stream_s_per_token × output tokens``. The process spends it while the request
-  decodes, interleaved with other requests' ingress; the queue charges it right after the request's own
-  ingress (a Lindley recursion on the total work), so the server's throughput is exactly 1 / (ingress +
-  streaming work per request) and a busy server delays the requests behind it;
-* each delivered token reaches the client ``stream_s_per_token`` after the engine emits it (first and last
-  tokens alike, so ITL is unchanged; TTFT and E2E grow by it).
+* its **streaming work** is ``stream_s_per_token`` per output token, spent when the engine emits the token:
+  ingress work goes first, and the streams share what is left in turn (:func:`egress_delays`), so a server
+  streaming for a thousand open responses spaces each one's tokens a round of all of them apart;
+* a token reaches the client ``stream_s_per_token`` after the engine emits it while the server keeps up
+  (first and last tokens alike, so TPOT is unchanged; TTFT and E2E grow by it).
 
 Everything depends on arrivals only, so the whole queue is solved up front, before routing, for both
 engines: the engines see arrivals at the server's hand-off times, and the requests table is shifted back to
 the client's clock afterwards (``server_s`` = queueing + ingress work). ``processes`` servers (default: one
 per replica that takes arrivals, as each ``vllm serve`` has its own) take the next request as each frees; the
-hand-off order is kept (a request is never handed to the engines before an earlier arrival). Approximations:
-streaming work is charged at ingress rather than when the tokens come; client retries re-enter the engines
-without passing the server again.
+hand-off order is kept (a request is never handed to the engines before an earlier arrival). Approximations: the
+hand-off does not wait behind streaming work; client retries re-enter the engines without passing the server
+again.
 
 Offline benchmarks (``vllm bench throughput``, ``LLM.generate``) have no server: set ``server.enabled: false``.
 """
@@ -112,20 +111,29 @@ def egress_delays(first_s: np.ndarray, last_s: np.ndarray, num_tokens: np.ndarra
                   arrival_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How much later than the engine emits them the client receives each request's first and last token.
 
-    The server process(es) stream every token (``stream_s`` of CPU each) and also take in new requests (their
-    ingress work, at arrival): one FIFO of work. Its backlog over time is a reflected random walk on a grid of
-    time bins (work arriving in a bin minus what the processes clear in it), with each request's tokens spread
-    evenly between its first and last token. A token emitted at t reaches the client after the backlog at t
-    and its own streaming work. A lightly loaded server adds ``stream_s``; a server streaming for a thousand
-    running requests falls behind, and the clients see longer gaps than the engine's steps (ITL and TPOT grow
-    while the GPU is idle waiting on nothing)."""
+    The server process(es) take in new requests (their ingress work, at arrival) and stream every token
+    (``stream_s`` of CPU each). On a time grid, a request's first token is one token of work at its first
+    instant and its other tokens are spread evenly up to its last. Two rules share the processes' time:
+
+    * **ingress first**: work of requests still being taken in runs before any streaming (published bursts of
+      a thousand requests show every first token held back until the burst has been taken in);
+    * **streams round-robin**: the rest is shared equally among the requests with undelivered tokens
+      (processor sharing, as the server's event loop turns from one response to the next), so while the server
+      is behind, a request's consecutive tokens are one round of all the open streams apart — the clients' TPOT
+      grows with the number of open streams while the GPU's steps do not.
+
+    The server is behind only in the busy periods of its work (a work-conserving server has the same busy
+    periods whatever its order): they come from the total work as a reflected random walk, and only the bins of
+    those whose backlog reaches ``LONG_BACKLOG_S`` are simulated; in a shorter one a token waits for the backlog
+    in front of it. Outside them a token reaches the client ``stream_s`` after the engine emits it."""
     cost, processes = ingress.stream_s, max(ingress.processes, 1)
     delivered = ~np.isnan(first_s)
     first_delay = np.full(len(first_s), cost)
     last_delay = np.full(len(first_s), cost)
     if not delivered.any() or cost <= 0:
         return first_delay, last_delay
-    f, l, n = first_s[delivered], last_s[delivered], num_tokens[delivered].astype(np.float64)
+    rows = np.flatnonzero(delivered)
+    f, l, n = first_s[rows], last_s[rows], np.maximum(num_tokens[rows].astype(np.float64), 1.0)
     l = np.where(np.isnan(l), f, l)  # a request that failed after its first token streamed no more
     end = float(max(l.max(), np.nanmax(arrival_s) if len(arrival_s) else 0.0)) * 1.001 + 1e-3
     bins = int(min(2_000_000, max(1_000, end / 2e-3)))
@@ -134,27 +142,162 @@ def egress_delays(first_s: np.ndarray, last_s: np.ndarray, num_tokens: np.ndarra
     def index(t):
         return np.clip((np.asarray(t) / dt).astype(np.int64), 0, bins - 1)
 
-    work = np.zeros(bins)
+    ingress_work = np.zeros(bins)
+    if ingress.work_s is not None:
+        np.add.at(ingress_work, index(arrival_s), ingress.work_s)
+    work = ingress_work.copy()
     np.add.at(work, index(f), cost)  # each first token
-    rest = np.maximum(n - 1, 0)
-    span = l - f
-    point = (span <= dt) & (rest > 0)
+    rest = n - 1
+    point = (l - f <= dt) & (rest > 0)
     np.add.at(work, index(l[point]), cost * rest[point])  # a burst of tokens within one bin
-    spread = (span > dt) & (rest > 0)
+    spread = (l - f > dt) & (rest > 0)
     rate = np.zeros(bins + 1)  # work per bin, as a difference array over [first, last)
-    per_bin = cost * rest[spread] / span[spread] * dt
+    per_bin = cost * rest[spread] / (l[spread] - f[spread]) * dt
     np.add.at(rate, index(f[spread]), per_bin)
     np.add.at(rate, index(l[spread]) + 1, -per_bin)
     work += np.cumsum(rate)[:bins]
-    if ingress.work_s is not None:
-        np.add.at(work, index(arrival_s), ingress.work_s)
     walk = np.cumsum(work - processes * dt)
     backlog = walk - np.minimum(np.minimum.accumulate(walk), 0.0)  # Lindley, without a loop
-    # a token waits for the work queued before its bin (work of the same bin may have come after it)
+    # Short busy periods (under LONG_BACKLOG_S of work per process at their peak) delay tokens by the backlog in
+    # front of them, in any order alike; longer ones are simulated with the streams sharing the processes.
     wait = np.concatenate([[0.0], backlog[:-1]]) / processes
-    first_delay[delivered] = wait[index(f)] + cost
-    last_delay[delivered] = wait[index(l)] + cost
+    first_delay[rows] = wait[index(f)] + cost
+    last_delay[rows] = wait[index(l)] + cost
+    busy = np.flatnonzero(backlog > 1e-12 * max(cost, 1e-9))
+    if len(busy):
+        new_run = np.r_[True, np.diff(busy) > 1]
+        run_id = np.cumsum(new_run) - 1
+        peak = np.zeros(int(run_id[-1]) + 1)
+        np.maximum.at(peak, run_id, backlog[busy])
+        long_runs = peak > LONG_BACKLOG_S * processes
+        busy = busy[long_runs[run_id]]
+    if len(busy):
+        first_at, last_at = _shared_streaming(busy, dt, bins, processes, cost, f, l, n, ingress_work)
+        # (a coarse step interpolates a crossing within it: never before the token's own streaming work)
+        first_delay[rows] = np.where(np.isnan(first_at), first_delay[rows], np.maximum(first_at - f, cost))
+        last_delay[rows] = np.where(np.isnan(last_at), last_delay[rows], np.maximum(last_at - l, cost))
     return first_delay, last_delay
+
+
+#: Busy periods whose backlog stays under this much work per process are not worth simulating stream by stream.
+LONG_BACKLOG_S = 1e-3
+#: Most bins one busy period is stepped through (a longer period takes coarser steps: a server hours behind
+#: costs a few thousand vectorised steps, not a million).
+MAX_PERIOD_STEPS = 2000
+
+
+def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, cost: float, f: np.ndarray,
+                      l: np.ndarray, n: np.ndarray, ingress_work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Delivery instants of each request's first and last token when they fall in a busy period (NaN where they
+    do not), bin by bin through the busy periods: ingress first, then water-filling of the capacity left over
+    the open streams' undelivered work (equal shares, none given more than it has)."""
+    first_at = np.full(len(f), np.nan)
+    last_at = np.full(len(f), np.nan)
+    total = n * cost
+    span = np.maximum(l - f, 1e-300)
+    order = np.argsort(f, kind="stable")
+    f_sorted = f[order]
+    new_run = np.r_[True, np.diff(busy) > 1]
+    starts, stops = busy[new_run], busy[np.r_[new_run[1:], True]]  # first and last bin of each busy period
+    simulated_to = -1
+    for b0, b_last in zip(starts.tolist(), stops.tolist()):
+        if b0 <= simulated_to:
+            continue  # this period was simulated with the one before (their grids' work differ slightly)
+        t0 = b0 * dt
+        # streams open in this period: started by its first bin's end, not done before its start
+        joined = int(np.searchsorted(f_sorted, t0 + dt, side="right"))
+        candidates = order[:joined]
+        active = candidates[l[candidates] >= t0 - dt]
+        # everything emitted before the period was delivered when the server was last idle
+        served = np.where(f[active] < t0, np.minimum(_emitted(active, t0, f, span, n, cost), total[active]), 0.0)
+        ingress_backlog = 0.0
+        # a long busy period is stepped in coarser bins (at most MAX_PERIOD_STEPS of them over its walk length)
+        group = max(1, -(-(b_last - b0 + 1) // MAX_PERIOD_STEPS))
+        cap_per_bin = processes * dt * group
+        b = b0
+        while True:
+            if b >= bins:  # past the grid: no new work, the open streams drain what they have left
+                _drain(active, served, total[active], cost, bins * dt + ingress_backlog / processes, processes,
+                       first_at, last_at)
+                break
+            t1 = min(b + group, bins) * dt
+            newly = int(np.searchsorted(f_sorted, t1, side="right"))
+            if newly > joined:
+                fresh = order[joined:newly]
+                active = np.concatenate([active, fresh])
+                served = np.concatenate([served, np.zeros(len(fresh))])
+                joined = newly
+            ingress_backlog += float(ingress_work[b:b + group].sum())
+            used = min(cap_per_bin, ingress_backlog)
+            ingress_backlog -= used
+            left = cap_per_bin - used
+            pending = _emitted(active, t1, f, span, n, cost) - served
+            if left > 0 and len(active):
+                give = _water_fill(np.maximum(pending, 0.0), left)
+                before = served
+                served = served + give
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    for threshold, out in ((cost, first_at), (total[active], last_at)):
+                        crossed = (before < threshold - 1e-15) & (served >= threshold - 1e-15)
+                        if crossed.any():
+                            frac = np.clip((np.broadcast_to(threshold, before.shape)[crossed] - before[crossed])
+                                           / give[crossed], 0.0, 1.0)
+                            out[active[crossed]] = t1 - (t1 - b * dt) * (1.0 - frac)
+                left -= float(give.sum())
+            done = served >= total[active] - 1e-15
+            if done.any():
+                active, served = active[~done], served[~done]
+            if b + group > b_last and ingress_backlog <= 1e-15 and left > 1e-15 * cap_per_bin:
+                break  # the backlog is cleared within this bin: the busy period ends
+            b += group
+        simulated_to = b
+    return first_at, last_at
+
+
+def _drain(active: np.ndarray, served: np.ndarray, total: np.ndarray, cost: float, start_s: float, processes: int,
+           first_at: np.ndarray, last_at: np.ndarray) -> None:
+    """Processor sharing with no new work from ``start_s``: the open streams' level of service rises at rate
+    processes / (streams still open); a stream is served ``x`` more when ``Σ min(pending, x) / processes`` has
+    passed. Records the first- and last-token instants not recorded yet."""
+    pending = np.maximum(total - served, 0.0)
+    if not len(pending):
+        return
+    sorted_pending = np.sort(pending)
+    below = np.concatenate([[0.0], np.cumsum(sorted_pending)])
+
+    def reached(x):  # when every open stream has been served x more (or finished)
+        j = np.searchsorted(sorted_pending, x, side="left")
+        return start_s + (below[j] + x * (len(sorted_pending) - j)) / processes
+
+    to_first = cost - served
+    waiting_first = (to_first > 0) & np.isnan(first_at[active])
+    first_at[active[waiting_first]] = reached(to_first[waiting_first])
+    waiting_last = np.isnan(last_at[active])
+    last_at[active[waiting_last]] = reached(pending[waiting_last])
+
+
+def _emitted(active: np.ndarray, t: float, f: np.ndarray, span: np.ndarray, n: np.ndarray, cost: float) -> np.ndarray:
+    """Streaming work the engine has emitted for ``active`` requests by time ``t`` (the grid's fluid view)."""
+    fa = f[active]
+    fraction = np.clip((t - fa) / span[active], 0.0, 1.0)
+    return np.where(t >= fa, cost * (1.0 + (n[active] - 1.0) * fraction), 0.0)
+
+
+def _water_fill(pending: np.ndarray, capacity: float) -> np.ndarray:
+    """Equal shares of ``capacity`` over ``pending`` amounts, none given more than it has (processor sharing)."""
+    total = pending.sum()
+    if total <= capacity:
+        return pending
+    share = capacity / len(pending)
+    if pending.min() >= share:  # everyone has more than an equal share left (a server far behind): no sort
+        return np.full(len(pending), share)
+    sorted_pending = np.sort(pending)
+    k = len(sorted_pending)
+    below = np.concatenate([[0.0], np.cumsum(sorted_pending)[:-1]])  # amounts of the smaller ones
+    reach = below + sorted_pending * (k - np.arange(k))  # served at level = this amount
+    j = int(np.searchsorted(reach, capacity))
+    level = (capacity - below[j]) / (k - j)
+    return np.minimum(pending, level)
 
 
 def client_view(requests: pd.DataFrame, ingress: Ingress, arrival_s: np.ndarray) -> pd.DataFrame:

@@ -99,3 +99,36 @@ def test_many_tiny_requests_saturate_the_server_not_the_gpu():
 def test_server_section_is_validated():
     with pytest.raises(ConfigError, match="server.request_overhead_s"):
         load_config(None, ["server.request_overhead_s=-1"])
+
+
+def test_a_burst_is_taken_in_first_then_streamed_round_robin():
+    """1,000 requests sent at once, 5 ms of ingress each; the engine emits each one's 4 tokens soon after its
+    hand-off. The server takes the whole burst in before streaming (every first token reaches its client near
+    the burst's end), then serves the open streams in turn: a request's next token is one round of all 1,000
+    streams later, not one token's work."""
+    n, ingress_s, stream_s = 1000, 5e-3, 150e-6
+    handoff = (np.arange(n) + 1) * ingress_s
+    first = handoff + 0.03
+    last = first + 0.09
+    ingress = Ingress(handoff, handoff, stream_s, 1, np.full(n, ingress_s))
+    first_delay, last_delay = egress_delays(first, last, np.full(n, 4), ingress, np.zeros(n))
+    ttft, e2e = first + first_delay, last + last_delay
+    taken_in = n * ingress_s
+    assert ttft.min() > taken_in and ttft.max() < taken_in + 1.25 * n * stream_s
+    tpot = (e2e - ttft) / 3
+    np.testing.assert_allclose(tpot, n * stream_s, rtol=0.1)
+    assert e2e.max() == pytest.approx(taken_in + 4 * n * stream_s, rel=0.01)  # all the work, no idle time
+
+
+def test_streams_share_a_server_behind_them_equally():
+    """Two groups stream through a server that cannot keep up: a short response is not stuck behind the long
+    ones' backlog (processor sharing), and a long one finishes when all the work is done."""
+    n = 200
+    first = np.zeros(n)
+    last = np.ones(n)  # both groups' tokens come within a second; the long ones' are 10 s of streaming work
+    tokens = np.where(np.arange(n) < 100, 10, 1000)
+    ingress = Ingress(np.zeros(n), np.zeros(n), 100e-6, 1, np.zeros(n))
+    first_delay, last_delay = egress_delays(first, last, tokens, ingress, np.zeros(n))
+    work = float(tokens.sum()) * 100e-6
+    assert (last + last_delay)[100:].max() == pytest.approx(work, rel=0.01)
+    assert (last + last_delay)[:100].max() < 1.5  # 10 tokens each, served in turn with the long streams
