@@ -36,10 +36,12 @@ class Roofline:
     def of(cls, gpu: GPUSpec, weight_dtype: str = "bf16") -> "Roofline":
         """The roofline of GEMMs on weights of ``weight_dtype``: its peak, and for weight-only kernels (Marlin,
         AWQ/GPTQ, MXFP4 on Hopper) row tiles of WEIGHT_ONLY_TOKEN_TILE: they are built for small decode
-        batches, so a decode step does not pay the compute of a 128-row tile on dequantized weights."""
+        batches, so a decode step does not pay the compute of a 128-row tile on dequantized weights; their
+        dequantizing main loop reaches ``weight_only_gemm_efficiency`` of a bf16 GEMM's compute efficiency."""
         eff = gpu.efficiency
-        if gpu.runs_weight_only(weight_dtype) and eff.linear_token_tile > WEIGHT_ONLY_TOKEN_TILE:
-            eff = replace(eff, linear_token_tile=WEIGHT_ONLY_TOKEN_TILE)
+        if gpu.runs_weight_only(weight_dtype):
+            eff = replace(eff, linear_token_tile=min(eff.linear_token_tile, WEIGHT_ONLY_TOKEN_TILE),
+                          linear_mfu=eff.linear_mfu * eff.weight_only_gemm_efficiency)
         return cls(gpu.peak_flops_for(weight_dtype), gpu.hbm_bandwidth, eff)
 
     def linear(self, tokens: int, in_features: float, out_features: float, weight_b: float, act_b: float) -> float:

@@ -85,6 +85,8 @@ class EfficiencyYAML(_Strict):
     sustained_compute_fraction: float = Field(Efficiency.sustained_compute_fraction, gt=0, le=1)
     sustained_half_tokens: float = Field(Efficiency.sustained_half_tokens, gt=0)
     linear_half_tiles: float = Field(Efficiency.linear_half_tiles, ge=0, le=10000)
+    moe_gemm_efficiency: float = Field(Efficiency.moe_gemm_efficiency, gt=0, le=1)
+    weight_only_gemm_efficiency: float = Field(Efficiency.weight_only_gemm_efficiency, gt=0, le=1)
     kernel_launch_us: float = Field(Efficiency.kernel_launch_s * 1e6, ge=0, le=100)
     kernel_gap_us: float = Field(Efficiency.kernel_gap_s * 1e6, ge=0, le=100)
     graph_launch_us: float = Field(Efficiency.graph_launch_s * 1e6, ge=0, le=1000)

@@ -96,6 +96,14 @@ class Efficiency:
     # GEMM compute efficiency grows with the output tiles T = ⌈M/tile⌉·⌈N/128⌉ that fill the SMs:
     # linear_mfu · T / (T + linear_half_tiles) (0: no ramp).
     linear_half_tiles: float = 0.0
+    # Routed experts run in fused grouped GEMMs (vLLM's fused_moe): each expert's rows are padded to the
+    # kernel's row block (moe_align_block_size) and the kernel reaches this share of linear_mfu
+    # (small per-expert GEMMs, gather/scatter of the routed rows; 1 = as efficient as a dense GEMM).
+    moe_gemm_efficiency: float = 1.0
+    # Weight-only quantized GEMMs (Marlin, AWQ/GPTQ, FP8 or MXFP4 weights on a GPU without that compute type)
+    # dequantize every weight tile to bf16 inside the main loop: bandwidth-bound decodes gain from the smaller
+    # weights, but a compute-bound GEMM reaches only this share of a bf16 GEMM's linear_mfu (1 = no loss).
+    weight_only_gemm_efficiency: float = 1.0
     # Launching kernels one by one (llmsim.hardware.execution): host time per eager kernel (PyTorch dispatch +
     # cudaLaunchKernel), GPU idle gap between two eagerly launched kernels, host time of one CUDA-graph replay.
     # The *_overhead_s above are GPU time (Vidur timed kernels only), kept in every mode; a forward pass takes

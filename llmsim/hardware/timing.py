@@ -211,7 +211,8 @@ class RooflineTimingModel:
             flops = 2.0 * routed * k_in * n_out
             bytes_moved = touched * k_in * n_out * xb + routed * (k_in + n_out) * ab
             e = xroof.eff
-            time += max(flops / (xroof.peak_flops * e.linear_mfu), bytes_moved / (xroof.hbm_bandwidth * e.linear_mbu))
+            mfu = e.linear_mfu * e.moe_gemm_efficiency  # fused grouped GEMMs: a share of a dense GEMM's efficiency
+            time += max(flops / (xroof.peak_flops * mfu), bytes_moved / (xroof.hbm_bandwidth * e.linear_mbu))
             time += e.linear_overhead_s
         time += roof.elementwise(routed * (up_out + inter / shard) * ab)  # activation
         if m.num_shared_experts:

@@ -136,3 +136,36 @@ def test_vllm_custom_allreduce_only_for_small_messages_inside_an_nvlink_group():
 def test_unknown_graph_mode_is_refused():
     with pytest.raises(ValueError, match="full_and_piecewise"):
         Execution(cuda_graphs="sometimes")
+
+
+def test_moe_gemm_efficiency_slows_compute_bound_expert_gemms_only():
+    gpu = with_efficiency(load_gpu("H100"), moe_gemm_efficiency=1.0)
+    slow = with_efficiency(gpu, moe_gemm_efficiency=0.5)
+    prefill_fast, prefill_slow = (timing(g, "Qwen3-30B-A3B").step_time([8192], [0], 1) for g in (gpu, slow))
+    decode_fast, decode_slow = (timing(g, "Qwen3-30B-A3B").step_time([1] * 8, [512] * 8, 8) for g in (gpu, slow))
+    assert prefill_slow > 1.2 * prefill_fast  # the routed experts' FLOPs dominate a long prefill
+    assert decode_slow == pytest.approx(decode_fast, rel=1e-9)  # small batches stream the experts' weights
+    dense = [timing(g, "Llama-3-8B").step_time([8192], [0], 1) for g in (gpu, slow)]
+    assert dense[0] == dense[1]  # dense models have no routed experts
+
+
+def _quantized_step(gpu, weight_dtype, tokens):
+    hw = HardwareConfig(gpu=gpu.name, model="Qwen3-8B", weight_dtype=weight_dtype)
+    model = build_timing_model(hw, gpu, load_model("Qwen3-8B"), execution=Execution())
+    return model.step_time([tokens], [0], 1) if tokens > 64 else model.step_time([1] * tokens, [512] * tokens, tokens)
+
+
+def test_weight_only_gemm_efficiency_slows_dequantizing_prefills_only():
+    """Weight-only kernels (int4 everywhere, fp8 on an A100) dequantize in their main loop: a long prefill is
+    slower at a lower efficiency, a small decode batch (bandwidth-bound) is not, and native fp8 on an H100 or
+    unquantized weights are untouched."""
+    a100 = with_efficiency(load_gpu("A100-80GB"), weight_only_gemm_efficiency=1.0)
+    slow = with_efficiency(a100, weight_only_gemm_efficiency=0.5)
+    for dtype in ("fp8", "int4"):
+        assert _quantized_step(slow, dtype, 8192) > 1.3 * _quantized_step(a100, dtype, 8192)
+        assert _quantized_step(slow, dtype, 4) == pytest.approx(_quantized_step(a100, dtype, 4), rel=1e-9)
+    assert _quantized_step(slow, "auto", 8192) == _quantized_step(a100, "auto", 8192)
+    h100 = with_efficiency(load_gpu("H100"), weight_only_gemm_efficiency=1.0)
+    h100_slow = with_efficiency(h100, weight_only_gemm_efficiency=0.5)
+    assert _quantized_step(h100_slow, "fp8", 8192) == _quantized_step(h100, "fp8", 8192)  # native fp8 GEMMs
+    assert _quantized_step(h100_slow, "int4", 8192) > _quantized_step(h100, "int4", 8192)
