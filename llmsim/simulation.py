@@ -319,9 +319,21 @@ def server_config(config: SimConfig):
 
 
 def server_processes(config: SimConfig) -> int:
-    """API server processes: as configured, else one per replica that takes arrivals (one ``vllm serve`` each)."""
-    return config.server.processes or max(1, sum(g.count for g in config.cluster.replica_groups()
-                                                 if g.role in ("colocated", "prefill")))
+    """API server processes: as configured, else one per replica that takes arrivals (one ``vllm serve`` each).
+
+    An autoscaled pool that takes arrivals counts at its ``max_replicas``: each replica it starts brings its own
+    server, and the ingress queue is solved once, before the run, so it cannot follow the pool's size. (Counting
+    the starting replicas instead left a pool scaled out for a peak streaming through one front end.)"""
+    if config.server.processes:
+        return config.server.processes
+    autoscaler = config.cluster.autoscaler
+    counts = {role: 0 for role in ("colocated", "prefill")}
+    for group in config.cluster.replica_groups():
+        if group.role in counts:
+            counts[group.role] += group.count
+    if autoscaler.policy != "none" and autoscaler.role in counts:
+        counts[autoscaler.role] = max(counts[autoscaler.role], autoscaler.max_replicas)
+    return max(1, sum(counts.values()))
 
 
 def _as_config(config: "SimConfig | str | Path | None") -> SimConfig:

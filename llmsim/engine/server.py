@@ -52,7 +52,8 @@ class ServerConfig(StrictModel):
                                                   "unset = the GPU profile's")
     stream_s_per_token: Optional[float] = Field(None, ge=0, le=1e-2, description="per output token: detokenisation "
                                                 "and one streamed chunk; unset = the GPU profile's")
-    processes: Optional[int] = Field(None, ge=1, description="server processes; default one per replica taking arrivals")
+    processes: Optional[int] = Field(None, ge=1, description="server processes; default one per replica taking arrivals "
+                                     "(an autoscaled pool at its max_replicas)")
 
     def with_costs(self, costs) -> "ServerConfig":
         """This section with every unset cost taken from ``costs`` (an ``APIServerCosts``)."""
@@ -227,23 +228,34 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
                 active = np.concatenate([active, fresh])
                 served = np.concatenate([served, np.zeros(len(fresh))])
                 joined = newly
-            ingress_backlog += float(ingress_work[b:b + group].sum())
+            # ingress taken in before this step goes first; what arrives during it waits for the streams whose
+            # tokens came before it (a closed-loop client sends as the previous response ends)
             used = min(cap_per_bin, ingress_backlog)
             ingress_backlog -= used
             left = cap_per_bin - used
+            arriving = float(ingress_work[b:b + group].sum())
             pending = _emitted(active, t1, f, span, n, cost) - served
             if left > 0 and len(active):
-                give = _water_fill(np.maximum(pending, 0.0), left)
+                pending = np.maximum(pending, 0.0)
+                keeping_up = float(pending.sum()) <= left  # every emitted token goes out within this step
+                give = _water_fill(pending, left)
                 before = served
                 served = served + give
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    for threshold, out in ((cost, first_at), (total[active], last_at)):
+                    for threshold, out, emitted_at in ((cost, first_at, f), (total[active], last_at, l)):
                         crossed = (before < threshold - 1e-15) & (served >= threshold - 1e-15)
-                        if crossed.any():
-                            frac = np.clip((np.broadcast_to(threshold, before.shape)[crossed] - before[crossed])
-                                           / give[crossed], 0.0, 1.0)
-                            out[active[crossed]] = t1 - (t1 - b * dt) * (1.0 - frac)
+                        if not crossed.any():
+                            continue
+                        if keeping_up:  # no wait: the token's own streaming work after the engine emits it
+                            out[active[crossed]] = emitted_at[active[crossed]] + cost
+                            continue
+                        frac = np.clip((np.broadcast_to(threshold, before.shape)[crossed] - before[crossed])
+                                       / give[crossed], 0.0, 1.0)
+                        out[active[crossed]] = t1 - (t1 - b * dt) * (1.0 - frac)
                 left -= float(give.sum())
+            taken = min(left, arriving)
+            ingress_backlog += arriving - taken
+            left -= taken
             done = served >= total[active] - 1e-15
             if done.any():
                 active, served = active[~done], served[~done]

@@ -132,3 +132,15 @@ def test_streams_share_a_server_behind_them_equally():
     work = float(tokens.sum()) * 100e-6
     assert (last + last_delay)[100:].max() == pytest.approx(work, rel=0.01)
     assert (last + last_delay)[:100].max() < 1.5  # 10 tokens each, served in turn with the long streams
+
+
+def test_an_autoscaled_pool_gets_a_server_per_replica_it_may_run():
+    """Each replica is its own `vllm serve`: a pool that scales out to 6 has 6 front ends at its peak, not the one
+    it started with (the ingress queue is solved before the run, so it counts the pool at its largest)."""
+    from llmsim.simulation import server_processes
+
+    base = ["cluster.replicas=1", "cluster.autoscaler.max_replicas=6"]
+    assert server_processes(load_config(None, base)) == 1  # no autoscaler: the replicas configured
+    scaled = load_config(None, [*base, "cluster.autoscaler.policy=reactive"])
+    assert server_processes(scaled) == 6
+    assert server_processes(load_config(None, [*base, "cluster.autoscaler.policy=reactive", "server.processes=2"])) == 2
