@@ -174,9 +174,11 @@ def egress_delays(first_s: np.ndarray, last_s: np.ndarray, num_tokens: np.ndarra
         busy = busy[long_runs[run_id]]
     if len(busy):
         first_at, last_at = _shared_streaming(busy, dt, bins, processes, cost, f, l, n, ingress_work)
-        # (a coarse step interpolates a crossing within it: never before the token's own streaming work)
+        # (a coarse step interpolates a crossing within it: never before the token's own streaming work, and a
+        # request's last token never reaches its client before its first)
         first_delay[rows] = np.where(np.isnan(first_at), first_delay[rows], np.maximum(first_at - f, cost))
         last_delay[rows] = np.where(np.isnan(last_at), last_delay[rows], np.maximum(last_at - l, cost))
+        last_delay[rows] = np.maximum(last_delay[rows], f + first_delay[rows] - l)
     return first_delay, last_delay
 
 
@@ -246,8 +248,9 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
                         crossed = (before < threshold - 1e-15) & (served >= threshold - 1e-15)
                         if not crossed.any():
                             continue
-                        if keeping_up:  # no wait: the token's own streaming work after the engine emits it
-                            out[active[crossed]] = emitted_at[active[crossed]] + cost
+                        if keeping_up:  # no wait: its own streaming work after the engine emits it (or after
+                            # the backlog left from earlier steps, which this step clears)
+                            out[active[crossed]] = np.maximum(emitted_at[active[crossed]], b * dt) + cost
                             continue
                         frac = np.clip((np.broadcast_to(threshold, before.shape)[crossed] - before[crossed])
                                        / give[crossed], 0.0, 1.0)
