@@ -91,8 +91,18 @@ class ClusterReplica:
 
     @property
     def num_outstanding(self) -> int:
-        held = self.engine.num_outstanding if self.engine is not None else 0
+        held = self.engine.num_outstanding_now() if self.engine is not None else 0
         return held + self.inbound_transfers
+
+    @property
+    def pending_prefill_tokens_now(self) -> int:
+        """Prompt tokens accepted and not yet prefilled, as of now (the engine may not have reported first
+        tokens it delivered in a decode run still in flight)."""
+        pending = self.pending_prefill_tokens
+        if pending and self.engine is not None:
+            for request in self.engine.first_tokens_unreported():
+                pending -= self._pending_prefill.get(request.request_id, 0)
+        return pending
 
     def assign(self, request: Request, prefill_tokens: int) -> None:
         """Hand ``request`` to the engine; ``prefill_tokens`` of prompt it still has to compute."""
@@ -141,12 +151,12 @@ class ReplicaView:
     @property
     def num_waiting(self) -> int:
         engine = self._replica.engine
-        return engine.scheduler.num_waiting if engine is not None else 0
+        return engine.num_waiting_now() if engine is not None else 0
 
     @property
     def kv_usage(self) -> float:
         engine = self._replica.engine
-        return engine.kv_cache.usage if engine is not None else 0.0
+        return engine.kv_usage_now() if engine is not None else 0.0
 
     @property
     def estimated_queue_time_s(self) -> float:
@@ -156,7 +166,7 @@ class ReplicaView:
         prefill is what a new request waits behind.
         """
         r = self._replica
-        return r.pending_prefill_tokens * r.spec.prefill_s_per_token
+        return r.pending_prefill_tokens_now * r.spec.prefill_s_per_token
 
 
 class ProbeListener(Protocol):
