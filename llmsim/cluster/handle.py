@@ -96,11 +96,11 @@ class ClusterReplica:
 
     @property
     def pending_prefill_tokens_now(self) -> int:
-        """Prompt tokens accepted and not yet prefilled, as of now (the engine may not have reported first
-        tokens it delivered in a decode run still in flight)."""
+        """Prompt tokens accepted and not yet prefilled, as of now (a decode run still in flight may not have
+        reported the first tokens it delivered or the waiting requests aborted meanwhile)."""
         pending = self.pending_prefill_tokens
         if pending and self.engine is not None:
-            for request in self.engine.first_tokens_unreported():
+            for request in self.engine.unreported_prefill_ends():
                 pending -= self._pending_prefill.get(request.request_id, 0)
         return pending
 

@@ -114,9 +114,13 @@ class Replica:
             return kv.usage
         return (kv.num_usable_blocks - self._mid_run().num_free_blocks(self.env.now)) / kv.num_usable_blocks
 
-    def first_tokens_unreported(self) -> list[Request]:
-        """Requests whose first token a decode run has delivered by now but not yet reported (prefill done)."""
-        return [] if self._run is None else self._mid_run().first_tokens_delivered(self.env.now)
+    def unreported_prefill_ends(self) -> list[Request]:
+        """Requests whose prefill the per-step loop would have settled by now — first token delivered, or aborted
+        while waiting — that a decode run in flight has not reported yet."""
+        if self._run is None:
+            return []
+        aborted = [request for request, _, _ in self._deferred_aborts if self.holds(request)]
+        return self._mid_run().first_tokens_delivered(self.env.now) + aborted
 
     def _mid_run(self) -> MidRun:
         run = self._run
