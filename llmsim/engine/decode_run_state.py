@@ -19,34 +19,39 @@ import numpy as np
 
 
 class MidRun:
-    """A decode run as observers see it, built on the first look and reused for the run's later looks."""
+    """A decode run as observers see it: built on the first look, then each look is a few list reads.
 
-    __slots__ = ("run", "ended_by_update", "freed_by_update", "newcomers", "_time_s", "_ticks")
+    A router reads every candidate at every arrival, mostly replicas in the middle of a run, so the answers
+    for each tick count are laid out once as plain lists, and the tick count follows the clock forward (it
+    never goes back) instead of being searched for at each look."""
+
+    __slots__ = ("_tick_times", "_free_blocks", "_ended", "newcomers", "_ticks")
 
     def __init__(self, run, kv) -> None:
-        self.run = run
-        # Index m: requests ended and blocks freed by the updates of ticks 1..m.
-        self.ended_by_update = np.cumsum(run.finishing_by_tick)
-        self.freed_by_update = _prefix_freed_by_update(run, kv) if run.prefix_cache else run.freed_by_tick
+        k = run.k
+        self._tick_times = run.tick_times(np.arange(1, k + 1)).tolist()  # non-decreasing
+        freed = _prefix_freed_by_update(run, kv) if run.prefix_cache else run.freed_by_tick
+        # Index n − 1, n = 1..k: after the schedules of ticks 1..n and the updates of ticks 1..n − 1.
+        self._free_blocks = (run.free_blocks_start - run.alloc_cum[1: k + 1] + freed[:k]).tolist()
+        self._ended = np.cumsum(run.finishing_by_tick)[:k].tolist()
         # Requests whose first token tick 1's update delivers (their prefill ends there).
         self.newcomers = [r for r in run.requests if r.last_token_s is None]
-        self._time_s, self._ticks = None, 0
+        self._ticks = 1  # tick 1 ran when the run was planned
 
     def ticks_scheduled(self, time_s: float) -> int:
-        """Ticks whose ``schedule()`` came strictly before ``time_s`` (a router reads several replicas and
-        properties at one instant: the search is made once per instant)."""
-        if time_s != self._time_s:
-            self._time_s, self._ticks = time_s, self.run.ticks_before(time_s)
-        return self._ticks
+        """Ticks whose ``schedule()`` came strictly before ``time_s`` (looks come in time order)."""
+        n, times = self._ticks, self._tick_times
+        while n < len(times) and times[n] < time_s:
+            n += 1
+        self._ticks = n
+        return n
 
     def num_ended(self, time_s: float) -> int:
         """Requests of the run that have finished by ``time_s``."""
-        return int(self.ended_by_update[self.ticks_scheduled(time_s) - 1])
+        return self._ended[self.ticks_scheduled(time_s) - 1]
 
     def num_free_blocks(self, time_s: float) -> int:
-        n = self.ticks_scheduled(time_s)
-        run = self.run
-        return run.free_blocks_start - int(run.alloc_cum[n]) + int(self.freed_by_update[n - 1])
+        return self._free_blocks[self.ticks_scheduled(time_s) - 1]
 
     def first_tokens_delivered(self, time_s: float) -> list:
         """Requests whose first token the run has delivered by ``time_s`` (not yet reported to the recorder)."""

@@ -149,7 +149,6 @@ class DecodeRun:
     batch_by_step: list[int] = field(default_factory=list)
     running_by_step: list[int] = field(default_factory=list)
     finishing_by_tick: list[int] = field(default_factory=list)
-    _all_tick_times: Optional[np.ndarray] = field(default=None, repr=False)  # tick_time(1..k), made on first use
     observer: Any = field(default=None, repr=False)  # its state as seen mid-run (llmsim.engine.decode_run_state)
 
     def delivered_step(self, m: int) -> int:
@@ -173,9 +172,7 @@ class DecodeRun:
 
     def ticks_before(self, time_s: float) -> int:
         """Ticks of the run that call ``schedule()`` strictly before ``time_s`` (at least 1)."""
-        times = self._all_tick_times
-        if times is None or len(times) != self.k:  # (k is final once the run is planned)
-            times = self._all_tick_times = self.tick_times(np.arange(1, self.k + 1))  # non-decreasing
+        times = self.tick_times(np.arange(1, self.k + 1))  # non-decreasing
         return max(1, int(np.searchsorted(times, time_s, side="left")))
 
     def free_before_ticks(self) -> np.ndarray:

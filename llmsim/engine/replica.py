@@ -130,6 +130,8 @@ class Replica:
 
     def _num_deferred_aborts(self) -> int:
         # Aborted in the per-step loop at once (queue timeouts: waiting requests), here when the run ends.
+        if not self._deferred_aborts:
+            return 0
         return sum(1 for request, _, _ in self._deferred_aborts if self.holds(request))
 
     # -- the engine loop ---------------------------------------------------------------------------
