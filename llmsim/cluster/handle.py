@@ -129,7 +129,11 @@ class ClusterReplica:
 
 
 class ReplicaView:
-    """The read-only window routers and autoscalers get on a replica (see :class:`~llmsim.cluster.routers.ReplicaStatus`)."""
+    """The read-only window routers and autoscalers get on a replica (see :class:`~llmsim.cluster.routers.ReplicaStatus`).
+
+    Every figure is the replica's state at the current instant as the per-step loop shows it, also in the middle
+    of a skipped decode run, where the engine works it out from the run's plan (``*_now`` methods of
+    :class:`~llmsim.engine.replica.Replica`)."""
 
     __slots__ = ("_replica",)
 
