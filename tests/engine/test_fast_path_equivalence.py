@@ -3,9 +3,10 @@
 Fast mode is the aggregate engine (llmsim.engine.aggregate) where it applies and the event-skipping loop
 (llmsim.engine.fastpath) elsewhere; the scenarios cover both, and every batching policy with its own
 decode-run rules (llmsim.engine.decode_runs) under memory pressure, sync and async, with priority and
-sorting queue orders, aging, swap and no preemption, queue timeouts and queue caps. Each runs in both modes;
+sorting queue orders, aging, swap and no preemption, queue timeouts and queue caps, behind round-robin and
+behind state-reading routers (which read replicas in the middle of decode runs). Each runs in both modes;
 per-request results must be identical (times equal to 1e-9 relative), and so must the per-step table, the
-per-replica table and the summary's step statistics.
+per-replica table, the heartbeat's time series and the summary's step statistics.
 """
 
 from __future__ import annotations
