@@ -78,6 +78,7 @@ class ClusterReplica:
         self.inbound_transfers = 0  # decode side: KV transfers holding blocks here
         self._pending_prefill: dict[str, int] = {}
         self.pending_prefill_tokens = 0
+        self._settled_memo: tuple = (None, 0)  # (requests, their pending prompt tokens): pending_prefill_tokens_now
         self.view = ReplicaView(self)
 
     def down_s_until(self, end_s: float) -> float:
@@ -99,10 +100,16 @@ class ClusterReplica:
         """Prompt tokens accepted and not yet prefilled, as of now (a decode run still in flight may not have
         reported the first tokens it delivered or the waiting requests aborted meanwhile)."""
         pending = self.pending_prefill_tokens
-        if pending and self.engine is not None:
-            for request in self.engine.unreported_prefill_ends():
-                pending -= self._pending_prefill.get(request.request_id, 0)
-        return pending
+        if not pending or self.engine is None:
+            return pending
+        settled = self.engine.unreported_prefill_ends()
+        if not settled:
+            return pending
+        # A run's list of first tokens is the same object at every look (a static batch's can hold dozens, and a
+        # router looks at every arrival), and the prompts it settles do not change: they are summed once.
+        if settled is not self._settled_memo[0]:
+            self._settled_memo = (settled, sum(self._pending_prefill.get(r.request_id, 0) for r in settled))
+        return pending - self._settled_memo[1]
 
     def assign(self, request: Request, prefill_tokens: int) -> None:
         """Hand ``request`` to the engine; ``prefill_tokens`` of prompt it still has to compute."""

@@ -119,8 +119,10 @@ class Replica:
         while waiting — that a decode run in flight has not reported yet."""
         if self._run is None:
             return []
-        aborted = [request for request, _, _ in self._deferred_aborts if self.holds(request)]
-        return self._mid_run().first_tokens_delivered(self.env.now) + aborted
+        delivered = self._mid_run().first_tokens_delivered(self.env.now)  # one list per run: callers may memoise
+        if not self._deferred_aborts:
+            return delivered
+        return delivered + [request for request, _, _ in self._deferred_aborts if self.holds(request)]
 
     def _mid_run(self) -> MidRun:
         run = self._run
