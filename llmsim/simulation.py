@@ -430,13 +430,12 @@ def _has_sliding_layers(model_name: str) -> bool:
 def fast_path_blockers(config: SimConfig) -> list[str]:
     """Why the event-skipping engine would not be exact for this config (empty: it may be used).
 
-    A skipped decode run is committed when it ends, so anything that reads or changes a replica's state in
-    the middle of one (state-aware routing, autoscaling, faults, P/D hand-offs, client timeouts) needs the
-    per-step loop.
+    A skipped decode run is committed when it ends. What routers read of a replica in the middle of one is
+    computed from the run's plan (:mod:`llmsim.engine.decode_run_state`), so every router is served; what
+    changes a replica's state from outside, or reads more than a router does (autoscaling, faults, P/D
+    hand-offs, client timeouts), needs the per-step loop.
     """
     reasons = scheduler_blockers(config.scheduler) + _feature_blockers(config)
-    if config.cluster.router not in ("round-robin", "random"):
-        reasons.append(f"router {config.cluster.router} reads replica state")
     return reasons + _interaction_blockers(config)
 
 

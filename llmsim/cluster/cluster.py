@@ -321,7 +321,7 @@ class Cluster:
             ts["kv_usage"].append(view.kv_usage)
             ts["num_outstanding"].append(r.num_outstanding)
             ts["num_waiting"].append(view.num_waiting)
-            ts["pending_prefill_tokens"].append(r.pending_prefill_tokens)
+            ts["pending_prefill_tokens"].append(r.pending_prefill_tokens_now)
 
     def fail_unfinished(self, reason: str) -> int:
         """End everything still held anywhere (the run stopped); each request is recorded once as failed."""

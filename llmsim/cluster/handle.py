@@ -78,6 +78,7 @@ class ClusterReplica:
         self.inbound_transfers = 0  # decode side: KV transfers holding blocks here
         self._pending_prefill: dict[str, int] = {}
         self.pending_prefill_tokens = 0
+        self._settled_memo: tuple = (None, 0)  # (requests, their pending prompt tokens): pending_prefill_tokens_now
         self.view = ReplicaView(self)
 
     def down_s_until(self, end_s: float) -> float:
@@ -91,8 +92,24 @@ class ClusterReplica:
 
     @property
     def num_outstanding(self) -> int:
-        held = self.engine.num_outstanding if self.engine is not None else 0
+        held = self.engine.num_outstanding_now() if self.engine is not None else 0
         return held + self.inbound_transfers
+
+    @property
+    def pending_prefill_tokens_now(self) -> int:
+        """Prompt tokens accepted and not yet prefilled, as of now (a decode run still in flight may not have
+        reported the first tokens it delivered or the waiting requests aborted meanwhile)."""
+        pending = self.pending_prefill_tokens
+        if not pending or self.engine is None:
+            return pending
+        settled = self.engine.unreported_prefill_ends()
+        if not settled:
+            return pending
+        # A run's list of first tokens is the same object at every look (a static batch's can hold dozens, and a
+        # router looks at every arrival), and the prompts it settles do not change: they are summed once.
+        if settled is not self._settled_memo[0]:
+            self._settled_memo = (settled, sum(self._pending_prefill.get(r.request_id, 0) for r in settled))
+        return pending - self._settled_memo[1]
 
     def assign(self, request: Request, prefill_tokens: int) -> None:
         """Hand ``request`` to the engine; ``prefill_tokens`` of prompt it still has to compute."""
@@ -119,7 +136,11 @@ class ClusterReplica:
 
 
 class ReplicaView:
-    """The read-only window routers and autoscalers get on a replica (see :class:`~llmsim.cluster.routers.ReplicaStatus`)."""
+    """The read-only window routers and autoscalers get on a replica (see :class:`~llmsim.cluster.routers.ReplicaStatus`).
+
+    Every figure is the replica's state at the current instant as the per-step loop shows it, also in the middle
+    of a skipped decode run, where the engine works it out from the run's plan (``*_now`` methods of
+    :class:`~llmsim.engine.replica.Replica`)."""
 
     __slots__ = ("_replica",)
 
@@ -141,12 +162,12 @@ class ReplicaView:
     @property
     def num_waiting(self) -> int:
         engine = self._replica.engine
-        return engine.scheduler.num_waiting if engine is not None else 0
+        return engine.num_waiting_now() if engine is not None else 0
 
     @property
     def kv_usage(self) -> float:
         engine = self._replica.engine
-        return engine.kv_cache.usage if engine is not None else 0.0
+        return engine.kv_usage_now() if engine is not None else 0.0
 
     @property
     def estimated_queue_time_s(self) -> float:
@@ -156,7 +177,7 @@ class ReplicaView:
         prefill is what a new request waits behind.
         """
         r = self._replica
-        return r.pending_prefill_tokens * r.spec.prefill_s_per_token
+        return r.pending_prefill_tokens_now * r.spec.prefill_s_per_token
 
 
 class ProbeListener(Protocol):

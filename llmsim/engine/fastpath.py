@@ -149,6 +149,7 @@ class DecodeRun:
     batch_by_step: list[int] = field(default_factory=list)
     running_by_step: list[int] = field(default_factory=list)
     finishing_by_tick: list[int] = field(default_factory=list)
+    observer: Any = field(default=None, repr=False)  # its state as seen mid-run (llmsim.engine.decode_run_state)
 
     def delivered_step(self, m: int) -> int:
         return m - 1 if self.async_mode else m

@@ -16,6 +16,7 @@ import simpy
 from llmsim.engine.admission import rejection_reason
 from llmsim.engine.core import EngineLoop
 from llmsim.engine.decode_run_commit import commit_run
+from llmsim.engine.decode_run_state import MidRun
 from llmsim.engine.fastpath import ScheduleSnapshot, fast_path_supported, plan_decode_run
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.scheduler import BatchScheduler, StepOutcome, StepPlan
@@ -71,7 +72,7 @@ class Replica:
         """Why this replica can never serve ``request`` (as a real engine refuses it), or None."""
         return rejection_reason(request.max_total_tokens, max_model_len=self.max_model_len,
                                 block_size=self.kv_cache.block_size, num_usable_blocks=self.kv_cache.num_usable_blocks,
-                                num_waiting=self.scheduler.num_waiting,
+                                num_waiting=self.num_waiting_now(),
                                 max_waiting_requests=self.scheduler.config.max_waiting_requests)
 
     def submit(self, request: Request) -> bool:
@@ -94,6 +95,46 @@ class Replica:
         if self._wakeup is not None and not self._wakeup.triggered:
             self._wakeup.succeed()
         return True
+
+    # -- what an observer sees now (routers, the heartbeat) -----------------------------------------
+    # During a skipped decode run the counters and the KV cache still describe the run's start; these answer as
+    # the per-step loop would at this instant (llmsim.engine.decode_run_state), without cutting the run.
+    def num_outstanding_now(self) -> int:
+        if self._run is None:
+            return self.num_outstanding
+        return self.num_outstanding - self._mid_run().num_ended(self.env.now) - self._num_deferred_aborts()
+
+    def num_waiting_now(self) -> int:
+        waiting = self.scheduler.num_waiting
+        return waiting if self._run is None else waiting - self._num_deferred_aborts()
+
+    def kv_usage_now(self) -> float:
+        kv = self.kv_cache
+        if self._run is None:
+            return kv.usage
+        return (kv.num_usable_blocks - self._mid_run().num_free_blocks(self.env.now)) / kv.num_usable_blocks
+
+    def unreported_prefill_ends(self) -> list[Request]:
+        """Requests whose prefill the per-step loop would have settled by now — first token delivered, or aborted
+        while waiting — that a decode run in flight has not reported yet."""
+        if self._run is None:
+            return []
+        delivered = self._mid_run().first_tokens_delivered(self.env.now)  # one list per run: callers may memoise
+        if not self._deferred_aborts:
+            return delivered
+        return delivered + [request for request, _, _ in self._deferred_aborts if self.holds(request)]
+
+    def _mid_run(self) -> MidRun:
+        run = self._run
+        if run.observer is None:
+            run.observer = MidRun(run, self.kv_cache)
+        return run.observer
+
+    def _num_deferred_aborts(self) -> int:
+        # Aborted in the per-step loop at once (queue timeouts: waiting requests), here when the run ends.
+        if not self._deferred_aborts:
+            return 0
+        return sum(1 for request, _, _ in self._deferred_aborts if self.holds(request))
 
     # -- the engine loop ---------------------------------------------------------------------------
     def run(self):

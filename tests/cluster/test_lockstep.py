@@ -1,5 +1,6 @@
-"""Lockstep (llmsim.cluster.lockstep): a state-reading router sees, at every arrival, exactly the replica state
-the per-step reference engine shows it, and parallel workers change no result."""
+"""A state-reading router sees, at every arrival, exactly the replica state the per-step reference engine shows
+it — from the aggregate engine in lockstep (llmsim.cluster.lockstep) and from the event-skipping loop in the
+middle of a decode run (llmsim.engine.decode_run_state) — and parallel workers change no result."""
 
 from __future__ import annotations
 
@@ -42,6 +43,29 @@ def test_router_reads_the_reference_engines_state_at_every_arrival(async_schedul
         result = simulate(config, workload=workload)
         seen[mode] = RecordingRouter.seen
     assert result.summary["engine_mode"] == "fast"
+    assert len(seen["fast"]) == len(workload.df)
+    assert seen["fast"] == seen["reference"]
+
+
+@pytest.mark.parametrize("scheduler", [
+    {"policy": "sarathi"},
+    {"policy": "tgi", "async_scheduling": False, "max_queue_time_s": 0.5},
+    {"policy": "sglang", "enable_prefix_caching": True},
+    {"policy": "static", "async_scheduling": False},
+    {"policy": "vllm-v0", "preemption": "swap", "async_scheduling": False},
+])
+def test_router_reads_the_reference_state_in_the_middle_of_decode_runs(scheduler: dict) -> None:
+    """The event-skipping loop (policies the aggregate engine does not serve): a replica read in the middle of a
+    skipped decode run answers from the run's plan (llmsim.engine.decode_run_state) what the per-step loop shows."""
+    workload = _workload(3)
+    seen = {}
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({
+            "engine": {"mode": mode}, "cluster": {"replicas": 3, "router": f"{__name__}:RecordingRouter"},
+            "scheduler": {"num_gpu_blocks": 400, **scheduler}})
+        result = simulate(config, workload=workload)
+        seen[mode] = RecordingRouter.seen
+    assert result.summary["engine_mode"].startswith("fast (event-skipping loop:"), result.summary["engine_mode"]
     assert len(seen["fast"]) == len(workload.df)
     assert seen["fast"] == seen["reference"]
 

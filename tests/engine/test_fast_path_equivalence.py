@@ -3,9 +3,10 @@
 Fast mode is the aggregate engine (llmsim.engine.aggregate) where it applies and the event-skipping loop
 (llmsim.engine.fastpath) elsewhere; the scenarios cover both, and every batching policy with its own
 decode-run rules (llmsim.engine.decode_runs) under memory pressure, sync and async, with priority and
-sorting queue orders, aging, swap and no preemption, queue timeouts and queue caps. Each runs in both modes;
+sorting queue orders, aging, swap and no preemption, queue timeouts and queue caps, behind round-robin and
+behind state-reading routers (which read replicas in the middle of decode runs). Each runs in both modes;
 per-request results must be identical (times equal to 1e-9 relative), and so must the per-step table, the
-per-replica table and the summary's step statistics.
+per-replica table, the heartbeat's time series and the summary's step statistics.
 """
 
 from __future__ import annotations
@@ -85,6 +86,39 @@ SCENARIOS["policy_sglang_pressure_no_preemption"] = ["workload.num_requests=250"
                                                     "workload.rate=5", "scheduler.num_gpu_blocks=700",
                                                     "scheduler.preemption=none"]
 SCENARIOS["policy_vllm_v0_swap_sync"] = SCENARIOS["policy_vllm_v0_swap"] + ["scheduler.async_scheduling=false"]
+# Decode runs behind state-reading routers: what the router reads in the middle of a run is computed from the
+# run's plan (llmsim.engine.decode_run_state). Each policy behind a different router, with memory pressure,
+# prefix caching, queue timeouts (aborts deferred to the run's end) and a queue cap mixed in, sync and async.
+_ROUTED = ["workload.num_requests=240", "workload.rate=7", "cluster.replicas=3"]
+SCENARIOS.update({
+    "routed_sarathi_least_kv_pressure": _ROUTED + ["scheduler.policy=sarathi", "cluster.router=least-kv",
+                                                   "scheduler.num_gpu_blocks=700"],
+    "routed_vllm_v0_least_outstanding_sync_pressure": _ROUTED + [
+        "scheduler.policy=vllm-v0", "cluster.router=least-outstanding", "scheduler.async_scheduling=false",
+        "scheduler.num_gpu_blocks=700"],
+    "routed_vllm_v0_swap_power_of_two_pressure": _ROUTED + [
+        "scheduler.policy=vllm-v0", "cluster.router=power-of-two", "scheduler.preemption=swap",
+        "scheduler.num_gpu_blocks=700"],
+    "routed_orca_shortest_queue_time_prefix_caching": _ROUTED + [
+        "scheduler.policy=orca", "cluster.router=shortest-queue-time", "scheduler.enable_prefix_caching=true"],
+    "routed_static_power_of_two_sync": _ROUTED + ["scheduler.policy=static", "cluster.router=power-of-two",
+                                                  "scheduler.async_scheduling=false"],
+    "routed_sglang_session_affinity_prefix_pressure": _ROUTED + [
+        "scheduler.policy=sglang", "cluster.router=session-affinity", "scheduler.enable_prefix_caching=true",
+        "scheduler.num_gpu_blocks=700"],
+    "routed_tgi_least_outstanding_timeouts": [  # many queue timeouts while other replicas' runs go on
+        "workload.num_requests=240", "workload.rate=12", "cluster.replicas=3", "scheduler.policy=tgi",
+        "cluster.router=least-outstanding", "scheduler.num_gpu_blocks=500", "scheduler.max_queue_time_s=1"],
+    "routed_trtllm_max_utilization_shortest_queue_time_pressure_sync": _ROUTED + [
+        "scheduler.policy=trtllm-max-utilization", "cluster.router=shortest-queue-time",
+        "scheduler.num_gpu_blocks=700", "scheduler.async_scheduling=false"],
+    "routed_trtllm_no_evict_least_outstanding_queue_cap": _ROUTED + [
+        "scheduler.policy=trtllm-guaranteed-no-evict", "cluster.router=least-outstanding",
+        "scheduler.max_waiting_requests=4", "scheduler.num_gpu_blocks=900"],
+    "routed_vllm_v1_prefix_caching_least_kv_timeouts": _ROUTED + [
+        "cluster.router=least-kv", "scheduler.enable_prefix_caching=true", "scheduler.num_gpu_blocks=700",
+        "scheduler.max_queue_time_s=2"],
+})
 
 
 def _run(mode: str, overrides: list[str]):
@@ -109,10 +143,9 @@ def test_fast_and_reference_modes_agree(name: str) -> None:
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
     _assert_frames_equal(reference.tables["replicas"], fast.tables["replicas"], "replicas")
-    if not aggregate_blockers(fast.config):
-        # The aggregate engine also reproduces the heartbeat's time series (the event-skipping loop's
-        # samples may fall inside a skipped run, where they see the state at its start).
-        _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
+    # The heartbeat's samples read what routers read: inside a skipped decode run too, they see the state the
+    # per-step loop shows at that instant.
+    _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
     for key in ("num_steps", "max_num_waiting", "max_batch_size", "preemptions", "completed", "rejected"):
         assert reference.summary[key] == fast.summary[key], key
     for key in ("busy_time_s", "peak_kv_usage", "mean_kv_usage_busy", "duration_s"):
@@ -180,6 +213,53 @@ def test_every_policy_skips_most_decode_steps(policy: str) -> None:
                                  "scheduler.async_scheduling=false"])
     assert result.summary["engine_mode"].startswith("fast"), result.summary["engine_mode"]
     assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
+
+
+STATE_READING_ROUTERS = ["least-kv", "least-outstanding", "power-of-two", "session-affinity", "shortest-queue-time"]
+
+
+@pytest.mark.parametrize("router", STATE_READING_ROUTERS)
+def test_decode_runs_engage_behind_state_reading_routers(router: str) -> None:
+    """Guard against router scenarios that pass because nothing is skipped, or because every read cuts the run:
+    behind a router that reads every replica at every arrival, decode runs still cover most steps, and the
+    router reads replicas in the middle of runs (their state computed from the plan, llmsim.engine.decode_run_state)."""
+    from llmsim.engine import decode_run_state
+
+    built = {"mid_run_views": 0}
+    original = decode_run_state.MidRun.__init__
+
+    def counting(self, run, kv):
+        built["mid_run_views"] += 1
+        original(self, run, kv)
+
+    decode_run_state.MidRun.__init__ = counting
+    try:
+        result, calls = _count_runs(["workload.num_requests=400", "workload.rate=8", "cluster.replicas=4",
+                                     f"cluster.router={router}", "scheduler.policy=sarathi"])
+    finally:
+        decode_run_state.MidRun.__init__ = original
+    assert result.summary["engine_mode"] == "fast (event-skipping loop: policy sarathi)"
+    assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
+    assert built["mid_run_views"] > calls["runs"] / 4, (built, calls)
+
+
+@pytest.mark.parametrize("policy", ["sarathi", "vllm-v1", "tgi"])
+def test_session_affinity_decode_runs_agree_on_conversations(policy: str) -> None:
+    """Session-affinity over conversations with prefix caching: each new conversation goes to the least loaded
+    replica as the per-step loop shows it mid-run, later turns hit the prefix cached there."""
+    workload = _shared_prefix_workload(5, n=240)
+    knobs = {"policy": policy, "enable_prefix_caching": True, "num_gpu_blocks": 200, "block_size": 16}
+    results = []
+    for mode in ("reference", "fast"):
+        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
+                                           "cluster": {"replicas": 3, "router": "session-affinity"}})
+        results.append(simulate(config, workload=workload))
+    reference, fast = results
+    assert fast.summary["engine_mode"].startswith("fast (event-skipping loop:"), fast.summary["engine_mode"]
+    assert reference.requests["cached_tokens"].sum() > 0
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
 
 
 def _shared_prefix_workload(seed: int, n: int = 300):
@@ -260,13 +340,14 @@ def test_fast_and_reference_agree_on_random_workloads(rows, knobs, replicas) -> 
     priorities=st.lists(st.integers(0, 3), min_size=50, max_size=50),
     sessions=st.sampled_from([None, 3, 10]),
     caching=st.booleans(),
-    replicas_router=st.sampled_from([(1, "round-robin"), (2, "round-robin"), (2, "random"), (2, "least-kv")]),
+    replicas_router=st.sampled_from([(1, "round-robin"), (2, "round-robin"), (2, "random")]
+                                    + [(n, router) for router in STATE_READING_ROUTERS for n in (2, 3)]),
 )
 def test_every_policy_agrees_on_random_workloads(rows, knobs, policy, queue, preemption, guard, timeout, priorities,
                                                  sessions, caching, replicas_router) -> None:
     """Every policy's decode runs against its per-step loop, with sorting queue orders (arrivals may take the
     head), aging, swap/none preemption, queue timeouts (they cut a run) and prefix caching over conversations;
-    tiny KV pools and gaps of zero."""
+    tiny KV pools and gaps of zero; behind every router (a state-reading one reads replicas mid-run)."""
     workload = make_workload(rows)
     workload.df["priority"] = np.asarray(priorities[: len(rows)], dtype=np.int64)
     if sessions:
@@ -282,6 +363,7 @@ def test_every_policy_agrees_on_random_workloads(rows, knobs, policy, queue, pre
     reference, fast = results
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
+    _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
     for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
         assert reference.summary[key] == fast.summary[key], key
 

@@ -95,11 +95,11 @@ def test_priority_heap_orders_by_priority_then_arrival_then_request_id():
 
 def test_fast_engines_state_why_they_fall_back():
     """Prefix caching and the priority order keep the aggregate engine off; the event-skipping loop serves them
-    behind round-robin, the per-step loop behind a state-reading router, and each says why."""
+    behind round-robin and behind a state-reading router alike, and says why."""
     config = SimConfig.model_validate({"scheduler": {"enable_prefix_caching": True, "queue": "priority"}})
     mode = engine_mode(config)
     assert mode.startswith("fast (event-skipping loop:") and "prefix caching" in mode and "queue order priority" in mode
     config = SimConfig.model_validate({"scheduler": {"enable_prefix_caching": True, "queue": "priority"},
                                        "cluster": {"router": "least-kv"}})
     mode = engine_mode(config)
-    assert mode.startswith("reference") and "prefix caching" in mode and "router least-kv" in mode
+    assert mode.startswith("fast (event-skipping loop:") and "prefix caching" in mode and "router" not in mode
