@@ -129,12 +129,25 @@ class GPUAllocator:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self.free: dict[str, list[str]] = {n.name: topology.gpus_of(n) for n in topology.nodes}
+        self._of_kind: dict[str, list[Node]] = {}
+        for n in topology.nodes:
+            self._of_kind.setdefault(n.gpu, []).append(n)
+        # Per GPU kind, the first node (in node order) with a free GPU: the nodes before it are full, so first fit
+        # may start there (placing thousands of replicas stays linear, not quadratic, in the node count).
+        self._first_free: dict[str, int] = {kind: 0 for kind in self._of_kind}
+        self._position = {n.name: (kind, i) for kind, nodes in self._of_kind.items() for i, n in enumerate(nodes)}
 
     def place(self, gpu_kind: str, num_gpus: int, allowed_nodes: Optional[Sequence[str]] = None) -> Optional[list[str]]:
         """Take ``num_gpus`` GPUs of ``gpu_kind`` (first fit, in node order); None when none fit."""
-        nodes = [n for n in self.topology.nodes if n.gpu == gpu_kind
-                 and (allowed_nodes is None or n.name in allowed_nodes)]
-        if allowed_nodes is not None:
+        if allowed_nodes is None:
+            of_kind = self._of_kind.get(gpu_kind, [])
+            start = self._first_free.get(gpu_kind, 0)
+            while start < len(of_kind) and not self.free[of_kind[start].name]:
+                start += 1
+            self._first_free[gpu_kind] = start
+            nodes = of_kind[start:]
+        else:
+            nodes = [n for n in self.topology.nodes if n.gpu == gpu_kind and n.name in allowed_nodes]
             order = {name: i for i, name in enumerate(allowed_nodes)}
             nodes.sort(key=lambda n: order[n.name])
         for node in nodes:
@@ -158,5 +171,7 @@ class GPUAllocator:
     def release(self, gpus: Sequence[str]) -> None:
         for gpu in gpus:
             node = self.topology.graph.nodes[gpu]["node"]
+            kind, position = self._position[node]
+            self._first_free[kind] = min(self._first_free[kind], position)
             self.free[node].append(gpu)
             self.free[node].sort(key=lambda g: int(g.rsplit("gpu", 1)[1]))

@@ -62,6 +62,21 @@ def test_allocator_packs_nodes_first_fit_and_releases():
     assert alloc.place("Y", 1) is None  # no GPU of that kind
 
 
+def test_allocator_first_fit_survives_filling_and_releasing_many_nodes():
+    """First fit skips the nodes it has filled (placing thousands of replicas stays linear), and a node freed
+    behind that point is used again first."""
+    alloc = GPUAllocator(topo(500, gpus=2))
+    placed = [alloc.place("X", 2) for _ in range(500)]
+    assert placed[-1] == ["n499/gpu0", "n499/gpu1"] and alloc.place("X", 1) is None
+    alloc.release(placed[3])
+    alloc.release(placed[400][:1])
+    assert alloc.place("X", 1) == ["n3/gpu0"]
+    assert alloc.place("X", 1) == ["n3/gpu1"]
+    assert alloc.place("X", 1) == ["n400/gpu0"]
+    alloc.release(placed[10])
+    assert alloc.place("X", 2) == placed[10]  # whole free node found again
+
+
 def test_allocator_spans_whole_nodes_for_wide_replicas():
     alloc = GPUAllocator(topo(3, gpus=8))
     gpus = alloc.place("X", 16)
