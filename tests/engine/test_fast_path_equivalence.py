@@ -249,17 +249,21 @@ def test_session_affinity_decode_runs_agree_on_conversations(policy: str) -> Non
     replica as the per-step loop shows it mid-run, later turns hit the prefix cached there."""
     workload = _shared_prefix_workload(5, n=240)
     knobs = {"policy": policy, "enable_prefix_caching": True, "num_gpu_blocks": 200, "block_size": 16}
-    results = []
-    for mode in ("reference", "fast"):
-        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
-                                           "cluster": {"replicas": 3, "router": "session-affinity"}})
-        results.append(simulate(config, workload=workload))
-    reference, fast = results
+    reference, fast = _prefix_cached_runs_agree(knobs, workload, {"replicas": 3, "router": "session-affinity"})
+    _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
+
+
+def _prefix_cached_runs_agree(knobs: dict, workload, cluster: dict):
+    """Run ``workload`` in both modes; the event-skipping loop must engage, hit the cache and agree per request and
+    per step. Returns (reference, fast)."""
+    reference, fast = (simulate(SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
+                                                          "cluster": cluster}), workload=workload)
+                       for mode in ("reference", "fast"))
     assert fast.summary["engine_mode"].startswith("fast (event-skipping loop:"), fast.summary["engine_mode"]
     assert reference.requests["cached_tokens"].sum() > 0
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
-    _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
+    return reference, fast
 
 
 def _shared_prefix_workload(seed: int, n: int = 300):
@@ -282,15 +286,7 @@ def test_prefix_caching_decode_runs_agree(policy: str, async_scheduling: bool) -
     workload = _shared_prefix_workload(2)
     knobs = {"policy": policy, "enable_prefix_caching": True, "async_scheduling": async_scheduling,
              "num_gpu_blocks": 150, "block_size": 16}
-    results = []
-    for mode in ("reference", "fast"):
-        config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode}, "cluster": {"replicas": 2}})
-        results.append(simulate(config, workload=workload))
-    reference, fast = results
-    assert fast.summary["engine_mode"].startswith("fast (event-skipping loop:"), fast.summary["engine_mode"]
-    assert reference.requests["cached_tokens"].sum() > 0
-    _assert_frames_equal(reference.requests, fast.requests, "requests")
-    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    reference, fast = _prefix_cached_runs_agree(knobs, workload, {"replicas": 2})
     for key in ("num_steps", "preemptions", "completed", "rejected", "max_num_waiting"):
         assert reference.summary[key] == fast.summary[key], key
 
