@@ -153,21 +153,8 @@ class HybridPrefixCachingKVCacheManager(WholeBlockRefusals, PrefixCachingKVCache
                 self._blocks[request.request_id] -= len(freed)
 
     def _release(self, blocks) -> int:
-        """vLLM's ``free_blocks``: unused blocks without content to the queue's front, cached ones to its back."""
-        ref, key_of = self._ref, self._key
-        freed = 0
-        for b in blocks:
-            if not b:
-                continue
-            ref[b] -= 1
-            if ref[b] == 0:
-                if key_of[b] is None:
-                    self._plain_free.append(b)
-                else:
-                    self._cached_free[b] = None
-                freed += 1
-        self.num_free_blocks += freed
-        return freed
+        """The base class's release, skipping the null block (0) that stands for blocks outside a sliding window."""
+        return super()._release(b for b in blocks if b)
 
     def allocate_slots(self, request: Request, num_new_tokens: int, reserve_blocks: int = 0,
                        num_cached_blocks: int = 0) -> bool:

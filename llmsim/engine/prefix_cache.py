@@ -237,15 +237,20 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         self._num_cached.pop(rid, None)
         if not owned:
             return 0
+        return self._release(reversed(owned))  # tail first: a prefix is evicted after the blocks that extend it
+
+    def _release(self, blocks) -> int:
+        """vLLM's ``free_blocks``: a block nobody else holds goes back to the free queue, at its front when it has
+        no content (reused first), at its back when it is cached; a block still shared stays in use."""
         ref, key_of = self._ref, self._key
         freed = 0
-        for b in reversed(owned):  # tail first: a prefix is evicted after the blocks that extend it
+        for b in blocks:
             ref[b] -= 1
-            if ref[b] == 0:  # a block still shared with another request stays in use
+            if ref[b] == 0:
                 if key_of[b] is None:
-                    self._plain_free.append(b)  # front of the queue: reused first
+                    self._plain_free.append(b)
                 else:
-                    self._cached_free[b] = None  # back of the queue
+                    self._cached_free[b] = None
                 freed += 1
         self.num_free_blocks += freed
         return freed
