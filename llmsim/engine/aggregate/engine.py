@@ -56,6 +56,8 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.partial: Optional[int] = None  # the one request part-way through its prefill (last in running)
         self.dirty = False  # a step ran request by request: classify everyone before the next one
         self.loose = False  # some running request fits neither the pool nor the simple shape
+        # (head, budget, running, free) at which the last waiting pass stopped at its head: see _schedule_fast.
+        self.admission_blocked: Optional[tuple[int, int, int, int]] = None
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.in_flight: deque[AggregatePlan] = deque()
@@ -195,8 +197,8 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
                 self.wake_s = now
                 yield
             self._advance(now)
-            if (self.pool.n or self.completers) and not (self.waiting or self.dirty or self.loose
-                                                         or self.partial is not None):
+            if ((self.pool.n or self.completers) and not (self.dirty or self.loose or self.partial is not None)
+                    and (not self.waiting or self.admission_blocked is not None)):
                 now = yield from self._quiet_steps(now)
             plan = None
             if self.running or self.waiting or self.finished_pending:

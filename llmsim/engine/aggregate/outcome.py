@@ -47,8 +47,8 @@ class StepRecording:
     """The step log of an aggregate engine (counters and kept rows live on the engine itself)."""
 
     def _keep_quiet_step(self, step: tuple, usable: int, finished: int) -> None:
-        s, start, end, n, free, num_running = step
-        self._keep_step(s, start, end - start, n, 0, n, free, usable - free, num_running, 0, 0, finished)
+        s, start, end, n, free, num_running, num_waiting = step
+        self._keep_step(s, start, end - start, n, 0, n, free, usable - free, num_running, num_waiting, 0, finished)
 
     def _keep_step(self, *values) -> None:
         """One row of the step table, in STEP_COLUMNS order without ``replica``."""

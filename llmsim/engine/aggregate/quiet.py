@@ -22,7 +22,7 @@ class QuietSteps:
         async_mode = self.depth == 2
         if len(in_flight) != (1 if async_mode else 0):
             return now
-        budget = self.cfg.max_num_batched_tokens
+        budget, max_seqs = self.cfg.max_num_batched_tokens, self.cfg.max_num_seqs
         bs = self.bs
         pool = self.pool
         phase, finish_at, retire_at = pool.phase, pool.finish_at, pool.retire_at
@@ -43,7 +43,7 @@ class QuietSteps:
         pool_n, pool_a = pool.n, pool.a
         last_step, last_end = self.last_update_step, self.last_update_end
         num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
-        peak, max_batch = self.peak_kv_usage, self.max_batch_size
+        peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
         next_due = self._next_due()
         while True:
             if s in retire_at or self.completers:
@@ -55,8 +55,18 @@ class QuietSteps:
                 self.completers = []
                 pool_n, pool_a = pool.n, pool.a
             need = phase[-s % bs]
-            if not pool_n or pool_n > budget or need > free or waiting or self.loose:
+            if not pool_n or pool_n > budget or need > free or self.loose:
                 break
+            if waiting:
+                # Requests wait: the step is still quiet if vLLM's waiting pass would stop at the same head again
+                # (VLLMV1Rules._schedule_waiting says under which budget, free blocks and running count).
+                blocked = self.admission_blocked
+                if blocked is None or blocked[0] != waiting[0]:
+                    break
+                _, lowest, highest, most_free, seqs_full = blocked
+                if (not lowest <= budget - pool_n <= highest or free - need > most_free
+                        or seqs_full and len(running) < max_seqs):
+                    break
             free -= need
             if pool_n != consts_n:
                 consts_n = pool_n
@@ -68,7 +78,7 @@ class QuietSteps:
             duration = (gpu if gpu > floor else floor) + add
             start = now if now > gpu_free else gpu_free
             gpu_free = start + duration
-            step = (s, start, gpu_free, pool_n, free, len(running))
+            step = (s, start, gpu_free, pool_n, free, len(running), len(waiting))
             s += 1
             self.finished_pending = False
             if async_mode:
@@ -76,7 +86,7 @@ class QuietSteps:
             else:
                 to_update = step
             if type(to_update) is tuple:
-                u_step, u_start, u_end, u_n, u_free, u_running = to_update
+                u_step, u_start, u_end, u_n, u_free, u_running, u_waiting = to_update
                 if u_end > now:
                     now = u_end
                 if next_due <= now:
@@ -108,13 +118,15 @@ class QuietSteps:
                 kv_t += usage * duration
                 if u_n > max_batch:
                     max_batch = u_n
+                if u_waiting > max_waiting:
+                    max_waiting = u_waiting
                 if keep and not u_step % every:
                     self._keep_quiet_step(to_update, usable, finished)
             else:
                 self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
                 self.last_update_step, self.last_update_end = last_step, last_end
                 self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
-                self.peak_kv_usage, self.max_batch_size = peak, max_batch
+                self.peak_kv_usage, self.max_batch_size, self.max_num_waiting = peak, max_batch, max_waiting
                 if to_update.end > now:
                     now = to_update.end
                     while now >= self.horizon:
@@ -124,20 +136,20 @@ class QuietSteps:
                 self._update(to_update)
                 free, last_step, last_end = self.free, self.last_update_step, self.last_update_end
                 num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
-                peak, max_batch = self.peak_kv_usage, self.max_batch_size
+                peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
                 next_due = self._next_due()
         self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
         self.last_update_step, self.last_update_end = last_step, last_end
         self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
-        self.peak_kv_usage, self.max_batch_size = peak, max_batch
+        self.peak_kv_usage, self.max_batch_size, self.max_num_waiting = peak, max_batch, max_waiting
         if async_mode and type(pending) is tuple:
             in_flight[0] = self._quiet_plan(pending)
         return now
 
     def _quiet_plan(self, step: tuple) -> AggregatePlan:
-        s, start, end, n, free, num_running = step
+        s, start, end, n, free, num_running, num_waiting = step
         plan = AggregatePlan(s)
         plan.start, plan.end = start, end
         plan.tokens = plan.batch = plan.pool_n = n
-        plan.free_after, plan.num_running = free, num_running
+        plan.free_after, plan.num_running, plan.num_waiting = free, num_running, num_waiting
         return plan

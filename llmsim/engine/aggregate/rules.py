@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from llmsim.engine.aggregate.plan import PREEMPTED, RUNNING, AggregatePlan
 
+ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
+
 
 def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
     """What the aggregate engine does not model on top of what decode runs need
@@ -28,6 +30,7 @@ class VLLMV1Rules:
         s = self.step_index
         self.step_index = s + 1
         self.finished_pending = False
+        self.admission_blocked = None
         plan = AggregatePlan(s)
         self.pool.retire(s)
         if self.dirty:
@@ -40,6 +43,7 @@ class VLLMV1Rules:
         if self.loose or not self._schedule_fast(plan, s):
             self._schedule_explicit(plan, s)
             self.dirty = True
+            self.admission_blocked = None  # the next step classifies the running list first
         return plan
 
     def _final_in_flight(self, i: int) -> bool:
@@ -107,8 +111,13 @@ class VLLMV1Rules:
         if need > self.free:
             return False
         self.free -= need
-        if self.waiting and budget > 0:
-            self._schedule_waiting(plan, budget, scheduled, threshold)
+        if self.waiting:
+            if budget > 0:
+                self._schedule_waiting(plan, budget, scheduled, threshold)
+            else:
+                self.admission_blocked = (self.waiting[0], -ANY, 0, ANY, False)
+            if threshold != cfg.long_prefill_token_threshold:
+                self.admission_blocked = None  # a quiet step (someone running, someone waiting) applies the cap
         self._finish_plan(plan, scheduled, n, pool.a + n * s, s)
         return True
 
@@ -119,29 +128,43 @@ class VLLMV1Rules:
         return self.cfg.long_prefill_token_threshold
 
     def _schedule_waiting(self, plan: AggregatePlan, budget: int, scheduled: list, threshold: int) -> None:
-        """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow."""
+        """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow.
+
+        Where it stops at a head it leaves ``admission_blocked`` = (head, lowest budget, highest budget, most
+        free blocks, needs max_num_seqs reached) under which the head fails again: the quiet loop runs steps
+        with requests waiting while that holds (free blocks only shrink and nobody is admitted while nobody
+        finishes), without the pass."""
         cfg = self.cfg
         waiting, running = self.waiting, self.running
         bs = self.bs
         P, out, ph, comp = self.P, self.out, self.ph, self.comp
-        while waiting and budget > 0:
-            if len(running) >= cfg.max_num_seqs:
-                break
+        self.admission_blocked = None
+        while waiting:
             i = waiting[0]
+            if budget <= 0:
+                self.admission_blocked = (i, -ANY, 0, ANY, False)
+                break
+            if len(running) >= cfg.max_num_seqs:
+                self.admission_blocked = (i, -ANY, ANY, ANY, True)
+                break
             c = comp[i]
             num_new = P[i] + out[i] + ph[i] - c
             if threshold and num_new > threshold:
                 num_new = threshold
             if not cfg.enable_chunked_prefill and num_new > budget:
+                self.admission_blocked = (i, -ANY, num_new - 1, ANY, False)
                 break
             if num_new > budget:
                 num_new = budget
             watermark = self.watermark_blocks if running else 0
             held = -(-c // bs)
             if cfg.scheduler_reserve_full_isl and -(-(P[i] + out[i]) // bs) - held + watermark > self.free:
+                self.admission_blocked = (i, -ANY, ANY, self.free, False)
                 break
             need = -(-(c + num_new) // bs) - held
             if need + watermark > self.free:
+                # A budget of at least num_new gives it at least as many tokens, so at least as many blocks.
+                self.admission_blocked = (i, num_new, ANY, self.free, False)
                 break
             self.free -= need
             waiting.popleft()
