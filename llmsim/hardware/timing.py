@@ -140,6 +140,9 @@ class RooflineTimingModel:
         self._base_cache: dict[tuple[int, int, bool], tuple[float, float]] = {}
         self._layer_cache: dict[int, tuple[float, float]] = {}
         self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        self._body_cache: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+        self._stage_hosts: dict[tuple[str, int], tuple[float, ...]] = {}
+        self._roof_cache: dict[int, Roofline] = {}
         self._step_cache: dict[tuple[int, int, int], tuple[float, float, float]] = {}
         self._decode_consts: dict[int, tuple[float, float, float, float]] = {}
 
@@ -157,9 +160,12 @@ class RooflineTimingModel:
 
     def _roof_for(self, tokens: int) -> Roofline:
         """The roofline of a step's GEMMs: the power-limited clock binds as the step's tokens grow."""
-        s = self._sustained
-        clock = s + (1.0 - s) * self._clock_half / (tokens + self._clock_half) if s < 1.0 else 1.0
-        return dataclasses.replace(self._burst, peak_flops=self._burst.peak_flops * clock)
+        roof = self._roof_cache.get(tokens)
+        if roof is None:
+            s = self._sustained
+            clock = s + (1.0 - s) * self._clock_half / (tokens + self._clock_half) if s < 1.0 else 1.0
+            roof = self._roof_cache[tokens] = dataclasses.replace(self._burst, peak_flops=self._burst.peak_flops * clock)
+        return roof
 
     # ---- the engine loop around the forward pass ------------------------------------------------------
     def cpu_time(self, tokens, num_scheduled, num_sampled):
@@ -262,27 +268,45 @@ class RooflineTimingModel:
             return cached
         m, ab = self.model, self._act_b
         mode, run_tokens = self.execution.graph_for(tokens, uniform)
+        times = []
+        last = len(self._stages) - 1
+        for index, (body, idle, host) in enumerate(self._stage_bodies(mode, run_tokens)):
+            time = body
+            if index == last:
+                if num_sampled:  # logits of the sampled rows, computed after the graph (eager)
+                    time += self._roof_for(run_tokens).linear(num_sampled, m.hidden_size, m.vocab_size / self._tp,
+                                                              self._head_b, ab)
+            else:
+                time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not self._stages[index][2])
+            times.append(time + idle)
+        self._stage_cache[key] = result = (tuple(times), self._stage_hosts[(mode, run_tokens)])
+        return result
+
+    def _stage_bodies(self, mode: str, run_tokens: int) -> list[tuple[float, float, float]]:
+        """Per stage: (GPU seconds of its layers, embedding and final norm, GPU idle seconds of its launches, host
+        seconds to issue them) of a forward pass over ``run_tokens`` in graph ``mode``; memoised, as the rest of
+        a step's shape (sampled rows, the unpadded size the stages send) varies far more often."""
+        cached = self._body_cache.get((mode, run_tokens))
+        if cached is not None:
+            return cached
+        m, ab = self.model, self._act_b
         roof = self._roof_for(run_tokens)
         dense, moe = self._layer_times(run_tokens)
         activation_bytes = run_tokens * m.hidden_size * ab
-        times, hosts = [], []
-        for index, (dense_layers, moe_layers, crosses) in enumerate(self._stages):
+        bodies = []
+        for index, (dense_layers, moe_layers, _) in enumerate(self._stages):
             time = dense_layers * dense + moe_layers * moe
             kernels = dense_layers * self._kernels_per_layer(True) + moe_layers * self._kernels_per_layer(False)
             if index == 0:
                 time += roof.elementwise(activation_bytes)  # embedding
             if index == len(self._stages) - 1:
                 time += roof.elementwise(2.0 * activation_bytes)  # final norm
-                if num_sampled:  # logits of the sampled rows, computed after the graph (eager)
-                    time += roof.linear(num_sampled, m.hidden_size, m.vocab_size / self._tp, self._head_b, ab)
-            else:
-                time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not crosses)
             # + 3 kernels: embedding, final norm, logits
             launches, host = launch_cost(mode, dense_layers + moe_layers, kernels + 3, self.gpu.efficiency)
-            times.append(time + launches * self._kernel_gap)
-            hosts.append(host)
-        self._stage_cache[key] = result = (tuple(times), tuple(hosts))
-        return result
+            bodies.append((time, launches * self._kernel_gap, host))
+        self._body_cache[(mode, run_tokens)] = bodies
+        self._stage_hosts[(mode, run_tokens)] = tuple(host for _, _, host in bodies)
+        return bodies
 
     def _consts(self, tokens: int, num_sampled: int, uniform: bool) -> tuple[float, float]:
         """(all stages' non-attention GPU seconds one after the other, host seconds to launch them)."""
