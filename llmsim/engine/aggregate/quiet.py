@@ -45,17 +45,26 @@ class QuietSteps:
         num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
         peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
         next_due = self._next_due()
+        finished_pending = self.finished_pending
+        # Only a general step adds completers or makes the running list loose: both are settled before the first
+        # quiet step, so the loop checks neither again.
+        completers = self.completers
+        if self.loose:
+            return now
         while True:
-            if s in retire_at or self.completers:
+            if s in retire_at or completers:
                 pool.n, pool.a = pool_n, pool_a
                 pool.retire(s)
-                for i in self.completers:  # requests whose prefill ended in the last step join the pool
-                    if not self._enter_pool(i, s) and not self._final_in_flight(i):
-                        self.loose = True
-                self.completers = []
+                if completers:
+                    for i in completers:  # requests whose prefill ended in the last step join the pool
+                        if not self._enter_pool(i, s) and not self._final_in_flight(i):
+                            self.loose = True
+                    completers = self.completers = []
                 pool_n, pool_a = pool.n, pool.a
+                if self.loose:
+                    break
             need = phase[-s % bs]
-            if not pool_n or pool_n > budget or need > free or self.loose:
+            if not pool_n or pool_n > budget or need > free:
                 break
             if waiting:
                 # Requests wait: the step is still quiet if vLLM's waiting pass would stop at the same head again
@@ -80,7 +89,8 @@ class QuietSteps:
             gpu_free = start + duration
             step = (s, start, gpu_free, pool_n, free, len(running), len(waiting))
             s += 1
-            self.finished_pending = False
+            if finished_pending:
+                self.finished_pending = finished_pending = False
             if async_mode:
                 to_update, pending = pending, step
             else:
@@ -107,6 +117,7 @@ class QuietSteps:
                     self.free = free
                     finished = self._finish_pool_members(u_step, u_end)
                     free = self.free
+                    finished_pending = True
                 duration = u_end - u_start
                 used = usable - u_free
                 num_steps += 1
@@ -134,6 +145,7 @@ class QuietSteps:
                         yield
                     self._advance(now)
                 self._update(to_update)
+                finished_pending = self.finished_pending
                 free, last_step, last_end = self.free, self.last_update_step, self.last_update_end
                 num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
                 peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
