@@ -22,41 +22,19 @@ from llmsim.cluster.cluster import Cluster
 from llmsim.config import SimConfig
 from llmsim.engine.client import Client, ConcurrencyLimit
 from llmsim.aggregate_run import request_factory, run_aggregate
+from llmsim.deployment import Deployment, build_deployment, server_config, server_ingress, server_processes
 from llmsim.engine.admission import unservable_reason
-from llmsim.engine.aggregate import aggregate_engine_blockers
-from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
-from llmsim.engine.server import Ingress, ServerQueue, client_view, solve_ingress
+from llmsim.engine.server import Ingress, ServerQueue, client_view
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
-from llmsim.engine.hybrid_kv import is_sliding, kv_cache_groups
 from llmsim.engine.speculative import Speculator
-from llmsim.errors import ConfigError, UserError
-from llmsim.hardware.execution import Execution, vllm_capture_sizes
-from llmsim.hardware.memory import check_tensor_parallel, kv_bytes_per_gpu, kv_cache_capacity, layers_per_stage
-from llmsim.hardware.specs import PredictionResiduals
-from llmsim.hardware.profiles import load_gpu, load_model
-from llmsim.hardware.timing import build_timing_model, swap_time
+from llmsim.engine_modes import aggregate_blockers, engine_mode, fast_path_blockers
+from llmsim.errors import UserError
 from llmsim.metrics.intervals import add_intervals
-from llmsim.metrics.recorder import _ACTIVE_LISTENERS, Recorder
+from llmsim.metrics.recorder import Recorder
 from llmsim.metrics.summary import itl_distribution, summarize
 from llmsim.workload import Workload, build_workload
-
-
-@dataclass
-class Deployment:
-    """What one replica is: its KV capacity, context limit and step-time function (derived from config)."""
-
-    num_gpu_blocks: int
-    max_model_len: int
-    step_time: Callable
-    details: dict[str, Any] = field(default_factory=dict)
-    swap_s_per_block: float = 0.0  # PCIe time to move one KV block between GPU and CPU (swap preemption)
-    num_cpu_blocks: int = 0  # KV blocks the CPU swap space holds (scheduler.swap_space_gib; swap mode only)
-    num_offload_blocks: int = 0  # KV blocks the CPU offload tier holds (scheduler.kv_offload_gib)
-    kv_groups: Optional[list] = None  # hybrid models: each KV cache group's sliding window (None: full attention)
-    timing: Any = None  # the TimingModel itself (its vectorised decode steps drive the fast path)
-    residuals: PredictionResiduals = field(default_factory=PredictionResiduals)  # the profile's real-world errors
 
 
 @dataclass
@@ -101,72 +79,6 @@ class Result:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return out_dir
-
-
-def _looks_like_file(name: str) -> bool:
-    return name.endswith((".yaml", ".yml", ".json")) or "/" in name
-
-
-def build_deployment(config: SimConfig) -> Deployment:
-    hw, sched = config.hardware, config.scheduler
-    gpu = load_gpu(hw.gpu)
-    model = load_model(hw.model)
-    max_model_len = sched.max_model_len or model.max_position_embeddings
-    details: dict[str, Any] = {"gpu": gpu.name, "model": model.name, "tp": hw.tp, "pp": hw.pp}
-    check_tensor_parallel(model, hw.tp)
-    layers_per_stage(model.num_layers, hw.pp)  # raises for more stages than layers
-    if hw.gpu.lower() != gpu.name.lower() and not _looks_like_file(hw.gpu):
-        details["gpu_alias"] = hw.gpu  # `A100` means the 80 GB SXM card: say so in the summary
-    layer_types = getattr(model, "layer_types", None)
-    hybrid = is_sliding(layer_types)
-    if sched.num_gpu_blocks is not None:
-        num_blocks = sched.num_gpu_blocks
-    else:
-        # vLLM's hybrid allocator shares one pool between full and sliding layers (no per-request window
-        # reserve): size the full-attention layers' blocks over all the memory, then convert to pages below.
-        capacity = kv_cache_capacity(model, gpu, hw, sched.block_size, sched.gpu_memory_utilization,
-                                     max_num_seqs=0 if hybrid else sched.max_num_seqs)
-        num_blocks = capacity.num_gpu_blocks
-        details["kv_bytes_per_token"] = capacity.kv_bytes_per_token
-        if num_blocks < 2:  # block 0 is reserved: vLLM refuses to start without one usable KV block
-            raise ConfigError(f"{model.name} on {gpu.name} at tp={hw.tp}, pp={hw.pp} leaves {max(num_blocks - 1, 0)} "
-                              f"usable KV blocks after the weights at scheduler.gpu_memory_utilization="
-                              f"{sched.gpu_memory_utilization}; raise it, or hardware.tp / hardware.pp")
-    if not sched.enable_chunked_prefill and max_model_len > sched.max_num_batched_tokens:
-        raise ConfigError(
-            f"config field scheduler.max_num_batched_tokens: {sched.max_num_batched_tokens} is smaller than "
-            f"max_model_len {max_model_len}; with chunked prefill off vLLM requires it to be at least max_model_len"
-        )
-    timing = build_timing_model(hw, gpu, model, execution=execution_of(config))
-    details["num_gpu_blocks"] = num_blocks
-    details["max_model_len"] = max_model_len
-    # One block on one GPU (its PP stage's layers, its TP share of KV heads) crosses that GPU's own PCIe link.
-    block_bytes = sched.block_size * kv_bytes_per_gpu(model, hw, sched.block_size)[0]
-    num_cpu_blocks = int(sched.swap_space_gib * 2**30 // block_bytes) if sched.preemption == "swap" else 0
-    num_offload_blocks = int(sched.kv_offload_gib * 2**30 // block_bytes)
-    kv_groups = None
-    if hybrid:
-        kv_groups, group_size = kv_cache_groups(layer_types, getattr(model, "sliding_window", None))
-        if sched.num_gpu_blocks is None:
-            # The memory model's blocks hold a token of every full-attention layer (of the fullest stage); vLLM's
-            # hybrid pool counts pages of one group's ``group_size`` layers: full_layers / group_size as many.
-            full_layers = -(-(model.num_layers - model.num_sliding_layers) // hw.pp)
-            num_blocks = num_blocks * full_layers // group_size
-            details["num_gpu_blocks"] = num_blocks
-        details["kv_groups"] = kv_groups
-    return Deployment(num_blocks, max_model_len, timing.step_time, details,
-                      swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing,
-                      num_offload_blocks=num_offload_blocks, kv_groups=kv_groups, residuals=gpu.residuals)
-
-
-def execution_of(config: SimConfig) -> Execution:
-    """How the replicas execute steps (CUDA graphs, engine-loop CPU time), from the engine and scheduler sections."""
-    engine, sched = config.engine, config.scheduler
-    sizes = engine.cudagraph_capture_sizes
-    if sizes is None:
-        sizes = vllm_capture_sizes(sched.max_num_seqs, engine.max_cudagraph_capture_size)
-    return Execution(cpu_overhead=engine.cpu_overhead, async_scheduling=sched.async_scheduling,
-                     cuda_graphs=engine.cuda_graphs, capture_sizes=tuple(sizes))
 
 
 def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster, config: SimConfig,
@@ -299,43 +211,6 @@ def simulate(
     return _collect(config, recorder, deployment, cluster, client)
 
 
-def server_ingress(config: SimConfig, workload: Workload) -> Optional[Ingress]:
-    """The API server's queue over the whole workload (``llmsim.engine.server``), or None without a server."""
-    if not config.server.enabled:
-        return None
-    server = server_config(config)
-    df = workload.df
-    output = df["output_tokens"].to_numpy(dtype=np.int64)
-    served = (output > 0) & (df["prompt_tokens"].to_numpy() > 0)  # the others never reach the server's engine side
-    if "failed" in df.columns:
-        served &= ~df["failed"].to_numpy(dtype=bool)
-    return solve_ingress(server, df["arrival_s"].to_numpy(dtype=np.float64), df["prompt_tokens"].to_numpy(),
-                         output, served, server_processes(config))
-
-
-def server_config(config: SimConfig):
-    """The ``server:`` section with its unset costs taken from the GPU profile (the machine the server runs on)."""
-    return config.server.with_costs(load_gpu(config.hardware.gpu).api_server)
-
-
-def server_processes(config: SimConfig) -> int:
-    """API server processes: as configured, else one per replica that takes arrivals (one ``vllm serve`` each).
-
-    An autoscaled pool that takes arrivals counts at its ``max_replicas``: each replica it starts brings its own
-    server, and the ingress queue is solved once, before the run, so it cannot follow the pool's size. (Counting
-    the starting replicas instead left a pool scaled out for a peak streaming through one front end.)"""
-    if config.server.processes:
-        return config.server.processes
-    autoscaler = config.cluster.autoscaler
-    counts = {role: 0 for role in ("colocated", "prefill")}
-    for group in config.cluster.replica_groups():
-        if group.role in counts:
-            counts[group.role] += group.count
-    if autoscaler.policy != "none" and autoscaler.role in counts:
-        counts[autoscaler.role] = max(counts[autoscaler.role], autoscaler.max_replicas)
-    return max(1, sum(counts.values()))
-
-
 def _as_config(config: "SimConfig | str | Path | None") -> SimConfig:
     if isinstance(config, SimConfig):
         return config
@@ -358,55 +233,6 @@ def make_recorder(config: SimConfig) -> Recorder:
                     stream_steps_to=stream_to, stream_chunk_rows=metrics.stream_chunk_rows)
 
 
-def engine_mode(config: SimConfig) -> str:
-    """Which engine ran, for the summary: ``fast`` (the aggregate engine), ``fast (event-skipping loop: why)``
-    or ``reference`` / ``reference (fast path off: why)``."""
-    if config.engine.mode == "reference":
-        return "reference"
-    aggregate_off = aggregate_blockers(config)
-    if not aggregate_off:
-        return "fast"
-    blockers = fast_path_blockers(config)
-    if blockers:
-        # Why neither fast engine runs: what keeps the aggregate engine off, then what keeps decode runs off.
-        reasons = aggregate_off + [reason for reason in blockers if reason not in aggregate_off]
-        return "reference (fast path off: " + ", ".join(reasons) + ")"
-    return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
-
-
-def aggregate_blockers(config: SimConfig) -> list[str]:
-    """Why the aggregate engine (:mod:`llmsim.engine.aggregate`) cannot run this config (empty: it runs).
-
-    Any router is served (a state-reading one in lockstep, see :mod:`llmsim.cluster.lockstep`), but replicas
-    must interact only through routing, retries are not modelled, and no per-step listener may be attached
-    (the timeline export wants every step's plan)."""
-    reasons = (_aggregate_policy_blockers(config.scheduler) + scheduler_blockers(config.scheduler)
-               + _feature_blockers(config) + _interaction_blockers(config))
-    pps = {group.pp or config.hardware.pp for group in config.cluster.replica_groups()}
-    reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
-    if config.client.max_retries > 0:
-        reasons.append("client retries")
-    if _ACTIVE_LISTENERS.get():
-        reasons.append("per-step listeners")
-    return reasons
-
-
-def _aggregate_policy_blockers(cfg) -> list[str]:
-    """The aggregate engine restates vLLM V1's FCFS, recompute rules on arrays (and nothing else)."""
-    reasons = []
-    if cfg.policy != "vllm-v1":
-        reasons.append(f"policy {cfg.policy}")
-    if cfg.queue != "fcfs":
-        reasons.append(f"queue order {cfg.queue}")
-    if cfg.preemption != "recompute":
-        reasons.append(f"preemption {cfg.preemption}")
-    if cfg.enable_prefix_caching:
-        reasons.append("prefix caching")
-    if cfg.max_queue_time_s is not None:
-        reasons.append("queue timeouts")
-    return reasons
-
-
 def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deployment, progress, client) -> Result:
     """The aggregate engine over a cluster shell that simpy never runs (:mod:`llmsim.aggregate_run`); the same
     recorder and cluster reports as the simpy run turn what it recorded into tables and a summary."""
@@ -417,53 +243,6 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
             update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})})), lambda *_: None)
     run_aggregate(config, workload.df, recorder, cluster, progress)
     return _collect(config, recorder, deployment, cluster, client)
-
-
-def _has_sliding_layers(model_name: str) -> bool:
-    try:
-        model = load_model(model_name)
-    except UserError:  # an unknown model is reported where the deployment is built
-        return False
-    return is_sliding(getattr(model, "layer_types", None))
-
-
-def fast_path_blockers(config: SimConfig) -> list[str]:
-    """Why the event-skipping engine would not be exact for this config (empty: it may be used).
-
-    A skipped decode run is committed when it ends. What routers read of a replica in the middle of one is
-    computed from the run's plan (:mod:`llmsim.engine.decode_run_state`), so every router is served; what
-    changes a replica's state from outside, or reads more than a router does (autoscaling, faults, P/D
-    hand-offs, client timeouts), needs the per-step loop.
-    """
-    reasons = scheduler_blockers(config.scheduler) + _feature_blockers(config)
-    return reasons + _interaction_blockers(config)
-
-
-def _feature_blockers(config: SimConfig) -> list[str]:
-    """Engine features only the per-step loop models."""
-    reasons = []
-    if config.speculative.enabled:
-        reasons.append("speculative decoding")
-    if _has_sliding_layers(config.hardware.model):
-        reasons.append("sliding-window (hybrid) KV memory")
-    return reasons
-
-
-def _interaction_blockers(config: SimConfig) -> list[str]:
-    """What makes replicas interact other than at routing instants (or reach into one from outside)."""
-    cluster = config.cluster
-    reasons = []
-    if cluster.autoscaler.policy != "none":
-        reasons.append("autoscaling")
-    if cluster.faults.mtbf_s is not None or cluster.faults.script:
-        reasons.append("fault injection")
-    if isinstance(cluster.replicas, list) and any(group.role != "colocated" for group in cluster.replicas):
-        reasons.append("prefill/decode disaggregation")
-    if config.client.timeout_s is not None:
-        reasons.append("timeouts")
-    if config.client.max_concurrency is not None:
-        reasons.append("closed-loop clients")
-    return reasons
 
 
 def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Recorder, num_requests: int) -> Cluster:

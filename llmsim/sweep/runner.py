@@ -115,7 +115,7 @@ def preflight(runs: list[RunSpec]) -> None:
     if only some do, they run anyway and are recorded as failed like any run that fails."""
     from llmsim.errors import UserError
     from llmsim.limits import check_run
-    from llmsim.simulation import build_deployment
+    from llmsim.deployment import build_deployment
     from llmsim.workload.parsing import check_file
 
     first = None

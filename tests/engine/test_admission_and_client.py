@@ -10,7 +10,8 @@ import simpy
 from llmsim.config import SimConfig
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request
-from llmsim.simulation import build_deployment, simulate
+from llmsim.deployment import build_deployment
+from llmsim.simulation import simulate
 from llmsim.workload import Workload, synthetic_workload
 from tests.engine.policy_harness import make
 

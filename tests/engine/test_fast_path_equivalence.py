@@ -17,7 +17,8 @@ import pytest
 
 from llmsim.config import load_config
 from llmsim.engine.schedulers import SCHEDULERS
-from llmsim.simulation import aggregate_blockers, simulate
+from llmsim.engine_modes import aggregate_blockers
+from llmsim.simulation import simulate
 
 SCENARIOS = {
     "light_load": ["workload.num_requests=300", "workload.rate=0.8"],

@@ -92,19 +92,22 @@ def test_a_model_with_sliding_layers_gets_the_hybrid_pool(monkeypatch):
     """Wiring: a spec listing sliding-window layers selects the hybrid manager and converts the capacity."""
     import dataclasses
 
+    import llmsim.deployment as deployment
+    import llmsim.engine_modes as engine_modes
     import llmsim.simulation as simulation
     from llmsim.config import SimConfig
     from llmsim.hardware.profiles import load_model
 
     config = SimConfig.model_validate({"workload": {"num_requests": 30}})
-    plain = simulation.build_deployment(config)
+    plain = deployment.build_deployment(config)
     base = load_model("Llama-2-7B")
     hybrid_spec = dataclasses.make_dataclass("HybridSpec", [("layer_types", tuple, ()), ("sliding_window", int, 0)],
                                              bases=(type(base),), frozen=True)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     fields.update(layer_types=("sliding_attention", "full_attention") * (base.num_layers // 2), sliding_window=256)
-    monkeypatch.setattr(simulation, "load_model", lambda name: hybrid_spec(**fields))
-    hybrid = simulation.build_deployment(config)
+    for module in (deployment, engine_modes):  # the deployment's spec, and the engine choice reading it
+        monkeypatch.setattr(module, "load_model", lambda name: hybrid_spec(**fields))
+    hybrid = deployment.build_deployment(config)
     assert plain.kv_groups is None and hybrid.kv_groups == [256, None]
     assert abs(hybrid.num_gpu_blocks - plain.num_gpu_blocks * 2) <= 1  # pages of 16 layers, not blocks of 32 (one floor)
     result = simulation.simulate(config)

@@ -139,7 +139,7 @@ def test_streams_share_a_server_behind_them_equally():
 def test_an_autoscaled_pool_gets_a_server_per_replica_it_may_run():
     """Each replica is its own `vllm serve`: a pool that scales out to 6 has 6 front ends at its peak, not the one
     it started with (the ingress queue is solved before the run, so it counts the pool at its largest)."""
-    from llmsim.simulation import server_processes
+    from llmsim.deployment import server_processes
 
     base = ["cluster.replicas=1", "cluster.autoscaler.max_replicas=6"]
     assert server_processes(load_config(None, base)) == 1  # no autoscaler: the replicas configured

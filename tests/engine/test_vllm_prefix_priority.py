@@ -10,7 +10,7 @@ import pytest
 
 from llmsim.config import SimConfig
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
-from llmsim.simulation import engine_mode
+from llmsim.engine_modes import engine_mode
 from tests.engine.policy_harness import make, req, run
 
 

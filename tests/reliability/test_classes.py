@@ -10,7 +10,8 @@ from llmsim.config import build_config, load_config
 from llmsim.errors import ConfigError, UserError
 from llmsim.inputs import check_number, check_output_dir, check_output_file, decode_utf8, parse_yaml
 from llmsim.limits import RunEstimate, check_estimate, check_run
-from llmsim.simulation import build_deployment, simulate
+from llmsim.deployment import build_deployment
+from llmsim.simulation import simulate
 from llmsim.workload import Workload
 from llmsim.workload.loaders import load_trace
 from llmsim.workload.workload import canonical_frame
@@ -101,13 +102,13 @@ def test_a_tp_that_does_not_divide_the_heads_is_refused_as_vllm_does(tp):
 def test_a_deployment_with_no_usable_kv_block_is_refused_up_front(monkeypatch):
     import dataclasses
 
-    import llmsim.simulation as simulation
+    import llmsim.deployment as deployment
 
     with pytest.raises(UserError, match="num_gpu_blocks"):
         load_config(None, ["scheduler.num_gpu_blocks=1"])
-    real = simulation.kv_cache_capacity
+    real = deployment.kv_cache_capacity
     # weights that fit with room for exactly one block, which vLLM reserves: 0 usable
-    monkeypatch.setattr(simulation, "kv_cache_capacity",
+    monkeypatch.setattr(deployment, "kv_cache_capacity",
                         lambda *a, **k: dataclasses.replace(real(*a, **k), num_gpu_blocks=1))
     with pytest.raises(UserError, match="leaves 0 usable KV blocks .*gpu_memory_utilization"):
         build_deployment(load_config())

@@ -54,7 +54,7 @@ def _value_text(value) -> str:
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), min_size=1, max_size=3))
 def test_fuzzed_config_values_are_accepted_or_refused_cleanly(pairs):
     from llmsim.limits import check_run
-    from llmsim.simulation import build_deployment
+    from llmsim.deployment import build_deployment
 
     overrides = ["workload.num_requests=20", "workload.preset=poisson"]
     overrides += [f"{path}={_value_text(value)}" for path, value in pairs]
