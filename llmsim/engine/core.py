@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Optional
 
-from llmsim.engine.scheduler import BatchScheduler, StepPlan
+from llmsim.engine.step import BatchScheduler, StepPlan
 
 
 class EngineLoop:

@@ -10,7 +10,7 @@ import numpy as np
 
 from llmsim.engine.decode_run_cache import replay_prefix_cache
 from llmsim.engine.request import Request, RequestStatus
-from llmsim.engine.scheduler import StepPlan
+from llmsim.engine.step import StepPlan
 
 if TYPE_CHECKING:
     from llmsim.engine.fastpath import DecodeRun, Replica

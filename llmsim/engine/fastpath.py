@@ -38,7 +38,7 @@ from llmsim.engine.core import EngineLoop
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request
-from llmsim.engine.scheduler import StepPlan
+from llmsim.engine.step import StepPlan
 
 
 class Replica(Protocol):

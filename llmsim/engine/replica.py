@@ -19,7 +19,7 @@ from llmsim.engine.decode_run_commit import commit_run
 from llmsim.engine.decode_run_state import MidRun
 from llmsim.engine.fastpath import ScheduleSnapshot, fast_path_supported, plan_decode_run
 from llmsim.engine.request import Request, RequestStatus
-from llmsim.engine.scheduler import BatchScheduler, StepOutcome, StepPlan
+from llmsim.engine.step import BatchScheduler, StepOutcome, StepPlan
 from llmsim.metrics.recorder import Recorder
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from llmsim.engine.config import SchedulerConfig
 from llmsim.engine.request import Request
-from llmsim.engine.scheduler import StepOutcome, StepPlan
+from llmsim.engine.step import StepOutcome, StepPlan
 from llmsim.engine.schedulers import make_kv_cache, make_scheduler
 
 

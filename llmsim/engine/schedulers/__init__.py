@@ -13,7 +13,7 @@ from llmsim.engine.hybrid_kv import HybridKVCacheManager
 from llmsim.engine.hybrid_prefix_cache import HybridPrefixCachingKVCacheManager
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
-from llmsim.engine.scheduler import BatchScheduler
+from llmsim.engine.step import BatchScheduler
 from llmsim.engine.schedulers.orca import OrcaScheduler
 from llmsim.engine.schedulers.sarathi import SarathiScheduler
 from llmsim.engine.schedulers.sglang import SGLangScheduler

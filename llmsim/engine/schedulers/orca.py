@@ -10,7 +10,7 @@ per-iteration token budget, so ``max_num_batched_tokens`` does not apply.
 
 from __future__ import annotations
 
-from llmsim.engine.scheduler import StepPlan
+from llmsim.engine.step import StepPlan
 from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
 
 

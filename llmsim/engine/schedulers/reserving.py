@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 
 from llmsim.engine.request import Request
-from llmsim.engine.scheduler import SchedulerBase, StepPlan
+from llmsim.engine.step import StepPlan
+from llmsim.engine.scheduler import SchedulerBase
 
 UNLIMITED_TOKENS = sys.maxsize  # for engines whose steps have no token budget (Orca, FasterTransformer)
 

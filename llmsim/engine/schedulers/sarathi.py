@@ -14,7 +14,8 @@ nobody (our choice: it avoids re-admitting a victim's freed blocks to a newcomer
 from __future__ import annotations
 
 from llmsim.engine.request import Request
-from llmsim.engine.scheduler import SchedulerBase, StepPlan
+from llmsim.engine.step import StepPlan
+from llmsim.engine.scheduler import SchedulerBase
 
 
 class SarathiScheduler(SchedulerBase):

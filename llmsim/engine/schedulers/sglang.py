@@ -25,7 +25,8 @@ import numpy as np
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.decode_runs import RunRules
-from llmsim.engine.scheduler import SchedulerBase, StepPlan
+from llmsim.engine.step import StepPlan
+from llmsim.engine.scheduler import SchedulerBase
 
 INIT_NEW_TOKEN_RATIO = 0.7  # SGLang default_init_new_token_ratio
 MIN_NEW_TOKEN_RATIO_FACTOR = 0.14  # default_min_new_token_ratio_factor

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 from llmsim.engine.decode_runs import RunRules
-from llmsim.engine.scheduler import StepPlan
+from llmsim.engine.step import StepPlan
 from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
 
 

@@ -16,7 +16,7 @@ is chunked when ``scheduler.enable_chunked_prefill`` is on (TensorRT-LLM's chunk
 
 from __future__ import annotations
 
-from llmsim.engine.scheduler import StepPlan
+from llmsim.engine.step import StepPlan
 from llmsim.engine.schedulers.reserving import ReservingScheduler
 from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 

@@ -22,7 +22,8 @@ V0's chunked-prefill mode is the ``sarathi`` policy.
 from __future__ import annotations
 
 from llmsim.engine.request import Request, RequestStatus
-from llmsim.engine.scheduler import SchedulerBase, StepPlan
+from llmsim.engine.step import StepPlan
+from llmsim.engine.scheduler import SchedulerBase
 
 V0_DEFAULT_WATERMARK = 0.01  # vLLM 0.8.5 CacheConfig / BlockSpaceManager default
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 from llmsim.engine.config import SchedulerConfig, vllm_version_tuple
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
-from llmsim.engine.scheduler import SchedulerBase, StepPlan
+from llmsim.engine.step import StepPlan
+from llmsim.engine.scheduler import SchedulerBase
 
 
 class VLLMV1Scheduler(SchedulerBase):
