@@ -62,8 +62,10 @@ class ForwardPassCosts:
             flops = 2.0 * routed * k_in * n_out
             bytes_moved = touched * k_in * n_out * xb + routed * (k_in + n_out) * ab
             e = xroof.eff
-            mfu = e.linear_mfu * e.moe_gemm_efficiency  # fused grouped GEMMs: a share of a dense GEMM's efficiency
-            time += max(flops / (xroof.peak_flops * mfu), bytes_moved / (xroof.hbm_bandwidth * e.linear_mbu))
+            # fused grouped GEMMs: a share of a dense GEMM's compute and bandwidth efficiencies
+            mfu = e.linear_mfu * e.moe_gemm_efficiency
+            mbu = e.linear_mbu * e.moe_gemm_bandwidth_efficiency
+            time += max(flops / (xroof.peak_flops * mfu), bytes_moved / (xroof.hbm_bandwidth * mbu))
             time += e.linear_overhead_s
         time += roof.elementwise(routed * (up_out + inter / shard) * ab)  # activation
         if m.num_shared_experts:

@@ -86,6 +86,7 @@ class EfficiencyYAML(_Strict):
     sustained_half_tokens: float = Field(Efficiency.sustained_half_tokens, gt=0)
     linear_half_tiles: float = Field(Efficiency.linear_half_tiles, ge=0, le=10000)
     moe_gemm_efficiency: float = Field(Efficiency.moe_gemm_efficiency, gt=0, le=1)
+    moe_gemm_bandwidth_efficiency: float = Field(Efficiency.moe_gemm_bandwidth_efficiency, gt=0, le=1)
     weight_only_gemm_efficiency: float = Field(Efficiency.weight_only_gemm_efficiency, gt=0, le=1)
     kernel_launch_us: float = Field(Efficiency.kernel_launch_s * 1e6, ge=0, le=100)
     kernel_gap_us: float = Field(Efficiency.kernel_gap_s * 1e6, ge=0, le=100)

@@ -100,6 +100,9 @@ class Efficiency:
     # kernel's row block (moe_align_block_size) and the kernel reaches this share of linear_mfu
     # (small per-expert GEMMs, gather/scatter of the routed rows; 1 = as efficient as a dense GEMM).
     moe_gemm_efficiency: float = 1.0
+    # The same kernels stream the experts' weights at this share of linear_mbu (small decode batches: few rows
+    # per expert, one launch over scattered expert tiles; 1 = as fast as a dense GEMM's weight read).
+    moe_gemm_bandwidth_efficiency: float = 1.0
     # Weight-only quantized GEMMs (Marlin, AWQ/GPTQ, FP8 or MXFP4 weights on a GPU without that compute type)
     # dequantize every weight tile to bf16 inside the main loop: bandwidth-bound decodes gain from the smaller
     # weights, but a compute-bound GEMM reaches only this share of a bf16 GEMM's linear_mfu (1 = no loss).
