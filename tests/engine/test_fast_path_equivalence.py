@@ -11,6 +11,8 @@ per-replica table, the heartbeat's time series and the summary's step statistics
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -413,3 +415,29 @@ def test_session_affinity_in_lockstep_keeps_conversations_together() -> None:
     _assert_frames_equal(reference.steps, fast.steps, "steps")
     _assert_frames_equal(reference.tables["replica_timeseries"], fast.tables["replica_timeseries"], "timeseries")
     assert (fast.requests.groupby(workload.df["session_id"])["replica"].nunique() == 1).all()
+
+
+def test_compute_bound_decode_attention_agrees(tmp_path) -> None:
+    """The quiet loop prices decode attention by its KV reads alone when they outweigh its FLOPs at every context
+    (every real GPU); a GPU whose attention FLOP rate is starved takes the other branch, still step for step."""
+    import yaml
+
+    from llmsim.hardware.config import HardwareConfig
+    from llmsim.hardware.profiles import load_gpu, load_model
+    from llmsim.hardware.timing import build_timing_model
+
+    source = Path(__file__).resolve().parents[2] / "hardware_profiles" / "gpus" / "A100-80GB.yaml"
+    profile = yaml.safe_load(source.read_text())
+    profile["name"], profile["aliases"] = "A100-slow-attention", []
+    profile["efficiency"]["attn_prefill_mfu"] = 0.0005
+    gpu_file = tmp_path / "A100-slow-attention.yaml"
+    gpu_file.write_text(yaml.safe_dump(profile))
+    timing = build_timing_model(HardwareConfig(gpu=str(gpu_file), model="Llama-2-7B"), load_gpu(str(gpu_file)),
+                                load_model("Llama-2-7B"))
+    per_unit, flops_rate, kv_bytes, bytes_rate, _, _ = timing.decode_arith()
+    assert kv_bytes / bytes_rate < 2 * per_unit / flops_rate  # the FLOPs side wins: the loop's general branch
+    overrides = ["workload.num_requests=300", "workload.rate=3", f"hardware.gpu={gpu_file}"]
+    reference, fast = _run("reference", overrides), _run("fast", overrides)
+    assert fast.summary["engine_mode"] == "fast"
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")

@@ -31,6 +31,10 @@ class QuietSteps:
         # for 1 M requests).
         decode_consts = self.timing.decode_consts
         per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = self.timing.decode_arith()
+        # Decode attention's time is max(its FLOPs, its KV reads), both proportional to the batch's context. When a
+        # context token's bytes outweigh its FLOPs by more than rounding can blur (real GPUs, by orders of magnitude),
+        # the reads win at every context, and the max is the memory term: same float, without computing the other.
+        kv_bound = kv_bytes / bytes_rate > 2 * per_unit / flops_rate * (1 + 1e-9)
         consts_n, base, qo_bytes, floor, add = -1, 0.0, 0.0, 0.0, 0.0
         arr = self.arr
         usable = self.usable
@@ -81,9 +85,12 @@ class QuietSteps:
                 consts_n = pool_n
                 base, qo_bytes, floor, add = decode_consts(pool_n)
             ctx = pool_a + pool_n * s
-            compute = (2 * ctx + 2 * pool_n) * per_unit / flops_rate
             memory = ((ctx + pool_n) * kv_bytes + qo_bytes) / bytes_rate
-            gpu = base + layers * ((compute if compute > memory else memory) + overhead)
+            if kv_bound:
+                gpu = base + layers * (memory + overhead)
+            else:
+                compute = (2 * ctx + 2 * pool_n) * per_unit / flops_rate
+                gpu = base + layers * ((compute if compute > memory else memory) + overhead)
             duration = (gpu if gpu > floor else floor) + add
             start = now if now > gpu_free else gpu_free
             gpu_free = start + duration
