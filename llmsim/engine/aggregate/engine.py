@@ -56,8 +56,9 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.partial: Optional[int] = None  # the one request part-way through its prefill (last in running)
         self.dirty = False  # a step ran request by request: classify everyone before the next one
         self.loose = False  # some running request fits neither the pool nor the simple shape
-        # (head, budget, running, free) at which the last waiting pass stopped at its head: see _schedule_fast.
-        self.admission_blocked: Optional[tuple[int, int, int, int]] = None
+        # Where the last waiting pass stopped at its head, the range under which it stops there again
+        # (VLLMV1Rules._schedule_waiting); None when it did not, or when the step was built request by request.
+        self.admission_blocked: Optional[tuple[int, int, int, int, bool]] = None
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.in_flight: deque[AggregatePlan] = deque()

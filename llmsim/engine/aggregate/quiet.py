@@ -50,11 +50,9 @@ class QuietSteps:
         peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
         next_due = self._next_due()
         finished_pending = self.finished_pending
-        # Only a general step adds completers or makes the running list loose: both are settled before the first
-        # quiet step, so the loop checks neither again.
+        # Only a general step adds completers or makes the running list loose (the caller enters with it tight):
+        # both are settled at the first quiet step, so the loop checks neither again.
         completers = self.completers
-        if self.loose:
-            return now
         while True:
             if s in retire_at or completers:
                 pool.n, pool.a = pool_n, pool_a
