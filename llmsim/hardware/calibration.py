@@ -22,7 +22,8 @@ from scipy.optimize import least_squares
 from llmsim.errors import ProfileError
 from llmsim.hardware.collectives import allreduce_time, send_recv_time
 from llmsim.hardware.ops import LayerShape, Roofline, layer_op_times
-from llmsim.hardware.specs import Efficiency, GPUSpec, ModelSpec
+from llmsim.hardware.specs import Efficiency, GPUSpec
+from llmsim.hardware.model_spec import ModelSpec
 
 OP_GROUPS: dict[str, tuple[str, ...]] = {
     "projections": ("attn_pre_proj", "attn_post_proj"),

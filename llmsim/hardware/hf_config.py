@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 from llmsim.errors import ProfileError
 from llmsim.hardware.precision import quant_from_config
-from llmsim.hardware.specs import DTYPE_BYTES, FULL_ATTENTION, SLIDING_ATTENTION, ModelSpec
+from llmsim.hardware.specs import DTYPE_BYTES
+from llmsim.hardware.model_spec import FULL_ATTENTION, SLIDING_ATTENTION, ModelSpec
 
 _NOT_GATED = {"PhiForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "OPTForCausalLM", "FalconForCausalLM"}
 _QKV_BIAS = {"Qwen2ForCausalLM", "Qwen2MoeForCausalLM", "QWenLMHeadModel", "PhiForCausalLM"}

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from llmsim.errors import ProfileError
 from llmsim.hardware.config import HardwareConfig
-from llmsim.hardware.specs import GIB, GPUSpec, ModelSpec
+from llmsim.hardware.specs import GIB, GPUSpec
+from llmsim.hardware.model_spec import ModelSpec
 
 # Non-torch memory grows with NCCL communicators (llm-d measured 0.55 GiB at TP 2 vs 0.13 at TP 1).
 NCCL_RESERVE_GIB = 0.4

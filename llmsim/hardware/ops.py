@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmsim.hardware.collectives import all_to_all_time, allreduce_time, link_bandwidth, send_recv_time  # noqa: F401 (re-exported)
-from llmsim.hardware.specs import Efficiency, GPUSpec, ModelSpec, dtype_bytes
+from llmsim.hardware.specs import Efficiency, GPUSpec, dtype_bytes
+from llmsim.hardware.model_spec import ModelSpec
 
 
 # Marlin-style weight-only GEMMs (vLLM's kernels for AWQ/GPTQ, fp8 on Ampere, MXFP4 on Hopper) tile the

@@ -12,7 +12,7 @@ weights, and its GEMM kernels run in one of two ways:
 
 Embeddings, the LM head and norms stay in the model's own dtype in every scheme vLLM runs (AWQ, GPTQ, FP8,
 MXFP4 all quantize linear layers only), and a checkpoint may quantize only its routed experts (gpt-oss:
-MXFP4 experts, bf16 attention). :class:`llmsim.hardware.specs.ModelSpec` therefore carries a precision per
+MXFP4 experts, bf16 attention). :class:`llmsim.hardware.model_spec.ModelSpec` therefore carries a precision per
 component; this module only says what one value of each format costs.
 """
 

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmsim.errors import ProfileError, did_you_mean
 from llmsim.hardware.hf_config import model_from_hf_config
 from llmsim.hardware.precision import split_quant_suffix
-from llmsim.hardware.specs import GIB, APIServerCosts, Efficiency, GPUSpec, ModelSpec, PredictionResiduals
+from llmsim.hardware.specs import GIB, APIServerCosts, Efficiency, GPUSpec, PredictionResiduals
+from llmsim.hardware.model_spec import ModelSpec
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 

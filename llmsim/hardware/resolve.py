@@ -29,7 +29,7 @@ from typing import Optional
 from llmsim.errors import ProfileError
 from llmsim.hardware.config import HardwareConfig
 from llmsim.hardware.profiles import load_gpu, load_model
-from llmsim.hardware.specs import ModelSpec
+from llmsim.hardware.model_spec import ModelSpec
 
 
 @dataclass(frozen=True)

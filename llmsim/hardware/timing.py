@@ -50,7 +50,8 @@ from llmsim.hardware.forward import ForwardPassCosts
 from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
 from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of
 from llmsim.hardware.precision import weight_bytes_per_param
-from llmsim.hardware.specs import GPUSpec, ModelSpec, dtype_bytes
+from llmsim.hardware.specs import GPUSpec, dtype_bytes
+from llmsim.hardware.model_spec import ModelSpec
 
 
 class TimingModel(Protocol):
