@@ -53,7 +53,7 @@ def run(
     check_output_file(report, "--report")
     listening, recorder = nullcontext(), None
     if timeline is not None:
-        from llmsim.metrics.recorder import recorder_listeners
+        from llmsim.metrics.listeners import recorder_listeners
         from llmsim.metrics.timeline import TimelineRecorder
 
         recorder = TimelineRecorder()

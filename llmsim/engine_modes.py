@@ -8,7 +8,7 @@ from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.hybrid_kv import is_sliding
 from llmsim.errors import UserError
 from llmsim.hardware.profiles import load_model
-from llmsim.metrics.recorder import _ACTIVE_LISTENERS
+from llmsim.metrics.listeners import active_listeners
 
 
 def engine_mode(config: SimConfig) -> str:
@@ -39,7 +39,7 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
     reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
     if config.client.max_retries > 0:
         reasons.append("client retries")
-    if _ACTIVE_LISTENERS.get():
+    if active_listeners():
         reasons.append("per-step listeners")
     return reasons
 

@@ -9,14 +9,13 @@ all of those gaps are the same number, so the step stores it once with a count (
 from __future__ import annotations
 
 from array import array
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Iterator, Optional, Protocol
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from llmsim.engine.request import Request
+from llmsim.metrics.listeners import RecorderListener, active_listeners
 
 REQUEST_COLUMNS = (
     "request_id", "replica", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",
@@ -28,31 +27,6 @@ STEP_COLUMNS = (
     "replica", "step", "start_s", "duration_s", "batch_size", "prefill_tokens", "decode_tokens", "free_blocks",
     "used_blocks", "num_running", "num_waiting", "num_preempted", "num_finished",
 )
-
-
-class RecorderListener(Protocol):
-    """Optional observer of a run, for tools that need more than the tables (e.g. the timeline export).
-
-    ``on_step`` sees each engine step's plan (batch composition: ``plan.scheduled`` = [(request, new
-    tokens)], ``plan.context_lens``, ``plan.preempted``), its outcome and the KV blocks in use; ``on_request_ended``
-    sees each request once when it ends. Listeners only read; they never change the run.
-    """
-
-    def on_step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None: ...
-    def on_request_ended(self, request: Request) -> None: ...
-
-
-_ACTIVE_LISTENERS: ContextVar[tuple] = ContextVar("llmsim_recorder_listeners", default=())
-
-
-@contextmanager
-def recorder_listeners(*listeners: RecorderListener) -> Iterator[None]:
-    """Attach ``listeners`` to every :class:`Recorder` created inside this block (e.g. by ``simulate``)."""
-    token = _ACTIVE_LISTENERS.set(_ACTIVE_LISTENERS.get() + listeners)
-    try:
-        yield
-    finally:
-        _ACTIVE_LISTENERS.reset(token)
 
 
 _FLOAT_STEP_COLUMNS = frozenset(("start_s", "duration_s"))
@@ -82,7 +56,7 @@ class Recorder:
         # Per-step detail of long runs can be thinned (every Nth step index of each replica is kept); the
         # aggregates below always see every step.
         self.step_sample_every = step_sample_every
-        listeners = tuple(listeners) + _ACTIVE_LISTENERS.get()
+        listeners = tuple(listeners) + active_listeners()
         self._step_listeners = [x.on_step for x in listeners if hasattr(x, "on_step")]
         self._end_listeners = [x.on_request_ended for x in listeners if hasattr(x, "on_request_ended")]
         # Numbers in typed arrays (8 bytes a value), strings in lists: a million requests stay ~200 MB.

@@ -12,7 +12,7 @@ What you see, per replica (one process track each, ``pid`` = replica + 1):
 - **counters** (``"ph": "C"``): KV-cache usage in percent and the running / waiting queue lengths.
 
 Times are microseconds of simulated time. Phases are read from the recorder's step records (through a
-:class:`~llmsim.metrics.recorder.RecorderListener`), never computed inside a scheduler, so they are exact
+:class:`~llmsim.metrics.listeners.RecorderListener`), never computed inside a scheduler, so they are exact
 to the step: a request leaves the queue when a step that includes it starts and enters decode when its
 first token is delivered at a step's end.
 """
@@ -159,7 +159,7 @@ class TimelineRecorder:
 def simulate_with_timeline(config, path: str | Path, *, start_s: Optional[float] = None,
                            end_s: Optional[float] = None, **simulate_kwargs):
     """Run :func:`llmsim.simulation.simulate` with a :class:`TimelineRecorder` attached; write the trace."""
-    from llmsim.metrics.recorder import recorder_listeners
+    from llmsim.metrics.listeners import recorder_listeners
     from llmsim.simulation import simulate
 
     timeline = TimelineRecorder(start_s, end_s)
