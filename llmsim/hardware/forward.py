@@ -117,7 +117,8 @@ class ForwardPassCosts:
         mode, run_tokens = self.execution.graph_for(tokens, uniform)
         times = []
         last = len(self._stages) - 1
-        for index, (body, idle, host) in enumerate(self._stage_bodies(mode, run_tokens)):
+        bodies, hosts = self._stage_bodies(mode, run_tokens)
+        for index, (body, idle) in enumerate(bodies):
             time = body
             if index == last:
                 if num_sampled:  # logits of the sampled rows, computed after the graph (eager)
@@ -126,13 +127,13 @@ class ForwardPassCosts:
             else:
                 time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not self._stages[index][2])
             times.append(time + idle)
-        self._stage_cache[key] = result = (tuple(times), self._stage_hosts[(mode, run_tokens)])
+        self._stage_cache[key] = result = (tuple(times), hosts)
         return result
 
-    def _stage_bodies(self, mode: str, run_tokens: int) -> list[tuple[float, float, float]]:
-        """Per stage: (GPU seconds of its layers, embedding and final norm, GPU idle seconds of its launches, host
-        seconds to issue them) of a forward pass over ``run_tokens`` in graph ``mode``; memoised, as the rest of
-        a step's shape (sampled rows, the unpadded size the stages send) varies far more often."""
+    def _stage_bodies(self, mode: str, run_tokens: int) -> tuple[list[tuple[float, float]], tuple[float, ...]]:
+        """(per stage: GPU seconds of its layers, embedding and final norm, and GPU idle seconds of its launches;
+        per stage: host seconds to issue them) of a forward pass over ``run_tokens`` in graph ``mode``; memoised,
+        as the rest of a step's shape (sampled rows, the unpadded size the stages send) varies far more often."""
         cached = self._body_cache.get((mode, run_tokens))
         if cached is not None:
             return cached
@@ -140,7 +141,7 @@ class ForwardPassCosts:
         roof = self._roof_for(run_tokens)
         dense, moe = self._layer_times(run_tokens)
         activation_bytes = run_tokens * m.hidden_size * ab
-        bodies = []
+        bodies, hosts = [], []
         for index, (dense_layers, moe_layers, _) in enumerate(self._stages):
             time = dense_layers * dense + moe_layers * moe
             kernels = dense_layers * self._kernels_per_layer(True) + moe_layers * self._kernels_per_layer(False)
@@ -150,10 +151,10 @@ class ForwardPassCosts:
                 time += roof.elementwise(2.0 * activation_bytes)  # final norm
             # + 3 kernels: embedding, final norm, logits
             launches, host = launch_cost(mode, dense_layers + moe_layers, kernels + 3, self.gpu.efficiency)
-            bodies.append((time, launches * self._kernel_gap, host))
-        self._body_cache[(mode, run_tokens)] = bodies
-        self._stage_hosts[(mode, run_tokens)] = tuple(host for _, _, host in bodies)
-        return bodies
+            bodies.append((time, launches * self._kernel_gap))
+            hosts.append(host)
+        self._body_cache[(mode, run_tokens)] = cached = (bodies, tuple(hosts))
+        return cached
 
     def _consts(self, tokens: int, num_sampled: int, uniform: bool) -> tuple[float, float]:
         """(all stages' non-attention GPU seconds one after the other, host seconds to launch them)."""

@@ -139,8 +139,7 @@ class RooflineTimingModel(ForwardPassCosts):
         self._base_cache: dict[tuple[int, int, bool], tuple[float, float]] = {}
         self._layer_cache: dict[int, tuple[float, float]] = {}
         self._stage_cache: dict[tuple[int, int, bool], tuple[tuple[float, ...], tuple[float, ...]]] = {}
-        self._body_cache: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
-        self._stage_hosts: dict[tuple[str, int], tuple[float, ...]] = {}
+        self._body_cache: dict[tuple[str, int], tuple[list[tuple[float, float]], tuple[float, ...]]] = {}
         self._roof_cache: dict[int, Roofline] = {}
         self._step_cache: dict[tuple[int, int, int], tuple[float, float, float]] = {}
         self._decode_consts: dict[int, tuple[float, float, float, float]] = {}
