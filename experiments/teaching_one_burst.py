@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from studies_common import RESULTS_DIR  # noqa: E402
 
 from llmsim.config import load_config  # noqa: E402
-from llmsim.metrics.recorder import recorder_listeners  # noqa: E402
+from llmsim.metrics.listeners import recorder_listeners  # noqa: E402
 from llmsim.metrics.timeline import TimelineRecorder  # noqa: E402
 from llmsim.simulation import simulate  # noqa: E402
 
