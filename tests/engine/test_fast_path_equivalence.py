@@ -73,7 +73,9 @@ SCENARIOS = {
                           "scheduler.preemption=swap", "scheduler.async_scheduling=false"],
 }
 # Every policy on its own: default load, then memory pressure with the synchronous loop (long decode runs
-# with someone waiting), then the policy's own knobs where it has them.
+# with someone waiting), then the policy's own knobs where it has them. The last two per policy run in the slow
+# suite (CI runs both): the quick suite keeps each policy's default and the random-workload properties below.
+SLOW_SCENARIOS: set[str] = set()
 for _policy in SCHEDULERS:
     _name = _policy.replace("-", "_")
     SCENARIOS[f"policy_{_name}"] = ["workload.num_requests=200", f"scheduler.policy={_policy}", "workload.rate=3"]
@@ -83,6 +85,7 @@ for _policy in SCHEDULERS:
     SCENARIOS[f"policy_{_name}_timeouts_longest_first"] = [
         "workload.num_requests=250", f"scheduler.policy={_policy}", "workload.rate=6", "scheduler.num_gpu_blocks=800",
         "scheduler.max_queue_time_s=3", "scheduler.queue=longest-first"]
+    SLOW_SCENARIOS |= {f"policy_{_name}_pressure_sync", f"policy_{_name}_timeouts_longest_first"}
 SCENARIOS["policy_tgi_eager_prefills"] = ["workload.num_requests=250", "scheduler.policy=tgi", "workload.rate=5",
                                          "scheduler.waiting_served_ratio=0.05", "scheduler.max_waiting_tokens=5"]
 SCENARIOS["policy_sglang_pressure_no_preemption"] = ["workload.num_requests=250", "scheduler.policy=sglang",
@@ -139,7 +142,8 @@ def _assert_frames_equal(a, b, what: str) -> None:
             assert (x == y).all(), f"{what}.{col}"
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_SCENARIOS else name
+                                  for name in sorted(SCENARIOS)])
 def test_fast_and_reference_modes_agree(name: str) -> None:
     reference = _run("reference", SCENARIOS[name])
     fast = _run("fast", SCENARIOS[name])
