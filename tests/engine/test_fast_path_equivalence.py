@@ -445,3 +445,25 @@ def test_compute_bound_decode_attention_agrees(tmp_path) -> None:
     assert fast.summary["engine_mode"] == "fast"
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")
+
+
+def test_requests_wait_through_quiet_steps() -> None:
+    """With max_num_seqs reached and a queue that never empties, the waiting pass stops at the same head step
+    after step: those steps run in the quiet loop (the pass's recorded stopping range), not request by request."""
+    from llmsim.engine import aggregate
+
+    calls = {"general": 0}
+    original = aggregate.AggregateReplica._schedule
+
+    def counting(self):
+        calls["general"] += 1
+        return original(self)
+
+    aggregate.AggregateReplica._schedule = counting
+    try:
+        result = _run("fast", ["workload.num_requests=600", "workload.rate=20", "scheduler.max_num_seqs=16",
+                               "metrics.step_detail=false"])
+    finally:
+        aggregate.AggregateReplica._schedule = original
+    assert result.summary["engine_mode"] == "fast" and result.summary["max_num_waiting"] > 100
+    assert 0 < calls["general"] < result.summary["num_steps"] / 4
