@@ -75,8 +75,10 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
     else:
         # Round-robin and random routers read no replica state: their choices depend only on the arrival order.
         views = [r.view for r in replicas]
-        choice = np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64,
-                             count=len(routed))
+        choose_many = getattr(router, "choose_many", None)  # optional: a router's choices for many at once
+        choice = (choose_many(len(routed), views) if choose_many is not None else
+                  np.fromiter((router.choose(None, views) for _ in range(len(routed))), dtype=np.int64,
+                              count=len(routed)))
         groups = [routed[choice == position] for position in range(len(replicas))]
         workers = min(worker_count(config.engine.workers, len(routed)), len(replicas))
         if workers > 1 and recorder.stream_path is None:

@@ -76,6 +76,12 @@ class RoundRobinRouter:
         self._next += 1
         return index
 
+    def choose_many(self, count: int, replicas: Sequence[ReplicaStatus]) -> np.ndarray:
+        """The next ``count`` choices at once (as ``count`` calls of :meth:`choose` give them)."""
+        indexes = (self._next + np.arange(count, dtype=np.int64)) % len(replicas)
+        self._next += count
+        return indexes
+
 
 class RandomRouter:
     """A uniformly random candidate (seeded)."""

@@ -97,7 +97,14 @@ def solve_ingress(cfg: ServerConfig, arrival_s: np.ndarray, prompt_tokens: np.nd
 
 
 def _multi_server_starts(arrival: np.ndarray, work: np.ndarray, processes: int) -> np.ndarray:
-    """Start times when each request takes the first server to free up (a loop: O(n log processes))."""
+    """Start times when each request takes the first server to free up (a loop: O(n log processes)), or the
+    arrivals themselves when no request can find every server busy (checked without the loop)."""
+    if _never_all_busy(arrival, work, processes):
+        return arrival.copy()
+    return _multi_server_loop(arrival, work, processes)
+
+
+def _multi_server_loop(arrival: np.ndarray, work: np.ndarray, processes: int) -> np.ndarray:
     free = [0.0] * processes
     start = np.empty(len(arrival))
     for i, (a, w) in enumerate(zip(arrival.tolist(), work.tolist())):
@@ -106,6 +113,24 @@ def _multi_server_starts(arrival: np.ndarray, work: np.ndarray, processes: int) 
         start[i] = begin
         heapq.heappush(free, begin + w)
     return start
+
+
+def _never_all_busy(arrival: np.ndarray, work: np.ndarray, processes: int) -> bool:
+    """True when fewer than ``processes`` earlier requests arrived within the longest ingress before each
+    arrival. Then, by induction over the arrival order, every request starts at its arrival: the servers busy
+    at arrival i hold requests that started at their own arrivals a_j > a_i − max work, fewer than
+    ``processes`` of them, so one is free (a server freeing exactly at a_i is free: the loop starts at
+    max(a_i, its free time) = a_i). The loop gives the same floats, since it starts each request at its arrival
+    too. Arrivals must be non-decreasing (the workload is sorted)."""
+    n = len(arrival)
+    if n <= processes:
+        return True
+    if np.any(np.diff(arrival) < 0):
+        return False
+    # A little wider than the longest work, so that rounding in a_j + w_j > a_i cannot hide a busy server.
+    window = float(work.max()) * (1 + 1e-9) + 1e-12
+    earliest_overlapping = np.searchsorted(arrival, arrival - window, side="right")
+    return bool(np.all(np.arange(n) - earliest_overlapping < processes))
 
 
 def egress_delays(first_s: np.ndarray, last_s: np.ndarray, num_tokens: np.ndarray, ingress: Ingress,

@@ -279,14 +279,32 @@ def _profile_files(kind: str) -> list[Path]:
     return files + (sorted(user.glob("*.yaml")) if user.is_dir() else [])
 
 
+_INDEXES: dict[str, tuple[tuple, dict[str, Path]]] = {}  # kind -> (its files' signature, index)
+
+
 def _index(kind: str) -> dict[str, Path]:
-    """Lower-cased name and aliases of every known profile of a kind -> its file (user profiles first)."""
+    """Lower-cased name and aliases of every known profile of a kind -> its file (user profiles first). Kept
+    while no file of the kind is added, removed or rewritten: a run resolves several names, a sweep thousands."""
+    files = _profile_files(kind)
+    signature = tuple((str(path), *_stamp(path)) for path in files)
+    cached = _INDEXES.get(kind)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
     index: dict[str, Path] = {}
-    for path in _profile_files(kind):
+    for path in files:
         data = _read_mapping(path)
         for key in [data.get("name", path.stem), *(data.get("aliases") or [])]:
             index[str(key).lower()] = path
+    _INDEXES[kind] = (signature, index)
     return index
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1)  # gone since the listing: the read reports it
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def profile_names(kind: str) -> dict[str, list[str]]:

@@ -26,6 +26,13 @@ def test_round_robin_cycles_over_candidates():
     assert [router.choose(req(), STATES) for _ in range(6)] == [0, 1, 2, 3, 0, 1]
 
 
+def test_round_robin_chooses_many_as_it_chooses_one_at_a_time():
+    one, many = make_router("round-robin", seed=0), make_router("round-robin", seed=0)
+    singles = [one.choose(req(), STATES) for _ in range(7)]
+    assert many.choose_many(3, STATES).tolist() + many.choose_many(4, STATES).tolist() == singles
+    assert many.choose(req(), STATES) == one.choose(req(), STATES)  # and carries on where it stopped
+
+
 def test_least_outstanding_takes_fewest_in_flight_and_first_on_ties():
     assert make_router("least-outstanding", 0).choose(req(), STATES) == 1
 

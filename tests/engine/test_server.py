@@ -165,3 +165,27 @@ def test_every_token_reaches_its_client_after_the_engine_emits_it_and_in_order(n
     first_delay, last_delay = egress_delays(first, last, tokens, ingress, arrival)
     assert (first_delay >= stream_s - 1e-12).all() and (last_delay >= stream_s - 1e-12).all()
     assert (last + last_delay >= first + first_delay - 1e-9).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 2.0, allow_nan=False), min_size=1, max_size=60),
+       st.lists(st.floats(0, 0.5, allow_nan=False), min_size=60, max_size=60), st.integers(1, 6))
+def test_several_processes_start_requests_as_the_queue_does(arrivals, works, processes):
+    """The shortcut that starts every request at its arrival (no request can find every process busy) gives
+    exactly the loop's start times, and is taken only when it may be."""
+    from llmsim.engine import server
+
+    arrival = np.sort(np.asarray(arrivals))
+    work = np.asarray(works[:len(arrival)])
+    loop = server._multi_server_loop(arrival, work, processes)
+    assert np.array_equal(server._multi_server_starts(arrival, work, processes), loop)
+    if server._never_all_busy(arrival, work, processes):
+        assert np.array_equal(loop, arrival)
+
+
+def test_a_lightly_loaded_set_of_processes_skips_the_queue_loop():
+    from llmsim.engine import server
+
+    arrival = np.arange(1000) * 0.01  # 100 req/s on 4 processes taking 15 ms each: never all busy
+    assert server._never_all_busy(arrival, np.full(1000, 0.015), 4)
+    assert not server._never_all_busy(arrival, np.full(1000, 0.045), 4)  # five overlap: the loop decides
