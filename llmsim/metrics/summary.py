@@ -29,7 +29,8 @@ _CHUNK = 1 << 20  # values per pass of the bucketed percentiles (bounds their te
 
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: list[float]) -> list[float]:
     """``np.percentile(np.repeat(values, weights), q)`` without materialising the repeat."""
-    if len(values) <= 4 * _CHUNK or np.isnan(values).any():
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if len(values) <= 4 * _CHUNK or np.isnan(values).any() or np.signbit(values).any():
         return _sorted_percentiles(values, weights, percentiles)
     at_rank = _ranked_by_buckets(values, weights)
     n = int(weights.sum())
@@ -58,30 +59,35 @@ def _sorted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: li
     return out
 
 
+# A non-negative float64's bits, read as an integer, order as the floats do; dropping the low 44 bits leaves its
+# exponent and top 8 mantissa bits: a bucket is 1/256 of an octave wide, found with a shift instead of a search.
+_BUCKET_SHIFT = 44
+
+
 def _ranked_by_buckets(values: np.ndarray, weights: np.ndarray):
     """rank → the value at that weighted rank in value order (the least v whose values ≤ v weigh more than
     the rank), the same value as the full sort gives. A long run holds tens of millions of gaps: instead of
-    sorting them all (an index and a cumulative array as large as they are), weigh them in buckets bounded
-    by a sample's values, chunk by chunk, then sort only the buckets the asked ranks fall in."""
+    sorting them all (an index and a cumulative array as large as they are), weigh them in buckets of their
+    leading bits (values must be non-negative, no NaN), chunk by chunk, then sort only the buckets the asked ranks
+    fall in."""
     n_values = len(values)
-    edges = np.unique(values[:: max(1, n_values // 8192)])
-    per_bucket = np.zeros(len(edges) + 1, dtype=np.int64)
-    for start in range(0, n_values, _CHUNK):  # bucket k holds edges[k-1] <= v < edges[k]
-        buckets = np.searchsorted(edges, values[start:start + _CHUNK], side="right")
+    low = int(np.float64(values.min()).view(np.int64)) >> _BUCKET_SHIFT
+    high = int(np.float64(values.max()).view(np.int64)) >> _BUCKET_SHIFT
+    per_bucket = np.zeros(high - low + 1, dtype=np.int64)
+    for start in range(0, n_values, _CHUNK):
+        buckets = (values[start:start + _CHUNK].view(np.int64) >> _BUCKET_SHIFT) - low
         per_bucket += np.bincount(buckets, weights=weights[start:start + _CHUNK],  # exact below 2**53
-                                  minlength=len(edges) + 1).astype(np.int64)
+                                  minlength=len(per_bucket)).astype(np.int64)
     cum_bucket = np.cumsum(per_bucket)
     sorted_buckets: dict = {}
 
     def at_rank(rank: int):
         k = int(np.searchsorted(cum_bucket, rank, side="right"))
         if k not in sorted_buckets:
-            low = edges[k - 1] if k > 0 else -np.inf
-            high = edges[k] if k < len(edges) else np.inf
             parts_v, parts_w = [], []
             for start in range(0, n_values, _CHUNK):
                 v = values[start:start + _CHUNK]
-                inside = (v >= low) & (v < high)
+                inside = (v.view(np.int64) >> _BUCKET_SHIFT) == k + low
                 parts_v.append(v[inside])
                 parts_w.append(weights[start:start + _CHUNK][inside])
             v, w = np.concatenate(parts_v), np.concatenate(parts_w)
