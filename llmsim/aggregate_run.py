@@ -221,7 +221,7 @@ def request_factory(df: pd.DataFrame) -> Callable[[int], Request]:
     prefixes = df["prefix_hashes"].to_numpy() if "prefix_hashes" in df.columns else None
 
     def request_of(i: int) -> Request:
-        return Request(f"{i:0{width}d}", arrival[i], int(prompt[i]), int(output[i]), index=i,
+        return Request(str(i).zfill(width), arrival[i], int(prompt[i]), int(output[i]), index=i,
                        priority=int(priority[i]) if priority is not None else 0,
                        session_id=int(session[i]) if session is not None else None,
                        prefix_hashes=tuple(prefixes[i]) if prefixes is not None and prefixes[i] is not None else None)
@@ -237,7 +237,7 @@ def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
     unservable = np.flatnonzero(failed | (prompt <= 0) | (output <= 0))
     reason[unservable] = [unservable_reason(failed[i], prompt[i], output[i]) for i in unservable.tolist()]
     return {
-        "request_id": [f"{i:0{width}d}" for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
+        "request_id": [str(i).zfill(width) for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
         "arrival_s": arrival, "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(), "finish_s": nan.copy(),
         "last_token_s": nan.copy(), "prompt_tokens": prompt, "output_tokens": output,
         "num_output_tokens": np.zeros(n, dtype=np.int64), "num_preemptions": np.zeros(n, dtype=np.int64),
