@@ -236,8 +236,12 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
         joined = int(np.searchsorted(f_sorted, t0 + dt, side="right"))
         candidates = order[:joined]
         active = candidates[l[candidates] >= t0 - dt]
+        # the open streams' first and last instants, token counts, spans and work, kept beside ``active`` (the
+        # bins read them every time; gathering them once per change of the set saves most of a bin's cost)
+        fa, la, na, spa, ta = f[active], l[active], n[active], span[active], total[active]
+        ta_done = ta - 1e-15  # a stream is done once served this much
         # everything emitted before the period was delivered when the server was last idle
-        served = np.where(f[active] < t0, np.minimum(_emitted(active, t0, f, span, n, cost), total[active]), 0.0)
+        served = np.where(fa < t0, np.minimum(_emitted_by(t0, fa, spa, na, cost), ta), 0.0)
         ingress_backlog = 0.0
         # a long busy period is stepped in coarser bins (at most MAX_PERIOD_STEPS of them over its walk length)
         group = max(1, -(-(b_last - b0 + 1) // MAX_PERIOD_STEPS))
@@ -245,7 +249,7 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
         b = b0
         while True:
             if b >= bins:  # past the grid: no new work, the open streams drain what they have left
-                _drain(active, served, total[active], cost, bins * dt + ingress_backlog / processes, processes,
+                _drain(active, served, ta, cost, bins * dt + ingress_backlog / processes, processes,
                        first_at, last_at)
                 break
             t1 = min(b + group, bins) * dt
@@ -254,39 +258,46 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
                 fresh = order[joined:newly]
                 active = np.concatenate([active, fresh])
                 served = np.concatenate([served, np.zeros(len(fresh))])
+                fa, la, na = np.concatenate([fa, f[fresh]]), np.concatenate([la, l[fresh]]), np.concatenate([na, n[fresh]])
+                spa, ta = np.concatenate([spa, span[fresh]]), np.concatenate([ta, total[fresh]])
+                ta_done = ta - 1e-15
                 joined = newly
             # ingress taken in before this step goes first; what arrives during it waits for the streams whose
             # tokens came before it (a closed-loop client sends as the previous response ends)
             used = min(cap_per_bin, ingress_backlog)
             ingress_backlog -= used
             left = cap_per_bin - used
-            arriving = float(ingress_work[b:b + group].sum())
-            pending = _emitted(active, t1, f, span, n, cost) - served
+            arriving = float(ingress_work[b] if group == 1 else ingress_work[b:b + group].sum())
+            pending = _emitted_by(t1, fa, spa, na, cost) - served
             if left > 0 and len(active):
                 pending = np.maximum(pending, 0.0)
-                keeping_up = float(pending.sum()) <= left  # every emitted token goes out within this step
-                give = _water_fill(pending, left)
+                pending_sum = float(pending.sum())
+                keeping_up = pending_sum <= left  # every emitted token goes out within this step
+                give = pending if keeping_up else _water_fill(pending, left)
                 before = served
                 served = served + give
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    for threshold, out, emitted_at in ((cost, first_at, f), (total[active], last_at, l)):
-                        crossed = (before < threshold - 1e-15) & (served >= threshold - 1e-15)
+                    for threshold, out, emitted_at in ((cost - 1e-15, first_at, fa), (ta_done, last_at, la)):
+                        crossed = (before < threshold) & (served >= threshold)
                         if not crossed.any():
                             continue
                         if keeping_up:  # no wait: its own streaming work after the engine emits it (or after
                             # the backlog left from earlier steps, which this step clears)
-                            out[active[crossed]] = np.maximum(emitted_at[active[crossed]], b * dt) + cost
+                            out[active[crossed]] = np.maximum(emitted_at[crossed], b * dt) + cost
                             continue
-                        frac = np.clip((np.broadcast_to(threshold, before.shape)[crossed] - before[crossed])
+                        target = (cost if threshold is not ta_done else ta)
+                        frac = np.clip((np.broadcast_to(target, before.shape)[crossed] - before[crossed])
                                        / give[crossed], 0.0, 1.0)
                         out[active[crossed]] = t1 - (t1 - b * dt) * (1.0 - frac)
-                left -= float(give.sum())
+                left -= pending_sum if keeping_up else float(give.sum())
             taken = min(left, arriving)
             ingress_backlog += arriving - taken
             left -= taken
-            done = served >= total[active] - 1e-15
+            done = served >= ta_done
             if done.any():
-                active, served = active[~done], served[~done]
+                keep = ~done
+                active, served = active[keep], served[keep]
+                fa, la, na, spa, ta, ta_done = fa[keep], la[keep], na[keep], spa[keep], ta[keep], ta_done[keep]
             if b + group > b_last and ingress_backlog <= 1e-15 and left > 1e-15 * cap_per_bin:
                 break  # the backlog is cleared within this bin: the busy period ends
             b += group
@@ -316,11 +327,11 @@ def _drain(active: np.ndarray, served: np.ndarray, total: np.ndarray, cost: floa
     last_at[active[waiting_last]] = reached(pending[waiting_last])
 
 
-def _emitted(active: np.ndarray, t: float, f: np.ndarray, span: np.ndarray, n: np.ndarray, cost: float) -> np.ndarray:
-    """Streaming work the engine has emitted for ``active`` requests by time ``t`` (the grid's fluid view)."""
-    fa = f[active]
-    fraction = np.clip((t - fa) / span[active], 0.0, 1.0)
-    return np.where(t >= fa, cost * (1.0 + (n[active] - 1.0) * fraction), 0.0)
+def _emitted_by(t: float, fa: np.ndarray, spa: np.ndarray, na: np.ndarray, cost: float) -> np.ndarray:
+    """Streaming work the engine has emitted by time ``t`` for streams that start at ``fa``, last ``spa`` and
+    carry ``na`` tokens (the grid's fluid view)."""
+    fraction = np.minimum(np.maximum((t - fa) / spa, 0.0), 1.0)  # np.clip's values, without its wrapper
+    return np.where(t >= fa, cost * (1.0 + (na - 1.0) * fraction), 0.0)
 
 
 def _water_fill(pending: np.ndarray, capacity: float) -> np.ndarray:

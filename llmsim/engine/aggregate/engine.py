@@ -78,6 +78,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.itl_weights = array(ITL_WEIGHT_CODE)
         self.steps = {name: array("d" if name in ("start_s", "duration_s") else "q")
                       for name in STEP_COLUMNS if name != "replica"}
+        self._bind_step_columns()
         self.num_steps = 0
         self.busy_s = 0.0
         self.kv_usage_s = 0.0
