@@ -19,10 +19,9 @@ the same link at once).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Optional, Sequence
 
-import networkx as nx
 
 from llmsim.cluster.config import NodeGroupSpec, TopologyConfig
 from llmsim.errors import ConfigError
@@ -76,27 +75,37 @@ class Topology:
         """``nvlink_Bps[gpu kind]`` is the NVLink bandwidth per GPU used when the config does not set one."""
         self.nodes = list(nodes)
         self.config = config
-        self.graph = nx.Graph()
+        self._nvlink_Bps = nvlink_Bps
+        self._path = lru_cache(maxsize=None)(self._compute_path)
+
+    @cached_property
+    def graph(self):
+        """The networkx graph, built when a path or a GPU's node is first asked for (most runs never ask:
+        networkx takes a fifth of a second to import)."""
+        import networkx as nx
+
+        config = self.config
+        graph = nx.Graph()
         net_Bps = config.network_bandwidth_gb_per_s * GB
         net_lat = config.network_latency_us * 1e-6
         nvl_lat = config.nvlink_latency_us * 1e-6
         num_leaves = -(-len(self.nodes) // config.nodes_per_leaf)
         for index, node in enumerate(self.nodes):
             nvl_Bps = (config.nvlink_bandwidth_gb_per_s * GB if config.nvlink_bandwidth_gb_per_s
-                       else nvlink_Bps[node.gpu])
+                       else self._nvlink_Bps[node.gpu])
             switch = f"{node.name}/nvswitch"
             leaf = f"leaf{index // config.nodes_per_leaf}"
             for g in range(node.num_gpus):
                 gpu = node.gpu_vertex(g)
-                self.graph.add_node(gpu, kind="gpu", node=node.name)
-                self.graph.add_edge(gpu, switch, kind="nvlink", bandwidth_Bps=nvl_Bps, latency_s=nvl_lat)
+                graph.add_node(gpu, kind="gpu", node=node.name)
+                graph.add_edge(gpu, switch, kind="nvlink", bandwidth_Bps=nvl_Bps, latency_s=nvl_lat)
                 if len(self.nodes) > 1:
-                    self.graph.add_edge(gpu, leaf, kind="network", bandwidth_Bps=net_Bps, latency_s=net_lat)
+                    graph.add_edge(gpu, leaf, kind="network", bandwidth_Bps=net_Bps, latency_s=net_lat)
         if num_leaves > 1:
             for leaf in range(num_leaves):
-                self.graph.add_edge(f"leaf{leaf}", "spine", kind="network",
-                                    bandwidth_Bps=config.spine_bandwidth_gb_per_s * GB, latency_s=net_lat)
-        self._path = lru_cache(maxsize=None)(self._compute_path)
+                graph.add_edge(f"leaf{leaf}", "spine", kind="network",
+                               bandwidth_Bps=config.spine_bandwidth_gb_per_s * GB, latency_s=net_lat)
+        return graph
 
     def gpus_of(self, node: Node) -> list[str]:
         return [node.gpu_vertex(g) for g in range(node.num_gpus)]
@@ -107,6 +116,8 @@ class Topology:
     def _compute_path(self, src: str, dst: str) -> Path:
         if src == dst:
             return Path((src,), float("inf"), 0.0)
+        import networkx as nx
+
         vertices = nx.shortest_path(self.graph, src, dst, weight="latency_s")
         edges = [self.graph.edges[a, b] for a, b in zip(vertices, vertices[1:])]
         return Path(tuple(vertices), min(e["bandwidth_Bps"] for e in edges), sum(e["latency_s"] for e in edges))

@@ -17,13 +17,20 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
 from llmsim.errors import ProfileError
 from llmsim.hardware.collectives import allreduce_time, send_recv_time
 from llmsim.hardware.ops import LayerShape, Roofline, layer_op_times
 from llmsim.hardware.specs import Efficiency, GPUSpec
 from llmsim.hardware.model_spec import ModelSpec
+
+
+def least_squares(*args, **kwargs):
+    """scipy's least_squares, imported when a fit runs: scipy.optimize takes a third of a second to import, and
+    every ``llmsim`` command loads this module."""
+    from scipy.optimize import least_squares as solve
+
+    return solve(*args, **kwargs)
 
 OP_GROUPS: dict[str, tuple[str, ...]] = {
     "projections": ("attn_pre_proj", "attn_post_proj"),
