@@ -163,9 +163,8 @@ def test_fast_and_reference_modes_agree(name: str) -> None:
                 assert fast.summary[metric][stat] == pytest.approx(value, rel=1e-9), f"{metric}.{stat}"
 
 
-def test_aggregate_engine_actually_aggregates() -> None:
-    """Guard against an equivalence suite that passes because the aggregate engine never engages: most steps
-    of a 16-replica run must be quiet steps (the pool alone), not plans built request by request."""
+def _run_counting_general_steps(overrides: list[str]):
+    """A fast run, and how many steps the aggregate engine built request by request (its ``_schedule`` calls)."""
     from llmsim.engine import aggregate
 
     calls = {"general": 0}
@@ -177,9 +176,18 @@ def test_aggregate_engine_actually_aggregates() -> None:
 
     aggregate.AggregateReplica._schedule = counting
     try:
-        result = _run("fast", ["workload.num_requests=3000", "workload.rate=40", "cluster.replicas=16"])
+        result = _run("fast", overrides)
     finally:
         aggregate.AggregateReplica._schedule = original
+    return result, calls["general"]
+
+
+def test_aggregate_engine_actually_aggregates() -> None:
+    """Guard against an equivalence suite that passes because the aggregate engine never engages: most steps
+    of a 16-replica run must be quiet steps (the pool alone), not plans built request by request."""
+    result, general = _run_counting_general_steps(["workload.num_requests=3000", "workload.rate=40",
+                                                   "cluster.replicas=16"])
+    calls = {"general": general}
     assert result.summary["engine_mode"] == "fast"
     assert 0 < calls["general"] < result.summary["num_steps"] / 3
 
@@ -450,20 +458,8 @@ def test_compute_bound_decode_attention_agrees(tmp_path) -> None:
 def test_requests_wait_through_quiet_steps() -> None:
     """With max_num_seqs reached and a queue that never empties, the waiting pass stops at the same head step
     after step: those steps run in the quiet loop (the pass's recorded stopping range), not request by request."""
-    from llmsim.engine import aggregate
-
-    calls = {"general": 0}
-    original = aggregate.AggregateReplica._schedule
-
-    def counting(self):
-        calls["general"] += 1
-        return original(self)
-
-    aggregate.AggregateReplica._schedule = counting
-    try:
-        result = _run("fast", ["workload.num_requests=600", "workload.rate=20", "scheduler.max_num_seqs=16",
-                               "metrics.step_detail=false"])
-    finally:
-        aggregate.AggregateReplica._schedule = original
+    result, general = _run_counting_general_steps(["workload.num_requests=600", "workload.rate=20",
+                                                   "scheduler.max_num_seqs=16", "metrics.step_detail=false"])
+    calls = {"general": general}
     assert result.summary["engine_mode"] == "fast" and result.summary["max_num_waiting"] > 100
     assert 0 < calls["general"] < result.summary["num_steps"] / 4
