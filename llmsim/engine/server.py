@@ -258,7 +258,8 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
                 fresh = order[joined:newly]
                 active = np.concatenate([active, fresh])
                 served = np.concatenate([served, np.zeros(len(fresh))])
-                fa, la, na = np.concatenate([fa, f[fresh]]), np.concatenate([la, l[fresh]]), np.concatenate([na, n[fresh]])
+                fa, la, na = (np.concatenate([fa, f[fresh]]), np.concatenate([la, l[fresh]]),
+                              np.concatenate([na, n[fresh]]))
                 spa, ta = np.concatenate([spa, span[fresh]]), np.concatenate([ta, total[fresh]])
                 ta_done = ta - 1e-15
                 joined = newly
@@ -277,7 +278,8 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
                 before = served
                 served = served + give
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    for threshold, out, emitted_at in ((cost - 1e-15, first_at, fa), (ta_done, last_at, la)):
+                    for threshold, target, out, emitted_at in ((cost - 1e-15, cost, first_at, fa),
+                                                               (ta_done, ta, last_at, la)):
                         crossed = (before < threshold) & (served >= threshold)
                         if not crossed.any():
                             continue
@@ -285,7 +287,6 @@ def _shared_streaming(busy: np.ndarray, dt: float, bins: int, processes: int, co
                             # the backlog left from earlier steps, which this step clears)
                             out[active[crossed]] = np.maximum(emitted_at[crossed], b * dt) + cost
                             continue
-                        target = (cost if threshold is not ta_done else ta)
                         frac = np.clip((np.broadcast_to(target, before.shape)[crossed] - before[crossed])
                                        / give[crossed], 0.0, 1.0)
                         out[active[crossed]] = t1 - (t1 - b * dt) * (1.0 - frac)
