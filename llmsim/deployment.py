@@ -57,7 +57,8 @@ def build_deployment(config: SimConfig) -> Deployment:
         # vLLM's hybrid allocator shares one pool between full and sliding layers (no per-request window
         # reserve): size the full-attention layers' blocks over all the memory, then convert to pages below.
         capacity = kv_cache_capacity(model, gpu, hw, sched.block_size, sched.gpu_memory_utilization,
-                                     max_num_seqs=0 if hybrid else sched.max_num_seqs)
+                                     max_num_seqs=sched.max_num_seqs,
+                                     max_num_batched_tokens=sched.max_num_batched_tokens)
         num_blocks = capacity.num_gpu_blocks
         details["kv_bytes_per_token"] = capacity.kv_bytes_per_token
         if num_blocks < 2:  # block 0 is reserved: vLLM refuses to start without one usable KV block

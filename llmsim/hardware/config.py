@@ -29,5 +29,5 @@ class HardwareConfig(StrictModel):
     )
     kv_cache_dtype: Precision = Field("auto", description="KV-cache precision; auto = the model's dtype")
     activation_reserve_gib: Optional[float] = Field(
-        None, ge=0, description="memory kept for activations and non-torch allocations per GPU; profile default when omitted"
+        None, ge=0, description="memory kept for activations and non-torch allocations per GPU; computed from the model and the scheduler's limits when omitted"
     )

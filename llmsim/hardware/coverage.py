@@ -57,9 +57,10 @@ def check_row(row: dict[str, str], row_id: str) -> RowCoverage:
         defaults = engine_defaults(parse_version(row.get("vllm_version", "")), gpu.memory_gib, gpu.name,
                                    online=(row.get("benchmark") or "serve").strip().lower() == "serve")
         utilization = flags.gpu_memory_utilization or 0.9
-        max_num_seqs = flags.max_num_seqs or defaults["max_num_seqs"]
         capacity = kv_cache_capacity(load_model(hw.model), gpu, hw, flags.block_size or BLOCK_SIZE, utilization,
-                                     max_num_seqs)
+                                     max_num_seqs=flags.max_num_seqs or defaults["max_num_seqs"],
+                                     max_num_batched_tokens=(flags.max_num_batched_tokens
+                                                             or defaults.get("max_num_batched_tokens", 2048)))
     except ProfileError as exc:
         return replace(base, reason=str(exc))
     except ValueError as exc:  # a malformed tp/pp value, or a precision pydantic rejects

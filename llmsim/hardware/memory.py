@@ -9,8 +9,15 @@ cuts the rest into pages of ``block_size`` tokens (REFERENCE.md section 2, ``vll
 
 Every GPU of a replica holds the same number of blocks (each holds its share of the KV heads of its own
 pipeline stage's layers), so ``num_gpu_blocks`` is per replica. Block 0 is reserved later by the engine.
-The activation reserve is a profile parameter (default 5.0 GiB at TP 1, +0.4 GiB of NCCL buffers when TP
-or PP > 1; REFERENCE.md section 2 worked numbers), overridable as ``hardware.activation_reserve_gib``.
+The activation reserve is what vLLM's profiling run leaves taken besides the weights: the peak of that run
+plus non-torch memory (:func:`activation_reserve_bytes`). The peak is the larger of two passes. The forward
+pass over ``max_num_batched_tokens`` dummy tokens keeps one layer's activations alive. The dummy sampler runs
+over ``min(max_num_seqs, max_num_batched_tokens)`` rows with top-k and top-p on, and holds fp32 logits,
+their sort values and int64 indices, softmax and cumulative probabilities, exponential noise and masks for
+every row × vocabulary entry. The sampler usually dominates. It makes the reserve depend on the model's
+vocabulary and on ``max_num_seqs``: about 1.2 GiB for a 128k vocabulary at 256 sequences, and 7.4 GiB for
+gpt-oss's 201k at 1,024. A profile (``activation_reserve_gib``) or a config (``hardware.activation_reserve_gib``)
+may fix it instead.
 """
 
 from __future__ import annotations
@@ -23,8 +30,20 @@ from llmsim.hardware.config import HardwareConfig
 from llmsim.hardware.specs import GIB, GPUSpec
 from llmsim.hardware.model_spec import ModelSpec
 
-# Non-torch memory grows with NCCL communicators (llm-d measured 0.55 GiB at TP 2 vs 0.13 at TP 1).
+# Non-torch memory (CUDA context share, cuBLAS workspaces) and its growth with NCCL communicators: llm-d
+# measured 0.13 GiB at TP 1 and 0.55 GiB at TP 2 (REFERENCE.md section 2).
+NON_TORCH_GIB = 0.13
 NCCL_RESERVE_GIB = 0.4
+#: Bytes alive per logit (row × vocabulary entry) at the peak of vLLM's dummy sampler run: fp32 logits (4),
+#: sorted values (4) and int64 sort indices (8), probabilities and their cumulative sums (4 + 4), exponential
+#: noise (4), the scattered-back logits (4), masks and the bf16 logits of the LM head (~3): about 35 B [I].
+#: Two published engine logs put it at 38-39 B. Llama-3.1-8B on an H100 (1,024 rows × 128,256) profiled
+#: 4.76 GiB of activations (llm-d, REFERENCE.md section 2). gpt-oss-120b on an H100 (1,024 rows × 201,088)
+#: left 7.4-7.5 GiB between its weights and its KV cache (vLLM issues 23278 and 27508).
+SAMPLER_BYTES_PER_LOGIT = 38.5
+#: Activation bytes (bf16) per token of the forward pass's widest moment: input, residual, normed hidden
+#: state and attention output (4 × hidden), and the MLP's gate/up output with its activation (3 × width) [I].
+ACTIVATION_BYTES = 2
 
 
 @dataclass(frozen=True)
@@ -128,10 +147,23 @@ def kv_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig, block_size: int) -> t
     return worst
 
 
-def activation_reserve_gib(gpu: GPUSpec, hw: HardwareConfig) -> float:
+def activation_reserve_bytes(model: ModelSpec, gpu: GPUSpec, hw: HardwareConfig, max_num_seqs: int,
+                             max_num_batched_tokens: int) -> float:
+    """Memory per GPU that vLLM's profiling run finds taken besides the weights (module docstring): the config's
+    or the GPU profile's fixed value when set, else non-torch memory plus the larger of the forward pass's
+    and the dummy sampler's peaks."""
     if hw.activation_reserve_gib is not None:
-        return hw.activation_reserve_gib
-    return gpu.activation_reserve_gib + (NCCL_RESERVE_GIB if hw.tp * hw.pp > 1 else 0.0)
+        return hw.activation_reserve_gib * GIB
+    if gpu.activation_reserve_gib is not None:
+        return gpu.activation_reserve_gib * GIB
+    non_torch = NON_TORCH_GIB + (NCCL_RESERVE_GIB if hw.tp * hw.pp > 1 else 0.0)
+    # Every GPU holds the full logits (vLLM gathers the vocabulary-parallel LM head's output to all ranks).
+    sampler = min(max_num_seqs, max_num_batched_tokens) * model.vocab_size * SAMPLER_BYTES_PER_LOGIT
+    width = model.intermediate_size / hw.tp if not model.is_moe or model.first_dense_layers else 0.0
+    if model.is_moe:  # each token goes through experts_per_token experts' MLPs at once
+        width = max(width, model.experts_per_token * model.expert_intermediate_size / hw.tp)
+    forward = max_num_batched_tokens * ACTIVATION_BYTES * (4 * model.hidden_size + 3 * width)
+    return non_torch * GIB + max(sampler, forward)
 
 
 def kv_cache_capacity(
@@ -140,25 +172,30 @@ def kv_cache_capacity(
     hw: HardwareConfig,
     block_size: int,
     gpu_memory_utilization: float,
-    max_num_seqs: int = 0,
+    window_requests: int = 0,
+    *,
+    max_num_seqs: int = 256,
+    max_num_batched_tokens: int = 8192,
 ) -> KVCapacity:
     """KV blocks per replica for ``model`` on ``tp × pp`` GPUs of kind ``gpu`` (raises if weights don't fit).
 
-    With sliding-window layers (gpt-oss, Step-3.5), ``max_num_seqs`` running requests each hold their
-    window's KV in those layers; that memory is set aside first and the blocks count the full-attention
-    layers only (a per-request approximation of vLLM's hybrid allocator, which shares one pool).
+    ``max_num_seqs`` and ``max_num_batched_tokens`` size the profiling run's peak (the defaults are vLLM V1's
+    offline ones before 0.9). With sliding-window layers (gpt-oss, Step-3.5), ``window_requests`` running
+    requests each hold their window's KV in those layers; that memory is set aside first and the blocks count
+    the full-attention layers only (a per-request approximation of vLLM's hybrid allocator, which shares one
+    pool; 0 leaves the sharing to the caller).
     """
     if not 0 < gpu_memory_utilization <= 1:
         raise ProfileError(f"scheduler.gpu_memory_utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
     weight_per_gpu = weight_bytes_per_gpu(model, hw)
     usable = gpu_memory_utilization * gpu.memory_bytes
-    reserve = activation_reserve_gib(gpu, hw) * GIB
+    reserve = activation_reserve_bytes(model, gpu, hw, max_num_seqs, max_num_batched_tokens)
     per_gpu_token, window_per_request = kv_bytes_per_gpu(model, hw, block_size)
-    windows = max_num_seqs * window_per_request
+    windows = window_requests * window_per_request
     available = usable - weight_per_gpu - reserve - windows
     if available <= 0:
         short = (weight_per_gpu + reserve + windows - usable) / GIB
-        extra = f", {windows / GIB:.1f} GiB of sliding-window KV for {max_num_seqs} requests" if windows else ""
+        extra = f", {windows / GIB:.1f} GiB of sliding-window KV for {window_requests} requests" if windows else ""
         raise ProfileError(
             f"{model.name} needs {weight_per_gpu / GIB:.1f} GiB of weights per GPU at tp={hw.tp}, pp={hw.pp} "
             f"(plus {reserve / GIB:.1f} GiB activation reserve{extra}) but {gpu.name} offers {usable / GIB:.1f} GiB at "

@@ -160,7 +160,7 @@ class GPUYAML(_Strict):
     gpus_per_node: int = Field(8, ge=1)
     internode_bandwidth_gbps: float = Field(25.0, gt=0, description="per GPU, to other nodes")
     cost_per_hour_usd: float = Field(ge=0)
-    activation_reserve_gib: float = Field(5.0, ge=0)
+    activation_reserve_gib: Optional[float] = Field(None, ge=0)
     efficiency: EfficiencyYAML = EfficiencyYAML()
     api_server: APIServerYAML = APIServerYAML()
     validation: Optional[ValidationYAML] = None

@@ -2,29 +2,75 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from llmsim.errors import ProfileError
 from llmsim.hardware.config import HardwareConfig
-from llmsim.hardware.memory import kv_cache_capacity, layers_per_stage
+from llmsim.hardware.memory import (
+    NCCL_RESERVE_GIB,
+    NON_TORCH_GIB,
+    SAMPLER_BYTES_PER_LOGIT,
+    activation_reserve_bytes,
+    kv_cache_capacity,
+    layers_per_stage,
+)
 from llmsim.hardware.profiles import load_gpu, load_model
 
 GIB = 1024**3
 
 
-def capacity(model, gpu, tp=1, pp=1, util=0.9, block=16, **kw):
+def capacity(model, gpu, tp=1, pp=1, util=0.9, block=16, seqs=256, tokens=8192, **kw):
     hw = HardwareConfig(gpu=gpu, model=model, tp=tp, pp=pp, **kw)
-    return kv_cache_capacity(load_model(model), load_gpu(gpu), hw, block, util)
+    return kv_cache_capacity(load_model(model), load_gpu(gpu), hw, block, util, max_num_seqs=seqs,
+                             max_num_batched_tokens=tokens)
+
+
+def reserve_gib(model, gpu, seqs, tokens, tp=1):
+    hw = HardwareConfig(gpu=gpu, model=model, tp=tp)
+    return activation_reserve_bytes(load_model(model), load_gpu(gpu), hw, seqs, tokens) / GIB
 
 
 def test_llama2_7b_on_a100_80gb_by_hand():
     cap = capacity("Llama-2-7B", "A100-80GB")
     weights = 6_738_415_616 * 2
-    available = 0.9 * 79.15 * GIB - weights - 5.0 * GIB  # util × memory − weights − 5 GiB reserve
+    # 256 sampler rows × 32,000 logits (315 MB) weigh less than the forward pass over 8,192 tokens: 2 bytes ×
+    # (4 × 4,096 hidden + 3 × 11,008 MLP) per token (810 MB); plus non-torch memory.
+    reserve = NON_TORCH_GIB * GIB + 8192 * 2 * (4 * 4096 + 3 * 11008)
+    available = 0.9 * 79.15 * GIB - weights - reserve
     assert cap.weight_bytes_per_gpu == weights
+    assert cap.activation_reserve_bytes == pytest.approx(reserve)
     assert cap.available_kv_bytes_per_gpu == pytest.approx(available)
     assert cap.kv_bytes_per_token == 524_288
-    assert cap.num_gpu_blocks == int(available // (16 * 524_288)) == 6871
+    assert cap.num_gpu_blocks == int(available // (16 * 524_288)) == 7398
+
+
+def test_reserve_matches_published_profiling_runs():
+    # llm-d (REFERENCE.md section 2): Llama-3.1-8B on an H100 with vLLM's defaults there (1,024 sequences,
+    # 8,192 tokens) profiled 4.76 GiB of activations plus 0.13 GiB of non-torch memory.
+    assert reserve_gib("Llama-3.1-8B", "H100", 1024, 8192) == pytest.approx(4.76 + 0.13, rel=0.03)
+    # vLLM issues 23278 / 27508: gpt-oss-120b on an H100 left 7.4-7.5 GiB between weights and KV cache.
+    assert 7.3 < reserve_gib("gpt-oss-120b", "H100", 1024, 8192) < 7.6
+
+
+def test_sampler_reserve_grows_with_sequences_and_vocabulary():
+    small, large = reserve_gib("Llama-3-8B", "A100-80GB", 256, 2048), reserve_gib("Llama-3-8B", "A100-80GB", 1024, 2048)
+    expected = (1024 - 256) * 128_256 * SAMPLER_BYTES_PER_LOGIT / GIB
+    assert large - small == pytest.approx(expected)
+    # Rows are capped by the token budget: a step cannot sample more requests than it schedules tokens.
+    assert reserve_gib("Llama-3-8B", "A100-80GB", 1024, 512) < large
+    # A 201k vocabulary costs more than a 128k one at the same limits.
+    assert reserve_gib("gpt-oss-20b", "A100-80GB", 1024, 2048) > large
+
+
+def test_forward_pass_sets_the_reserve_for_large_budgets():
+    # 16 sampler rows are nothing next to a forward pass over thousands of tokens, which grows with them.
+    non_torch = NON_TORCH_GIB + NCCL_RESERVE_GIB  # tp = 4
+    base = reserve_gib("Llama-3-70B", "H100", 16, 8192, tp=4) - non_torch
+    double = reserve_gib("Llama-3-70B", "H100", 16, 16384, tp=4) - non_torch
+    assert base * GIB == pytest.approx(8192 * 2 * (4 * 8192 + 3 * 28672 / 4))
+    assert double == pytest.approx(2 * base)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +85,9 @@ def test_llama2_7b_on_a100_80gb_by_hand():
     ],
 )
 def test_h100_blocks_match_reference_table(model, tp, blocks):
-    assert capacity(model, "H100", tp=tp).num_gpu_blocks == blocks
+    # The table's arithmetic, with its fixed reserve (5.0 GiB at TP 1, 5.4 at TP > 1) given explicitly.
+    reserve = 5.0 if tp == 1 else 5.4
+    assert capacity(model, "H100", tp=tp, activation_reserve_gib=reserve).num_gpu_blocks == blocks
 
 
 @pytest.mark.parametrize(
@@ -50,7 +98,7 @@ def test_h100_blocks_match_reference_table(model, tp, blocks):
     ],
 )
 def test_a100_capacity_by_hand(model, tp, kv_per_gpu_token, weights_params):
-    cap = capacity(model, "A100-80GB", tp=tp)
+    cap = capacity(model, "A100-80GB", tp=tp, activation_reserve_gib=5.4)
     available = 0.9 * 79.15 * GIB - weights_params * 2 / tp - 5.4 * GIB
     assert cap.kv_bytes_per_token_per_gpu == kv_per_gpu_token
     assert cap.num_gpu_blocks == int(available // (16 * kv_per_gpu_token))
@@ -81,13 +129,24 @@ def test_model_that_does_not_fit_says_by_how_much():
     message = str(info.value)
     assert "Llama-2-70B needs 128.5 GiB of weights per GPU at tp=1" in message
     assert "A100-80GB offers 71.2 GiB at gpu_memory_utilization=0.9" in message
-    assert "62.2 GiB short" in message and "hardware.tp" in message
+    assert "59.2 GiB short" in message and "hardware.tp" in message
 
 
 def test_activation_reserve_override():
     default = capacity("Llama-2-7B", "A100-80GB")
-    small = capacity("Llama-2-7B", "A100-80GB", activation_reserve_gib=2.0)
-    assert small.available_kv_bytes_per_gpu - default.available_kv_bytes_per_gpu == pytest.approx(3.0 * GIB)
+    fixed = capacity("Llama-2-7B", "A100-80GB", activation_reserve_gib=2.0)
+    assert fixed.activation_reserve_bytes == 2.0 * GIB
+    assert default.available_kv_bytes_per_gpu - fixed.available_kv_bytes_per_gpu == pytest.approx(
+        2.0 * GIB - default.activation_reserve_bytes)
+
+
+def test_gpu_profile_may_fix_the_reserve():
+    gpu = dataclasses.replace(load_gpu("A100-80GB"), activation_reserve_gib=3.0)
+    hw = HardwareConfig(gpu="A100-80GB", model="Llama-2-7B")
+    assert activation_reserve_bytes(load_model("Llama-2-7B"), gpu, hw, 256, 8192) == 3.0 * GIB
+    # The config's value wins over the profile's.
+    hw = HardwareConfig(gpu="A100-80GB", model="Llama-2-7B", activation_reserve_gib=1.0)
+    assert activation_reserve_bytes(load_model("Llama-2-7B"), gpu, hw, 256, 8192) == 1.0 * GIB
 
 
 @pytest.mark.parametrize("layers, pp", [(32, 1), (32, 4), (80, 3), (61, 8), (5, 5)])

@@ -75,7 +75,8 @@ def test_expert_parallel_splits_experts_not_dense_weights():
     assert ep2 == pytest.approx(tp2) == pytest.approx(model.weight_bytes() / 2)  # same GPUs, same bytes
     one = weight_bytes_per_gpu(model, HardwareConfig(model="Mixtral-8x7B"))
     assert one == pytest.approx(model.weight_bytes())
-    cap = kv_cache_capacity(model, load_gpu("H100"), HardwareConfig(model="Mixtral-8x7B", tp=2, ep=2), 16, 0.9)
+    cap = kv_cache_capacity(model, load_gpu("H100"), HardwareConfig(model="Mixtral-8x7B", tp=2, ep=2,
+                                                                    activation_reserve_gib=5.4), 16, 0.9)
     assert cap.num_gpu_blocks == 22903  # REFERENCE.md table, as with plain TP 2
 
 
