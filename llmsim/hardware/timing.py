@@ -51,7 +51,7 @@ from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
 from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of
 from llmsim.hardware.precision import weight_bytes_per_param
 from llmsim.hardware.specs import GPUSpec, dtype_bytes
-from llmsim.hardware.model_spec import ModelSpec
+from llmsim.hardware.model_spec import SLIDING_ATTENTION, ModelSpec
 
 
 class TimingModel(Protocol):
@@ -113,6 +113,17 @@ class RooflineTimingModel(ForwardPassCosts):
         self._num_layers = model.num_layers
         self._shape = LayerShape.of(model, hw.tp)
         self._stages = self._stage_layout()
+        # Sliding-window layers (gpt-oss, Gemma 3, Step-3.5) attend to the last ``sliding_window`` tokens only:
+        # their attention is priced on the window, the other layers' on the whole context.
+        kinds = model.attention_layer_types
+        self._window = model.sliding_window if SLIDING_ATTENTION in kinds else None
+        self._sliding_layers = sum(1 for kind in kinds if kind == SLIDING_ATTENTION)
+        self._full_layers = model.num_layers - self._sliding_layers
+        self._stage_sliding = []
+        first = 0
+        for count in layers_per_stage(model.num_layers, hw.pp):
+            self._stage_sliding.append(sum(1 for kind in kinds[first:first + count] if kind == SLIDING_ATTENTION))
+            first += count
         # Attention constants (per layer, per TP rank). MLA attends in the latent space (absorbed weights):
         # scores over kv_lora_rank + rope dims, values of kv_lora_rank dims.
         if model.uses_mla:
@@ -198,7 +209,31 @@ class RooflineTimingModel(ForwardPassCosts):
             ctx_tokens += k + c
         if tokens == 0:
             return 0.0
-        return self.time_from_totals(tokens, flop_units, ctx_tokens, num_sampled, len(new_tokens))
+        window = self.window_totals(new_tokens, context_lens) if self._window else None
+        return self.time_from_totals(tokens, flop_units, ctx_tokens, num_sampled, len(new_tokens), window)
+
+    def window_totals(self, new_tokens: Sequence[int], context_lens: Sequence[int]) -> tuple[float, int]:
+        """(attention work units, KV tokens read) of the batch in a sliding-window layer, the counterparts of
+        :meth:`step_time`'s ``flop_units`` and ``ctx_tokens``. Query i of a chunk of c new tokens over k cached
+        ones sees min(k + i + 1, W) keys; a decode (c = 1) is the integer 2·min(k + 1, W) units and reads
+        min(k + 1, W) tokens, the last W of its cache."""
+        w = self._window
+        units = ctx = 0
+        for c, k in zip(new_tokens, context_lens):
+            if c == 1:
+                seen = k + 1 if k < w else w
+                units += 2 * seen
+                ctx += seen
+                continue
+            if k >= w:
+                keys = c * w
+            elif k + c <= w:
+                keys = c * k + c * (c + 1) // 2
+            else:
+                keys = (w - k) * (k + 1 + w) // 2 + (k + c - w) * w
+            units += 2 * keys * (c + self._half) / c  # a chunk's tile waste, as chunk_flop_units
+            ctx += min(k + c, w + c - 1)
+        return units, ctx
 
     def decode_step_time(self, batch: int, sum_context: int) -> float:
         """``step_time([1] * batch, contexts, batch)`` for contexts summing to ``sum_context`` (pp = 1), from
@@ -231,17 +266,23 @@ class RooflineTimingModel(ForwardPassCosts):
         (c + half) / c."""
         return (self._ctx_w2 * k + c + 1) * (c + self._half)
 
-    def time_from_totals(self, tokens: int, flop_units, ctx_tokens: int, num_sampled: int, num_scheduled: int) -> float:
+    def time_from_totals(self, tokens: int, flop_units, ctx_tokens: int, num_sampled: int, num_scheduled: int,
+                         window: Optional[tuple] = None) -> float:
         """A step's duration (pp = 1) from the batch totals :meth:`step_time` accumulates: new tokens, attention
         units (summed in batch order), cached-plus-new context tokens, sampled rows and scheduled requests.
         The aggregate engine calls it with totals it keeps without visiting each request; the arithmetic is
         the same, so the durations are bit-identical. One token per request is a uniform decode batch (vLLM's
-        FULL CUDA graph)."""
+        FULL CUDA graph). ``window``: the sliding-window layers' (units, KV tokens) (:meth:`window_totals`), for
+        a model that has them; without it every layer is priced on the whole context."""
         consts = self._step_cache.get((tokens, num_sampled, num_scheduled))
         if consts is None:
             consts = self._step_consts(tokens, num_sampled, num_scheduled)
         base, floor, add = consts
-        gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
+        if window is None:
+            gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
+        else:
+            gpu = (base + self._full_layers * self.attention_time(flop_units, ctx_tokens, tokens)
+                   + self._sliding_layers * self.attention_time(window[0], window[1], tokens))
         return (gpu if gpu > floor else floor) + add
 
     def _step_consts(self, tokens: int, num_sampled: int, num_scheduled: int) -> tuple[float, float, float]:
@@ -259,6 +300,7 @@ class RooflineTimingModel(ForwardPassCosts):
         count = len(new_tokens)
         micro = max(1, min(self._pp, count))
         sums = [[0, 0, 0, 0] for _ in range(micro)]  # tokens, flop units, context tokens, requests per micro-batch
+        members: list[list[int]] = [[] for _ in range(micro)]
         total = 0
         for i, (c, k) in enumerate(zip(new_tokens, context_lens)):
             s = sums[i % micro]
@@ -266,6 +308,7 @@ class RooflineTimingModel(ForwardPassCosts):
             s[1] += 2 * k + 2 if c == 1 else self.chunk_flop_units(c, k)
             s[2] += k + c
             s[3] += 1
+            members[i % micro].append(i)
             total += c
         per_stage = [[] for _ in self._stages]
         for g, (tokens, flop_units, ctx_tokens, requests) in enumerate(sums):
@@ -274,13 +317,23 @@ class RooflineTimingModel(ForwardPassCosts):
             sampled = num_sampled // micro + (1 if g < num_sampled % micro else 0)
             stages, hosts = self._stage_shape(tokens, sampled, tokens == requests)
             attention = self.attention_time(flop_units, ctx_tokens, tokens)
+            windowed = None
+            if self._window:
+                units, ctx = self.window_totals([new_tokens[i] for i in members[g]],
+                                                [context_lens[i] for i in members[g]])
+                windowed = self.attention_time(units, ctx, tokens)
             for index, (base, host) in enumerate(zip(stages, hosts)):
-                per_stage[index].append(max(base + self._stage_attention_layers(index) * attention, host))
+                per_stage[index].append(max(base + self._stage_attention(index, attention, windowed), host))
         return self._assemble(per_stage, micro, self.cpu_time(total, count, num_sampled))
 
-    def _stage_attention_layers(self, index: int) -> int:
+    def _stage_attention(self, index: int, attention, windowed=None):
+        """Stage ``index``'s attention time from one layer's (floats or arrays): its sliding-window layers at
+        ``windowed`` when given, every other layer at ``attention``."""
         dense, moe, _ = self._stages[index]
-        return dense + moe
+        if windowed is None:
+            return (dense + moe) * attention
+        sliding = self._stage_sliding[index]
+        return (dense + moe - sliding) * attention + sliding * windowed
 
     def _assemble(self, per_stage, micro: int, cpu) -> PipelineTiming:
         """Combine stage × micro-batch times (floats, or numpy arrays over steps) into the step's timing."""
@@ -322,22 +375,45 @@ class RooflineTimingModel(ForwardPassCosts):
                 summed = int(group.sum()) + step * size
                 stages, hosts = self._stage_shape(size, size, True)
                 attention = self.attention_time(2 * summed + 2 * size, summed + size, size)
+                windowed = None
+                if self._window:
+                    seen = self.window_decode_sums(group, num_steps)
+                    windowed = self.attention_time(2 * seen, seen, size)
                 for index, (base, host) in enumerate(zip(stages, hosts)):
-                    per_stage[index].append(np.maximum(base + self._stage_attention_layers(index) * attention, host))
+                    per_stage[index].append(np.maximum(base + self._stage_attention(index, attention, windowed), host))
             return self._assemble(per_stage, micro, cpu).occupancy_s
         summed = int(ctx.sum()) + step * batch  # Σ context before each step
         flop_units = 2 * summed + 2 * batch  # Σ 1·(2k + 1 + 1)
         ctx_tokens = summed + batch
         base, host = self._consts(batch, batch, True)
         attention = self.attention_time(flop_units, ctx_tokens, batch)
+        if self._window:
+            seen = self.window_decode_sums(ctx, num_steps)
+            gpu = (base + self._full_layers * attention
+                   + self._sliding_layers * self.attention_time(2 * seen, seen, batch))
+            return self.period(np.maximum(gpu, host), cpu)
         return self.period(np.maximum(base + self._num_layers * attention, host), cpu)
 
-    def decode_times_from_totals(self, batch_sizes: np.ndarray, sum_contexts: np.ndarray) -> Optional[np.ndarray]:
+    def window_decode_sums(self, context_lens: np.ndarray, num_steps: int) -> np.ndarray:
+        """Σ over a fixed batch of min(k + 1, W) in each of ``num_steps`` decode steps (contexts k grow by one a
+        step): the keys a sliding-window layer reads, as :meth:`window_totals` counts them."""
+        steps = np.arange(1, num_steps + 1, dtype=np.int64)
+        return np.minimum(np.asarray(context_lens, dtype=np.int64)[:, None] + steps[None, :], self._window).sum(axis=0)
+
+    @property
+    def sliding_window(self) -> Optional[int]:
+        """The window of the model's sliding-window layers (None without any): their attention reads only it."""
+        return self._window
+
+    def decode_times_from_totals(self, batch_sizes: np.ndarray, sum_contexts: np.ndarray,
+                                 window_sums: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """Durations of decode-only steps from each step's batch size and Σ context before it.
 
         Equal to ``step_time([1]*b, ctx, b)`` step by step (same integer totals, same float operations), for
         batches that shrink as requests finish; the engine's fast path uses it. None when pp > 1 (the
         micro-batch split needs the individual contexts: use :meth:`decode_step_times` per fixed batch).
+        ``window_sums``: each step's Σ min(k + 1, W) over the batch, for a model with sliding-window layers
+        (:meth:`window_totals`).
         """
         if self._pp > 1:
             return None
@@ -350,6 +426,10 @@ class RooflineTimingModel(ForwardPassCosts):
         base = np.repeat([c[0] for c in consts], lengths)
         host = np.repeat([c[1] for c in consts], lengths)
         attention = self.attention_time(2 * summed + 2 * b, summed + b, b)
+        if self._window:
+            seen = np.asarray(window_sums, dtype=np.int64)
+            gpu = base + self._full_layers * attention + self._sliding_layers * self.attention_time(2 * seen, seen, b)
+            return self.period(np.maximum(gpu, host), self.cpu_time(b, b, b))
         return self.period(np.maximum(base + self._num_layers * attention, host), self.cpu_time(b, b, b))
 
 

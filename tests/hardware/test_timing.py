@@ -33,7 +33,8 @@ def test_llama2_7b_prefill_and_decode_magnitudes():
     assert 0.015 <= LLAMA7B_KERNELS.step_time([1] * 32, [1000] * 32, 32) <= 0.025
 
 
-@pytest.mark.parametrize("model, tp, pp", [("Llama-2-7B", 1, 1), ("Llama-3-70B", 4, 2), ("Mixtral-8x7B", 2, 1), ("DeepSeek-V2-Lite", 1, 1)])
+@pytest.mark.parametrize("model, tp, pp", [("Llama-2-7B", 1, 1), ("Llama-3-70B", 4, 2), ("Mixtral-8x7B", 2, 1),
+                                           ("DeepSeek-V2-Lite", 1, 1), ("gpt-oss-120b", 2, 1), ("gpt-oss-20b", 1, 2)])
 def test_decode_step_times_equals_step_loop(model, tp, pp):
     tm = timing(model, "H100", tp=tp, pp=pp)
     contexts = np.array([5, 100, 1000, 3, 4096])
@@ -101,3 +102,47 @@ def test_empty_step_costs_nothing():
 def test_unknown_timing_model_lists_names():
     with pytest.raises(ProfileError, match="roofline"):
         build_timing_model(HardwareConfig(), load_gpu("A100"), load_model("Llama-2-7B"), kind="magic")
+
+
+# ---- sliding-window layers --------------------------------------------------------------------------------
+GPT_OSS = timing("gpt-oss-120b", "H100")
+
+
+def _all_full(model_name: str, gpu: str = "H100"):
+    tm = timing(model_name, gpu)
+    tm._window = None  # the same model priced as if every layer attended to the whole context
+    return tm
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 700), st.integers(0, 700), st.integers(1, 300))
+def test_window_keys_match_a_query_by_query_count(c, k, w):
+    tm = timing("gpt-oss-20b", "H100")
+    tm._window = w
+    units, ctx = tm.window_totals([c], [k])
+    keys = sum(min(k + i + 1, w) for i in range(c))
+    if c == 1:
+        assert (units, ctx) == (2 * keys, keys)
+    else:
+        assert units == pytest.approx(2 * keys * (c + tm._half) / c)
+        assert ctx == min(k + c, w + c - 1)
+
+
+def test_sliding_layers_make_long_contexts_cheaper_not_short_ones():
+    full = _all_full("gpt-oss-120b")
+    # Contexts within the window: every layer reads the same keys.
+    assert GPT_OSS.step_time([1] * 32, [100] * 32, 32) == pytest.approx(full.step_time([1] * 32, [100] * 32, 32), rel=1e-12)
+    # Long contexts: half the layers read 128 keys instead of thousands.
+    assert GPT_OSS.step_time([1] * 64, [8000] * 64, 64) < 0.95 * full.step_time([1] * 64, [8000] * 64, 64)
+    assert GPT_OSS.step_time([8192], [24576], 1) < 0.8 * full.step_time([8192], [24576], 1)
+    # A model without sliding layers is priced as before.
+    assert timing("Llama-3-8B", "H100").sliding_window is None
+
+
+def test_fast_path_decode_times_price_the_window_as_the_step_loop():
+    contexts = np.array([3, 127, 128, 500, 9000])
+    steps = 40
+    slow = [GPT_OSS.step_time([1] * 5, list(contexts + j), 5) for j in range(steps)]
+    seen = GPT_OSS.window_decode_sums(contexts, steps)
+    fast = GPT_OSS.decode_times_from_totals(np.full(steps, 5), int(contexts.sum()) + np.arange(steps) * 5, seen)
+    assert np.array_equal(fast, np.array(slow))  # bit for bit: the engines must agree
