@@ -172,7 +172,6 @@ def kv_cache_capacity(
     hw: HardwareConfig,
     block_size: int,
     gpu_memory_utilization: float,
-    window_requests: int = 0,
     *,
     max_num_seqs: int = 256,
     max_num_batched_tokens: int = 8192,
@@ -180,10 +179,10 @@ def kv_cache_capacity(
     """KV blocks per replica for ``model`` on ``tp × pp`` GPUs of kind ``gpu`` (raises if weights don't fit).
 
     ``max_num_seqs`` and ``max_num_batched_tokens`` size the profiling run's peak (the defaults are vLLM V1's
-    offline ones before 0.9). With sliding-window layers (gpt-oss, Step-3.5), ``window_requests`` running
-    requests each hold their window's KV in those layers; that memory is set aside first and the blocks count
-    the full-attention layers only (a per-request approximation of vLLM's hybrid allocator, which shares one
-    pool; 0 leaves the sharing to the caller).
+    offline ones before 0.9). With sliding-window layers (gpt-oss, Step-3.5) the blocks count the
+    full-attention layers' bytes per token; the sliding layers share the pool (vLLM's hybrid allocator, which
+    :mod:`llmsim.deployment` converts the count for and :mod:`llmsim.engine.hybrid_kv` allocates from), and
+    ``window_bytes_per_request_per_gpu`` says what one running request holds there.
     """
     if not 0 < gpu_memory_utilization <= 1:
         raise ProfileError(f"scheduler.gpu_memory_utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
@@ -191,14 +190,12 @@ def kv_cache_capacity(
     usable = gpu_memory_utilization * gpu.memory_bytes
     reserve = activation_reserve_bytes(model, gpu, hw, max_num_seqs, max_num_batched_tokens)
     per_gpu_token, window_per_request = kv_bytes_per_gpu(model, hw, block_size)
-    windows = window_requests * window_per_request
-    available = usable - weight_per_gpu - reserve - windows
+    available = usable - weight_per_gpu - reserve
     if available <= 0:
-        short = (weight_per_gpu + reserve + windows - usable) / GIB
-        extra = f", {windows / GIB:.1f} GiB of sliding-window KV for {window_requests} requests" if windows else ""
+        short = (weight_per_gpu + reserve - usable) / GIB
         raise ProfileError(
             f"{model.name} needs {weight_per_gpu / GIB:.1f} GiB of weights per GPU at tp={hw.tp}, pp={hw.pp} "
-            f"(plus {reserve / GIB:.1f} GiB activation reserve{extra}) but {gpu.name} offers {usable / GIB:.1f} GiB at "
+            f"(plus {reserve / GIB:.1f} GiB activation reserve) but {gpu.name} offers {usable / GIB:.1f} GiB at "
             f"gpu_memory_utilization={gpu_memory_utilization}: {short:.1f} GiB short; raise hardware.tp or hardware.pp"
         )
     blocks = math.floor(available / (block_size * per_gpu_token))
