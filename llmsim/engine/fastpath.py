@@ -312,12 +312,9 @@ def _durations(timing, contexts: np.ndarray, last_step: np.ndarray, alive: np.nd
                k: int) -> np.ndarray:
     """Step times of steps 1..k; the batch shrinks as requests produce their last token."""
     sum_ctx = (contexts @ alive) + np.arange(k) * batch  # Σ over the batch of (context at the start + m − 1)
-    window = getattr(timing, "sliding_window", None)
     times = None
     if hasattr(timing, "decode_times_from_totals"):
-        # Sliding-window layers read min(context + 1, W) keys of each request in step m.
-        seen = ((np.minimum(contexts[:, None] + np.arange(1, k + 1)[None, :], window) * alive).sum(axis=0)
-                if window else None)
+        seen = timing.window_decode_sums(contexts, k, alive) if getattr(timing, "sliding_window", None) else None
         times = timing.decode_times_from_totals(batch, sum_ctx, seen)
     if times is not None:
         return times

@@ -50,7 +50,6 @@ class PipelineStages:
         count = len(new_tokens)
         micro = max(1, min(self._pp, count))
         sums = [[0, 0, 0, 0] for _ in range(micro)]  # tokens, flop units, context tokens, requests per micro-batch
-        members: list[list[int]] = [[] for _ in range(micro)]
         total = 0
         for i, (c, k) in enumerate(zip(new_tokens, context_lens)):
             s = sums[i % micro]
@@ -58,7 +57,6 @@ class PipelineStages:
             s[1] += 2 * k + 2 if c == 1 else self.chunk_flop_units(c, k)
             s[2] += k + c
             s[3] += 1
-            members[i % micro].append(i)
             total += c
         per_stage = [[] for _ in self._stages]
         for g, (tokens, flop_units, ctx_tokens, requests) in enumerate(sums):
@@ -69,8 +67,8 @@ class PipelineStages:
             attention = self.attention_time(flop_units, ctx_tokens, tokens)
             windowed = None
             if self._window:
-                units, ctx = self.window_totals([new_tokens[i] for i in members[g]],
-                                                [context_lens[i] for i in members[g]])
+                # micro-batch g holds requests g, g + micro, ... (the round-robin split above)
+                units, ctx = self.window_totals(new_tokens[g::micro], context_lens[g::micro])
                 windowed = self.attention_time(units, ctx, tokens)
             for index, (base, host) in enumerate(zip(stages, hosts)):
                 per_stage[index].append(max(base + self._stage_attention(index, attention, windowed), host))

@@ -287,11 +287,14 @@ class RooflineTimingModel(PipelineStages, ForwardPassCosts):
             return self.period(np.maximum(gpu, host), cpu)
         return self.period(np.maximum(base + self._num_layers * attention, host), cpu)
 
-    def window_decode_sums(self, context_lens: np.ndarray, num_steps: int) -> np.ndarray:
-        """Σ over a fixed batch of min(k + 1, W) in each of ``num_steps`` decode steps (contexts k grow by one a
-        step): the keys a sliding-window layer reads, as :meth:`window_totals` counts them."""
+    def window_decode_sums(self, context_lens: np.ndarray, num_steps: int,
+                           alive: Optional[np.ndarray] = None) -> np.ndarray:
+        """Σ over the batch of min(k + 1, W) in each of ``num_steps`` decode steps (contexts k grow by one a
+        step): the keys a sliding-window layer reads, as :meth:`window_totals` counts them. ``alive[i, m]``:
+        request i is in the batch of step m + 1 (default: every request in every step)."""
         steps = np.arange(1, num_steps + 1, dtype=np.int64)
-        return np.minimum(np.asarray(context_lens, dtype=np.int64)[:, None] + steps[None, :], self._window).sum(axis=0)
+        seen = np.minimum(np.asarray(context_lens, dtype=np.int64)[:, None] + steps[None, :], self._window)
+        return (seen if alive is None else seen * alive).sum(axis=0)
 
     @property
     def sliding_window(self) -> Optional[int]:
