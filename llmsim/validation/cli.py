@@ -110,6 +110,8 @@ def fit_e2e_command(
     out: Path = typer.Option(..., "-o", "--out", help="profile YAML to write (with --gpu), else a folder of them"),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes"),
     iterations: int = typer.Option(2, "--iterations", min=1, max=5, help="Gauss-Newton iterations"),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="also write every point's measured, "
+                                               "in-sample and held-out (leave-one-model-out) values to this CSV"),
 ) -> None:
     """Fit a GPU profile's step-time parameters on end-to-end points; print leave-one-model-out errors."""
     import yaml
@@ -118,7 +120,7 @@ def fit_e2e_command(
 
     from llmsim.fileio import atomic_write_text
     from llmsim.hardware.profiles import load_gpu
-    from llmsim.validation.fit import FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu, profile_with
+    from llmsim.validation.fit import FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu, prediction_rows, profile_with
     from llmsim.validation.points import METRICS, read_points
     from llmsim.validation.setup import SkipPoint, build_setup
 
@@ -146,6 +148,7 @@ def fit_e2e_command(
         raise UserError(f"-o {out}: without --gpu, fit-e2e writes one profile per GPU; give a folder")
     console = Console(stderr=False)
     pooled: dict[str, list[float]] = {}
+    rows: list[str] = []
     for name, group in groups.items():
         spec = load_gpu(name)
         base = yaml.safe_load(Path(spec.source_file).read_text())
@@ -182,6 +185,10 @@ def fit_e2e_command(
         typer.echo(f"wrote {target} ({result.evaluations} simulation passes)")
         for metric, values in result.cv_errors.items():
             pooled.setdefault(metric, []).extend(values)
+        rows.extend(prediction_rows(result))
+    if predictions is not None:
+        atomic_write_text(predictions, "id,gpu,metric,measured,in_sample,held_out\n" + "\n".join(rows) + "\n")
+        typer.echo(f"wrote {predictions}")
     if len(groups) > 1 and pooled:
         import numpy as np
 

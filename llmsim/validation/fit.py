@@ -192,6 +192,9 @@ class FitResult:
     models: list[str]
     evaluations: int
     cv_errors: dict[str, list[float]] = field(default_factory=dict)  # held-out |relative error| per metric
+    points: list[BenchmarkPoint] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)  # in-sample, at the fitted parameters
+    held_out: list[dict] = field(default_factory=list)  # each point predicted by the fit without its model
 
 
 F_SCALE = 0.1  # soft-L1 scale of the residuals (log units): errors beyond ~10 % weigh linearly, not squared
@@ -286,7 +289,22 @@ def fit_gpu(evaluator: Evaluator, model_of: Callable[[BenchmarkPoint], str], ite
     return FitResult(gpu=evaluator.base_yaml.get("name", "?"), theta=theta_of(x), theta0=theta0,
                      in_sample=in_sample, cross_validated=cross, residuals=residuals, num_points=len(points),
                      models=models, evaluations=evaluator.evaluations,
-                     cv_errors=absolute_errors(points, held_predictions) if len(models) > 1 else {})
+                     cv_errors=absolute_errors(points, held_predictions) if len(models) > 1 else {},
+                     points=points, predictions=predictions,
+                     held_out=held_predictions if len(models) > 1 else [{} for _ in points])
+
+
+def prediction_rows(result: FitResult) -> list[str]:
+    """CSV lines (no header) of every measured metric: id, metric, measured, in-sample and held-out predictions."""
+    def fmt(value):
+        return "" if value is None else f"{value:.6g}"
+
+    lines = []
+    for point, fitted, held in zip(result.points, result.predictions, result.held_out):
+        for metric, measured in point.measured.items():
+            lines.append(f"{point.id},{result.gpu},{metric},{measured:.6g},{fmt(fitted.get(metric))},"
+                         f"{fmt(held.get(metric))}")
+    return lines
 
 
 def absolute_errors(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, list[float]]:

@@ -8,7 +8,7 @@ import pytest
 
 from llmsim.hardware.specs import PredictionResiduals
 from llmsim.metrics.intervals import UNCALIBRATED_LOG_HALF_WIDTH, add_intervals, interval, log_bounds, plus_minus
-from llmsim.validation.fit import FitParameter, Evaluator, fit_gpu, residual_quantiles
+from llmsim.validation.fit import FitParameter, Evaluator, fit_gpu, prediction_rows, residual_quantiles
 from llmsim.validation.points import BenchmarkPoint
 
 PARAMS = (FitParameter("efficiency.linear_mfu", 0.1, 0.95, "compute"),
@@ -53,6 +53,23 @@ def test_fit_recovers_the_parameters_that_produced_the_measurements():
     assert result.cross_validated["latency_s"]["n"] == len(points)
     assert result.models == ["a", "b", "c"]
     assert set(result.residuals) == {"e2el"} and result.residuals["e2el"]["n"] == len(points)
+
+
+def test_prediction_rows_give_each_point_its_in_sample_and_held_out_values():
+    """--predictions: one row per measured metric; the in-sample value is the fitted model's, the held-out value
+    that of the fit without the point's model (each model's points are predicted by another fit)."""
+    points = _measured_points()
+    evaluator = FakeEvaluator({"name": "fake", "efficiency": {"linear_mfu": 0.8, "cpu_step_overhead_ms": 1.0}}, points)
+    result = fit_gpu(evaluator, lambda p: p.model, iterations=3, parameters=PARAMS)
+    rows = [line.split(",") for line in prediction_rows(result)]
+    assert [r[0] for r in rows] == [p.id for p in points] and {r[2] for r in rows} == {"latency_s"}
+    at_fit = FakeEvaluator(evaluator.base_yaml, points).predict(result.theta)
+    for (pid, gpu, metric, measured, fitted, held), point, expected in zip(rows, points, at_fit):
+        assert gpu == "fake" and float(measured) == pytest.approx(point.measured[metric], rel=1e-5)
+        assert float(fitted) == pytest.approx(expected["latency_s"], rel=1e-5)
+    held = [float(r[5]) for r in rows]
+    assert held != [float(r[4]) for r in rows]  # another fit's predictions...
+    assert held == pytest.approx([float(r[3]) for r in rows], rel=0.15)  # ...from the other models' exact points
 
 
 def test_residual_quantiles_are_log_ratios_per_metric_class():
