@@ -51,14 +51,16 @@ class ForwardPassCosts:
         time = sum(v for k, v in ops.items() if not k.startswith("mlp_"))
         shard = tp // ep  # ranks one expert is split over
         inter = m.expert_intermediate_size
-        up_out = (2 if m.gated_mlp else 1) * inter / shard
+        # the expert GEMMs' widths as the kernel stores them (MXFP4 experts padded: memory.expert_layout)
+        hidden_x, inter_x = self._expert_dims
+        up_out = (2 if m.gated_mlp else 1) * inter_x
         experts = m.num_experts / ep  # on one rank
         touched = experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** tokens)
         routed = tokens * m.experts_per_token / ep
         if ep > 1:  # the busiest EP rank: mean + 2 standard deviations of a binomial(T·k, 1/ep)
             routed += 2.0 * (tokens * m.experts_per_token * (1.0 / ep) * (1.0 - 1.0 / ep)) ** 0.5
         time += roof.linear(tokens, m.hidden_size, m.num_experts, wb, ab)  # router
-        for k_in, n_out in ((m.hidden_size, up_out), (inter / shard, m.hidden_size)):
+        for k_in, n_out in ((hidden_x, up_out), (inter_x, hidden_x)):
             flops = 2.0 * routed * k_in * n_out
             bytes_moved = touched * k_in * n_out * xb + routed * (k_in + n_out) * ab
             e = xroof.eff
@@ -67,7 +69,7 @@ class ForwardPassCosts:
             mbu = e.linear_mbu * e.moe_gemm_bandwidth_efficiency
             time += max(flops / (xroof.peak_flops * mfu), bytes_moved / (xroof.hbm_bandwidth * mbu))
             time += e.linear_overhead_s
-        time += roof.elementwise(routed * (up_out + inter / shard) * ab)  # activation
+        time += roof.elementwise(routed * (up_out + inter_x) * ab)  # activation
         if m.num_shared_experts:
             shared = LayerShape.of(m, tp, intermediate=inter * m.num_shared_experts)
             shared_ops = layer_op_times(roof, shared, tokens, wb, ab)

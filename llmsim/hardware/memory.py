@@ -29,6 +29,7 @@ from llmsim.errors import ProfileError
 from llmsim.hardware.config import HardwareConfig
 from llmsim.hardware.specs import GIB, GPUSpec
 from llmsim.hardware.model_spec import ModelSpec
+from llmsim.hardware.precision import mxfp4_expert_dims
 
 # Non-torch memory (CUDA context share, cuBLAS workspaces) and its growth with NCCL communicators: llm-d
 # measured 0.13 GiB at TP 1 and 0.55 GiB at TP 2 (REFERENCE.md section 2).
@@ -108,7 +109,16 @@ def check_expert_parallel(model: ModelSpec, hw: HardwareConfig) -> None:
         )
 
 
-def weight_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig) -> float:
+def expert_layout(model: ModelSpec, hw: HardwareConfig, gpu: GPUSpec | None) -> tuple[int, float]:
+    """(hidden size, intermediate size on one GPU) of the routed experts as the GPU's kernel stores them: MXFP4
+    experts are padded to the alignment of ``gpu.mxfp4_moe_kernel`` (:data:`MXFP4_MOE_ALIGNMENT`), others not."""
+    inter = model.expert_intermediate_size / (hw.tp // hw.ep)
+    if gpu is None or model.weight_precisions(hw.weight_dtype, hw.expert_weight_dtype)[1] != "mxfp4":
+        return model.hidden_size, inter
+    return mxfp4_expert_dims(gpu.mxfp4_moe_kernel, model.hidden_size, inter)
+
+
+def weight_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig, gpu: GPUSpec | None = None) -> float:
     """Weight bytes one GPU holds (the largest pipeline stage's share, split over its tp GPUs).
 
     Dense weights (attention, norms, dense MLPs, shared experts, embeddings) are split by TP over tp GPUs.
@@ -117,12 +127,16 @@ def weight_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig) -> float:
     Each part is counted at its own precision (``ModelSpec.weight_bytes_split``: e.g. MXFP4 experts next to
     bf16 attention). Pipeline stages hold their own layers; the embedding and LM head are spread like the
     layers (vLLM puts them on the first and last stage; spreading keeps the total exact and the stage error
-    below one layer).
+    below one layer). With ``gpu``, experts take the padded size its MXFP4 kernel stores them at
+    (:func:`expert_layout`).
     """
     check_tensor_parallel(model, hw.tp)
     check_expert_parallel(model, hw)
     dense_bytes, expert_bytes = model.weight_bytes_split(hw.weight_dtype, hw.expert_weight_dtype)
     experts_per_gpu = expert_bytes / hw.ep / (hw.tp // hw.ep)
+    if model.is_moe:  # both expert GEMMs hold hidden × intermediate weights: padding scales them alike
+        hidden, inter = expert_layout(model, hw, gpu)
+        experts_per_gpu *= hidden * inter / (model.hidden_size * model.expert_intermediate_size / (hw.tp // hw.ep))
     return (dense_bytes / hw.tp + experts_per_gpu) / hw.pp
 
 
@@ -186,7 +200,7 @@ def kv_cache_capacity(
     """
     if not 0 < gpu_memory_utilization <= 1:
         raise ProfileError(f"scheduler.gpu_memory_utilization: expected a fraction in (0, 1], got {gpu_memory_utilization}")
-    weight_per_gpu = weight_bytes_per_gpu(model, hw)
+    weight_per_gpu = weight_bytes_per_gpu(model, hw, gpu)
     usable = gpu_memory_utilization * gpu.memory_bytes
     reserve = activation_reserve_bytes(model, gpu, hw, max_num_seqs, max_num_batched_tokens)
     per_gpu_token, window_per_request = kv_bytes_per_gpu(model, hw, block_size)

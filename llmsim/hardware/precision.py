@@ -18,6 +18,7 @@ component; this module only says what one value of each format costs.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -78,6 +79,28 @@ def weight_bytes_per_param(name: str) -> float:
     """Bytes one weight costs in a checkpoint of this format, its share of the quantization scales included."""
     fmt = FORMATS[canonical(name)]
     return fmt.element_bytes + fmt.scale_bytes
+
+
+#: The alignment vLLM pads MXFP4 routed experts to, (hidden size, each rank's intermediate size), per kernel
+#: family (``Mxfp4MoEMethod.create_weights`` in vllm/model_executor/layers/quantization/mxfp4.py, 0.10-0.11; the
+#: 0.32 oracle keeps these for Marlin, Triton and ROCm). Marlin, which GPUs before Hopper run, needs n % 256 and
+#: k % 128 in both expert GEMMs; Hopper's Triton kernels pad the intermediate size to 64 only; Blackwell's
+#: FlashInfer kernels 256 and 128; ROCm 256 and 256. Padding is memory the weights take and bytes the kernels
+#: stream (gpt-oss-120b, hidden 2880, loads 65.97 GiB through Marlin against 60.7 GiB unpadded: vLLM issue 23278).
+MXFP4_MOE_ALIGNMENT: dict[str, tuple[int, int]] = {
+    "marlin": (256, 128),
+    "triton": (1, 64),
+    "flashinfer": (256, 128),
+    "rocm": (256, 256),
+    "none": (1, 1),
+}
+
+
+def mxfp4_expert_dims(kernel: str, hidden: int, intermediate_per_rank: float) -> tuple[int, int]:
+    """(hidden size, per-rank intermediate size) of MXFP4 experts as ``kernel`` lays them out (padded)."""
+    hidden_align, inter_align = MXFP4_MOE_ALIGNMENT[kernel]
+    inter = math.ceil(intermediate_per_rank)
+    return -(-hidden // hidden_align) * hidden_align, -(-inter // inter_align) * inter_align
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -151,6 +151,8 @@ class GPUYAML(_Strict):
     peak_fp8_tflops: Optional[float] = Field(None, gt=0)
     peak_int8_tops: Optional[float] = Field(None, gt=0)
     peak_fp4_tflops: Optional[float] = Field(None, gt=0)
+    mxfp4_moe_kernel: Literal["marlin", "triton", "flashinfer", "rocm", "none"] = Field(
+        "marlin", description="vLLM's kernel for MXFP4 experts (llmsim.hardware.precision.MXFP4_MOE_ALIGNMENT)")
     memory_gib: float = Field(gt=0, description="memory as the driver reports it")
     hbm_bandwidth_gbps: float = Field(gt=0)
     interconnect: str = "PCIe"
@@ -174,6 +176,7 @@ class GPUYAML(_Strict):
             peak_fp8_flops=self.peak_fp8_tflops * 1e12 if self.peak_fp8_tflops else None,
             peak_int8_ops=self.peak_int8_tops * 1e12 if self.peak_int8_tops else None,
             peak_fp4_flops=self.peak_fp4_tflops * 1e12 if self.peak_fp4_tflops else None,
+            mxfp4_moe_kernel=self.mxfp4_moe_kernel,
             memory_bytes=self.memory_gib * GIB,
             hbm_bandwidth=self.hbm_bandwidth_gbps * 1e9,
             interconnect=self.interconnect,

@@ -172,6 +172,7 @@ class GPUSpec:
     peak_fp8_flops: Optional[float] = None
     peak_int8_ops: Optional[float] = None
     peak_fp4_flops: Optional[float] = None  # dense fp4 tensor-core FLOP/s (Blackwell), None where absent
+    mxfp4_moe_kernel: str = "marlin"  # which vLLM kernel runs MXFP4 experts here (how it pads them)
     activation_reserve_gib: Optional[float] = None  # fixed reserve per GPU; None: llmsim.hardware.memory computes it
     interconnect_group_size: int = 8  # GPUs that reach each other at interconnect speed (NVSwitch 8, bridge pairs 2)
     gpus_per_node: int = 8

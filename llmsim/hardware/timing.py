@@ -33,7 +33,7 @@ from llmsim.errors import ProfileError
 from llmsim.hardware.config import HardwareConfig
 from llmsim.hardware.execution import Execution
 from llmsim.hardware.forward import ForwardPassCosts
-from llmsim.hardware.memory import check_expert_parallel, layers_per_stage
+from llmsim.hardware.memory import check_expert_parallel, expert_layout, layers_per_stage
 from llmsim.hardware.ops import LayerShape, Roofline, act_bytes_of
 from llmsim.hardware.precision import weight_bytes_per_param
 from llmsim.hardware.specs import GPUSpec, dtype_bytes
@@ -81,6 +81,7 @@ class RooflineTimingModel(PipelineStages, ForwardPassCosts):
         self._sustained, self._clock_half = eff.sustained_compute_fraction, eff.sustained_half_tokens
         self._expert_burst = Roofline.of(gpu, expert_dtype)  # routed experts may be stored at another precision
         self._tp, self._ep, self._pp = hw.tp, hw.ep, hw.pp
+        self._expert_dims = expert_layout(model, hw, gpu) if model.is_moe else (model.hidden_size, 0.0)
         self._num_layers = model.num_layers
         self._shape = LayerShape.of(model, hw.tp)
         self._stages = self._stage_layout()

@@ -16,6 +16,7 @@ from llmsim.hardware.memory import (
     kv_cache_capacity,
     layers_per_stage,
 )
+from llmsim.hardware.precision import mxfp4_expert_dims
 from llmsim.hardware.profiles import load_gpu, load_model
 
 GIB = 1024**3
@@ -121,6 +122,31 @@ def test_quantised_kv_doubles_and_quadruples_blocks():
 
 def test_quantised_weights_free_memory_for_kv():
     assert capacity("Llama-2-7B", "A100-80GB", weight_dtype="int4").num_gpu_blocks > 8000
+
+
+def test_mxfp4_experts_take_the_padded_size_their_kernel_stores():
+    """gpt-oss-120b (hidden 2880, experts 2880 wide) through Marlin on an A100: hidden padded to 3072 and the
+    intermediate size to 2944, so the weights take 65.8 GiB; vLLM logged 65.97 GiB loading it through Marlin
+    (issue 23278). Hopper's Triton kernels need no padding at TP 1 and pad 1440 to 1472 at TP 2."""
+    a100 = capacity("gpt-oss-120b", "A100-80GB", seqs=256, tokens=2048)
+    h100 = capacity("gpt-oss-120b", "H100", seqs=256, tokens=2048)
+    assert a100.weight_bytes_per_gpu / GIB == pytest.approx(65.97, rel=0.01)
+    assert h100.weight_bytes_per_gpu / GIB == pytest.approx(60.69, abs=0.01)
+    dense, experts = load_model("gpt-oss-120b").weight_bytes_split()
+    assert a100.weight_bytes_per_gpu == pytest.approx(dense + experts * 3072 * 2944 / (2880 * 2880))
+    h100_tp2 = capacity("gpt-oss-120b", "H100", tp=2, seqs=256, tokens=2048)
+    assert h100_tp2.weight_bytes_per_gpu == pytest.approx(dense / 2 + experts / 2 * 1472 / 1440)
+    # Other precisions are stored as they are, whatever the kernel family
+    assert capacity("Qwen3-30B-A3B", "A100-80GB").weight_bytes_per_gpu == pytest.approx(
+        load_model("Qwen3-30B-A3B").weight_bytes())
+
+
+@pytest.mark.parametrize("kernel, hidden, inter, expected", [
+    ("marlin", 2880, 2880, (3072, 2944)), ("triton", 2880, 720, (2880, 768)), ("rocm", 2880, 2880, (3072, 3072)),
+    ("flashinfer", 2880, 1440, (3072, 1536)), ("none", 2880, 720, (2880, 720)), ("marlin", 4096, 1536, (4096, 1536)),
+])
+def test_mxfp4_alignment_per_kernel(kernel, hidden, inter, expected):
+    assert mxfp4_expert_dims(kernel, hidden, inter) == expected
 
 
 def test_model_that_does_not_fit_says_by_how_much():

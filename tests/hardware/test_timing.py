@@ -146,3 +146,22 @@ def test_fast_path_decode_times_price_the_window_as_the_step_loop():
     seen = GPT_OSS.window_decode_sums(contexts, steps)
     fast = GPT_OSS.decode_times_from_totals(np.full(steps, 5), int(contexts.sum()) + np.arange(steps) * 5, seen)
     assert np.array_equal(fast, np.array(slow))  # bit for bit: the engines must agree
+
+
+def _with_kernel(model, kernel, gpu="A100-80GB"):
+    import dataclasses
+
+    spec = dataclasses.replace(load_gpu(gpu), mxfp4_moe_kernel=kernel)
+    return build_timing_model(HardwareConfig(gpu=gpu, model=model), spec, load_model(model))
+
+
+def test_padded_mxfp4_experts_are_streamed_like_real_weights():
+    """A batch-1 gpt-oss-120b decode streams its 4 experts' weights per layer: Marlin's padded layout (3072 ×
+    2944 for 2880 × 2880) reads 9 % more bytes, so the MoE part of the step takes longer; a model whose experts
+    are not MXFP4 is priced the same whatever the GPU's MXFP4 kernel."""
+    padded, plain = _with_kernel("gpt-oss-120b", "marlin"), _with_kernel("gpt-oss-120b", "none")
+    moe_padded, moe_plain = padded._layer_times(1)[1], plain._layer_times(1)[1]
+    assert 1.02 < moe_padded / moe_plain < 3072 * 2944 / 2880**2
+    assert padded.step_time([1], [100], 1) > plain.step_time([1], [100], 1)
+    qwen = [_with_kernel("Qwen3-30B-A3B", kernel) for kernel in ("marlin", "none")]
+    assert qwen[0].step_time([1, 512], [100, 0], 2) == qwen[1].step_time([1, 512], [100, 0], 2)
