@@ -250,7 +250,12 @@ class RooflineTimingModel(PipelineStages, ForwardPassCosts):
             consts = self._step_consts(tokens, num_sampled, num_scheduled)
         base, floor, add = consts
         if window is None:
-            gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
+            # attention_time's scalar arithmetic, inlined (same operations in the same order, and max's choice on
+            # a tie): the aggregate engine prices every general step here, a call and a type test fewer each.
+            compute = flop_units * self._attn_flops_per_unit / self._attn_flops_rate
+            memory = ((ctx_tokens * self._kv_bytes_per_ctx_token + tokens * self._qo_bytes_per_token)
+                      / self._attn_bytes_rate)
+            gpu = base + self._num_layers * ((memory if memory > compute else compute) + self._attn_overhead)
         else:
             gpu = (base + self._full_layers * self.attention_time(flop_units, ctx_tokens, tokens)
                    + self._sliding_layers * self.attention_time(window[0], window[1], tokens))
