@@ -267,7 +267,9 @@ class VLLMV1Rules:
         pooled, p_base, p_final = self.pool.member, self.pool.base, self.pool.final
         last_slot = self.max_model_len - 1
         scheduled: list[tuple[int, int]] = []
+        schedule = scheduled.append
         index = 0
+        free = self.free  # a local through the pass over every running request; self.free around preemptions
         while index < len(running) and budget > 0:
             i = running[index]
             if pooled[i]:
@@ -295,21 +297,25 @@ class VLLMV1Rules:
                     index += 1
                     continue
                 need = -(-(c + num_new) // bs) - (-(-c // bs))
-            preempted_self = False
-            while need > self.free:
-                victim = running.pop()  # the most recently admitted among those not yet scheduled
-                if pooled[victim]:
-                    self._unpool(victim, s)
-                self._preempt(victim, plan)
-                if victim == i:
-                    preempted_self = True
+            if need > free:
+                self.free = free
+                preempted_self = False
+                while need > self.free:
+                    victim = running.pop()  # the most recently admitted among those not yet scheduled
+                    if pooled[victim]:
+                        self._unpool(victim, s)
+                    self._preempt(victim, plan)
+                    if victim == i:
+                        preempted_self = True
+                        break
+                free = self.free
+                if preempted_self:
                     break
-            if preempted_self:
-                break
-            self.free -= need
-            scheduled.append((i, num_new))
+            free -= need
+            schedule((i, num_new))
             budget -= num_new
             index += 1
+        self.free = free
         for i in running[index:]:
             if pooled[i] and p_final[i] >= s:
                 self._unpool(i, s)  # the budget ran out before it: it does not decode this step
