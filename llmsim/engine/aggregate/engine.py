@@ -62,6 +62,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.in_flight: deque[AggregatePlan] = deque()
+        self._quiet_invariants: Optional[tuple] = None  # QuietSteps._invariants, once the quiet loop first runs
         self.step_index = 0
         self.finished_pending = False
         self.last_update_step = -1

@@ -22,25 +22,13 @@ class QuietSteps:
         async_mode = self.depth == 2
         if len(in_flight) != (1 if async_mode else 0):
             return now
-        budget, max_seqs = self.cfg.max_num_batched_tokens, self.cfg.max_num_seqs
-        bs = self.bs
-        pool = self.pool
-        phase, finish_at, retire_at = pool.phase, pool.finish_at, pool.retire_at
-        # decode_step_time's arithmetic inlined (same operations, same order: bit-identical durations), with
-        # its per-batch constants fetched only when the pool's size changes: one call fewer a quiet step (13 M of them
-        # for 1 M requests).
-        decode_consts = self.timing.decode_consts
-        per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = self.timing.decode_arith()
-        # Decode attention's time is max(its FLOPs, its KV reads), both proportional to the batch's context. When a
-        # context token's bytes outweigh its FLOPs by more than rounding can blur (real GPUs, by orders of magnitude),
-        # the reads win at every context, and the max is the memory term: same float, without computing the other.
-        kv_bound = kv_bytes / bytes_rate > 2 * per_unit / flops_rate * (1 + 1e-9)
+        invariants = self._quiet_invariants
+        if invariants is None:
+            invariants = self._quiet_invariants = self._invariants()
+        (budget, max_seqs, bs, pool, phase, finish_at, retire_at, decode_consts, per_unit, flops_rate, kv_bytes,
+         bytes_rate, layers, overhead, kv_bound, arr, usable, running, waiting, itl_value, itl_weight, keep,
+         every) = invariants
         consts_n, base, qo_bytes, floor, add = -1, 0.0, 0.0, 0.0, 0.0
-        arr = self.arr
-        usable = self.usable
-        running, waiting = self.running, self.waiting
-        itl_value, itl_weight = self.itl_values.append, self.itl_weights.append
-        keep, every = self.keep_steps, self.step_sample_every
         pending = in_flight[0] if async_mode else None  # the step in flight (async): an AggregatePlan or a quiet tuple
         # Hot state in locals; written back before any call that reads it, and at the end.
         s, free, gpu_free = self.step_index, self.free, self.gpu_free
@@ -162,6 +150,23 @@ class QuietSteps:
         if async_mode and type(pending) is tuple:
             in_flight[0] = self._quiet_plan(pending)
         return now
+
+    def _invariants(self) -> tuple:
+        """What the quiet loop reads of the engine that never changes (the same objects all run long): fetched
+        once per engine instead of at each of the loop's tens of thousands of entries."""
+        pool = self.pool
+        # decode_step_time's arithmetic inlined (same operations, same order: bit-identical durations), with
+        # its per-batch constants fetched only when the pool's size changes: one call fewer a quiet step (13 M of them
+        # for 1 M requests).
+        per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = self.timing.decode_arith()
+        # Decode attention's time is max(its FLOPs, its KV reads), both proportional to the batch's context. When a
+        # context token's bytes outweigh its FLOPs by more than rounding can blur (real GPUs, by orders of magnitude),
+        # the reads win at every context, and the max is the memory term: same float, without computing the other.
+        kv_bound = kv_bytes / bytes_rate > 2 * per_unit / flops_rate * (1 + 1e-9)
+        return (self.cfg.max_num_batched_tokens, self.cfg.max_num_seqs, self.bs, pool, pool.phase, pool.finish_at,
+                pool.retire_at, self.timing.decode_consts, per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead,
+                kv_bound, self.arr, self.usable, self.running, self.waiting, self.itl_values.append,
+                self.itl_weights.append, self.keep_steps, self.step_sample_every)
 
     def _quiet_plan(self, step: tuple) -> AggregatePlan:
         s, start, end, n, free, num_running, num_waiting = step
