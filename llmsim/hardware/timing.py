@@ -265,7 +265,9 @@ class RooflineTimingModel(PipelineStages, ForwardPassCosts):
         """(non-attention GPU seconds, floor, added CPU seconds) of a step shape: the step takes
         max(GPU, floor) + added. Sync: floor = host launch time, added = CPU time; async: floor = max(host,
         CPU) (= max(max(GPU, host), CPU) exactly: max selects, never rounds), added = 0."""
-        base, host = self._consts(tokens, num_sampled, tokens == num_scheduled)
+        # Not through _consts: this shape is new to _step_cache, so nearly always to the coarser caches too (a run
+        # with prefills meets tens of thousands of shapes), which would only add two lookups and entries.
+        base, host = self._consts_of(tokens, num_sampled, tokens == num_scheduled)
         cpu = self.cpu_time(tokens, num_scheduled, num_sampled)
         floor, add = (max(host, cpu), 0.0) if self._overlap else (host, cpu)
         self._step_cache[(tokens, num_sampled, num_scheduled)] = result = (base, floor, add)
