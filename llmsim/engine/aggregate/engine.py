@@ -180,9 +180,14 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
 
     def _next_due(self) -> float:
         """The earliest instant at which the quiet loop must hand over: a sample, an arrival, the horizon."""
-        arr = self.arr
-        due = arr[self.next_arrival] if self.next_arrival < len(arr) else self.horizon
-        return min(self.next_sample_s, due, self.horizon)
+        # min() spelt as comparisons: the quiet loop asks at every entry and hand-over (equal floats: either wins)
+        due = self.next_sample_s
+        if self.horizon < due:
+            due = self.horizon
+        arr, i = self.arr, self.next_arrival
+        if i < len(arr) and arr[i] < due:
+            due = arr[i]
+        return due
 
     def run(self) -> ReplicaOutcome:
         """Run alone over arrivals known up front (the horizon never comes: nothing pauses)."""
