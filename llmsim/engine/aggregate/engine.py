@@ -6,6 +6,8 @@ from array import array
 from collections import deque
 from typing import Optional
 
+import numpy as np
+
 from llmsim.engine.admission import rejection_reason
 from llmsim.engine.aggregate.outcome import ReplicaOutcome, StepRecording
 from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, AggregatePlan
@@ -34,9 +36,10 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.keep_steps = keep_steps
         self.step_sample_every = step_sample_every
         self.sample_interval_s = sample_interval_s
-        self.arr = [float(x) for x in arrival_s]
-        self.P = [int(x) for x in prompt_tokens]
-        self.O = [int(x) for x in output_tokens]
+        # Python lists (the loops index them one by one), converted by numpy in one call each
+        self.arr = np.asarray(arrival_s, dtype=np.float64).tolist()
+        self.P = np.asarray(prompt_tokens, dtype=np.int64).tolist()
+        self.O = np.asarray(output_tokens, dtype=np.int64).tolist()
         n = len(self.arr)
         self.comp = [0] * n
         self.out = [0] * n
