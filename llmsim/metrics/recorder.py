@@ -141,7 +141,8 @@ class Recorder:
         which keeps per-request results in arrays instead of request objects; listeners are not called.
 
         Into an empty recorder the arrays are kept as they are: copying a million requests' columns into the
-        buffers, then out again for the table, held two extra copies of them at the run's peak."""
+        buffers, then out again for the table, held two extra copies of them at the run's peak. On the records'
+        last use (``requests_frame(release=True)``) the table takes them over: hand over arrays nothing else holds."""
         bulk = {name: np.asarray(columns[name], dtype=object) if name in _TEXT_COLUMNS else
                 np.ascontiguousarray(columns[name], dtype=np.int64 if name in _INT_COLUMNS else np.float64)
                 for name in REQUEST_COLUMNS}
@@ -363,7 +364,11 @@ class Recorder:
                 dtype = np.int64 if name in _INT_COLUMNS else np.float64
                 column = np.frombuffer(values, dtype=dtype) if len(values) else np.array([], dtype=dtype)
             columns[name] = column[order] if order is not None else column
-        frame = pd.DataFrame(columns, copy=True)  # the frame's own copy (in its blocks), nothing shared with ours
+        # The frame's own columns, nothing shared with ours: copies, except where the columns already are the
+        # frame's alone (handed over whole and released now, or gathered in order just above): copying a million
+        # rows again cost more than the rest of the table (the copy's fresh pages) and doubled them at the peak.
+        own = order is not None or (release and bulk is not None)
+        frame = pd.DataFrame(columns, copy=not own)
         if release:
             del columns, ids, arrival, values, column
             self._bulk = None
