@@ -241,9 +241,8 @@ def _empty_request_columns(n, arrival, prompt, output, failed) -> dict:
     reason[unservable] = [unservable_reason(failed[i], prompt[i], output[i]) for i in unservable.tolist()]
     return {
         "request_id": [str(i).zfill(width) for i in range(n)], "replica": np.full(n, -1, dtype=np.int64),
-        # (copies of the workload's columns: the requests table takes these arrays over, see Recorder.add_requests)
-        "arrival_s": arrival.copy(), "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(),
-        "finish_s": nan.copy(), "last_token_s": nan.copy(), "prompt_tokens": prompt.copy(), "output_tokens": output.copy(),
+        "arrival_s": arrival, "first_scheduled_s": nan.copy(), "first_token_s": nan.copy(), "finish_s": nan.copy(),
+        "last_token_s": nan.copy(), "prompt_tokens": prompt, "output_tokens": output,
         "num_output_tokens": np.zeros(n, dtype=np.int64), "num_preemptions": np.zeros(n, dtype=np.int64),
         "scheduled_tokens": np.zeros(n, dtype=np.int64), "recomputed_tokens": np.zeros(n, dtype=np.int64),
         "cached_tokens": np.zeros(n, dtype=np.int64), "status": np.full(n, "failed", dtype=object),
