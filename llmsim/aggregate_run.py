@@ -66,7 +66,6 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
     router = cluster.routers["colocated"]
     served = ~failed & (output > 0) & (prompt > 0)  # the others end at their arrival, as the simpy run records them
     routed = np.flatnonzero(served)
-    columns = _empty_request_columns(n, arrival, prompt, output, failed)
     inputs = _Inputs(config, replicas, clock, prompt, output, recorder)
     done = n - len(routed)
     if getattr(router, "reads_replica_state", True):
@@ -86,7 +85,10 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
         else:
             runs = _alone(inputs, groups, None if progress is None else (lambda k: progress(done + k, n)))
     tails, last_end = [], 0.0
+    # The table's columns are built once the first run is in: with workers, while they go on computing.
+    columns: dict = {}
     for replica, rows, outcome, tail in runs:  # in replica order
+        columns = columns or _empty_request_columns(n, arrival, prompt, output, failed)
         rid = replica.replica_id
         _scatter_outcome(columns, rows, outcome, rid)
         recorder.add_replica_run(rid, outcome)
@@ -98,6 +100,7 @@ def run_aggregate(config, df: pd.DataFrame, recorder, cluster, progress=None) ->
         done += len(rows)
         if progress is not None:
             progress(done, n)
+    columns = columns or _empty_request_columns(n, arrival, prompt, output, failed)
     if not served.all():
         last_end = max(last_end, float(clock[~served].max()))
     # The heartbeat samples every replica until the run ends (the last request's end, or the last arrival).

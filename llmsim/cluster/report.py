@@ -92,11 +92,27 @@ def cluster_summary(cluster: Cluster, replicas: pd.DataFrame, requests: pd.DataF
         "parked_at_end": len(cluster.pending),
     }
     ids = requests["request_id"]
-    unique = int(ids.nunique())  # once: a million string ids take a fifth of a second to count
+    unique = _count_unique(ids)  # once: a million string ids take a fifth of a second to count
     summary["accounting"] = {"expected": cluster.num_requests, "recorded": int(len(ids)), "unique": unique,
                              "ok": bool(len(ids) == cluster.num_requests and unique == len(ids))}
     summary.update(extra)
     return summary
+
+
+def _count_unique(ids: pd.Series) -> int:
+    """``ids.nunique()``. Ids that are all decimal numbers of one width (the engines' zero-padded row numbers)
+    are equal exactly when their numbers are: those are counted as integers, sorted (several times faster)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(ids)
+    textual = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    if len(values) and not values.null_count and textual:
+        lengths = pc.min_max(pc.utf8_length(values)).as_py()
+        if lengths["min"] == lengths["max"] <= 18 and pc.all(pc.ascii_is_decimal(values)).as_py():
+            numbers = np.sort(pc.cast(values, pa.int64()).to_numpy())
+            return int(np.count_nonzero(numbers[1:] != numbers[:-1])) + 1
+    return int(ids.nunique())
 
 
 def transfers_summary(transfers: pd.DataFrame) -> dict[str, Any]:

@@ -113,8 +113,12 @@ class ForwardPassCosts:
         each launch leaves the GPU idle for ``kernel_gap_s``."""
         key = (tokens, num_sampled, uniform)
         cached = self._stage_cache.get(key)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self._stage_cache[key] = self._stage_shape_of(tokens, num_sampled, uniform)
+        return cached
+
+    def _stage_shape_of(self, tokens: int, num_sampled: int, uniform: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """:meth:`_stage_shape`, computed (not memoised)."""
         m, ab = self.model, self._act_b
         mode, run_tokens = self.execution.graph_for(tokens, uniform)
         times = []
@@ -129,8 +133,7 @@ class ForwardPassCosts:
             else:
                 time += send_recv_time(self.gpu, tokens * m.hidden_size * ab, same_node=not self._stages[index][2])
             times.append(time + idle)
-        self._stage_cache[key] = result = (tuple(times), hosts)
-        return result
+        return tuple(times), hosts
 
     def _stage_bodies(self, mode: str, run_tokens: int) -> tuple[list[tuple[float, float]], tuple[float, ...]]:
         """(per stage: GPU seconds of its layers, embedding and final norm, and GPU idle seconds of its launches;
@@ -163,6 +166,10 @@ class ForwardPassCosts:
         key = (tokens, num_sampled, uniform)
         cached = self._base_cache.get(key)
         if cached is None:
-            stages, hosts = self._stage_shape(tokens, num_sampled, uniform)
-            cached = self._base_cache[key] = (sum(stages), sum(hosts))
+            cached = self._base_cache[key] = self._consts_of(tokens, num_sampled, uniform)
         return cached
+
+    def _consts_of(self, tokens: int, num_sampled: int, uniform: bool) -> tuple[float, float]:
+        """:meth:`_consts`, computed (not memoised): for a caller that memoises on a finer key itself."""
+        stages, hosts = self._stage_shape_of(tokens, num_sampled, uniform)
+        return sum(stages), sum(hosts)

@@ -251,7 +251,12 @@ class RooflineTimingModel(PipelineStages, ForwardPassCosts):
             consts = self._step_consts(tokens, num_sampled, num_scheduled)
         base, floor, add = consts
         if window is None:
-            gpu = base + self._num_layers * self.attention_time(flop_units, ctx_tokens, tokens)
+            # attention_time's scalar arithmetic, inlined (same operations in the same order, and max's choice on
+            # a tie): the aggregate engine prices every general step here, a call and a type test fewer each.
+            compute = flop_units * self._attn_flops_per_unit / self._attn_flops_rate
+            memory = ((ctx_tokens * self._kv_bytes_per_ctx_token + tokens * self._qo_bytes_per_token)
+                      / self._attn_bytes_rate)
+            gpu = base + self._num_layers * ((memory if memory > compute else compute) + self._attn_overhead)
         else:
             gpu = (base + self._full_layers * self.attention_time(flop_units, ctx_tokens, tokens)
                    + self._sliding_layers * self.attention_time(window[0], window[1], tokens))
@@ -261,7 +266,9 @@ class RooflineTimingModel(PipelineStages, ForwardPassCosts):
         """(non-attention GPU seconds, floor, added CPU seconds) of a step shape: the step takes
         max(GPU, floor) + added. Sync: floor = host launch time, added = CPU time; async: floor = max(host,
         CPU) (= max(max(GPU, host), CPU) exactly: max selects, never rounds), added = 0."""
-        base, host = self._consts(tokens, num_sampled, tokens == num_scheduled)
+        # Not through _consts: this shape is new to _step_cache, so nearly always to the coarser caches too (a run
+        # with prefills meets tens of thousands of shapes), which would only add two lookups and entries.
+        base, host = self._consts_of(tokens, num_sampled, tokens == num_scheduled)
         cpu = self.cpu_time(tokens, num_scheduled, num_sampled)
         floor, add = (max(host, cpu), 0.0) if self._overlap else (host, cpu)
         self._step_cache[(tokens, num_sampled, num_scheduled)] = result = (base, floor, add)

@@ -141,7 +141,9 @@ class Recorder:
         which keeps per-request results in arrays instead of request objects; listeners are not called.
 
         Into an empty recorder the arrays are kept as they are: copying a million requests' columns into the
-        buffers, then out again for the table, held two extra copies of them at the run's peak."""
+        buffers, then out again for the table, held two extra copies of them at the run's peak. On the records'
+        last use (``requests_frame(release=True)``) the table takes over those that own their memory: hand over
+        no array something else holds (a view of another's memory is copied then)."""
         bulk = {name: np.asarray(columns[name], dtype=object) if name in _TEXT_COLUMNS else
                 np.ascontiguousarray(columns[name], dtype=np.int64 if name in _INT_COLUMNS else np.float64)
                 for name in REQUEST_COLUMNS}
@@ -361,9 +363,19 @@ class Recorder:
                 column = np.asarray(values, dtype=object) if len(values) else np.array([], dtype=object)
             else:
                 dtype = np.int64 if name in _INT_COLUMNS else np.float64
-                column = np.frombuffer(values, dtype=dtype) if len(values) else np.array([], dtype=dtype)
+                if isinstance(values, np.ndarray):  # handed over whole, already of its dtype (add_requests)
+                    column = values
+                else:
+                    column = np.frombuffer(values, dtype=dtype) if len(values) else np.array([], dtype=dtype)
             columns[name] = column[order] if order is not None else column
-        frame = pd.DataFrame(columns, copy=True)  # the frame's own copy (in its blocks), nothing shared with ours
+        # The frame's own columns, nothing shared with ours: copies, except where the columns already are the
+        # frame's alone (handed over whole and released now, or gathered in order just above): copying a million
+        # rows again cost more than the rest of the table (the copy's fresh pages). A view of other memory (the
+        # workload's columns) is copied all the same.
+        own = order is not None or (release and bulk is not None)
+        if own:
+            columns = {name: column if column.base is None else column.copy() for name, column in columns.items()}
+        frame = pd.DataFrame(columns, copy=not own)
         if release:
             del columns, ids, arrival, values, column
             self._bulk = None

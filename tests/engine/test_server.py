@@ -173,19 +173,19 @@ def test_every_token_reaches_its_client_after_the_engine_emits_it_and_in_order(n
 def test_several_processes_start_requests_as_the_queue_does(arrivals, works, processes):
     """The shortcut that starts every request at its arrival (no request can find every process busy) gives
     exactly the loop's start times, and is taken only when it may be."""
-    from llmsim.engine import server
+    from llmsim.engine import server_queue
 
     arrival = np.sort(np.asarray(arrivals))
     work = np.asarray(works[:len(arrival)])
-    loop = server._multi_server_loop(arrival, work, processes)
-    assert np.array_equal(server._multi_server_starts(arrival, work, processes), loop)
-    if server._never_all_busy(arrival, work, processes):
+    loop = server_queue._multi_server_loop(arrival, work, processes)
+    assert np.array_equal(server_queue.multi_server_starts(arrival, work, processes), loop)
+    if server_queue._never_all_busy(arrival, work, processes):
         assert np.array_equal(loop, arrival)
 
 
 def test_a_lightly_loaded_set_of_processes_skips_the_queue_loop():
-    from llmsim.engine import server
+    from llmsim.engine import server_queue
 
     arrival = np.arange(1000) * 0.01  # 100 req/s on 4 processes taking 15 ms each: never all busy
-    assert server._never_all_busy(arrival, np.full(1000, 0.015), 4)
-    assert not server._never_all_busy(arrival, np.full(1000, 0.045), 4)  # five overlap: the loop decides
+    assert server_queue._never_all_busy(arrival, np.full(1000, 0.015), 4)
+    assert not server_queue._never_all_busy(arrival, np.full(1000, 0.045), 4)  # five overlap: the loop decides

@@ -6,6 +6,8 @@ from array import array
 from collections import deque
 from typing import Optional
 
+import numpy as np
+
 from llmsim.engine.admission import rejection_reason
 from llmsim.engine.aggregate.outcome import ReplicaOutcome, StepRecording
 from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, AggregatePlan
@@ -34,9 +36,10 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.keep_steps = keep_steps
         self.step_sample_every = step_sample_every
         self.sample_interval_s = sample_interval_s
-        self.arr = [float(x) for x in arrival_s]
-        self.P = [int(x) for x in prompt_tokens]
-        self.O = [int(x) for x in output_tokens]
+        # Python lists (the loops index them one by one), converted by numpy in one call each
+        self.arr = np.asarray(arrival_s, dtype=np.float64).tolist()
+        self.P = np.asarray(prompt_tokens, dtype=np.int64).tolist()
+        self.O = np.asarray(output_tokens, dtype=np.int64).tolist()
         n = len(self.arr)
         self.comp = [0] * n
         self.out = [0] * n
@@ -62,6 +65,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.in_flight: deque[AggregatePlan] = deque()
+        self._quiet_invariants: Optional[tuple] = None  # QuietSteps._invariants, once the quiet loop first runs
         self.step_index = 0
         self.finished_pending = False
         self.last_update_step = -1
@@ -179,9 +183,14 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
 
     def _next_due(self) -> float:
         """The earliest instant at which the quiet loop must hand over: a sample, an arrival, the horizon."""
-        arr = self.arr
-        due = arr[self.next_arrival] if self.next_arrival < len(arr) else self.horizon
-        return min(self.next_sample_s, due, self.horizon)
+        # min() spelt as comparisons: the quiet loop asks at every entry and hand-over (equal floats: either wins)
+        due = self.next_sample_s
+        if self.horizon < due:
+            due = self.horizon
+        arr, i = self.arr, self.next_arrival
+        if i < len(arr) and arr[i] < due:
+            due = arr[i]
+        return due
 
     def run(self) -> ReplicaOutcome:
         """Run alone over arrivals known up front (the horizon never comes: nothing pauses)."""

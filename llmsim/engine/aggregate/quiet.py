@@ -22,26 +22,15 @@ class QuietSteps:
         async_mode = self.depth == 2
         if len(in_flight) != (1 if async_mode else 0):
             return now
-        budget, max_seqs = self.cfg.max_num_batched_tokens, self.cfg.max_num_seqs
-        bs = self.bs
-        pool = self.pool
-        phase, finish_at, retire_at = pool.phase, pool.finish_at, pool.retire_at
-        # decode_step_time's arithmetic inlined (same operations, same order: bit-identical durations), with
-        # its per-batch constants fetched only when the pool's size changes: one call fewer a quiet step (13 M of them
-        # for 1 M requests).
-        decode_consts = self.timing.decode_consts
-        per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = self.timing.decode_arith()
-        # Decode attention's time is max(its FLOPs, its KV reads), both proportional to the batch's context. When a
-        # context token's bytes outweigh its FLOPs by more than rounding can blur (real GPUs, by orders of magnitude),
-        # the reads win at every context, and the max is the memory term: same float, without computing the other.
-        kv_bound = kv_bytes / bytes_rate > 2 * per_unit / flops_rate * (1 + 1e-9)
+        invariants = self._quiet_invariants
+        if invariants is None:
+            invariants = self._quiet_invariants = self._invariants()
+        (budget, max_seqs, bs, pool, phase, finish_at, retire_at, decode_consts, per_unit, flops_rate, kv_bytes,
+         bytes_rate, layers, overhead, kv_bound, arr, usable, running, waiting, itl_value, itl_weight, keep,
+         every) = invariants
         consts_n, base, qo_bytes, floor, add = -1, 0.0, 0.0, 0.0, 0.0
-        arr = self.arr
-        usable = self.usable
-        running, waiting = self.running, self.waiting
-        itl_value, itl_weight = self.itl_values.append, self.itl_weights.append
-        keep, every = self.keep_steps, self.step_sample_every
         pending = in_flight[0] if async_mode else None  # the step in flight (async): an AggregatePlan or a quiet tuple
+        plan = pending  # the general step's plan still to update (async: it is, until the first quiet step is out)
         # Hot state in locals; written back before any call that reads it, and at the end.
         s, free, gpu_free = self.step_index, self.free, self.gpu_free
         pool_n, pool_a = pool.n, pool.a
@@ -53,6 +42,8 @@ class QuietSteps:
         # Only a general step adds completers or makes the running list loose (the caller enters with it tight):
         # both are settled at the first quiet step, so the loop checks neither again.
         completers = self.completers
+        # The queues' lengths, for the step records: taken again after any call that may change them.
+        num_running, num_waiting = len(running), len(waiting)
         while True:
             if s in retire_at or completers:
                 pool.n, pool.a = pool_n, pool_a
@@ -76,7 +67,7 @@ class QuietSteps:
                     break
                 _, lowest, highest, most_free, seqs_full = blocked
                 if (not lowest <= budget - pool_n <= highest or free - need > most_free
-                        or seqs_full and len(running) < max_seqs):
+                        or seqs_full and num_running < max_seqs):
                     break
             free -= need
             if pool_n != consts_n:
@@ -92,7 +83,7 @@ class QuietSteps:
             duration = (gpu if gpu > floor else floor) + add
             start = now if now > gpu_free else gpu_free
             gpu_free = start + duration
-            step = (s, start, gpu_free, pool_n, free, len(running), len(waiting))
+            step = (s, start, gpu_free, pool_n, free, num_running, num_waiting)
             s += 1
             if finished_pending:
                 self.finished_pending = finished_pending = False
@@ -100,7 +91,7 @@ class QuietSteps:
                 to_update, pending = pending, step
             else:
                 to_update = step
-            if type(to_update) is tuple:
+            if plan is None:
                 u_step, u_start, u_end, u_n, u_free, u_running, u_waiting = to_update
                 if u_end > now:
                     now = u_end
@@ -113,6 +104,7 @@ class QuietSteps:
                     if self.next_sample_s <= now or self.next_arrival < len(arr) and arr[self.next_arrival] <= now:
                         self._advance(now)
                     next_due = self._next_due()
+                    num_running, num_waiting = len(running), len(waiting)
                 # Quiet update: every pool member gets its token, same gap; those at their last one finish.
                 itl_value(u_end - last_end)
                 itl_weight(u_n)
@@ -122,6 +114,7 @@ class QuietSteps:
                     self.free = free
                     finished = self._finish_pool_members(u_step, u_end)
                     free = self.free
+                    num_running, num_waiting = len(running), len(waiting)
                     finished_pending = True
                 duration = u_end - u_start
                 used = usable - u_free
@@ -139,6 +132,7 @@ class QuietSteps:
                 if keep and not u_step % every:
                     self._keep_quiet_step(to_update, usable, finished)
             else:
+                plan = None
                 self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
                 self.last_update_step, self.last_update_end = last_step, last_end
                 self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
@@ -155,13 +149,31 @@ class QuietSteps:
                 num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
                 peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
                 next_due = self._next_due()
+                num_running, num_waiting = len(running), len(waiting)
         self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
         self.last_update_step, self.last_update_end = last_step, last_end
         self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
         self.peak_kv_usage, self.max_batch_size, self.max_num_waiting = peak, max_batch, max_waiting
-        if async_mode and type(pending) is tuple:
+        if async_mode and plan is None:  # a quiet step is in flight
             in_flight[0] = self._quiet_plan(pending)
         return now
+
+    def _invariants(self) -> tuple:
+        """What the quiet loop reads of the engine that never changes (the same objects all run long): fetched
+        once per engine instead of at each of the loop's tens of thousands of entries."""
+        pool = self.pool
+        # decode_step_time's arithmetic inlined (same operations, same order: bit-identical durations), with
+        # its per-batch constants fetched only when the pool's size changes: one call fewer a quiet step (13 M of them
+        # for 1 M requests).
+        per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = self.timing.decode_arith()
+        # Decode attention's time is max(its FLOPs, its KV reads), both proportional to the batch's context. When a
+        # context token's bytes outweigh its FLOPs by more than rounding can blur (real GPUs, by orders of magnitude),
+        # the reads win at every context, and the max is the memory term: same float, without computing the other.
+        kv_bound = kv_bytes / bytes_rate > 2 * per_unit / flops_rate * (1 + 1e-9)
+        return (self.cfg.max_num_batched_tokens, self.cfg.max_num_seqs, self.bs, pool, pool.phase, pool.finish_at,
+                pool.retire_at, self.timing.decode_consts, per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead,
+                kv_bound, self.arr, self.usable, self.running, self.waiting, self.itl_values.append,
+                self.itl_weights.append, self.keep_steps, self.step_sample_every)
 
     def _quiet_plan(self, step: tuple) -> AggregatePlan:
         s, start, end, n, free, num_running, num_waiting = step

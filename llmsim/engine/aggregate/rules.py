@@ -267,7 +267,14 @@ class VLLMV1Rules:
         pooled, p_base, p_final = self.pool.member, self.pool.base, self.pool.final
         last_slot = self.max_model_len - 1
         scheduled: list[tuple[int, int]] = []
+        schedule = scheduled.append
+        # Pool members scheduled before anyone outside the pool go to _finish_plan as a count and a context sum
+        # (its leading pool members), not one entry each: same integer totals, and most of a preempting step's
+        # batch is pool members.
+        lead_n = lead_ctx = 0
+        leading = True
         index = 0
+        free = self.free  # a local through the pass over every running request; self.free around preemptions
         while index < len(running) and budget > 0:
             i = running[index]
             if pooled[i]:
@@ -295,27 +302,36 @@ class VLLMV1Rules:
                     index += 1
                     continue
                 need = -(-(c + num_new) // bs) - (-(-c // bs))
-            preempted_self = False
-            while need > self.free:
-                victim = running.pop()  # the most recently admitted among those not yet scheduled
-                if pooled[victim]:
-                    self._unpool(victim, s)
-                self._preempt(victim, plan)
-                if victim == i:
-                    preempted_self = True
+            if need > free:
+                self.free = free
+                preempted_self = False
+                while need > self.free:
+                    victim = running.pop()  # the most recently admitted among those not yet scheduled
+                    if pooled[victim]:
+                        self._unpool(victim, s)
+                    self._preempt(victim, plan)
+                    if victim == i:
+                        preempted_self = True
+                        break
+                free = self.free
+                if preempted_self:
                     break
-            if preempted_self:
-                break
-            self.free -= need
-            scheduled.append((i, num_new))
+            free -= need
+            if leading and pooled[i]:
+                lead_n += 1
+                lead_ctx += c
+            else:
+                leading = False
+                schedule((i, num_new))
             budget -= num_new
             index += 1
+        self.free = free
         for i in running[index:]:
             if pooled[i] and p_final[i] >= s:
                 self._unpool(i, s)  # the budget ran out before it: it does not decode this step
         if not plan.preempted and self.waiting and budget > 0:
             self._schedule_waiting(plan, budget, scheduled, threshold)
-        self._finish_plan(plan, scheduled, 0, 0, s)
+        self._finish_plan(plan, scheduled, lead_n, lead_ctx, s)
 
     def _preempt(self, i: int, plan: AggregatePlan) -> None:
         """Recompute preemption: drop the victim's blocks and put it at the head of the waiting queue."""
