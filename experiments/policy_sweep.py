@@ -1,6 +1,7 @@
 """The policy zoo under bursts: every batching policy × preemption mode, same mean rate, rising burstiness.
 
-Runs ``policy_sweep.yaml`` through the sweep runner (81 runs of 800 requests; about a minute on 2 cores);
+Runs ``policy_sweep.yaml`` through the sweep runner (81 runs of 800 requests; about a minute of CPU,
+about 35 s with ``--jobs 2`` on 2 cores);
 writes ``results/policy_sweep.csv`` and ``results/policy_sweep.png``.
 
     python experiments/policy_sweep.py [--jobs N]
