@@ -135,8 +135,9 @@ def weight_bytes_per_gpu(model: ModelSpec, hw: HardwareConfig, gpu: GPUSpec | No
     dense_bytes, expert_bytes = model.weight_bytes_split(hw.weight_dtype, hw.expert_weight_dtype)
     experts_per_gpu = expert_bytes / hw.ep / (hw.tp // hw.ep)
     if model.is_moe:  # both expert GEMMs hold hidden × intermediate weights: padding scales them alike
-        hidden, inter = expert_layout(model, hw, gpu)
-        experts_per_gpu *= hidden * inter / (model.hidden_size * model.expert_intermediate_size / (hw.tp // hw.ep))
+        stored, plain = expert_layout(model, hw, gpu), expert_layout(model, hw, None)
+        if stored != plain:  # (unpadded experts keep their bytes exactly)
+            experts_per_gpu *= stored[0] * stored[1] / (plain[0] * plain[1])
     return (dense_bytes / hw.tp + experts_per_gpu) / hw.pp
 
 
