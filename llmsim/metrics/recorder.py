@@ -16,6 +16,7 @@ import pandas as pd
 
 from llmsim.engine.request import Request
 from llmsim.metrics.listeners import RecorderListener, active_listeners
+from llmsim.metrics.step_records import StepRecords, empty_step_buffers
 
 REQUEST_COLUMNS = (
     "request_id", "replica", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",
@@ -23,13 +24,6 @@ REQUEST_COLUMNS = (
     "scheduled_tokens", "recomputed_tokens", "cached_tokens", "status", "reason", "served_by",
 )
 
-STEP_COLUMNS = (
-    "replica", "step", "start_s", "duration_s", "batch_size", "prefill_tokens", "decode_tokens", "free_blocks",
-    "used_blocks", "num_running", "num_waiting", "num_preempted", "num_finished",
-)
-
-
-_FLOAT_STEP_COLUMNS = frozenset(("start_s", "duration_s"))
 #: Typecode of the ITL weights' arrays (C int, 32 bits): here and in the aggregate engine, whose arrays extend ours.
 ITL_WEIGHT_CODE = "i"
 _TEXT_COLUMNS = frozenset(("request_id", "served_by", "status", "reason"))
@@ -41,8 +35,9 @@ def _nan(value: Optional[float]) -> float:
     return float("nan") if value is None else value
 
 
-class Recorder:
-    """Collects request outcomes, per-step records and inter-token gaps for one simulation run."""
+class Recorder(StepRecords):
+    """Collects request outcomes, per-step records (:class:`StepRecords`) and inter-token gaps for one
+    simulation run."""
 
     def __init__(self, keep_steps: bool = True, listeners: tuple[RecorderListener, ...] = (),
                  step_sample_every: int = 1, stream_steps_to: Optional[str] = None,
@@ -64,9 +59,7 @@ class Recorder:
             name: [] if name in _TEXT_COLUMNS else array("q" if name in _INT_COLUMNS else "d") for name in REQUEST_COLUMNS
         }
         self._bulk: Optional[dict] = None  # a whole run's records handed over at once (add_requests), kept as is
-        self._step: dict[str, array | list] = {
-            name: array("d") if name in _FLOAT_STEP_COLUMNS else array("q") for name in STEP_COLUMNS
-        }
+        self._step = empty_step_buffers()
         self.itl_values = array("d")
         self._spec = [0, 0, 0]  # speculative decoding: drafts scheduled, drafts accepted, verification steps
         self.loaded_tokens = 0  # KV offloading: tokens reloaded from the CPU tier
@@ -167,66 +160,6 @@ class Recorder:
             else:
                 col[name].frombytes(columns[name].tobytes())
 
-    # -- steps -----------------------------------------------------------------------------------
-    def step(self, replica: int, plan, outcome, used_blocks: int, free_blocks: int) -> None:
-        self.step_values(
-            replica, plan.step, plan.start_s, plan.end_s - plan.start_s, len(plan.scheduled), plan.num_prefill_tokens,
-            plan.num_scheduled_tokens - plan.num_prefill_tokens, free_blocks, used_blocks, plan.num_running,
-            plan.num_waiting, len(plan.preempted), len(outcome.finished) if outcome is not None else 0,
-        )
-        for listener in self._step_listeners:
-            listener(replica, plan, outcome, used_blocks, free_blocks)
-
-    @property
-    def wants_step_plans(self) -> bool:
-        """True when a listener needs every step's plan (the fast path then steps one by one)."""
-        return bool(self._step_listeners)
-
-    def step_values(self, replica: int, step: int, start_s: float, duration: float, batch_size: int,
-                    prefill_tokens: int, decode_tokens: int, free_blocks: int, used_blocks: int, num_running: int,
-                    num_waiting: int, num_preempted: int, num_finished: int) -> None:
-        """One engine step's record (the fast path calls this directly for steps it never materialises)."""
-        self.num_steps += 1
-        self.busy_time_s += duration
-        self.total_preemptions += num_preempted
-        usage = used_blocks / (used_blocks + free_blocks)
-        if usage > self.peak_kv_usage:
-            self.peak_kv_usage = usage
-        self.kv_usage_time_s += usage * duration
-        if num_waiting > self.max_num_waiting:
-            self.max_num_waiting = num_waiting
-        if batch_size > self.max_batch_size:
-            self.max_batch_size = batch_size
-        if not self.keep_steps or step % self.step_sample_every:
-            return
-        s = self._step
-        s["replica"].append(replica)
-        s["step"].append(step)
-        s["start_s"].append(start_s)
-        s["duration_s"].append(duration)
-        s["batch_size"].append(batch_size)
-        s["prefill_tokens"].append(prefill_tokens)
-        s["decode_tokens"].append(decode_tokens)
-        s["free_blocks"].append(free_blocks)
-        s["used_blocks"].append(used_blocks)
-        s["num_running"].append(num_running)
-        s["num_waiting"].append(num_waiting)
-        s["num_preempted"].append(num_preempted)
-        s["num_finished"].append(num_finished)
-        self._flush_if_full()
-
-    def extend_steps(self, replica: int, columns: dict) -> None:
-        """Many kept steps of one replica (typed arrays of every STEP_COLUMNS name but ``replica``, in step
-        order; already thinned by ``step_sample_every``). The aggregate engine's per-replica step table."""
-        count = len(columns["step"])
-        if not self.keep_steps or not count:
-            return
-        s = self._step
-        s["replica"].frombytes(np.full(count, replica, dtype=np.int64).tobytes())
-        for name, values in columns.items():
-            s[name].extend(values)
-        self._flush_if_full()
-
     def add_replica_run(self, replica: int, outcome) -> None:
         """A whole replica's run from the aggregate engine (an ``llmsim.engine.aggregate.ReplicaOutcome``): its
         gaps, kept steps and step aggregates. Float aggregates are summed per replica, then across replicas,
@@ -241,72 +174,6 @@ class Recorder:
         self.peak_kv_usage = max(self.peak_kv_usage, outcome.peak_kv_usage)
         self.max_num_waiting = max(self.max_num_waiting, outcome.max_num_waiting)
         self.max_batch_size = max(self.max_batch_size, outcome.max_batch_size)
-
-    def _flush_if_full(self) -> None:
-        if self.stream_path is not None and len(self._step["step"]) >= self._stream_chunk_rows:
-            self._flush_steps()
-
-    def _flush_steps(self) -> None:
-        """Write the buffered step records as one Parquet row group and empty the buffers."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table({name: np.frombuffer(values, dtype=np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64)
-                          if len(values) else np.array([], dtype=np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64)
-                          for name, values in self._step.items()})
-        if self._stream_writer is None:
-            self._stream_writer = pq.ParquetWriter(self.stream_path, table.schema)
-        if table.num_rows:
-            self._stream_writer.write_table(table)
-        self._step = {name: array("d") if name in _FLOAT_STEP_COLUMNS else array("q") for name in STEP_COLUMNS}
-
-    def finish_stream(self) -> Optional[str]:
-        """Write what is left and close the streamed step file; its path (None when not streaming)."""
-        if self.stream_path is None:
-            return None
-        self._flush_steps()
-        self._stream_writer.close()
-        self._stream_writer = None
-        return self.stream_path
-
-    def step_records(self, replica: int, steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
-                     free_blocks, used_blocks, num_running, num_waiting, num_preempted, num_finished) -> None:
-        """Many steps' records at once (numpy arrays, in step order): what the fast path skipped through.
-
-        Aggregates are accumulated left to right exactly as :meth:`step_values` would, so both paths give
-        identical figures.
-        """
-        n = len(steps)
-        if n == 0:
-            return
-        durations = np.asarray(durations, dtype=np.float64)
-        used = np.asarray(used_blocks, dtype=np.int64)
-        usage = used / (used + np.asarray(free_blocks, dtype=np.int64))
-        self.num_steps += n
-        self.busy_time_s = float(np.cumsum(np.concatenate([[self.busy_time_s], durations]))[-1])
-        self.total_preemptions += int(np.sum(num_preempted))
-        self.peak_kv_usage = max(self.peak_kv_usage, float(usage.max()))
-        self.kv_usage_time_s = float(np.cumsum(np.concatenate([[self.kv_usage_time_s], usage * durations]))[-1])
-        self.max_num_waiting = max(self.max_num_waiting, int(np.max(num_waiting)))
-        self.max_batch_size = max(self.max_batch_size, int(np.max(batch_sizes)))
-        if not self.keep_steps:
-            return
-        if self.step_sample_every > 1:
-            keep = np.asarray(steps) % self.step_sample_every == 0
-            (steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens, free_blocks, used, num_running,
-             num_waiting, num_preempted, num_finished) = (
-                np.asarray(a)[keep] for a in (steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
-                                              free_blocks, used, num_running, num_waiting, num_preempted, num_finished))
-            n = len(steps)
-        s = self._step
-        for name, values in (("replica", np.full(n, replica)), ("step", steps), ("start_s", starts),
-                             ("duration_s", durations), ("batch_size", batch_sizes), ("prefill_tokens", prefill_tokens),
-                             ("decode_tokens", decode_tokens), ("free_blocks", free_blocks), ("used_blocks", used),
-                             ("num_running", num_running), ("num_waiting", num_waiting),
-                             ("num_preempted", num_preempted), ("num_finished", num_finished)):
-            dtype = np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64
-            s[name].frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
-        self._flush_if_full()
 
     def same_gap_tokens_bulk(self, gaps, counts) -> None:
         """Weighted inter-token gaps of many steps (zero counts are dropped)."""
@@ -384,26 +251,6 @@ class Recorder:
         for name in _TEXT_COLUMNS:
             frame[name] = frame[name].astype(str)
         return frame
-
-    def steps_frame(self) -> pd.DataFrame:
-        """One row per engine step, ordered by replica then step (records of a skipped stretch arrive late)."""
-        columns = {}
-        for name in STEP_COLUMNS:
-            dtype = np.float64 if name in _FLOAT_STEP_COLUMNS else np.int64
-            columns[name] = np.frombuffer(self._step[name], dtype=dtype) if len(self._step[name]) else np.array([], dtype=dtype)
-        frame = pd.DataFrame(columns)
-        return frame.sort_values(["replica", "step"], kind="stable").reset_index(drop=True)
-
-    def step_stats(self) -> dict:
-        """Exact aggregates over every step, kept even when per-step detail is off."""
-        return {
-            "num_steps": self.num_steps,
-            "busy_time_s": self.busy_time_s,
-            "peak_kv_usage": self.peak_kv_usage,
-            "mean_kv_usage_busy": self.kv_usage_time_s / self.busy_time_s if self.busy_time_s else 0.0,
-            "max_num_waiting": self.max_num_waiting,
-            "max_batch_size": self.max_batch_size,
-        }
 
     def clear_itl(self) -> None:
         """Let go of the gaps once summarised (a million requests leave 16 M of them)."""

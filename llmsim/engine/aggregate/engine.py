@@ -14,7 +14,8 @@ from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, A
 from llmsim.engine.aggregate.quiet import QuietSteps
 from llmsim.engine.aggregate.rules import VLLMV1Rules
 from llmsim.engine.pool import DecodePool
-from llmsim.metrics.recorder import ITL_WEIGHT_CODE, STEP_COLUMNS
+from llmsim.metrics.recorder import ITL_WEIGHT_CODE
+from llmsim.metrics.step_records import STEP_COLUMNS
 
 
 class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
