@@ -124,6 +124,10 @@ def fit_e2e_command(
     from llmsim.validation.points import METRICS, read_points
     from llmsim.validation.setup import SkipPoint, build_setup
 
+    from llmsim.inputs import check_output_file
+
+    # Checked before a fit of several minutes, not after it.
+    check_output_file(predictions, "--predictions", (".csv",))
     points = read_points(points_csv)
     groups: dict[str, list] = {}
     model_of: dict[str, str] = {}

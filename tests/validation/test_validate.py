@@ -238,3 +238,13 @@ def test_speculative_rows_take_the_quoted_acceptance(tmp_path):
     tpot = {k: run_point(p).predicted["mean_tpot_ms"] for k, p in
             ((p.id, p) for p in read_points(path)) if k != "NONE"}
     assert tpot["HIGH"] < 0.8 * tpot["LOW"]
+
+
+@pytest.mark.parametrize("name, expected", [("fits.txt", "must end in .csv"), ("a_file/p.csv", "is a file")])
+def test_fit_e2e_refuses_an_unwritable_predictions_file_before_fitting(tmp_path, capsys, name, expected):
+    (tmp_path / "a_file").write_text("x")
+    points = tmp_path / "missing_points.csv"  # never read: the output is checked first
+    code = main(["calibrate", "fit-e2e", str(points), "-o", str(tmp_path / "fits"),
+                 "--predictions", str(tmp_path / name)])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "--predictions" in err and len(err.strip().splitlines()) == 1
