@@ -13,7 +13,7 @@ import numpy as np
 def multi_server_starts(arrival: np.ndarray, work: np.ndarray, processes: int) -> np.ndarray:
     """Start times when each request takes the first server to free up. The queue loop (O(log processes) a
     request) runs only over stretches around the requests that might find every server busy (:func:`_crowded`);
-    the others start at their arrival (the argument of :func:`_never_all_busy`). A stretch begins at a request
+    the others start at their arrival (the argument in :func:`_crowded`). A stretch begins at a request
     every earlier one has ended by, and ends at the first such request after its crowded ones: there the servers
     are as good as new (their free times, all before it, only ever compare as earlier than later arrivals)."""
     crowded = _crowded(arrival, work, processes)
@@ -69,20 +69,14 @@ def _multi_server_loop(arrival: np.ndarray, work: np.ndarray, processes: int) ->
     return start
 
 
-def _never_all_busy(arrival: np.ndarray, work: np.ndarray, processes: int) -> bool:
-    """True when fewer than ``processes`` earlier requests arrived within the longest ingress before each
-    arrival. Then, by induction over the arrival order, every request starts at its arrival: the servers busy
-    at arrival i hold requests that started at their own arrivals a_j > a_i − max work, fewer than
-    ``processes`` of them, so one is free (a server freeing exactly at a_i is free: the loop starts at
-    max(a_i, its free time) = a_i). The loop gives the same floats, since it starts each request at its arrival
-    too. Arrivals must be non-decreasing (the workload is sorted)."""
-    crowded = _crowded(arrival, work, processes)
-    return crowded is not None and not crowded.any()
-
-
 def _crowded(arrival: np.ndarray, work: np.ndarray, processes: int) -> Optional[np.ndarray]:
     """Per request: at least ``processes`` earlier requests arrived within the longest ingress before it (so it
-    might find every server busy); None when the arrivals are not sorted."""
+    might find every server busy); None when the arrivals are not sorted.
+
+    A request that is not crowded, and all of whose earlier requests are not, starts at its arrival (induction
+    over the arrival order): the servers busy at arrival i hold requests that started at their own arrivals
+    a_j > a_i − max work, fewer than ``processes`` of them, so one is free (a server freeing exactly at a_i is
+    free: the loop starts at max(a_i, its free time) = a_i), and the loop gives the same floats."""
     n = len(arrival)
     if n <= processes:
         return np.zeros(n, dtype=bool)

@@ -179,7 +179,7 @@ def test_several_processes_start_requests_as_the_queue_does(arrivals, works, pro
     work = np.asarray(works[:len(arrival)])
     loop = server_queue._multi_server_loop(arrival, work, processes)
     assert np.array_equal(server_queue.multi_server_starts(arrival, work, processes), loop)
-    if server_queue._never_all_busy(arrival, work, processes):
+    if not server_queue._crowded(arrival, work, processes).any():
         assert np.array_equal(loop, arrival)
 
 
@@ -187,5 +187,5 @@ def test_a_lightly_loaded_set_of_processes_skips_the_queue_loop():
     from llmsim.engine import server_queue
 
     arrival = np.arange(1000) * 0.01  # 100 req/s on 4 processes taking 15 ms each: never all busy
-    assert server_queue._never_all_busy(arrival, np.full(1000, 0.015), 4)
-    assert not server_queue._never_all_busy(arrival, np.full(1000, 0.045), 4)  # five overlap: the loop decides
+    assert not server_queue._crowded(arrival, np.full(1000, 0.015), 4).any()
+    assert server_queue._crowded(arrival, np.full(1000, 0.045), 4).any()  # five overlap: the loop decides
