@@ -124,10 +124,16 @@ def fit_e2e_command(
     from llmsim.validation.points import METRICS, read_points
     from llmsim.validation.setup import SkipPoint, build_setup
 
-    from llmsim.inputs import check_output_file
+    from llmsim.inputs import check_output_dir, check_output_file
 
     # Checked before a fit of several minutes, not after it.
     check_output_file(predictions, "--predictions", (".csv",))
+    if gpu is not None:
+        check_output_file(out, "-o", (".yaml", ".yml"))
+    elif out.suffix in (".yaml", ".yml"):
+        raise UserError(f"-o {out}: without --gpu, fit-e2e writes one profile per GPU; give a folder")
+    else:
+        check_output_dir(out)
     points = read_points(points_csv)
     groups: dict[str, list] = {}
     model_of: dict[str, str] = {}
@@ -148,8 +154,6 @@ def fit_e2e_command(
         groups = {g: p for g, p in groups.items() if len(p) >= MIN_POINTS}
         if not groups:
             raise UserError(f"{points_csv}: no GPU has the {MIN_POINTS} modellable points a fit needs")
-    if gpu is None and out.suffix in (".yaml", ".yml"):
-        raise UserError(f"-o {out}: without --gpu, fit-e2e writes one profile per GPU; give a folder")
     console = Console(stderr=False)
     pooled: dict[str, list[float]] = {}
     rows: list[str] = []

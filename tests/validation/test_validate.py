@@ -107,6 +107,14 @@ def test_throughput_benchmark_is_offline_all_at_once(tmp_path):
     assert setup.config.scheduler.max_num_seqs == 1024
 
 
+def test_tokens_per_second_of_unstated_kind_are_output_tokens(tmp_path):
+    # The "client fed at an infinite rate" tables (TensorRT-LLM's overview, AMD's copy of it) report output tokens.
+    setup, result = _simulate(tmp_path, benchmark="throughput", input_len=512, output_len=16, num_prompts=16)
+    m = bench_metrics(setup, result.requests, result.summary)
+    assert m["throughput_tok_s_unspecified"] == pytest.approx(m["output_token_throughput"])
+    assert m["total_token_throughput"] > 10 * m["throughput_tok_s_unspecified"]  # prompts dominate here
+
+
 def test_latency_benchmark_is_the_wall_time_of_one_batch(tmp_path):
     row = _row(benchmark="latency", num_prompts="", batch=4, input_len=64, output_len=8, thr="", ttft="",
                tpot="", latency=0.5, client="benchmark_latency")
@@ -248,3 +256,16 @@ def test_fit_e2e_refuses_an_unwritable_predictions_file_before_fitting(tmp_path,
                  "--predictions", str(tmp_path / name)])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and "--predictions" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("gpu, out, expected", [(["--gpu", "H100"], "fits", "is a directory"),
+                                                (["--gpu", "H100"], "H100.json", "must end in .yaml"),
+                                                ([], "H100.yaml", "give a folder"),
+                                                ([], "a_file", "is a file")])
+def test_fit_e2e_refuses_an_unwritable_profile_path_before_fitting(tmp_path, capsys, gpu, out, expected):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "fits").mkdir()
+    points = tmp_path / "missing_points.csv"  # never read: the output is checked first
+    code = main(["calibrate", "fit-e2e", str(points), *gpu, "-o", str(tmp_path / out)])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "-o" in err and len(err.strip().splitlines()) == 1
