@@ -82,6 +82,12 @@ class BenchmarkPoint:
     remarks: str = ""  # the free-text `uncertain` and `notes` columns (e.g. a quoted draft acceptance rate)
 
     @property
+    def chat_endpoint(self) -> bool:
+        """Whether the client streamed from ``/v1/chat/completions`` (``--backend openai-chat``)."""
+        client = self.benchmark_client.lower()
+        return "openai-chat" in client or "/chat/completions" in client
+
+    @property
     def ignore_eos(self) -> bool:
         """Whether every request ran to its nominal output length (``--ignore-eos``)."""
         return "--ignore-eos" in self.benchmark_client or self.benchmark in ("latency",)

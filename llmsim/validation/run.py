@@ -4,7 +4,9 @@ Metrics are computed as the benchmark's own client computes them, from the simul
 
 * ``vllm bench serve``: duration from the first send to the last response; request, output-token and
   total-token throughput over that duration; TTFT from the send (the API server's time included); TPOT =
-  (E2E − TTFT) / (output tokens − 1) per request with more than one token; ITL over every token gap.
+  (E2E − TTFT) / (output tokens − 1) per request with more than one token; mean ITL over every streamed
+  chunk after the first (with ``/v1/chat/completions`` the first chunk is the role, so n tokens give n gaps,
+  the first one next to nothing).
 * ``benchmark_throughput``: requests and tokens over the time the whole set took.
 * ``benchmark_latency``: the wall time of the batch (``latency_s``).
 
@@ -95,7 +97,9 @@ def bench_metrics(setup: PointSetup, requests, summary: dict) -> dict[str, float
             out.update({"mean_tpot_ms": float(tpot.mean()), "median_tpot_ms": _percentile(tpot, 50),
                         "p99_tpot_ms": _percentile(tpot, 99)})
         gaps = (done["e2el_s"] - done["ttft_s"]).sum()
-        count = (done["num_output_tokens"] - 1).clip(lower=0).sum()
+        # vllm bench serve times every streamed chunk after the first. The chat endpoint's first chunk is the
+        # role (sent with the first token, which follows it at once), so each token's chunk is one more gap.
+        count = (done["num_output_tokens"] - (0 if setup.point.chat_endpoint else 1)).clip(lower=0).sum()
         if count > 0:
             out["mean_itl_ms"] = float(gaps / count * 1e3)
         for key, name in (("median", "median_itl_ms"), ("p99", "p99_itl_ms")):

@@ -96,6 +96,12 @@ def test_serve_metrics_follow_vllm_bench_serve(tmp_path):
     assert m["mean_tpot_ms"] == pytest.approx(1e3 * (0.5 + 0.5) / 2)  # TPOT excludes the first token
     assert m["mean_itl_ms"] == pytest.approx(1e3 * (1.5 + 2.0) / (3 + 4))  # every token gap counts once
     assert m["median_itl_ms"] == pytest.approx(500.0)
+    # The chat endpoint streams the role first: with it, n tokens are n timed chunks, not n - 1.
+    chat = read_points(_csv(tmp_path, _row(client="vllm bench serve --backend openai-chat --ignore-eos"),
+                            name="chat.csv"))[0]
+    m_chat = bench_metrics(build_setup(chat), requests, {"itl_s": {"median": 0.5, "p99": 0.6}})
+    assert m_chat["mean_itl_ms"] == pytest.approx(1e3 * (1.5 + 2.0) / (4 + 5))
+    assert m_chat["mean_tpot_ms"] == pytest.approx(m["mean_tpot_ms"])  # TPOT counts tokens, not chunks
 
 
 def test_throughput_benchmark_is_offline_all_at_once(tmp_path):
