@@ -88,7 +88,8 @@ def replay_scheduler(
                                                     "(0.32 or 0.33); default: the scenario's, else the newest"),
 ) -> None:
     """Replay a scheduler scenario tick by tick and write the trace in the golden format."""
-    from llmsim.engine.replay import load_scenario, replay_scenario
+    from llmsim.engine.replay import replay_scenario
+    from llmsim.engine.scenario import load_scenario
     from llmsim.fileio import atomic_write_text
     from llmsim.inputs import check_output_file
 
@@ -180,7 +181,7 @@ def _mount_subcommands() -> None:
         ("llmsim.workload.cli", "analyze_command", "analyze"),
         ("llmsim.workload.cli", "generate_command", "generate"),
         ("llmsim.sweep.cli", "sweep_command", "sweep"),
-        ("llmsim.planner", "plan_command", "plan"),
+        ("llmsim.plan_cli", "plan_command", "plan"),
         ("llmsim.metrics.report", "report_command", "report"),
         ("llmsim.validation.cli", "validate_command", "validate"),
     ):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from llmsim.engine.hybrid_kv import kv_cache_groups
-from llmsim.engine.replay import load_scenario, replay_scenario
+from llmsim.engine.replay import replay_scenario
+from llmsim.engine.scenario import load_scenario
 from tests.engine.test_vllm_v1_goldens import assert_replay_matches, load_golden
 
 GOLDENS = Path(__file__).resolve().parents[1] / "goldens"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from llmsim.engine.replay import load_scenario, replay_scenario
+from llmsim.engine.replay import replay_scenario
+from llmsim.engine.scenario import load_scenario
 from tests.conftest import SHARED_DIR, shared_path
 
 GOLDEN_FOLDERS = ("vllm_v1", "vllm_v1_prefix_priority")

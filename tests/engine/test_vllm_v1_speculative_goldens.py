@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from llmsim.engine.replay import load_scenario, replay_scenario
+from llmsim.engine.replay import replay_scenario
+from llmsim.engine.scenario import load_scenario
 from llmsim.errors import UserError
 
 FOLDER = Path(__file__).resolve().parents[1] / "goldens" / "vllm_v1_speculative"

@@ -172,7 +172,7 @@ def test_analyze_on_evenly_spaced_arrivals_reports_no_fit_instead_of_crashing():
 def test_replay_refuses_duplicate_ids_and_a_request_larger_than_the_cache(tmp_path):
     import json
 
-    from llmsim.engine.replay import load_scenario
+    from llmsim.engine.scenario import load_scenario
 
     path = tmp_path / "s.json"
     config = {"num_gpu_blocks": 8, "block_size": 16}
