@@ -166,6 +166,9 @@ class GPUYAML(_Strict):
     efficiency: EfficiencyYAML = EfficiencyYAML()
     api_server: APIServerYAML = APIServerYAML()
     validation: Optional[ValidationYAML] = None
+    # A profile with no end-to-end measurements of its own takes the end-to-end fitted values (the keys of
+    # that profile's validation.prior) of the named fitted profile (gpu_from_file).
+    end_to_end_from: Optional[str] = None
     sources: dict[str, str] = {}
 
     def to_spec(self, source_file: str) -> GPUSpec:
@@ -191,7 +194,9 @@ class GPUYAML(_Strict):
             api_server=self.api_server.to_costs(),
             residuals=PredictionResiduals(
                 tuple((c, r.n, r.q05, r.q95) for c, r in self.validation.residuals.items()),
-                self.validation.fitted_on) if self.validation else PredictionResiduals(),
+                self.validation.fitted_on) if self.validation else PredictionResiduals(
+                fitted_on=(f"uncalibrated on this GPU: ×/÷ 1.65 (end-to-end values borrowed from the "
+                           f"{self.end_to_end_from} fit)") if self.end_to_end_from else ""),
             source_file=source_file,
         )
 
@@ -242,10 +247,45 @@ def gpu_from_file(path: Path, kernel_fit: bool = False) -> GPUSpec:
             block, name = key.split(".", 1)
             data.setdefault(block, {})[name] = value
         data.pop("validation")
+    elif not kernel_fit and data.get("end_to_end_from") is not None:
+        data = _borrow_end_to_end(data, path)
     try:
         return GPUYAML.model_validate(data).to_spec(str(path))
     except ValidationError as exc:
         raise ProfileError(_one_line(exc, path)) from None
+
+
+#: End-to-end fitted values that belong to the chip (its clock under a power limit, its memory system): a
+#: profile borrowing another's end-to-end fit keeps its own kernel-fit values of these.
+CHIP_SPECIFIC = frozenset({"efficiency.sustained_compute_fraction", "efficiency.linear_mbu", "efficiency.attn_decode_mbu"})
+
+
+def _borrow_end_to_end(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``data`` with the end-to-end fitted values of the profile its ``end_to_end_from`` names.
+
+    Why: the end-to-end fit sets what no kernel benchmark sees (engine CPU time, the API server, the fused-MoE and
+    weight-only kernels' share of peak, sustained clocks), and these are mostly software and host properties.
+    Predicting each fitted GPU's points with another GPU's end-to-end values instead of its kernel-fit defaults
+    cut the errors roughly in half (docs/validation.md, "GPUs without end-to-end points")."""
+    donor_name = data["end_to_end_from"]
+    if not isinstance(donor_name, str):
+        raise ProfileError(f"{path}: end_to_end_from: expected the name of a GPU profile, got {donor_name!r}")
+    if data.get("validation"):
+        raise ProfileError(f"{path}: end_to_end_from: this profile is fitted end to end itself (it has a "
+                           "validation block); remove one of the two")
+    donor = _read_mapping(_resolve(donor_name, "gpus", f"{path}: end_to_end_from"))
+    fitted = ((donor.get("validation") or {}).get("prior") or {}) if isinstance(donor.get("validation"), dict) else {}
+    if not fitted:
+        raise ProfileError(f"{path}: end_to_end_from: {donor_name} has no end-to-end fit to lend (no "
+                           "validation.prior); name a profile fitted by llmsim calibrate fit-e2e")
+    for key in fitted:
+        if key in CHIP_SPECIFIC:
+            continue
+        block, name = key.split(".", 1)
+        value = (donor.get(block) or {}).get(name)
+        if value is not None:
+            data.setdefault(block, {})[name] = value
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------

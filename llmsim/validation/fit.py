@@ -149,8 +149,10 @@ class Evaluator:
 
 
 def profile_with(base: dict, theta: dict[str, float]) -> dict:
-    """A copy of a GPU profile (YAML mapping) with ``block.key`` values replaced."""
+    """A copy of a GPU profile (YAML mapping) with ``block.key`` values replaced; it borrows no end-to-end values
+    any more (``end_to_end_from``): these are its own."""
     data = yaml.safe_load(yaml.safe_dump(base))
+    data.pop("end_to_end_from", None)
     for key, value in theta.items():
         block, name = key.split(".", 1)
         data.setdefault(block, {})[name] = float(value)

@@ -129,3 +129,42 @@ def test_model_config_bad_type_names_field(tmp_path):
 def test_missing_profile_path_is_an_error():
     with pytest.raises(ProfileError, match="does not exist"):
         load_gpu("./nowhere/gpu.yaml")
+
+
+_USER_GPU = ("name: MyGPU\npeak_bf16_tflops: 100\nmemory_gib: 32\nhbm_bandwidth_gbps: 1000\n"
+             "interconnect_bandwidth_gbps: 50\npcie_bandwidth_gbps: 32\ncost_per_hour_usd: 1.5\n"
+             "efficiency: {linear_mbu: 0.7, cpu_step_overhead_ms: 3.0}\n")
+
+
+def test_a_profile_without_end_to_end_points_borrows_a_fitted_ones_software_values(tmp_path):
+    """end_to_end_from takes the donor's end-to-end fitted values (the keys of its validation.prior), except
+    the chip's own (clock under load, memory system), and no intervals: it is still uncalibrated."""
+    from llmsim.hardware.profiles import CHIP_SPECIFIC
+
+    donor = load_gpu("A100-80GB")
+    own = tmp_path / "own.yaml"
+    own.write_text(_USER_GPU)
+    borrowing = tmp_path / "borrowing.yaml"
+    borrowing.write_text(_USER_GPU + "end_to_end_from: A100-80GB\n")
+    before, after = load_gpu(str(own)), load_gpu(str(borrowing))
+    assert before.efficiency.cpu_step_overhead_s == pytest.approx(3e-3)
+    assert after.efficiency.cpu_step_overhead_s == donor.efficiency.cpu_step_overhead_s
+    assert after.api_server == donor.api_server
+    assert after.efficiency.moe_gemm_bandwidth_efficiency == donor.efficiency.moe_gemm_bandwidth_efficiency
+    assert "efficiency.linear_mbu" in CHIP_SPECIFIC and after.efficiency.linear_mbu == pytest.approx(0.7)
+    assert after.residuals.by_class == () and "borrowed from the A100-80GB fit" in after.residuals.fitted_on
+    assert load_gpu(str(borrowing), kernel_fit=True).efficiency.cpu_step_overhead_s == pytest.approx(3e-3)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("end_to_end_from: RTX-4090\n", "RTX-4090 has no end-to-end fit to lend"),
+    ("end_to_end_from: Z100\n", "end_to_end_from: unknown gpu profile 'Z100'"),
+    ("end_to_end_from: 3\n", "expected the name of a GPU profile"),
+    ("end_to_end_from: H100\nvalidation: {fitted_on: x}\n", "fitted end to end itself"),
+])
+def test_a_bad_end_to_end_donor_is_one_line_naming_the_file(tmp_path, line, expected):
+    path = tmp_path / "borrowing.yaml"
+    path.write_text(_USER_GPU + line)
+    with pytest.raises(ProfileError) as info:
+        load_gpu(str(path))
+    assert expected in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
