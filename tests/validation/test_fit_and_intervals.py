@@ -133,3 +133,22 @@ def test_a_fitted_bundled_profile_keeps_its_kernel_fit_and_a_refit_starts_there(
     start = current_values(data, FIT_PARAMETERS)
     assert start == data["validation"]["prior"]  # not the fitted values: refitting is the same fit
     assert kernels.efficiency.cpu_step_overhead_s == pytest.approx(start["efficiency.cpu_step_overhead_ms"] * 1e-3)
+
+
+def test_a_profile_fitted_end_to_end_stops_borrowing_and_starts_from_its_own_kernel_values():
+    """fit-e2e on a GPU that borrowed another's end-to-end values: the fit starts from its own kernel-fit values,
+    and every profile it evaluates or writes is its own (no end_to_end_from left to override the fit)."""
+    from pathlib import Path
+
+    import yaml
+
+    from llmsim.hardware.profiles import load_gpu
+    from llmsim.validation.fit import FIT_PARAMETERS, current_values, profile_with
+
+    base = yaml.safe_load(Path(load_gpu("H20").source_file).read_text())
+    assert base["end_to_end_from"] == "A100-80GB"
+    start = current_values(base, FIT_PARAMETERS)
+    assert start["api_server.request_overhead_ms"] == base.get("api_server", {}).get("request_overhead_ms", 25.0)
+    assert start["api_server.request_overhead_ms"] != load_gpu("A100-80GB").api_server.request_overhead_s * 1e3
+    fitted = profile_with(base, {"api_server.request_overhead_ms": 9.0})
+    assert "end_to_end_from" not in fitted and fitted["api_server"]["request_overhead_ms"] == 9.0
