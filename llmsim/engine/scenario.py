@@ -20,7 +20,7 @@ _SCENARIO_ONLY_KEYS = {"policy", "vllm_version", "layer_types", "sliding_window"
 _POLICIES = {"fcfs": "fcfs", "priority": "priority"}  # scenario policy → scheduler.queue
 # Speculative methods: vLLM's names (the oracle's) and llmsim's → llmsim's.
 SPEC_METHODS = {"ngram": "ngram", "ngram_gpu": "ngram", "draft_model": "draft", "draft": "draft",
-                 "eagle": "eagle", "mtp": "mtp"}
+                "eagle": "eagle", "mtp": "mtp"}
 _SPEC_KEYS = {"method", "num_speculative_tokens", "acceptance_pattern"}
 
 

@@ -247,8 +247,11 @@ def gpu_from_file(path: Path, kernel_fit: bool = False) -> GPUSpec:
             block, name = key.split(".", 1)
             data.setdefault(block, {})[name] = value
         data.pop("validation")
-    elif not kernel_fit and data.get("end_to_end_from") is not None:
-        data = _borrow_end_to_end(data, path)
+    elif data.get("end_to_end_from") is not None:
+        if kernel_fit:  # its own values, nothing borrowed (_read_mapping gave a copy)
+            data.pop("end_to_end_from")
+        else:
+            data = _borrow_end_to_end(data, path)
     try:
         return GPUYAML.model_validate(data).to_spec(str(path))
     except ValidationError as exc:
@@ -264,9 +267,9 @@ def _borrow_end_to_end(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """``data`` with the end-to-end fitted values of the profile its ``end_to_end_from`` names.
 
     Why: the end-to-end fit sets what no kernel benchmark sees (engine CPU time, the API server, the fused-MoE and
-    weight-only kernels' share of peak, sustained clocks), and these are mostly software and host properties.
-    Predicting each fitted GPU's points with another GPU's end-to-end values instead of its kernel-fit defaults
-    cut the errors roughly in half (docs/validation.md, "GPUs without end-to-end points")."""
+    weight-only kernels' share of peak), and these are mostly software and host properties; the chip's own values
+    (CHIP_SPECIFIC) stay. Predicting each fitted GPU's points with another GPU's end-to-end values instead of its
+    kernel-fit defaults cut the errors roughly in half (docs/validation.md, "GPUs without end-to-end points")."""
     donor_name = data["end_to_end_from"]
     if not isinstance(donor_name, str):
         raise ProfileError(f"{path}: end_to_end_from: expected the name of a GPU profile, got {donor_name!r}")
@@ -274,7 +277,8 @@ def _borrow_end_to_end(data: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ProfileError(f"{path}: end_to_end_from: this profile is fitted end to end itself (it has a "
                            "validation block); remove one of the two")
     donor = _read_mapping(_resolve(donor_name, "gpus", f"{path}: end_to_end_from"))
-    fitted = ((donor.get("validation") or {}).get("prior") or {}) if isinstance(donor.get("validation"), dict) else {}
+    validation = donor.get("validation")
+    fitted = validation.get("prior") if isinstance(validation, dict) else None
     if not fitted:
         raise ProfileError(f"{path}: end_to_end_from: {donor_name} has no end-to-end fit to lend (no "
                            "validation.prior); name a profile fitted by llmsim calibrate fit-e2e")
