@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -396,10 +397,11 @@ def load_gpu(name_or_path: str, kernel_fit: bool = False) -> GPUSpec:
 def load_model(name_or_path: str) -> ModelSpec:
     """Model profile by name/alias (``Llama-2-7B``) or from a profile YAML / Hugging Face config.json path.
 
-    A Hugging Face id that is not itself an alias resolves through two general rules: a quantization suffix
+    A Hugging Face id that is not itself an alias resolves through three general rules: a quantization suffix
     (``-FP8``, ``-AWQ``, ``-FP8-KV``, ``-GPTQ-Int4`` ...) names the same architecture stored at that precision,
-    and an unknown organisation (``amd/``, ``NousResearch/``) may re-publish a known model under its own
-    name: the part after the ``/`` is tried alone.
+    an unknown organisation (``amd/``, ``NousResearch/``) may re-publish a known model under its own name (the
+    part after the ``/`` is tried alone), and a tune suffix (``-Instruct``, ``-it``, ``-2507`` ...) keeps its base
+    model's architecture (:func:`_tuned_bases`).
     """
     try:
         return model_from_file(_resolve(name_or_path, "models", "hardware.model"))
@@ -410,12 +412,26 @@ def load_model(name_or_path: str) -> ModelSpec:
         return spec
 
 
+#: A suffix naming a tune or repackaging of a checkpoint, which keeps its base model's architecture: instruction,
+#: chat and reasoning tunes, Hugging Face conversions, base releases, dated releases (``-2507``).
+_TUNE_SUFFIX = re.compile(r"-(instruct|chat|it|hf|base|thinking|\d{4})$", re.IGNORECASE)
+
+
+def _tuned_bases(name: str) -> list[str]:
+    """``name``, then ``name`` without its tune suffixes one at a time (``Meta-Llama-3-8B-Instruct`` →
+    ``Meta-Llama-3-8B``; ``Llama-2-7b-chat-hf`` → ``Llama-2-7b-chat`` → ``Llama-2-7b``)."""
+    names = [name]
+    while (match := _TUNE_SUFFIX.search(names[-1])) and match.start() > 0:
+        names.append(names[-1][: match.start()])
+    return names
+
+
 def _model_by_checkpoint_name(name: str) -> Optional[ModelSpec]:
     if _looks_like_path(name) or Path(name).expanduser().is_file():
         return None
     base, quant = split_quant_suffix(name)
     index = _index("models")
-    for candidate in dict.fromkeys([base, base.split("/")[-1]]):
+    for candidate in dict.fromkeys(n for full in (base, base.split("/")[-1]) for n in _tuned_bases(full)):
         path = index.get(candidate.lower())
         if path is None:
             continue

@@ -120,3 +120,22 @@ def test_real_world_points_are_covered_and_fit():
         assert r.capacity.num_gpu_blocks > 0
         assert r.capacity.weight_bytes_per_gpu < r.capacity.usable_bytes_per_gpu
     assert all(r.reason for r in rows if not r.ok)
+
+
+@pytest.mark.parametrize("checkpoint, profile, quant", [
+    ("meta-llama/Meta-Llama-3-8B-Instruct", "Llama-3-8B", None),
+    ("NousResearch/Llama-2-7b-chat-hf", "Llama-2-7B", None),
+    ("google/gemma-3-27b-it", "Gemma-3-27B", None),
+    ("Qwen/Qwen3-30B-A3B-Thinking-2507", "Qwen3-30B-A3B", None),
+    ("Qwen/Qwen2.5-7B-Instruct-AWQ", "Qwen2.5-7B", "int4"),
+])
+def test_a_tuned_checkpoint_has_its_base_models_architecture(checkpoint, profile, quant):
+    model = load_model(checkpoint)
+    assert (model.name, model.weight_quant) == (profile, quant)
+
+
+def test_only_tune_suffixes_are_dropped():
+    with pytest.raises(ProfileError, match="Llama-9-8B-Instruct"):
+        load_model("meta-llama/Llama-9-8B-Instruct")  # no Llama-9: the suffix alone does not make a match
+    with pytest.raises(ProfileError):
+        load_model("deepseek-ai/DeepSeek-V9")  # a version is part of the name, not a tune
