@@ -120,7 +120,8 @@ def fit_e2e_command(
 
     from llmsim.fileio import atomic_write_text
     from llmsim.hardware.profiles import load_gpu
-    from llmsim.validation.fit import FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu, prediction_rows, profile_with
+    from llmsim.validation.fit import (FIT_PARAMETERS, MIN_POINTS, Evaluator, fit_gpu, held_out_coverage,
+                                       prediction_rows, profile_with)
     from llmsim.validation.points import METRICS, read_points
     from llmsim.validation.setup import SkipPoint, build_setup
 
@@ -156,6 +157,7 @@ def fit_e2e_command(
             raise UserError(f"{points_csv}: no GPU has the {MIN_POINTS} modellable points a fit needs")
     console = Console(stderr=False)
     pooled: dict[str, list[float]] = {}
+    covered = [0, 0]  # measured values inside their held-out prediction's interval, all of them
     rows: list[str] = []
     for name, group in groups.items():
         spec = load_gpu(name)
@@ -181,6 +183,12 @@ def fit_e2e_command(
             errors.add_row(metric, str(s["n"]), f"{100 * s['median_abs_error']:.1f}%",
                            "-" if cv is None else f"{100 * cv['median_abs_error']:.1f}%")
         console.print(errors)
+        inside, total = held_out_coverage(result)
+        covered[0] += inside
+        covered[1] += total
+        if total:
+            typer.echo(f"{name}: {100 * inside / total:.1f}% of {total} held-out predictions' measured values inside "
+                       "their 90 % interval")
         profile = profile_with(base, {k: round(v, 5) for k, v in result.theta.items()})
         profile["validation"] = {
             "fitted_on": (f"llmsim calibrate fit-e2e on {Path(points_csv).name}: {result.num_points} points, models "
@@ -209,3 +217,6 @@ def fit_e2e_command(
                 table.add_row(metric, str(values.size), f"{100 * np.median(values):.1f}%",
                               f"{100 * np.percentile(values, 90):.1f}%")
         console.print(table)
+        if covered[1]:
+            console.print(f"held-out interval coverage: {100 * covered[0] / covered[1]:.1f}% of {covered[1]} measured "
+                          "values inside their 90 % interval")

@@ -326,6 +326,26 @@ def error_table(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[s
             for m, v in absolute_errors(points, predictions).items()}
 
 
+def held_out_coverage(result: "FitResult") -> tuple[int, int]:
+    """(inside, total): measured values inside the 90 % interval that the fit's residuals put around their held-out
+    prediction. The same residuals set the intervals, so this is near 90 % by construction; it checks the
+    small-sample widening and the quantile arithmetic, not generalisation."""
+    from llmsim.hardware.specs import PredictionResiduals
+    from llmsim.metrics.intervals import log_bounds
+
+    residuals = PredictionResiduals(tuple((c, r["n"], r["q05"], r["q95"]) for c, r in result.residuals.items()))
+    inside = total = 0
+    for point, predicted in zip(result.points, result.held_out):
+        for metric, measured in point.measured.items():
+            p = predicted.get(metric)
+            if not p or p <= 0 or measured <= 0 or metric not in METRIC_CLASS:
+                continue
+            low, high = log_bounds(residuals, METRIC_CLASS[metric])
+            total += 1
+            inside += p * math.exp(low) <= measured <= p * math.exp(high)
+    return inside, total
+
+
 def residual_quantiles(points: list[BenchmarkPoint], predictions: list[dict]) -> dict[str, dict]:
     """Per metric class: count and 5th/95th percentiles of log(predicted / measured)."""
     by_class: dict[str, list[float]] = {}

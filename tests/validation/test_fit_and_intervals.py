@@ -72,6 +72,23 @@ def test_prediction_rows_give_each_point_its_in_sample_and_held_out_values():
     assert held == pytest.approx([float(r[3]) for r in rows], rel=0.15)  # ...from the other models' exact points
 
 
+def test_held_out_coverage_counts_measurements_inside_the_fits_own_intervals():
+    """The fit's residuals make intervals around its held-out predictions; the coverage counts the measured
+    values inside them, and an interval shrunk to nothing holds none of the inexact predictions."""
+    import dataclasses
+
+    from llmsim.validation.fit import held_out_coverage
+
+    points = _measured_points()
+    evaluator = FakeEvaluator({"name": "fake", "efficiency": {"linear_mfu": 0.8, "cpu_step_overhead_ms": 1.0}}, points)
+    result = fit_gpu(evaluator, lambda p: p.model, iterations=3, parameters=PARAMS)
+    inside, total = held_out_coverage(result)
+    assert total == len(points) and inside >= 0.8 * total
+    tight = dataclasses.replace(result, residuals={c: {"n": 1000, "q05": 0.0, "q95": 0.0} for c in result.residuals})
+    exact = sum(abs(h["latency_s"] / p.measured["latency_s"] - 1) < 0.049 for p, h in zip(points, result.held_out))
+    assert held_out_coverage(tight) == (exact, total)  # ±5 % at least: only near-exact predictions stay inside
+
+
 def test_residual_quantiles_are_log_ratios_per_metric_class():
     points = [_point(i, "m", 1) for i in range(3)]
     for p in points:
