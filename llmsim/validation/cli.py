@@ -218,5 +218,5 @@ def fit_e2e_command(
                               f"{100 * np.percentile(values, 90):.1f}%")
         console.print(table)
         if covered[1]:
-            console.print(f"held-out interval coverage: {100 * covered[0] / covered[1]:.1f}% of {covered[1]} measured "
-                          "values inside their 90 % interval")
+            typer.echo(f"held-out interval coverage: {100 * covered[0] / covered[1]:.1f}% of {covered[1]} measured "
+                       "values inside their 90 % interval")
