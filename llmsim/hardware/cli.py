@@ -177,7 +177,14 @@ def show(name: str = typer.Argument(..., help="GPU or model profile name (or pat
     except ProfileError:
         gpu = None
     if gpu is not None:
+        from llmsim.hardware.profiles import borrowed_end_to_end
+
         typer.echo(Path(gpu.source_file).read_text().rstrip())
+        donor, lent = borrowed_end_to_end(gpu.source_file)
+        if donor:
+            typer.echo(f"derived:\n  end-to-end values in effect, borrowed from {donor} (they replace the ones above):")
+            for key, value in lent.items():
+                typer.echo(f"    {key}: {value}")
         return
     try:
         model = load_model(name)

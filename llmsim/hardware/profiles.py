@@ -277,20 +277,36 @@ def _borrow_end_to_end(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if data.get("validation"):
         raise ProfileError(f"{path}: end_to_end_from: this profile is fitted end to end itself (it has a "
                            "validation block); remove one of the two")
+    for key, value in _lent_values(donor_name, path).items():
+        block, name = key.split(".", 1)
+        data.setdefault(block, {})[name] = value
+    return data
+
+
+def _lent_values(donor_name: str, path: Path) -> dict[str, Any]:
+    """``block.key`` → value: what the fitted profile ``donor_name`` lends (its end-to-end fitted values, the chip's
+    own excepted)."""
     donor = _read_mapping(_resolve(donor_name, "gpus", f"{path}: end_to_end_from"))
     validation = donor.get("validation")
     fitted = validation.get("prior") if isinstance(validation, dict) else None
     if not fitted:
         raise ProfileError(f"{path}: end_to_end_from: {donor_name} has no end-to-end fit to lend (no "
                            "validation.prior); name a profile fitted by llmsim calibrate fit-e2e")
+    lent = {}
     for key in fitted:
-        if key in CHIP_SPECIFIC:
-            continue
         block, name = key.split(".", 1)
         value = (donor.get(block) or {}).get(name)
-        if value is not None:
-            data.setdefault(block, {})[name] = value
-    return data
+        if key not in CHIP_SPECIFIC and value is not None:
+            lent[key] = value
+    return lent
+
+
+def borrowed_end_to_end(name_or_path: str) -> tuple[Optional[str], dict[str, Any]]:
+    """(donor, ``block.key`` → value) of the end-to-end values a GPU profile borrows; (None, {}) when it borrows
+    none (it is fitted itself, or has no ``end_to_end_from``)."""
+    path = _resolve(name_or_path, "gpus", "hardware.gpu")
+    donor = _read_mapping(path).get("end_to_end_from")
+    return (donor, _lent_values(donor, path)) if isinstance(donor, str) else (None, {})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -168,3 +168,16 @@ def test_a_bad_end_to_end_donor_is_one_line_naming_the_file(tmp_path, line, expe
     with pytest.raises(ProfileError) as info:
         load_gpu(str(path))
     assert expected in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_profiles_show_lists_the_end_to_end_values_a_gpu_borrows(capsys):
+    from llmsim.cli import main
+
+    assert main(["profiles", "show", "H20"]) == 0
+    out = capsys.readouterr().out
+    assert "borrowed from A100-80GB" in out
+    donor = load_gpu("A100-80GB")
+    assert f"efficiency.cpu_step_overhead_ms: {donor.efficiency.cpu_step_overhead_s * 1e3:.5f}".rstrip("0") in out
+    assert "efficiency.linear_mbu" not in out.split("derived:")[1]  # the chip's own value is not borrowed
+    assert main(["profiles", "show", "A100-80GB"]) == 0
+    assert "borrowed" not in capsys.readouterr().out
