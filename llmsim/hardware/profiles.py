@@ -279,7 +279,10 @@ def _borrow_end_to_end(data: dict[str, Any], path: Path) -> dict[str, Any]:
                            "validation block); remove one of the two")
     for key, value in _lent_values(donor_name, path).items():
         block, name = key.split(".", 1)
-        data.setdefault(block, {})[name] = value
+        if data.get(block) is None:  # absent, or written as an empty `api_server:`
+            data[block] = {}
+        if isinstance(data[block], dict):  # anything else is the schema's to report, naming the field
+            data[block][name] = value
     return data
 
 

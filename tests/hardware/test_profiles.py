@@ -161,6 +161,7 @@ def test_a_profile_without_end_to_end_points_borrows_a_fitted_ones_software_valu
     ("end_to_end_from: Z100\n", "end_to_end_from: unknown gpu profile 'Z100'"),
     ("end_to_end_from: 3\n", "expected the name of a GPU profile"),
     ("end_to_end_from: H100\nvalidation: {fitted_on: x}\n", "fitted end to end itself"),
+    ("end_to_end_from: H100\napi_server: 3\n", "field 'api_server'"),
 ])
 def test_a_bad_end_to_end_donor_is_one_line_naming_the_file(tmp_path, line, expected):
     path = tmp_path / "borrowing.yaml"
@@ -181,3 +182,9 @@ def test_profiles_show_lists_the_end_to_end_values_a_gpu_borrows(capsys):
     assert "efficiency.linear_mbu" not in out.split("derived:")[1]  # the chip's own value is not borrowed
     assert main(["profiles", "show", "A100-80GB"]) == 0
     assert "borrowed" not in capsys.readouterr().out
+
+
+def test_an_empty_section_takes_the_borrowed_values(tmp_path):
+    path = tmp_path / "borrowing.yaml"
+    path.write_text(_USER_GPU + "end_to_end_from: H100\napi_server:\n")  # an empty block, as YAML allows
+    assert load_gpu(str(path)).api_server == load_gpu("H100").api_server
