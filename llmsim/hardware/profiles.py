@@ -246,7 +246,10 @@ def gpu_from_file(path: Path, kernel_fit: bool = False) -> GPUSpec:
         data = copy.deepcopy(data)
         for key, value in prior.items():
             block, name = key.split(".", 1)
-            data.setdefault(block, {})[name] = value
+            if data.get(block) is None:
+                data[block] = {}
+            if isinstance(data[block], dict):
+                data[block][name] = value
         data.pop("validation")
     elif data.get("end_to_end_from") is not None:
         if kernel_fit:  # its own values, nothing borrowed (_read_mapping gave a copy)

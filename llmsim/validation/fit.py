@@ -155,7 +155,9 @@ def profile_with(base: dict, theta: dict[str, float]) -> dict:
     data.pop("end_to_end_from", None)
     for key, value in theta.items():
         block, name = key.split(".", 1)
-        data.setdefault(block, {})[name] = float(value)
+        if data.get(block) is None:  # absent, or an empty block in the file
+            data[block] = {}
+        data[block][name] = float(value)
     return data
 
 
