@@ -245,11 +245,7 @@ def gpu_from_file(path: Path, kernel_fit: bool = False) -> GPUSpec:
         prior = data["validation"].get("prior") or {}
         data = copy.deepcopy(data)
         for key, value in prior.items():
-            block, name = key.split(".", 1)
-            if data.get(block) is None:
-                data[block] = {}
-            if isinstance(data[block], dict):
-                data[block][name] = value
+            _set_value(data, key, value)
         data.pop("validation")
     elif data.get("end_to_end_from") is not None:
         if kernel_fit:  # its own values, nothing borrowed (_read_mapping gave a copy)
@@ -281,12 +277,18 @@ def _borrow_end_to_end(data: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ProfileError(f"{path}: end_to_end_from: this profile is fitted end to end itself (it has a "
                            "validation block); remove one of the two")
     for key, value in _lent_values(donor_name, path).items():
-        block, name = key.split(".", 1)
-        if data.get(block) is None:  # absent, or written as an empty `api_server:`
-            data[block] = {}
-        if isinstance(data[block], dict):  # anything else is the schema's to report, naming the field
-            data[block][name] = value
+        _set_value(data, key, value)
     return data
+
+
+def _set_value(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``block.name`` of a profile mapping; a block that is absent or empty (``api_server:`` alone) becomes one,
+    one of another type is left for the schema to report, naming the field."""
+    block, name = key.split(".", 1)
+    if data.get(block) is None:
+        data[block] = {}
+    if isinstance(data[block], dict):
+        data[block][name] = value
 
 
 def _lent_values(donor_name: str, path: Path) -> dict[str, Any]:
