@@ -8,9 +8,11 @@ from pydantic import Field
 
 from llmsim.configbase import StrictModel
 
-# fp8 = W8A8 (fp8 tensor cores where present); int8/int4 = weight-only (W8A16/W4A16, AWQ/GPTQ); mxfp4 = OCP
-# microscaling 4-bit (gpt-oss experts). fp8_e4m3/fp8_e5m2 are vLLM's kv-cache-dtype spellings of fp8.
+# fp8 = W8A8 (fp8 tensor cores where present); int8/int4 = weight-only (W8A16/W4A16, AWQ/GPTQ); w8a8 = int8
+# weights and activations (int8 tensor cores); mxfp4 = OCP microscaling 4-bit (gpt-oss experts). fp8_e4m3/fp8_e5m2
+# are vLLM's kv-cache-dtype spellings of fp8.
 Precision = Literal["auto", "fp16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "mxfp4"]
+WeightPrecision = Literal["auto", "fp16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "w8a8", "int4", "mxfp4"]
 
 
 class HardwareConfig(StrictModel):
@@ -21,10 +23,10 @@ class HardwareConfig(StrictModel):
     ep: int = Field(
         1, ge=1, description="expert-parallel degree of MoE layers: experts split over ep of each stage's tp GPUs (divides tp)"
     )
-    weight_dtype: Precision = Field(
+    weight_dtype: WeightPrecision = Field(
         "auto", description="precision of the linear layers; auto = the checkpoint's (its quantization, else its dtype)"
     )
-    expert_weight_dtype: Precision = Field(
+    expert_weight_dtype: WeightPrecision = Field(
         "auto", description="precision of routed MoE experts; auto = the checkpoint's expert quantization, else weight_dtype"
     )
     kv_cache_dtype: Precision = Field("auto", description="KV-cache precision; auto = the model's dtype")

@@ -42,6 +42,7 @@ FORMATS: dict[str, NumberFormat] = {
     "bf16": NumberFormat(2.0),
     "fp8": NumberFormat(1.0, compute="fp8"),
     "int8": NumberFormat(1.0),  # weight-only int8 (W8A16): dequantized to bf16 in the kernel
+    "w8a8": NumberFormat(1.0, compute="int8"),  # int8 weights and activations: int8 tensor-core GEMMs (CUTLASS)
     "int4": NumberFormat(0.5, scale_bytes=20 / 128 / 8),
     "mxfp4": NumberFormat(0.5, scale_bytes=8 / 32 / 8, compute="fp4"),
 }
@@ -56,6 +57,8 @@ _SYNONYMS = {
     "fp8_e5m2": "fp8",
     "float8_e4m3fn": "fp8",
     "w4a16": "int4",
+    "w8a16": "int8",
+    "int8_w8a8": "w8a8",
     "awq": "int4",
     "gptq": "int4",
 }
@@ -163,6 +166,10 @@ def _find_weight_scheme(qcfg: dict) -> Optional[str]:
             if dtype.startswith("fp8"):
                 return "fp8"
             fmt = _bits_format(scheme.get("num_bits"), str(scheme.get("type", "int")))
+            activations = group.get("input_activations") or {}
+            if fmt == "int8" and isinstance(activations, dict) and activations.get("num_bits") == 8 \
+                    and str(activations.get("type", "int")) == "int":
+                return "w8a8"  # activations quantized too: int8 GEMMs, not a weight-only kernel
             if fmt:
                 return fmt
     return None
@@ -174,8 +181,9 @@ _SUFFIXES: list[tuple[str, str]] = [
     (r"-fp8-kv", "fp8"),
     (r"-(w8a8-)?fp8(-(dynamic|static|block|blockwise))?", "fp8"),
     (r"-(awq|gptq)(-int4)?", "int4"),
-    (r"-(w4a16|int4|4bit)", "int4"),
-    (r"-(gptq-)?(int8|w8a16)", "int8"),
+    (r"[-.](quantized\.)?(w4a16|int4|4bit)", "int4"),
+    (r"[-.](quantized\.)?w8a8(-int8)?", "w8a8"),  # RedHatAI/…-quantized.w8a8: int8 weights and activations
+    (r"-(gptq-)?(int8|w8a16)|[-.]quantized\.w8a16", "int8"),
     (r"-mxfp4", "mxfp4"),
     (r"-(bf16|fp16)", "bf16"),  # a dequantized re-publication (unsloth/gpt-oss-20b-BF16)
 ]

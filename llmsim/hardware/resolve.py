@@ -131,7 +131,9 @@ def _clause_format(clause: str) -> Optional[str]:
         return "int4"
     if "fp8" in c or "float8" in c:
         return "fp8"
-    if re.search(r"\b(int8|w8a8|w8a16|8-?bit)\b", c):
+    if re.search(r"\bw8a8\b", c):
+        return "w8a8"  # int8 weights and activations (an fp8 W8A8 said fp8 above)
+    if re.search(r"\b(int8|w8a16|8-?bit)\b", c):
         return "int8"
     if re.search(r"\b(bf16|fp16|bfloat16|float16|16-?bit|default)\b", c):
         return "16"

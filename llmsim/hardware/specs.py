@@ -188,8 +188,8 @@ class GPUSpec:
     def peak_flops_for(self, weight_dtype: str) -> float:
         """Peak dense FLOP/s of the GEMMs for weights of this precision.
 
-        fp8 weights run fp8 tensor-core GEMMs (W8A8) where the GPU has them, and MXFP4 runs fp4 ones where the
-        GPU has them (Blackwell). Everywhere else the kernels are weight-only: they dequantize to bf16 (Marlin
+        fp8 weights run fp8 tensor-core GEMMs (W8A8) where the GPU has them, int8 W8A8 checkpoints int8 ones, and
+        MXFP4 runs fp4 ones where the GPU has them (Blackwell). Everywhere else the kernels are weight-only: they dequantize to bf16 (Marlin
         fp8 on Ampere, AWQ/GPTQ int4, int8, MXFP4 on Hopper), so they keep the bf16 peak and only save bytes.
         """
         compute = FORMATS[canonical(weight_dtype)].compute if weight_dtype != "auto" else "bf16"
@@ -197,6 +197,8 @@ class GPUSpec:
             return self.peak_fp8_flops
         if compute == "fp4" and self.peak_fp4_flops:
             return self.peak_fp4_flops
+        if compute == "int8" and self.peak_int8_ops:
+            return self.peak_int8_ops
         return self.peak_flops
 
     def runs_weight_only(self, weight_dtype: str) -> bool:

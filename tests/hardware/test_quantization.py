@@ -70,6 +70,10 @@ def test_expert_parallel_weights_per_gpu_use_each_components_precision():
         ({"quant_method": "gptq", "bits": 8}, ("int8", "int8")),
         ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float"}}}}, ("fp8", "fp8")),
         ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 4, "type": "int"}}}}, ("int4", "int4")),
+        ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int"}}}}, ("int8", "int8")),
+        ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int"},
+                                                                        "input_activations": {"num_bits": 8, "type": "int"}}}},
+         ("w8a8", "w8a8")),
     ],
 )
 def test_quantization_config_methods(qcfg, expected):
@@ -91,6 +95,10 @@ def test_unsupported_quantization_method_is_named():
         ("Qwen/Qwen3-14B-AWQ", "Qwen/Qwen3-14B", "int4"),
         ("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4", "Qwen/Qwen2.5-7B-Instruct", "int4"),
         ("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int8", "Qwen/Qwen2.5-7B-Instruct", "int8"),
+        ("RedHatAI/Meta-Llama-3.1-8B-Instruct-quantized.w8a8", "RedHatAI/Meta-Llama-3.1-8B-Instruct", "w8a8"),
+        ("RedHatAI/Qwen3-8B-quantized.w4a16", "RedHatAI/Qwen3-8B", "int4"),
+        ("RedHatAI/Qwen3-8B-quantized.w8a16", "RedHatAI/Qwen3-8B", "int8"),
+        ("Qwen/Qwen3-8B-W8A8-FP8", "Qwen/Qwen3-8B", "fp8"),
         ("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B", None),
     ],
 )
@@ -105,6 +113,19 @@ def test_gemm_peak_per_precision_and_gpu():
     assert h100.peak_flops_for("int4") == h100.peak_flops  # W4A16 dequantizes to bf16
     assert h100.peak_flops_for("mxfp4") == h100.peak_flops  # Hopper runs MXFP4 weight-only
     assert b200.peak_flops_for("mxfp4") == 9000e12  # Blackwell: native fp4
+    assert a100.peak_flops_for("w8a8") == a100.peak_int8_ops == 624e12  # int8 W8A8: int8 tensor cores
+    assert a100.peak_flops_for("int8") == a100.peak_flops and a100.runs_weight_only("int8")  # W8A16 dequantizes
+    assert not a100.runs_weight_only("w8a8")
+
+
+def test_int8_w8a8_prefills_faster_than_weight_only_int8_and_reads_the_same_bytes():
+    def step(dtype, tokens):
+        hw = HardwareConfig(model="Llama-3.1-8B", gpu="A100-80GB", weight_dtype=dtype)
+        timing = RooflineTimingModel(hw, load_gpu("A100-80GB"), load_model("Llama-3.1-8B"), cpu_overhead=False)
+        return timing.step_time([tokens], [0], 1) if tokens > 64 else timing.step_time([1] * tokens, [512] * tokens, tokens)
+
+    assert step("w8a8", 8192) < 0.8 * step("int8", 8192)  # compute-bound: the int8 peak is twice bf16's
+    assert step("w8a8", 4) == pytest.approx(step("int8", 4), rel=0.05)  # bandwidth-bound: same bytes per weight
 
 
 def _decode_time(model: str, gpu: str, **hw) -> float:
