@@ -12,7 +12,8 @@ from llmsim.configbase import StrictModel
 # weights and activations (int8 tensor cores); mxfp4 = OCP microscaling 4-bit (gpt-oss experts). fp8_e4m3/fp8_e5m2
 # are vLLM's kv-cache-dtype spellings of fp8.
 Precision = Literal["auto", "fp16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "mxfp4"]
-WeightPrecision = Literal["auto", "fp16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "w8a8", "int4", "mxfp4"]
+WeightPrecision = Literal["auto", "fp16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "w8a8", "int4", "mxfp4",
+                          "nvfp4"]
 
 
 class HardwareConfig(StrictModel):

@@ -45,6 +45,8 @@ FORMATS: dict[str, NumberFormat] = {
     "w8a8": NumberFormat(1.0, compute="int8"),  # int8 weights and activations: int8 tensor-core GEMMs (CUTLASS)
     "int4": NumberFormat(0.5, scale_bytes=20 / 128 / 8),
     "mxfp4": NumberFormat(0.5, scale_bytes=8 / 32 / 8, compute="fp4"),
+    # NVFP4: one e4m3 (8-bit) scale per block of 16 values (the per-tensor fp32 scale is negligible) -> 4.5 bits.
+    "nvfp4": NumberFormat(0.5, scale_bytes=8 / 16 / 8, compute="fp4"),
 }
 
 # Spellings of the same formats (Hugging Face torch_dtype names, vLLM's kv-cache-dtype names).
@@ -123,7 +125,7 @@ def _bits_format(bits: Any, kind: str) -> Optional[str]:
     if bits == 8:
         return "int8"
     if bits == 4:
-        return "mxfp4" if kind == "mxfp4" else "int4"
+        return {"mxfp4": "mxfp4", "float": "nvfp4"}.get(kind, "int4")
     return None
 
 
@@ -146,12 +148,19 @@ def quant_from_config(qcfg: Any) -> CheckpointQuant:
         if fmt is None:
             raise ValueError(f"{method} with {qcfg.get('bits')} bits is not modelled (4 or 8 bits are)")
         return CheckpointQuant(fmt, fmt)
+    if method == "modelopt":  # NVIDIA ModelOpt: quant_algo FP8 or NVFP4
+        algo = str(qcfg.get("quant_algo", "")).upper()
+        if algo in ("FP8", "NVFP4"):
+            fmt = "fp8" if algo == "FP8" else "nvfp4"
+            return CheckpointQuant(fmt, fmt)
+        raise ValueError(f"modelopt quant_algo {algo or '(none)'!r} is not modelled (FP8 and NVFP4 are)")
     if method in ("compressed-tensors", "quark"):
         weights = _find_weight_scheme(qcfg)
         if weights is None:
             raise ValueError(f"{method} checkpoint without a readable weight scheme")
         return CheckpointQuant(weights, weights)
-    raise ValueError(f"quantization method {method or '(none)'!r} is not modelled (fp8, awq, gptq, mxfp4, compressed-tensors, quark are)")
+    raise ValueError(f"quantization method {method or '(none)'!r} is not modelled (fp8, awq, gptq, mxfp4, modelopt, "
+                     "compressed-tensors, quark are)")
 
 
 def _find_weight_scheme(qcfg: dict) -> Optional[str]:
@@ -185,6 +194,7 @@ _SUFFIXES: list[tuple[str, str]] = [
     (r"[-.](quantized\.)?w8a8(-int8)?", "w8a8"),  # RedHatAI/…-quantized.w8a8: int8 weights and activations
     (r"-(gptq-)?(int8|w8a16)|[-.]quantized\.w8a16", "int8"),
     (r"-mxfp4", "mxfp4"),
+    (r"-(nv)?fp4", "nvfp4"),  # nvidia/Llama-3.3-70B-Instruct-FP4 (ModelOpt NVFP4)
     (r"-(bf16|fp16)", "bf16"),  # a dequantized re-publication (unsloth/gpt-oss-20b-BF16)
 ]
 

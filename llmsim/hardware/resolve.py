@@ -118,7 +118,7 @@ def resolve_model(text: str) -> tuple[ModelSpec, str, str]:
     return spec, name, note
 
 
-_UNSUPPORTED = re.compile(r"\b(nvfp4|gguf|bitsandbytes|bnb|nf4|int3|int2|2-?bit|3-?bit|exl2|hqq)\b", re.IGNORECASE)
+_UNSUPPORTED = re.compile(r"\b(gguf|bitsandbytes|bnb|nf4|int3|int2|2-?bit|3-?bit|exl2|hqq)\b", re.IGNORECASE)
 _CLAUSE = re.compile(r"[,;+]")
 
 
@@ -127,6 +127,8 @@ def _clause_format(clause: str) -> Optional[str]:
     c = clause.lower()
     if "mxfp4" in c:
         return "mxfp4"
+    if re.search(r"\b(nvfp4|fp4)\b", c):
+        return "nvfp4"
     if re.search(r"\b(awq|gptq|int4|w4a16|4-?bit)\b", c):
         return "int4"
     if "fp8" in c or "float8" in c:
@@ -148,7 +150,7 @@ def parse_precision(text: str, model: ModelSpec) -> tuple[str, str, str]:
     """
     bad = _UNSUPPORTED.search(text)
     if bad:
-        raise ProfileError(f"quantization {text!r}: {bad.group(1)} is not modelled (fp8, int8, AWQ/GPTQ int4, MXFP4 are)")
+        raise ProfileError(f"quantization {text!r}: {bad.group(1)} is not modelled (fp8, int8, int8 W8A8, AWQ/GPTQ int4, MXFP4, NVFP4 are)")
     main = _REMARK.sub(" ", text)
     clauses = [c for c in _CLAUSE.split(main) if c.strip()]
     if not any(_clause_format(c) for c in clauses):  # only the remark names a precision: "(... 'precision: fp8')"

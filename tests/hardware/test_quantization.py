@@ -66,6 +66,8 @@ def test_expert_parallel_weights_per_gpu_use_each_components_precision():
     [
         ({"quant_method": "fp8", "weight_block_size": [128, 128]}, ("fp8", "fp8")),
         ({"quant_method": "mxfp4"}, (None, "mxfp4")),
+        ({"quant_method": "modelopt", "quant_algo": "NVFP4"}, ("nvfp4", "nvfp4")),
+        ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 4, "type": "float"}}}}, ("nvfp4", "nvfp4")),
         ({"quant_method": "awq", "bits": 4, "group_size": 128}, ("int4", "int4")),
         ({"quant_method": "gptq", "bits": 8}, ("int8", "int8")),
         ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float"}}}}, ("fp8", "fp8")),
@@ -99,6 +101,7 @@ def test_unsupported_quantization_method_is_named():
         ("RedHatAI/Qwen3-8B-quantized.w4a16", "RedHatAI/Qwen3-8B", "int4"),
         ("RedHatAI/Qwen3-8B-quantized.w8a16", "RedHatAI/Qwen3-8B", "int8"),
         ("Qwen/Qwen3-8B-W8A8-FP8", "Qwen/Qwen3-8B", "fp8"),
+        ("nvidia/Llama-3.3-70B-Instruct-FP4", "nvidia/Llama-3.3-70B-Instruct", "nvfp4"),
         ("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B", None),
     ],
 )
@@ -116,6 +119,8 @@ def test_gemm_peak_per_precision_and_gpu():
     assert a100.peak_flops_for("w8a8") == a100.peak_int8_ops == 624e12  # int8 W8A8: int8 tensor cores
     assert a100.peak_flops_for("int8") == a100.peak_flops and a100.runs_weight_only("int8")  # W8A16 dequantizes
     assert not a100.runs_weight_only("w8a8")
+    assert b200.peak_flops_for("nvfp4") == 9000e12 and h100.runs_weight_only("nvfp4")  # NVFP4: Blackwell-native
+    assert weight_bytes_per_param("nvfp4") == pytest.approx(0.5 + 1 / 16)  # an e4m3 scale per 16 values
 
 
 def test_int8_w8a8_prefills_faster_than_weight_only_int8_and_reads_the_same_bytes():

@@ -69,8 +69,13 @@ def test_sixteen_bit_on_a_quantized_checkpoint_is_explicit():
 
 
 def test_unsupported_quantization_reason():
-    with pytest.raises(ProfileError, match="NVFP4 is not modelled"):
-        resolve_deployment("B200", "Qwen/Qwen3-8B", "NVFP4 weights")
+    with pytest.raises(ProfileError, match="GGUF is not modelled"):
+        resolve_deployment("B200", "Qwen/Qwen3-8B", "GGUF Q4_K_M")
+
+
+def test_nvfp4_weights_are_a_precision():
+    deployment = resolve_deployment("B200", "Qwen/Qwen3-8B", "NVFP4 weights")
+    assert deployment.weight_dtype == "nvfp4"
 
 
 def test_deployment_carries_the_checkpoint_suffix_into_hardware_config():
