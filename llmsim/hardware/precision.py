@@ -60,7 +60,6 @@ _SYNONYMS = {
     "float8_e4m3fn": "fp8",
     "w4a16": "int4",
     "w8a16": "int8",
-    "int8_w8a8": "w8a8",
     "awq": "int4",
     "gptq": "int4",
 }
