@@ -59,6 +59,8 @@ class Replica(Protocol):
 MAX_RUN_STEPS = 4096
 #: Shorter runs are not worth the set-up cost; the per-step loop takes them.
 MIN_RUN_STEPS = 3
+#: Runs of at most this many request-steps are planned in plain Python (:func:`_build_small_run`).
+SMALL_RUN_CELLS = 1024
 
 
 def scheduler_blockers(cfg) -> list[str]:
@@ -261,6 +263,9 @@ def plan_decode_run(replica: "Replica", snapshot: ScheduleSnapshot, last_update_
 
 
 def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing) -> Optional[DecodeRun]:
+    if len(contexts) * k <= SMALL_RUN_CELLS and getattr(timing, "decode_step_time", None) is not None \
+            and not getattr(timing, "sliding_window", None) and getattr(timing, "_pp", 1) == 1:
+        return _build_small_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
     kv = replica.kv_cache
     bs = kv.block_size
     blocks = kv._blocks
@@ -305,6 +310,89 @@ def _build_run(replica, async_mode, k, contexts, last_step, finish_tick, timing)
         waiting_start=len(replica.scheduler.waiting), truncate_on_arrival=False, start_s=start,
         batch_by_step=[n] + batch[:k].tolist(), running_by_step=(n - ended_before).tolist(),
         finishing_by_tick=finishing[: k + 1].tolist(),
+    )
+
+
+def _build_small_run(replica, async_mode, k, contexts, last_step, finish_tick, timing) -> Optional[DecodeRun]:
+    """:func:`_build_run` for a short run of a small batch, in plain Python: the same integers and the same
+    float operations in the same order (each step priced by ``decode_step_time``, the ends summed left to
+    right as ``np.cumsum`` does), without the request × step arrays whose numpy set-up costs more than the
+    arithmetic at this size (most runs: an arrival cuts them after a dozen steps of a dozen requests)."""
+    kv = replica.kv_cache
+    bs = kv.block_size
+    blocks = kv._blocks
+    running = replica.scheduler.running
+    held = [blocks.get(r.request_id, 0) for r in running]
+    ctx = contexts.tolist()
+    last = last_step.tolist()
+    fin = finish_tick.tolist()
+    # Request i needs the blocks of c + m tokens after step m: a new one at the step its context first
+    # outgrows what it holds (step held·bs − c + 1), then every block_size steps, while it is scheduled.
+    alloc = [0] * (k + 1)
+    for c, h, m_last in zip(ctx, held, last):
+        end = m_last if m_last < k else k
+        first = h * bs - c + 1 if h * bs >= c else (1 - c) % bs or bs  # (the second: holds less than c needs)
+        for m in range(first, end + 1, bs):
+            alloc[m] += 1
+    alloc_cum = [0] * (k + 1)
+    total = 0
+    for m in range(1, k + 1):
+        total += alloc[m]
+        alloc_cum[m] = total
+    finishing = [0] * (k + 2)
+    for f in fin:
+        if f <= k + 1:
+            finishing[f] += 1
+    freed_by_tick = [0] * (k + 1)
+    if type(kv) is not PrefixCachingKVCacheManager:  # with prefix caching: planned as freeing nothing
+        freed = [0] * (k + 2)
+        for c, h, m_last, f in zip(ctx, held, last, fin):
+            if f <= k + 1:
+                need = -(-(c + m_last) // bs)
+                freed[f] += h if h > need else need
+        total = 0
+        for m in range(k + 1):
+            total += freed[m]
+            freed_by_tick[m] = total
+    free_start = kv.num_free_blocks
+    for m in range(1, k + 1):
+        if free_start - alloc_cum[m] + freed_by_tick[m - 1] < 0:
+            k = m - 1
+            if k < MIN_RUN_STEPS:
+                return None
+            break
+    # Batch size and Σ context (before the step) of steps 1..k: requests leave after their last step.
+    order = sorted(range(len(ctx)), key=last.__getitem__)
+    n = alive = len(ctx)
+    ctx_alive = sum(ctx)
+    position = 0
+    batch = [0] * (k + 1)
+    ends = [0.0] * (k + 1)
+    ends[0] = end_s = replica.loop.in_flight[0].end_s if async_mode else replica.env.now
+    price = timing.decode_step_time
+    for m in range(1, k + 1):
+        while position < n and last[order[position]] < m:
+            alive -= 1
+            ctx_alive -= ctx[order[position]]
+            position += 1
+        batch[m] = alive
+        end_s += price(alive, ctx_alive + (m - 1) * alive)
+        ends[m] = end_s
+    ended_before = [0] * (k + 1)  # requests finished at ticks < m
+    total = 0
+    for m in range(1, k + 1):
+        total += finishing[m - 1]
+        ended_before[m] = total
+    batch[0] = n
+    return DecodeRun(
+        requests=list(running), async_mode=async_mode, k=k, step_ends=np.array(ends), last_step=last_step,
+        finish_tick=finish_tick, alloc_cum=np.array(alloc_cum[: k + 1], dtype=np.int64),
+        freed_by_tick=np.array(freed_by_tick[: k + 1], dtype=np.int64), free_blocks_start=free_start,
+        held_start=np.array(held, dtype=np.int64), contexts=contexts, known_start=np.array(
+            [r.prompt_tokens + r.num_output_tokens for r in running], dtype=np.int64),
+        prefix_cache=type(kv) is PrefixCachingKVCacheManager, first_step_index=replica.scheduler.step_index,
+        waiting_start=len(replica.scheduler.waiting), truncate_on_arrival=False, start_s=replica.env.now,
+        batch_by_step=batch, running_by_step=[n - x for x in ended_before], finishing_by_tick=finishing[: k + 1],
     )
 
 
