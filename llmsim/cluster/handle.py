@@ -233,6 +233,16 @@ class EngineProbe:
                                   free_blocks, used_blocks, *rest)
         self.cluster.on_step(self.replica)
 
+    def step_rows(self, replica: int, rows) -> None:
+        """A few fast-path steps as rows of :meth:`step_values`' arguments after ``replica``: the same accounting
+        as :meth:`step_records`, step by step."""
+        if self.detached or not rows:
+            return
+        for row in rows:
+            self._count_step(row[2], row[7], row[6])
+        self.recorder.step_rows(replica, rows)
+        self.cluster.on_step(self.replica)
+
     def step_records(self, replica: int, steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
                      free_blocks, used_blocks, *rest) -> None:
         """Many fast-path steps at once: the same per-replica accounting as :meth:`step_values`, in bulk."""

@@ -54,8 +54,15 @@ def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:
     run.committed = j
 
 
+#: Up to this many steps are recorded row by row (:func:`_record_few_steps`), more as whole arrays.
+FEW_STEPS = 64
+
+
 def _record_steps(replica: "Replica", run: DecodeRun, d_lo: int, d_hi: int) -> None:
     """Step records and inter-token gaps of steps d_lo..d_hi, as whole arrays."""
+    if d_hi - d_lo < FEW_STEPS:
+        _record_few_steps(replica, run, d_lo, d_hi)
+        return
     ends = run.step_ends
     steps = np.arange(d_lo, d_hi + 1)
     batch = np.asarray(run.batch_by_step, dtype=np.int64)[steps]
@@ -79,6 +86,36 @@ def _record_steps(replica: "Replica", run: DecodeRun, d_lo: int, d_hi: int) -> N
     if not run.async_mode and d_lo == 1:
         counts[0] -= run.num_newcomers
     replica.recorder.same_gap_tokens_bulk(ends[steps] - previous, counts)
+
+
+def _record_few_steps(replica: "Replica", run: DecodeRun, d_lo: int, d_hi: int) -> None:
+    """:func:`_record_steps` row by row: the same values (integers, and float differences of the same ends)."""
+    ends = run.step_ends[d_lo - 1: d_hi + 1].tolist()  # ends[x] is step_ends[d_lo - 1 + x]
+    alloc_cum, freed_by_tick = run.alloc_cum.tolist(), run.freed_by_tick.tolist()
+    batch_by_step, running_by_step, finishing = run.batch_by_step, run.running_by_step, run.finishing_by_tick
+    usable = replica.kv_cache.num_usable_blocks
+    free_start, first_step = run.free_blocks_start, run.first_step_index
+    shift = 1 if run.async_mode else 0  # the tick that delivers step d is d + shift
+    arrivals = run.arrival_times
+    recorder = replica.recorder
+    rows = []
+    previous = replica._last_update_end_s
+    for x, d in enumerate(range(d_lo, d_hi + 1)):
+        batch = batch_by_step[d]
+        free_after = free_start - alloc_cum[d] + freed_by_tick[d - 1]
+        waiting = run.waiting_start
+        if arrivals:
+            tick_time = run.tick_time(d)
+            waiting += sum(1 for t in arrivals if t <= tick_time)
+        start, end = ends[x], ends[x + 1]
+        rows.append((first_step + d - 1, start, end - start, batch, 0, batch, free_after, usable - free_after,
+                     running_by_step[d], waiting, 0, finishing[d + shift]))
+        # Every receiver's previous token came with the previous delivery (first tokens were recorded apart).
+        count = batch - run.num_newcomers if d == 1 and not run.async_mode else batch
+        if count > 0:
+            recorder.same_gap_tokens(end, previous, count)
+        previous = end
+    recorder.step_rows(replica.replica_id, rows)
 
 
 def _deliver_first_tick(replica: "Replica", run: DecodeRun) -> None:

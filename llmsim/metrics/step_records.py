@@ -117,6 +117,12 @@ class StepRecords:
         self._stream_writer = None
         return self.stream_path
 
+    def step_rows(self, replica: int, rows) -> None:
+        """A few steps' records as tuples of :meth:`step_values`'s arguments after ``replica`` (a short decode
+        run: below a few dozen steps this loop costs less than :meth:`step_records`' numpy set-up)."""
+        for row in rows:
+            self.step_values(replica, *row)
+
     def step_records(self, replica: int, steps, starts, durations, batch_sizes, prefill_tokens, decode_tokens,
                      free_blocks, used_blocks, num_running, num_waiting, num_preempted, num_finished) -> None:
         """Many steps' records at once (numpy arrays, in step order): what the fast path skipped through.
