@@ -26,7 +26,10 @@ class SarathiScheduler(SchedulerBase):
         # Decodes first, then partial prefills; each group keeps its admission order.
         running = self.running
         if running:
-            running[:] = [r for r in running if self._in_decode(r)] + [r for r in running if not self._in_decode(r)]
+            decoding = [self._in_decode(r) for r in running]
+            if False in decoding and True in decoding[decoding.index(False):]:  # (usually in order already)
+                running[:] = ([r for r, d in zip(running, decoding) if d]
+                              + [r for r, d in zip(running, decoding) if not d])
         stalled: list[Request] = []
         budget = self._schedule_running(plan, self.config.max_num_batched_tokens, stalled)
         if not plan.preempted:
