@@ -369,14 +369,24 @@ def _build_small_run(replica, async_mode, k, contexts, last_step, finish_tick, t
     batch = [0] * (k + 1)
     ends = [0.0] * (k + 1)
     ends[0] = end_s = replica.loop.in_flight[0].end_s if async_mode else replica.env.now
-    price = timing.decode_step_time
+    # timing.decode_step_time inlined (its constants, its operations in its order): this loop prices every
+    # planned step of every short run.
+    per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead = timing.decode_arith()
+    consts = timing.decode_consts
+    base, qo_bytes, floor, add = consts(alive)
     for m in range(1, k + 1):
-        while position < n and last[order[position]] < m:
-            alive -= 1
-            ctx_alive -= ctx[order[position]]
-            position += 1
+        if position < n and last[order[position]] < m:
+            while position < n and last[order[position]] < m:
+                alive -= 1
+                ctx_alive -= ctx[order[position]]
+                position += 1
+            base, qo_bytes, floor, add = consts(alive)
         batch[m] = alive
-        end_s += price(alive, ctx_alive + (m - 1) * alive)
+        summed = ctx_alive + (m - 1) * alive
+        compute = (2 * summed + 2 * alive) * per_unit / flops_rate
+        memory = ((summed + alive) * kv_bytes + qo_bytes) / bytes_rate
+        gpu = base + layers * ((compute if compute > memory else memory) + overhead)
+        end_s += (gpu if gpu > floor else floor) + add
         ends[m] = end_s
     ended_before = [0] * (k + 1)  # requests finished at ticks < m
     total = 0
