@@ -26,7 +26,9 @@ class SarathiScheduler(SchedulerBase):
         # Decodes first, then partial prefills; each group keeps its admission order.
         running = self.running
         if running:
-            decoding = [self._in_decode(r) for r in running]
+            # In decode: every token but the newest is computed (placeholders: async tokens in flight).
+            decoding = [r.num_computed_tokens >= r.prompt_tokens + r.num_output_tokens - 1 + r.num_output_placeholders
+                        for r in running]
             if False in decoding and True in decoding[decoding.index(False):]:  # (usually in order already)
                 running[:] = ([r for r, d in zip(running, decoding) if d]
                               + [r for r, d in zip(running, decoding) if not d])
@@ -36,9 +38,6 @@ class SarathiScheduler(SchedulerBase):
             self._schedule_waiting(plan, budget)
         self._fail_if_deadlocked(plan, stalled)
         return self._finish_plan(plan)
-
-    def _in_decode(self, request: Request) -> bool:
-        return request.num_computed_tokens >= request.num_tokens - 1 + request.num_output_placeholders
 
     def _schedule_waiting(self, plan: StepPlan, budget: int) -> None:
         waiting = self.waiting
