@@ -168,7 +168,7 @@ def _nearest_existing(path: Path) -> Path:
 def _check_creatable_under(path: Path, flag: str, shown: Optional[Path] = None) -> None:
     """Every existing ancestor of ``path`` is a directory and the nearest one accepts new files."""
     shown = shown or path
-    ancestor = _nearest_existing(path.parent if not path.exists() else path)
+    ancestor = _nearest_existing(path.parent)  # (an existing file at ``path`` itself is simply replaced)
     for parent in [ancestor, *ancestor.parents]:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{flag} {shown}: {parent} is a file, so nothing can be written under it")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from llmsim.cli import app
 from llmsim.config import build_config, load_config
 from llmsim.errors import ConfigError, UserError
 from llmsim.inputs import check_number, check_output_dir, check_output_file, decode_utf8, parse_yaml
@@ -49,6 +53,17 @@ def test_output_paths_are_checked_before_any_work_and_create_nothing(tmp_path):
         check_output_dir("/proc/llmsim-test", "-o")
     check_output_dir(tmp_path / "new" / "deeper", "-o")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the check made nothing
+
+
+def test_an_output_file_left_by_an_earlier_run_is_replaced_not_refused(tmp_path):
+    # Rerunning a command with the same --json / --report / -o file is the normal case, not bad input.
+    earlier = tmp_path / "summary.json"
+    earlier.write_text("{}")
+    assert check_output_file(earlier, "--json") == earlier
+    result = CliRunner().invoke(app, ["bench", "speed", "--requests", "50", "--replicas", "1",
+                                      "--reference-requests", "0", "--json", str(earlier)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(earlier.read_text())["requests"] == 50
 
 
 def test_command_line_numbers_must_be_finite_and_in_range():
