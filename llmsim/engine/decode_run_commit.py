@@ -13,7 +13,8 @@ from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.step import StepPlan
 
 if TYPE_CHECKING:
-    from llmsim.engine.fastpath import DecodeRun, Replica
+    from llmsim.engine.decode_run import DecodeRun
+    from llmsim.engine.fastpath import Replica
 
 
 def commit_run(replica: "Replica", run: DecodeRun, upto: int) -> None:

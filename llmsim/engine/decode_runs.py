@@ -30,7 +30,7 @@ class RunRules:
     # (submitted_s, guard_s): a tick at time t with t − submitted_s > guard_s re-sorts the waiting queue (aging).
     aging: Optional[tuple[float, float]] = None
     # For an admission test that loosens as the run goes on: given the planned run
-    # (:class:`llmsim.engine.fastpath.DecodeRun`), how many of its first ticks surely refuse the head.
+    # (:class:`llmsim.engine.decode_run.DecodeRun`), how many of its first ticks surely refuse the head.
     refused_ticks: Optional[Callable[..., int]] = None
 
 

@@ -305,6 +305,12 @@ class RooflineTimingModel(PipelineStages, ForwardPassCosts):
         return (seen if alive is None else seen * alive).sum(axis=0)
 
     @property
+    def decode_steps_from_totals(self) -> bool:
+        """Whether a pure-decode step's time follows from its batch size and context sum alone, as
+        :meth:`decode_step_time` prices it: pp = 1 and no sliding-window layers."""
+        return self._pp == 1 and not self._window
+
+    @property
     def sliding_window(self) -> Optional[int]:
         """The window of the model's sliding-window layers (None without any): their attention reads only it."""
         return self._window
