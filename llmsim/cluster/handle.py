@@ -238,8 +238,8 @@ class EngineProbe:
         as :meth:`step_records`, step by step."""
         if self.detached or not rows:
             return
-        for row in rows:
-            self._count_step(row[2], row[7], row[6])
+        for _, _, duration, _, _, _, free_blocks, used_blocks, *_ in rows:
+            self._count_step(duration, used_blocks, free_blocks)
         self.recorder.step_rows(replica, rows)
         self.cluster.on_step(self.replica)
 
