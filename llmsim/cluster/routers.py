@@ -53,14 +53,20 @@ class Router(Protocol):
     def choose(self, request: Request, replicas: Sequence[ReplicaStatus]) -> int: ...
 
 
-def _argmin(replicas: Sequence[ReplicaStatus], key) -> int:
-    """Position of the smallest key; ties go to the earliest candidate (lowest replica id)."""
-    best, best_key = 0, key(replicas[0])
+def _argmin(replicas: Sequence[ReplicaStatus], key, tie_key=None) -> int:
+    """Position of the smallest key; ties go to the smallest ``tie_key``, then to the earliest candidate (lowest
+    replica id). ``tie_key`` is read only for the tied candidates (a replica's state costs a look each)."""
+    best, best_key, tied = 0, key(replicas[0]), None
     for i in range(1, len(replicas)):
         k = key(replicas[i])
         if k < best_key:
-            best, best_key = i, k
-    return best
+            best, best_key, tied = i, k, None
+        elif tie_key is not None and k == best_key:
+            tied = [best] if tied is None else tied
+            tied.append(i)
+    if tied is None:
+        return best
+    return min(tied, key=lambda i: (tie_key(replicas[i]), i))
 
 
 class RoundRobinRouter:
@@ -112,7 +118,7 @@ class LeastKVRouter:
         pass
 
     def choose(self, request: Request, replicas: Sequence[ReplicaStatus]) -> int:
-        return _argmin(replicas, lambda r: (r.kv_usage, r.num_outstanding))
+        return _argmin(replicas, lambda r: r.kv_usage, lambda r: r.num_outstanding)
 
 
 class ShortestQueueTimeRouter:
@@ -122,7 +128,7 @@ class ShortestQueueTimeRouter:
         pass
 
     def choose(self, request: Request, replicas: Sequence[ReplicaStatus]) -> int:
-        return _argmin(replicas, lambda r: (r.estimated_queue_time_s, r.num_outstanding))
+        return _argmin(replicas, lambda r: r.estimated_queue_time_s, lambda r: r.num_outstanding)
 
 
 class PowerOfTwoRouter:

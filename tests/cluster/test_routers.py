@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, strategies as st
 
-from llmsim.cluster.routers import ROUTERS, ReplicaSnapshot, SessionAffinityRouter, make_router
+from llmsim.cluster.routers import ROUTERS, ReplicaSnapshot, SessionAffinityRouter, _argmin, make_router
 from llmsim.engine.request import Request
 from llmsim.errors import ConfigError
 
@@ -44,6 +45,21 @@ def test_least_kv_takes_lowest_usage():
 def test_least_kv_breaks_ties_by_outstanding():
     states = [ReplicaSnapshot(0, num_outstanding=4, kv_usage=0.3), ReplicaSnapshot(1, num_outstanding=1, kv_usage=0.3)]
     assert make_router("least-kv", 0).choose(req(), states) == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.25, 0.5]), st.integers(0, 3)), min_size=1, max_size=8))
+def test_tie_broken_choices_are_the_lexicographic_minimum_reading_only_tied_replicas(keys):
+    # Ties on KV usage (or queue time) go to the fewest outstanding, then the lowest replica id; the second key
+    # is read only for the tied candidates.
+    states = [ReplicaSnapshot(i, num_outstanding=n, kv_usage=u, estimated_queue_time_s=u) for i, (u, n) in enumerate(keys)]
+    expected = min(range(len(keys)), key=lambda i: (keys[i], i))
+    assert make_router("least-kv", 0).choose(req(), states) == expected
+    assert make_router("shortest-queue-time", 0).choose(req(), states) == expected
+    read = []
+    lowest = min(u for u, _ in keys)
+    assert _argmin(states, lambda r: r.kv_usage, lambda r: read.append(r.replica_id) or r.num_outstanding) == expected
+    tied = [i for i, (u, _) in enumerate(keys) if u == lowest]
+    assert read == (tied if len(tied) > 1 else [])
 
 
 def test_shortest_queue_time_takes_least_queued_prefill_work():
