@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from llmsim.config import SimConfig
 from llmsim.engine.aggregate import aggregate_engine_blockers
+from llmsim.engine.aggregate.rules import states_rules_of
+from llmsim.engine.schedulers import SCHEDULERS
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.hybrid_kv import is_sliding
 from llmsim.errors import UserError
@@ -45,9 +47,10 @@ def aggregate_blockers(config: SimConfig) -> list[str]:
 
 
 def _aggregate_policy_blockers(cfg) -> list[str]:
-    """The aggregate engine restates vLLM V1's FCFS, recompute rules on arrays (and nothing else)."""
+    """The aggregate engine restates vLLM V1's FCFS, recompute rules on arrays (and policies that are those rules
+    with a switch it reads from their class: :func:`llmsim.engine.aggregate.rules.states_rules_of`)."""
     reasons = []
-    if cfg.policy != "vllm-v1":
+    if not states_rules_of(SCHEDULERS.get(cfg.policy)):
         reasons.append(f"policy {cfg.policy}")
     if cfg.queue != "fcfs":
         reasons.append(f"queue order {cfg.queue}")

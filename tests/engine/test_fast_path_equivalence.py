@@ -92,6 +92,12 @@ SCENARIOS["policy_sglang_pressure_no_preemption"] = ["workload.num_requests=250"
                                                     "workload.rate=5", "scheduler.num_gpu_blocks=700",
                                                     "scheduler.preemption=none"]
 SCENARIOS["policy_vllm_v0_swap_sync"] = SCENARIOS["policy_vllm_v0_swap"] + ["scheduler.async_scheduling=false"]
+# TensorRT-LLM's max-utilization is vLLM V1 without the full-prompt check: the aggregate engine runs it, reading
+# that switch from the policy's class; under memory pressure the check decides many admissions.
+SCENARIOS["trtllm_max_utilization_memory_pressure"] = SCENARIOS["memory_pressure"] + [
+    "scheduler.policy=trtllm-max-utilization"]
+SCENARIOS["trtllm_max_utilization_memory_pressure_sync"] = SCENARIOS["memory_pressure_sync"] + [
+    "scheduler.policy=trtllm-max-utilization"]
 # Decode runs behind state-reading routers: what the router reads in the middle of a run is computed from the
 # run's plan (llmsim.engine.decode_run_state). Each policy behind a different router, with memory pressure,
 # prefix caching, queue timeouts (aborts deferred to the run's end) and a queue cap mixed in, sync and async.
@@ -210,6 +216,32 @@ def _count_runs(overrides: list[str]):
     finally:
         replica_module.commit_run = original
     return result, calls
+
+
+def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -> None:
+    """trtllm-max-utilization runs in the aggregate engine and decides differently from vLLM V1 there (so the
+    switch is read, not ignored; the scenarios above hold it to the reference); a subclass that overrides a
+    method states a rule the aggregate engine does not, and is kept off it."""
+    from llmsim.engine.aggregate.rules import states_rules_of
+    from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
+
+    runs = {policy: _run("fast", SCENARIOS["memory_pressure"] + [f"scheduler.policy={policy}"])
+            for policy in ("vllm-v1", "trtllm-max-utilization")}
+    assert {r.summary["engine_mode"] for r in runs.values()} == {"fast"}
+    assert runs["vllm-v1"].summary["preemptions"] != runs["trtllm-max-utilization"].summary["preemptions"]
+
+    class OnlyASwitch(VLLMV1Scheduler):
+        name = "switch"
+        full_prompt_check = False
+
+    class ANewRule(VLLMV1Scheduler):
+        name = "rule"
+
+        def _schedule_waiting(self, plan, budget, threshold):  # noqa: D401 - a stand-in for any changed rule
+            return super()._schedule_waiting(plan, budget, threshold)
+
+    assert states_rules_of(OnlyASwitch) and not states_rules_of(ANewRule)
+    assert [name for name, cls in SCHEDULERS.items() if states_rules_of(cls)] == ["vllm-v1", "trtllm-max-utilization"]
 
 
 def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> None:

@@ -14,6 +14,7 @@ from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, A
 from llmsim.engine.aggregate.quiet import QuietSteps
 from llmsim.engine.aggregate.rules import VLLMV1Rules
 from llmsim.engine.pool import DecodePool
+from llmsim.engine.schedulers import SCHEDULERS
 from llmsim.metrics.recorder import ITL_WEIGHT_CODE
 from llmsim.metrics.step_records import STEP_COLUMNS
 
@@ -27,6 +28,8 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
                  step_sink_rows: int = 1_000_000) -> None:
         self.replica_id = replica_id
         self.cfg = sched_cfg
+        # The policy's own switches on vLLM V1's rules (aggregate.rules.POLICY_SWITCHES), read from its class.
+        self.full_prompt_check = SCHEDULERS[sched_cfg.policy].full_prompt_check
         self.timing = timing
         self.depth = 2 if sched_cfg.async_scheduling else 1
         self.bs = sched_cfg.block_size

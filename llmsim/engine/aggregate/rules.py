@@ -3,13 +3,29 @@
 A mixin of :class:`~llmsim.engine.aggregate.engine.AggregateReplica` (the engine's state is ``self``). These
 are the rules of :mod:`llmsim.engine.schedulers.vllm_v1` and :class:`~llmsim.engine.scheduler.SchedulerBase`
 restated on arrays; the equivalence suite (tests/engine/test_fast_path_equivalence.py) holds the two together.
+The switches a policy class may flip on top of vLLM V1's rules (:data:`POLICY_SWITCHES`) are read from the class.
 """
 
 from __future__ import annotations
 
 from llmsim.engine.aggregate.plan import PREEMPTED, RUNNING, AggregatePlan
+from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
 ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
+#: The switches of :class:`VLLMV1Scheduler` these rules read from the policy's class; a policy that is vLLM V1 with
+#: only these changed (TensorRT-LLM's max-utilization: no full-prompt check) runs here from its own statement.
+POLICY_SWITCHES = ("full_prompt_check",)
+_CLASS_ATTRIBUTES = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__",
+                               "name", *POLICY_SWITCHES))
+
+
+def states_rules_of(policy: type | None) -> bool:
+    """Whether these rules are ``policy``'s: vLLM V1's class, or a subclass that sets nothing but its name and
+    :data:`POLICY_SWITCHES` (any method it overrode would be a rule this module does not state)."""
+    if policy is None or not issubclass(policy, VLLMV1Scheduler):
+        return False
+    own = policy.__mro__[: policy.__mro__.index(VLLMV1Scheduler)]
+    return all(set(vars(klass)) <= _CLASS_ATTRIBUTES for klass in own)
 
 
 def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
@@ -158,7 +174,8 @@ class VLLMV1Rules:
                 num_new = budget
             watermark = self.watermark_blocks if running else 0
             held = -(-c // bs)
-            if cfg.scheduler_reserve_full_isl and -(-(P[i] + out[i]) // bs) - held + watermark > self.free:
+            if (self.full_prompt_check and cfg.scheduler_reserve_full_isl
+                    and -(-(P[i] + out[i]) // bs) - held + watermark > self.free):
                 self.admission_blocked = (i, -ANY, ANY, self.free, False)
                 break
             need = -(-(c + num_new) // bs) - held
