@@ -48,7 +48,7 @@ def test_router_reads_the_reference_engines_state_at_every_arrival(async_schedul
 
 
 @pytest.mark.parametrize("scheduler", [
-    {"policy": "sarathi"},
+    {"policy": "sarathi", "enable_prefix_caching": True},  # (without prefix caching: the aggregate engine)
     {"policy": "tgi", "async_scheduling": False, "max_queue_time_s": 0.5},
     {"policy": "sglang", "enable_prefix_caching": True},
     {"policy": "static", "async_scheduling": False},

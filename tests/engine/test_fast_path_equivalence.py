@@ -98,6 +98,14 @@ SCENARIOS["trtllm_max_utilization_memory_pressure"] = SCENARIOS["memory_pressure
     "scheduler.policy=trtllm-max-utilization"]
 SCENARIOS["trtllm_max_utilization_memory_pressure_sync"] = SCENARIOS["memory_pressure_sync"] + [
     "scheduler.policy=trtllm-max-utilization"]
+# Sarathi is vLLM V1 with every switch flipped: settings vLLM honours and Sarathi ignores (a watermark, a per-request
+# cap, chunking off) under memory pressure, so that each switch decides admissions.
+SCENARIOS["sarathi_ignores_vllm_knobs_pressure"] = SCENARIOS["memory_pressure"] + [
+    "scheduler.policy=sarathi", "scheduler.watermark=0.05", "scheduler.long_prefill_token_threshold=128",
+    "scheduler.max_num_batched_tokens=512"]
+SCENARIOS["sarathi_ignores_vllm_knobs_pressure_sync"] = SCENARIOS["memory_pressure_sync"] + [
+    "scheduler.policy=sarathi", "scheduler.watermark=0.05", "scheduler.enable_chunked_prefill=false",
+    "scheduler.max_num_batched_tokens=4096"]
 # Decode runs behind state-reading routers: what the router reads in the middle of a run is computed from the
 # run's plan (llmsim.engine.decode_run_state). Each policy behind a different router, with memory pressure,
 # prefix caching, queue timeouts (aborts deferred to the run's end) and a queue cap mixed in, sync and async.
@@ -219,9 +227,9 @@ def _count_runs(overrides: list[str]):
 
 
 def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -> None:
-    """trtllm-max-utilization runs in the aggregate engine and decides differently from vLLM V1 there (so the
-    switch is read, not ignored; the scenarios above hold it to the reference); a subclass that overrides a
-    method states a rule the aggregate engine does not, and is kept off it."""
+    """trtllm-max-utilization (and sarathi) run in the aggregate engine and decide differently from vLLM V1 there
+    (so the switches are read, not ignored; the scenarios above hold them to the reference); a subclass that
+    overrides a method states a rule the aggregate engine does not, and is kept off it."""
     from llmsim.engine.aggregate.rules import states_rules_of
     from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
@@ -241,7 +249,31 @@ def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -
             return super()._schedule_waiting(plan, budget, threshold)
 
     assert states_rules_of(OnlyASwitch) and not states_rules_of(ANewRule)
-    assert [name for name, cls in SCHEDULERS.items() if states_rules_of(cls)] == ["vllm-v1", "trtllm-max-utilization"]
+    assert [name for name, cls in SCHEDULERS.items() if states_rules_of(cls)] == [
+        "vllm-v1", "sarathi", "trtllm-max-utilization"]
+
+
+def test_decodes_first_with_a_per_request_cap_keeps_the_event_skipping_loop(monkeypatch) -> None:
+    """Sarathi's decodes-first order is moot in the aggregate engine only because it has no per-request cap (one
+    prefill at a time, last); a policy that is vLLM V1 with decodes first and the cap has several prefills going
+    on, a running order the aggregate engine does not restate: it keeps the event-skipping loop, exactly."""
+    from llmsim.engine.aggregate.rules import states_rules_of
+    from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
+
+    class DecodesFirstV1(VLLMV1Scheduler):
+        name = "v1-decodes-first"
+        decodes_first = True
+
+    monkeypatch.setitem(SCHEDULERS, "v1-decodes-first", DecodesFirstV1)
+    assert not states_rules_of(DecodesFirstV1)
+    overrides = SCENARIOS["chunked_long_prompts"] + ["scheduler.policy=v1-decodes-first", "scheduler.num_gpu_blocks=900",
+                                                     "workload.rate=4"]
+    reference, fast = _run("reference", overrides), _run("fast", overrides)
+    assert fast.summary["engine_mode"].startswith("fast (event-skipping loop: policy v1-decodes-first")
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    plain = _run("fast", [o for o in overrides if "policy" not in o])  # the order does change decisions here
+    assert not np.allclose(plain.requests["first_scheduled_s"], fast.requests["first_scheduled_s"], equal_nan=True)
 
 
 def test_event_skipping_loop_engages_where_the_aggregate_engine_does_not() -> None:
@@ -282,10 +314,10 @@ def test_decode_runs_engage_behind_state_reading_routers(router: str) -> None:
     decode_run_state.MidRun.__init__ = counting
     try:
         result, calls = _count_runs(["workload.num_requests=400", "workload.rate=8", "cluster.replicas=4",
-                                     f"cluster.router={router}", "scheduler.policy=sarathi"])
+                                     f"cluster.router={router}", "scheduler.policy=vllm-v0"])
     finally:
         decode_run_state.MidRun.__init__ = original
-    assert result.summary["engine_mode"] == "fast (event-skipping loop: policy sarathi)"
+    assert result.summary["engine_mode"] == "fast (event-skipping loop: policy vllm-v0)"
     assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
     assert built["mid_run_views"] > calls["runs"] / 4, (built, calls)
 

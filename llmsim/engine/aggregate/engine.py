@@ -29,13 +29,16 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.replica_id = replica_id
         self.cfg = sched_cfg
         # The policy's own switches on vLLM V1's rules (aggregate.rules.POLICY_SWITCHES), read from its class.
-        self.full_prompt_check = SCHEDULERS[sched_cfg.policy].full_prompt_check
+        policy = SCHEDULERS[sched_cfg.policy]
+        self.full_prompt_check = policy.full_prompt_check
+        self.prefill_cap_tokens = sched_cfg.long_prefill_token_threshold if policy.prefill_cap else 0
+        self.whole_prompts = policy.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
         self.timing = timing
         self.depth = 2 if sched_cfg.async_scheduling else 1
         self.bs = sched_cfg.block_size
         self.usable = num_gpu_blocks - 1  # block 0 is vLLM's reserved null block
         self.free = self.usable
-        self.watermark_blocks = int(sched_cfg.watermark * num_gpu_blocks)
+        self.watermark_blocks = int(sched_cfg.watermark * num_gpu_blocks) if policy.admission_watermark else 0
         self.max_model_len = max_model_len
         self.keep_steps = keep_steps
         self.step_sample_every = step_sample_every

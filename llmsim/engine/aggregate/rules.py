@@ -12,20 +12,28 @@ from llmsim.engine.aggregate.plan import PREEMPTED, RUNNING, AggregatePlan
 from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
 ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
-#: The switches of :class:`VLLMV1Scheduler` these rules read from the policy's class; a policy that is vLLM V1 with
-#: only these changed (TensorRT-LLM's max-utilization: no full-prompt check) runs here from its own statement.
-POLICY_SWITCHES = ("full_prompt_check",)
+#: The switches of :class:`VLLMV1Scheduler` these rules read from the policy's class (the engine sets them up from
+#: it): a policy that is vLLM V1 with only these changed (TensorRT-LLM's max-utilization, Sarathi-Serve) runs here
+#: from its own statement.
+POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "chunked_prefill_switch")
+#: Switches that change nothing in the configurations this engine runs: FCFS victims from the running list's tail
+#: (``vllm_preemption``), no prefix cache (``catch_up_cache``), and ``decodes_first`` without a per-request cap:
+#: a prompt's chunk then takes what is left of the budget, so at most one prefill is going on, the last admitted,
+#: and admission order already puts the decodes first (:func:`states_rules_of` requires it).
+_MOOT_SWITCHES = ("vllm_preemption", "catch_up_cache", "decodes_first")
 _CLASS_ATTRIBUTES = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__",
-                               "name", *POLICY_SWITCHES))
+                               "name", *POLICY_SWITCHES, *_MOOT_SWITCHES))
 
 
 def states_rules_of(policy: type | None) -> bool:
-    """Whether these rules are ``policy``'s: vLLM V1's class, or a subclass that sets nothing but its name and
-    :data:`POLICY_SWITCHES` (any method it overrode would be a rule this module does not state)."""
+    """Whether these rules are ``policy``'s: vLLM V1's class, or a subclass that sets nothing but its name and the
+    switches above (any method it overrode would be a rule this module does not state)."""
     if policy is None or not issubclass(policy, VLLMV1Scheduler):
         return False
     own = policy.__mro__[: policy.__mro__.index(VLLMV1Scheduler)]
-    return all(set(vars(klass)) <= _CLASS_ATTRIBUTES for klass in own)
+    if not all(set(vars(klass)) <= _CLASS_ATTRIBUTES for klass in own):
+        return False
+    return not (policy.decodes_first and policy.prefill_cap)  # several prefills at once: the order matters
 
 
 def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
@@ -132,7 +140,7 @@ class VLLMV1Rules:
                 self._schedule_waiting(plan, budget, scheduled, threshold)
             else:
                 self.admission_blocked = (self.waiting[0], -ANY, 0, ANY, False)
-            if threshold != cfg.long_prefill_token_threshold:
+            if threshold != self.prefill_cap_tokens:
                 self.admission_blocked = None  # a quiet step (someone running, someone waiting) applies the cap
         self._finish_plan(plan, scheduled, n, pool.a + n * s, s)
         return True
@@ -141,7 +149,7 @@ class VLLMV1Rules:
         """The per-request token cap of this step; vLLM waives it when the system holds one request (rule 2)."""
         if len(self.running) + len(self.waiting) == 1:
             return 0
-        return self.cfg.long_prefill_token_threshold
+        return self.prefill_cap_tokens
 
     def _schedule_waiting(self, plan: AggregatePlan, budget: int, scheduled: list, threshold: int) -> None:
         """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow.
@@ -167,7 +175,7 @@ class VLLMV1Rules:
             num_new = P[i] + out[i] + ph[i] - c
             if threshold and num_new > threshold:
                 num_new = threshold
-            if not cfg.enable_chunked_prefill and num_new > budget:
+            if self.whole_prompts and num_new > budget:
                 self.admission_blocked = (i, -ANY, num_new - 1, ANY, False)
                 break
             if num_new > budget:

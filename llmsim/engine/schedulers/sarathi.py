@@ -9,43 +9,26 @@ prompt is spread over several steps. Admission checks only the blocks of this st
 chunked-prefill mode, on which Sarathi-Serve was built). When a decode cannot get a block, the most recently
 admitted running request is preempted (recompute or swap); as in vLLM V1, a step that preempted admits
 nobody (our choice: it avoids re-admitting a victim's freed blocks to a newcomer in the same step).
+
+These are vLLM V1's step rules (:mod:`llmsim.engine.schedulers.vllm_v1`) with vLLM's own additions switched off:
+no full-prompt admission check, no per-request chunk cap (``long_prefill_token_threshold``), no admission
+watermark, always chunked (``enable_chunked_prefill`` does not apply), FCFS victims from the running list's
+tail whatever the queue order, and blocks registered with the prefix cache after every step; and the running
+pass takes the decodes first, each group in admission order (vLLM V1 walks admission order: the two differ when a
+partial prefill is followed by a decode, as when a request that cannot grow waits without preemption).
 """
 
 from __future__ import annotations
 
-from llmsim.engine.request import Request
-from llmsim.engine.step import StepPlan
-from llmsim.engine.scheduler import SchedulerBase
+from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
 
-class SarathiScheduler(SchedulerBase):
+class SarathiScheduler(VLLMV1Scheduler):
     name = "sarathi"
-
-    def schedule(self) -> StepPlan:
-        plan = self._begin_step()
-        # Decodes first, then partial prefills; each group keeps its admission order.
-        running = self.running
-        if running:
-            # In decode: every token but the newest is computed (placeholders: async tokens in flight).
-            decoding = [r.num_computed_tokens >= r.prompt_tokens + r.num_output_tokens - 1 + r.num_output_placeholders
-                        for r in running]
-            if False in decoding and True in decoding[decoding.index(False):]:  # (usually in order already)
-                running[:] = ([r for r, d in zip(running, decoding) if d]
-                              + [r for r, d in zip(running, decoding) if not d])
-        stalled: list[Request] = []
-        budget = self._schedule_running(plan, self.config.max_num_batched_tokens, stalled)
-        if not plan.preempted:
-            self._schedule_waiting(plan, budget)
-        self._fail_if_deadlocked(plan, stalled)
-        return self._finish_plan(plan)
-
-    def _schedule_waiting(self, plan: StepPlan, budget: int) -> None:
-        waiting = self.waiting
-        while waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            request = waiting[0]
-            hit = self._prefix_hit(request)
-            num_new = min(self._tokens_to_feed(request) - hit * self.kv_cache.block_size, budget)
-            if not self._allocate(request, num_new, plan, 0, hit):
-                break
-            self._admit(waiting, plan, num_new)
-            budget -= num_new
+    full_prompt_check = False
+    prefill_cap = False
+    admission_watermark = False
+    chunked_prefill_switch = False
+    vllm_preemption = False
+    catch_up_cache = True
+    decodes_first = True

@@ -27,23 +27,41 @@ from llmsim.engine.scheduler import SchedulerBase
 
 class VLLMV1Scheduler(SchedulerBase):
     name = "vllm-v1"
-    full_prompt_check = True  # rule 3's full-ISL check (``scheduler_reserve_full_isl``); subclasses may drop it
+    # Switches: a policy that is these rules with some of vLLM's own turned off says so in a subclass that sets
+    # them and nothing else (TensorRT-LLM's max-utilization, Sarathi-Serve); the aggregate engine reads the same
+    # class attributes (llmsim.engine.aggregate.rules.POLICY_SWITCHES).
+    full_prompt_check = True  # rule 3's full-ISL check (``scheduler_reserve_full_isl``)
+    prefill_cap = True  # rule 2: ``long_prefill_token_threshold`` caps a request's chunk
+    admission_watermark = True  # rule 3: admissions keep ``watermark`` blocks free while some request runs
+    chunked_prefill_switch = True  # ``enable_chunked_prefill: false`` makes a prompt wait for a budget that holds it
+    vllm_preemption = True  # vLLM's priority victims and its version's rule after a request preempts itself
+    decodes_first = False  # the running pass takes every decode before any partial prefill (else admission order)
     catch_up_cache = False  # blocks are registered where vLLM registers them, nowhere else
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
         super().__init__(config, kv_cache, max_model_len)
-        # vLLM's priority policy: victim = max(running, key=(priority, arrival)), already scheduled or not.
-        self.victims_include_scheduled = config.queue == "priority" and config.victim in ("auto", "lowest-priority")
-        self.continue_after_self_preemption = vllm_version_tuple(config.vllm_version) >= (0, 33)
+        if self.vllm_preemption:
+            # vLLM's priority policy: victim = max(running, key=(priority, arrival)), already scheduled or not.
+            self.victims_include_scheduled = (config.queue == "priority"
+                                              and config.victim in ("auto", "lowest-priority"))
+            self.continue_after_self_preemption = vllm_version_tuple(config.vllm_version) >= (0, 33)
 
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
         cfg = self.config
         budget = cfg.max_num_batched_tokens
         # Rule 2: the per-request cap is waived when the system holds exactly one request.
-        threshold = cfg.long_prefill_token_threshold
+        threshold = cfg.long_prefill_token_threshold if self.prefill_cap else 0
         if len(self.running) + len(self.waiting) == 1:
             threshold = 0
+        running = self.running
+        if self.decodes_first and running:
+            # In decode: every token but the newest is computed (placeholders: async tokens in flight).
+            decoding = [r.num_computed_tokens >= r.prompt_tokens + r.num_output_tokens - 1 + r.num_output_placeholders
+                        for r in running]
+            if False in decoding and True in decoding[decoding.index(False):]:  # (usually in order already)
+                running[:] = ([r for r, d in zip(running, decoding) if d]
+                              + [r for r, d in zip(running, decoding) if not d])
         stalled: list[Request] = []
         budget = self._schedule_running(plan, budget, stalled, threshold)  # rules 1 and 5
         # Rule 6: a step that preempted admits nobody, not even the victims.
@@ -84,11 +102,11 @@ class VLLMV1Scheduler(SchedulerBase):
                     padded = True
             if threshold:
                 num_new = min(num_new, threshold)
-            if not cfg.enable_chunked_prefill and num_new > budget - draft_slots:
+            if self.chunked_prefill_switch and not cfg.enable_chunked_prefill and num_new > budget - draft_slots:
                 break
             num_new = min(num_new, budget - draft_slots)
             # The watermark counts only while some request is running.
-            watermark = kv.watermark_blocks if self.running else 0
+            watermark = kv.watermark_blocks if self.running and self.admission_watermark else 0
             if self.full_prompt_check and cfg.scheduler_reserve_full_isl:
                 if kv.blocks_to_admit(request, request.num_tokens, hit) + watermark > kv.num_free_blocks:
                     break
