@@ -23,8 +23,11 @@ from __future__ import annotations
 class DecodePool:
     """Steady decodes of one replica, held as totals (module docstring). Requests are local indices."""
 
-    def __init__(self, num_requests: int, block_size: int) -> None:
+    def __init__(self, num_requests: int, block_size: int, allocates: bool = True) -> None:
         self.block_size = block_size
+        # False for a policy that reserved each request's whole length at admission: members never need a block,
+        # so no phase is counted and every step's need reads 0.
+        self.allocates = allocates
         self.member = [False] * num_requests
         self.entry = [0] * num_requests
         self.final = [0] * num_requests
@@ -50,7 +53,8 @@ class DecodePool:
         self.base[i] = base
         self.n += 1
         self.a += base
-        self.phase[base % self.block_size] += 1
+        if self.allocates:
+            self.phase[base % self.block_size] += 1
         self.retire_at.setdefault(final + 1, []).append(i)
         self.finish_at.setdefault(final, []).append(i)
 
@@ -65,7 +69,8 @@ class DecodePool:
         base = self.base[i]
         self.n -= 1
         self.a -= base
-        self.phase[base % self.block_size] -= 1
+        if self.allocates:
+            self.phase[base % self.block_size] -= 1
 
     def remove(self, i: int, step: int) -> None:
         """Request ``i`` leaves before step ``step`` (a preemption victim, or a decode the token budget does

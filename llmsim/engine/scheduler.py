@@ -292,6 +292,13 @@ class SchedulerBase(DecodeRunRules, OutputProcessing):
             request.num_cached_tokens += cached
         return True
 
+    def _reserve(self, request: Request, plan: StepPlan, hit_blocks: int = 0) -> bool:
+        """Allocate slots for prompt + max output − 1 tokens (the last token is never fed back): the whole request
+        at admission, for the policies that never preempt."""
+        kv = self.kv_cache
+        tokens = request.max_total_tokens - 1 - request.num_computed_tokens - hit_blocks * kv.block_size
+        return self._allocate(request, max(tokens, 0), plan, 0, hit_blocks)
+
     def _prefix_hit(self, request: Request) -> int:
         """Leading blocks of a request being admitted that the prefix cache already holds."""
         if not self.prefix_caching or request.status == RequestStatus.SWAPPED:

@@ -98,6 +98,12 @@ SCENARIOS["trtllm_max_utilization_memory_pressure"] = SCENARIOS["memory_pressure
     "scheduler.policy=trtllm-max-utilization"]
 SCENARIOS["trtllm_max_utilization_memory_pressure_sync"] = SCENARIOS["memory_pressure_sync"] + [
     "scheduler.policy=trtllm-max-utilization"]
+# TensorRT-LLM's guaranteed-no-evict reserves each request's whole length at admission (never preempts).
+SCENARIOS["trtllm_no_evict_memory_pressure"] = SCENARIOS["memory_pressure"] + [
+    "scheduler.policy=trtllm-guaranteed-no-evict"]
+SCENARIOS["trtllm_no_evict_memory_pressure_sync_whole_prompts"] = SCENARIOS["memory_pressure_sync"] + [
+    "scheduler.policy=trtllm-guaranteed-no-evict", "scheduler.enable_chunked_prefill=false",
+    "scheduler.max_num_batched_tokens=4096"]
 # Sarathi is vLLM V1 with every switch flipped: settings vLLM honours and Sarathi ignores (a watermark, a per-request
 # cap, chunking off) under memory pressure, so that each switch decides admissions.
 SCENARIOS["sarathi_ignores_vllm_knobs_pressure"] = SCENARIOS["memory_pressure"] + [
@@ -227,7 +233,8 @@ def _count_runs(overrides: list[str]):
 
 
 def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -> None:
-    """trtllm-max-utilization (and sarathi) run in the aggregate engine and decide differently from vLLM V1 there
+    """trtllm-max-utilization (and sarathi, trtllm-guaranteed-no-evict) run in the aggregate engine and decide
+    differently from vLLM V1 there
     (so the switches are read, not ignored; the scenarios above hold them to the reference); a subclass that
     overrides a method states a rule the aggregate engine does not, and is kept off it."""
     from llmsim.engine.aggregate.rules import states_rules_of
@@ -250,7 +257,7 @@ def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -
 
     assert states_rules_of(OnlyASwitch) and not states_rules_of(ANewRule)
     assert [name for name, cls in SCHEDULERS.items() if states_rules_of(cls)] == [
-        "vllm-v1", "sarathi", "trtllm-max-utilization"]
+        "vllm-v1", "sarathi", "trtllm-guaranteed-no-evict", "trtllm-max-utilization"]
 
 
 def test_decodes_first_with_a_per_request_cap_keeps_the_event_skipping_loop(monkeypatch) -> None:

@@ -33,6 +33,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.full_prompt_check = policy.full_prompt_check
         self.prefill_cap_tokens = sched_cfg.long_prefill_token_threshold if policy.prefill_cap else 0
         self.whole_prompts = policy.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
+        self.reserves = policy.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
         self.timing = timing
         self.depth = 2 if sched_cfg.async_scheduling else 1
         self.bs = sched_cfg.block_size
@@ -61,7 +62,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.last_tok: list = [None] * n
         self.finish_s: list = [None] * n
         self.was_preempted = [False] * n
-        self.pool = DecodePool(n, self.bs)
+        self.pool = DecodePool(n, self.bs, allocates=not self.reserves)
         self.completers: list[int] = []  # sampled for the first time after a prefill in the last step
         self.partial: Optional[int] = None  # the one request part-way through its prefill (last in running)
         self.dirty = False  # a step ran request by request: classify everyone before the next one
@@ -317,6 +318,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.status[i] = FINISHED
         self.reason[i] = "length"
         self.finish_s[i] = end
+        # Its blocks: those of what it computed (P + O − 1 tokens by now: a reserving policy's whole reservation).
         self.free += -(-self.comp[i] // self.bs)
         self.finished_pending = True
         self.outstanding -= 1

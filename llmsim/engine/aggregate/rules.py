@@ -15,7 +15,8 @@ ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
 #: The switches of :class:`VLLMV1Scheduler` these rules read from the policy's class (the engine sets them up from
 #: it): a policy that is vLLM V1 with only these changed (TensorRT-LLM's max-utilization, Sarathi-Serve) runs here
 #: from its own statement.
-POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "chunked_prefill_switch")
+POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "chunked_prefill_switch",
+                   "reserve_whole_length")
 #: Switches that change nothing in the configurations this engine runs: FCFS victims from the running list's tail
 #: (``vllm_preemption``), no prefix cache (``catch_up_cache``), and ``decodes_first`` without a per-request cap:
 #: a prompt's chunk then takes what is left of the budget, so at most one prefill is going on, the last admitted,
@@ -129,7 +130,8 @@ class VLLMV1Rules:
             if num_new > self.max_model_len - 1 - c:
                 num_new = self.max_model_len - 1 - c
             if num_new > 0:
-                need += -(-(c + num_new) // bs) - (-(-c // bs))
+                if not self.reserves:
+                    need += -(-(c + num_new) // bs) - (-(-c // bs))
                 scheduled.append((partial, num_new))
                 budget -= num_new
         if need > self.free:
@@ -161,7 +163,7 @@ class VLLMV1Rules:
         cfg = self.cfg
         waiting, running = self.waiting, self.running
         bs = self.bs
-        P, out, ph, comp = self.P, self.out, self.ph, self.comp
+        P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
         self.admission_blocked = None
         while waiting:
             i = waiting[0]
@@ -186,7 +188,8 @@ class VLLMV1Rules:
                     and -(-(P[i] + out[i]) // bs) - held + watermark > self.free):
                 self.admission_blocked = (i, -ANY, ANY, self.free, False)
                 break
-            need = -(-(c + num_new) // bs) - held
+            # A reserving policy takes the whole request now (prompt and every output token but the last).
+            need = -(-((P[i] + O[i] - 1) if self.reserves else (c + num_new)) // bs) - held
             if need + watermark > self.free:
                 # A budget of at least num_new gives it at least as many tokens, so at least as many blocks.
                 self.admission_blocked = (i, num_new, ANY, self.free, False)
@@ -308,7 +311,7 @@ class VLLMV1Rules:
                     continue
                 c = p_base[i] + s
                 num_new = 1
-                need = 1 if c % bs == 0 else 0
+                need = 1 if c % bs == 0 and not self.reserves else 0
             else:
                 # SchedulerBase._schedule_running's rule on this engine's arrays (the equivalence suite keeps
                 # the two in step).
@@ -326,7 +329,7 @@ class VLLMV1Rules:
                 if num_new <= 0:
                     index += 1
                     continue
-                need = -(-(c + num_new) // bs) - (-(-c // bs))
+                need = 0 if self.reserves else -(-(c + num_new) // bs) - (-(-c // bs))
             if need > free:
                 self.free = free
                 preempted_self = False

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 
-from llmsim.engine.request import Request
 from llmsim.engine.step import StepPlan
 from llmsim.engine.scheduler import SchedulerBase
 
@@ -22,12 +21,6 @@ UNLIMITED_TOKENS = sys.maxsize  # for engines whose steps have no token budget (
 
 class ReservingScheduler(SchedulerBase):
     """A :class:`SchedulerBase` whose admissions reserve slots for the request's whole length."""
-
-    def _reserve(self, request: Request, plan: StepPlan, hit_blocks: int = 0) -> bool:
-        """Allocate slots for prompt + max output − 1 tokens (the last token is never fed back)."""
-        kv = self.kv_cache
-        tokens = request.max_total_tokens - 1 - request.num_computed_tokens - hit_blocks * kv.block_size
-        return self._allocate(request, max(tokens, 0), plan, 0, hit_blocks)
 
     def _schedule_reserved_running(self, plan: StepPlan, budget: int) -> int:
         """Every running request gets its next tokens (decode, or the next prefill chunk) within ``budget``.

@@ -16,19 +16,21 @@ is chunked when ``scheduler.enable_chunked_prefill`` is on (TensorRT-LLM's chunk
 
 from __future__ import annotations
 
-from llmsim.engine.step import StepPlan
-from llmsim.engine.schedulers.reserving import ReservingScheduler
 from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
 
-class TRTLLMGuaranteedNoEvictScheduler(ReservingScheduler):
-    name = "trtllm-guaranteed-no-evict"
+class TRTLLMGuaranteedNoEvictScheduler(VLLMV1Scheduler):
+    """vLLM V1's step rules, reserving each request's whole length at admission (so no request is ever paused),
+    with vLLM's own admission rules off: no full-prompt check (the reservation is one), no per-request cap, no
+    watermark; chunked context as ``enable_chunked_prefill`` says; blocks registered after every step."""
 
-    def schedule(self) -> StepPlan:
-        plan = self._begin_step()
-        budget = self._schedule_reserved_running(plan, self.config.max_num_batched_tokens)
-        self._admit_reserved(plan, budget, chunked=self.config.enable_chunked_prefill)
-        return self._finish_plan(plan)
+    name = "trtllm-guaranteed-no-evict"
+    reserve_whole_length = True
+    full_prompt_check = False
+    prefill_cap = False
+    admission_watermark = False
+    vllm_preemption = False
+    catch_up_cache = True
 
 
 class TRTLLMMaxUtilizationScheduler(VLLMV1Scheduler):

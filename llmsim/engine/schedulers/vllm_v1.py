@@ -36,6 +36,7 @@ class VLLMV1Scheduler(SchedulerBase):
     chunked_prefill_switch = True  # ``enable_chunked_prefill: false`` makes a prompt wait for a budget that holds it
     vllm_preemption = True  # vLLM's priority victims and its version's rule after a request preempts itself
     decodes_first = False  # the running pass takes every decode before any partial prefill (else admission order)
+    reserve_whole_length = False  # admission allocates the whole request (prompt + outputs), so nobody preempts
     catch_up_cache = False  # blocks are registered where vLLM registers them, nowhere else
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
@@ -110,7 +111,10 @@ class VLLMV1Scheduler(SchedulerBase):
             if self.full_prompt_check and cfg.scheduler_reserve_full_isl:
                 if kv.blocks_to_admit(request, request.num_tokens, hit) + watermark > kv.num_free_blocks:
                     break
-            if not self._allocate(request, num_new + loaded * kv.block_size, plan, watermark, hit):
+            if self.reserve_whole_length:
+                if not self._reserve(request, plan, hit):
+                    break
+            elif not self._allocate(request, num_new + loaded * kv.block_size, plan, watermark, hit):
                 break
             if loaded:
                 request.num_computed_tokens += loaded * kv.block_size
