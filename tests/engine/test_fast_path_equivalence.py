@@ -104,6 +104,10 @@ SCENARIOS["trtllm_no_evict_memory_pressure"] = SCENARIOS["memory_pressure"] + [
 SCENARIOS["trtllm_no_evict_memory_pressure_sync_whole_prompts"] = SCENARIOS["memory_pressure_sync"] + [
     "scheduler.policy=trtllm-guaranteed-no-evict", "scheduler.enable_chunked_prefill=false",
     "scheduler.max_num_batched_tokens=4096"]
+# Orca: no token budget, whole lengths reserved, whole prompts in one iteration.
+SCENARIOS["orca_memory_pressure"] = SCENARIOS["memory_pressure"] + ["scheduler.policy=orca"]
+SCENARIOS["orca_memory_pressure_sync_small_budget"] = SCENARIOS["memory_pressure_sync"] + [
+    "scheduler.policy=orca", "scheduler.max_num_batched_tokens=256", "scheduler.max_num_seqs=32"]
 # Sarathi is vLLM V1 with every switch flipped: settings vLLM honours and Sarathi ignores (a watermark, a per-request
 # cap, chunking off) under memory pressure, so that each switch decides admissions.
 SCENARIOS["sarathi_ignores_vllm_knobs_pressure"] = SCENARIOS["memory_pressure"] + [
@@ -233,7 +237,7 @@ def _count_runs(overrides: list[str]):
 
 
 def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -> None:
-    """trtllm-max-utilization (and sarathi, trtllm-guaranteed-no-evict) run in the aggregate engine and decide
+    """trtllm-max-utilization (and sarathi, trtllm-guaranteed-no-evict, orca) run in the aggregate engine and decide
     differently from vLLM V1 there
     (so the switches are read, not ignored; the scenarios above hold them to the reference); a subclass that
     overrides a method states a rule the aggregate engine does not, and is kept off it."""
@@ -257,7 +261,7 @@ def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -
 
     assert states_rules_of(OnlyASwitch) and not states_rules_of(ANewRule)
     assert [name for name, cls in SCHEDULERS.items() if states_rules_of(cls)] == [
-        "vllm-v1", "sarathi", "trtllm-guaranteed-no-evict", "trtllm-max-utilization"]
+        "vllm-v1", "orca", "sarathi", "trtllm-guaranteed-no-evict", "trtllm-max-utilization"]
 
 
 def test_decodes_first_with_a_per_request_cap_keeps_the_event_skipping_loop(monkeypatch) -> None:

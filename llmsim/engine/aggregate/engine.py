@@ -12,7 +12,7 @@ from llmsim.engine.admission import rejection_reason
 from llmsim.engine.aggregate.outcome import ReplicaOutcome, StepRecording
 from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, AggregatePlan
 from llmsim.engine.aggregate.quiet import QuietSteps
-from llmsim.engine.aggregate.rules import VLLMV1Rules
+from llmsim.engine.aggregate.rules import ANY, VLLMV1Rules
 from llmsim.engine.pool import DecodePool
 from llmsim.engine.schedulers import SCHEDULERS
 from llmsim.metrics.recorder import ITL_WEIGHT_CODE
@@ -34,6 +34,8 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.prefill_cap_tokens = sched_cfg.long_prefill_token_threshold if policy.prefill_cap else 0
         self.whole_prompts = policy.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
         self.reserves = policy.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
+        # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
+        self.step_budget = sched_cfg.max_num_batched_tokens if policy.token_budget else ANY >> 1
         self.timing = timing
         self.depth = 2 if sched_cfg.async_scheduling else 1
         self.bs = sched_cfg.block_size

@@ -170,7 +170,7 @@ class QuietSteps:
         # context token's bytes outweigh its FLOPs by more than rounding can blur (real GPUs, by orders of magnitude),
         # the reads win at every context, and the max is the memory term: same float, without computing the other.
         kv_bound = kv_bytes / bytes_rate > 2 * per_unit / flops_rate * (1 + 1e-9)
-        return (self.cfg.max_num_batched_tokens, self.cfg.max_num_seqs, self.bs, pool, pool.phase, pool.finish_at,
+        return (self.step_budget, self.cfg.max_num_seqs, self.bs, pool, pool.phase, pool.finish_at,
                 pool.retire_at, self.timing.decode_consts, per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead,
                 kv_bound, self.arr, self.usable, self.running, self.waiting, self.itl_values.append,
                 self.itl_weights.append, self.keep_steps, self.step_sample_every)

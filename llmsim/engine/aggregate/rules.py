@@ -16,7 +16,7 @@ ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
 #: it): a policy that is vLLM V1 with only these changed (TensorRT-LLM's max-utilization, Sarathi-Serve) runs here
 #: from its own statement.
 POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "chunked_prefill_switch",
-                   "reserve_whole_length")
+                   "reserve_whole_length", "token_budget")
 #: Switches that change nothing in the configurations this engine runs: FCFS victims from the running list's tail
 #: (``vllm_preemption``), no prefix cache (``catch_up_cache``), and ``decodes_first`` without a per-request cap:
 #: a prompt's chunk then takes what is left of the budget, so at most one prefill is going on, the last admitted,
@@ -109,10 +109,9 @@ class VLLMV1Rules:
 
     def _schedule_fast(self, plan: AggregatePlan, s: int) -> bool:
         """The step with the pool in aggregate; False (nothing changed) when it must run request by request."""
-        cfg = self.cfg
         pool = self.pool
         n = pool.n
-        budget = cfg.max_num_batched_tokens - n
+        budget = self.step_budget - n
         if budget < 0:
             return False
         bs = self.bs
@@ -286,8 +285,7 @@ class VLLMV1Rules:
 
         Pool members keep their aggregate form: each is a one-token decode at context ``p_base + s``. Only a
         victim, or a member the pass does not reach, leaves the pool."""
-        cfg = self.cfg
-        budget = cfg.max_num_batched_tokens
+        budget = self.step_budget
         threshold = self._threshold()
         running = self.running
         bs = self.bs

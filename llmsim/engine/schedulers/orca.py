@@ -6,22 +6,24 @@ batching runs a newcomer's WHOLE prompt in the same iteration as the running req
 chunking. Orca's scheduler reserves ``max_tokens`` KV slots for a request when it first schedules it (paper
 §4.5), so it never preempts. Its only cap is the batch size (``scheduler.max_num_seqs``); the paper has no
 per-iteration token budget, so ``max_num_batched_tokens`` does not apply.
+
+These are vLLM V1's step rules (:mod:`llmsim.engine.schedulers.vllm_v1`) with no token budget, each request's
+whole length reserved at admission, and vLLM's admission extras off (full-prompt check, per-request cap, watermark;
+with no budget a prompt always fits in one iteration).
 """
 
 from __future__ import annotations
 
-from llmsim.engine.step import StepPlan
-from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
+from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
 
-class OrcaScheduler(ReservingScheduler):
+class OrcaScheduler(VLLMV1Scheduler):
     name = "orca"
-
-    def schedule(self) -> StepPlan:
-        plan = self._begin_step()
-        self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
-        self._admit_reserved(plan, UNLIMITED_TOKENS, chunked=False)
-        return self._finish_plan(plan)
-
-    def decode_token_budget(self) -> int:
-        return UNLIMITED_TOKENS  # no per-iteration token budget; the shared decode-run rule applies as is
+    token_budget = False
+    reserve_whole_length = True
+    full_prompt_check = False
+    prefill_cap = False
+    admission_watermark = False
+    chunked_prefill_switch = False
+    vllm_preemption = False
+    catch_up_cache = True

@@ -11,12 +11,10 @@ llmsim's requests ask for exactly their output length (``max_tokens`` = output l
 
 from __future__ import annotations
 
-import sys
 
 from llmsim.engine.step import StepPlan
 from llmsim.engine.scheduler import SchedulerBase
 
-UNLIMITED_TOKENS = sys.maxsize  # for engines whose steps have no token budget (Orca, FasterTransformer)
 
 
 class ReservingScheduler(SchedulerBase):

@@ -17,7 +17,8 @@ from typing import Optional
 
 from llmsim.engine.decode_runs import RunRules
 from llmsim.engine.step import StepPlan
-from llmsim.engine.schedulers.reserving import UNLIMITED_TOKENS, ReservingScheduler
+from llmsim.engine.scheduler import UNLIMITED_TOKENS
+from llmsim.engine.schedulers.reserving import ReservingScheduler
 
 
 class TGIScheduler(ReservingScheduler):

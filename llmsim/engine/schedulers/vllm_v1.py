@@ -22,7 +22,7 @@ from llmsim.engine.config import SchedulerConfig, vllm_version_tuple
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.step import StepPlan
-from llmsim.engine.scheduler import SchedulerBase
+from llmsim.engine.scheduler import UNLIMITED_TOKENS, SchedulerBase
 
 
 class VLLMV1Scheduler(SchedulerBase):
@@ -37,6 +37,7 @@ class VLLMV1Scheduler(SchedulerBase):
     vllm_preemption = True  # vLLM's priority victims and its version's rule after a request preempts itself
     decodes_first = False  # the running pass takes every decode before any partial prefill (else admission order)
     reserve_whole_length = False  # admission allocates the whole request (prompt + outputs), so nobody preempts
+    token_budget = True  # ``max_num_batched_tokens`` bounds a step (Orca's iterations have no such budget)
     catch_up_cache = False  # blocks are registered where vLLM registers them, nowhere else
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
@@ -50,7 +51,7 @@ class VLLMV1Scheduler(SchedulerBase):
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
         cfg = self.config
-        budget = cfg.max_num_batched_tokens
+        budget = self.decode_token_budget()
         # Rule 2: the per-request cap is waived when the system holds exactly one request.
         threshold = cfg.long_prefill_token_threshold if self.prefill_cap else 0
         if len(self.running) + len(self.waiting) == 1:
@@ -70,6 +71,9 @@ class VLLMV1Scheduler(SchedulerBase):
             self._schedule_waiting(plan, budget, threshold)
         self._fail_if_deadlocked(plan, stalled)
         return self._finish_plan(plan)
+
+    def decode_token_budget(self) -> int:
+        return self.config.max_num_batched_tokens if self.token_budget else UNLIMITED_TOKENS
 
     # Rule 3 and rule 4.
     def _schedule_waiting(self, plan: StepPlan, budget: int, threshold: int) -> None:
