@@ -14,16 +14,11 @@ with no budget a prompt always fits in one iteration).
 
 from __future__ import annotations
 
-from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
+from llmsim.engine.schedulers.vllm_v1 import V1CoreScheduler
 
 
-class OrcaScheduler(VLLMV1Scheduler):
+class OrcaScheduler(V1CoreScheduler):
     name = "orca"
     token_budget = False
     reserve_whole_length = True
-    full_prompt_check = False
-    prefill_cap = False
-    admission_watermark = False
-    chunked_prefill_switch = False
-    vllm_preemption = False
-    catch_up_cache = True
+    chunked_prefill_switch = False  # (without a budget every prompt fits its iteration anyway)

@@ -20,15 +20,10 @@ partial prefill is followed by a decode, as when a request that cannot grow wait
 
 from __future__ import annotations
 
-from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
+from llmsim.engine.schedulers.vllm_v1 import V1CoreScheduler
 
 
-class SarathiScheduler(VLLMV1Scheduler):
+class SarathiScheduler(V1CoreScheduler):
     name = "sarathi"
-    full_prompt_check = False
-    prefill_cap = False
-    admission_watermark = False
-    chunked_prefill_switch = False
-    vllm_preemption = False
-    catch_up_cache = True
+    chunked_prefill_switch = False  # always chunked
     decodes_first = True

@@ -16,21 +16,15 @@ is chunked when ``scheduler.enable_chunked_prefill`` is on (TensorRT-LLM's chunk
 
 from __future__ import annotations
 
-from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
+from llmsim.engine.schedulers.vllm_v1 import V1CoreScheduler, VLLMV1Scheduler
 
 
-class TRTLLMGuaranteedNoEvictScheduler(VLLMV1Scheduler):
-    """vLLM V1's step rules, reserving each request's whole length at admission (so no request is ever paused),
-    with vLLM's own admission rules off: no full-prompt check (the reservation is one), no per-request cap, no
-    watermark; chunked context as ``enable_chunked_prefill`` says; blocks registered after every step."""
+class TRTLLMGuaranteedNoEvictScheduler(V1CoreScheduler):
+    """vLLM V1's core step, reserving each request's whole length at admission (so no request is ever paused);
+    chunked context as ``enable_chunked_prefill`` says."""
 
     name = "trtllm-guaranteed-no-evict"
     reserve_whole_length = True
-    full_prompt_check = False
-    prefill_cap = False
-    admission_watermark = False
-    vllm_preemption = False
-    catch_up_cache = True
 
 
 class TRTLLMMaxUtilizationScheduler(VLLMV1Scheduler):

@@ -130,3 +130,17 @@ class VLLMV1Scheduler(SchedulerBase):
             budget -= num_new + draft_slots
 
 
+class V1CoreScheduler(VLLMV1Scheduler):
+    """vLLM V1's step (running pass, then FCFS admission; recompute the most recent when blocks run out; a step that
+    preempted admits nobody) without vLLM's own extras: no full-prompt admission check, no per-request chunk cap, no
+    admission watermark, victims from the running list's tail whatever the queue order, and blocks registered with
+    the prefix cache after every step. The common core of the other engines' policies written on vLLM V1's class
+    (Sarathi-Serve, Orca, TensorRT-LLM's guaranteed-no-evict), which set their own switches on top."""
+
+    name = "v1-core"
+    full_prompt_check = False
+    prefill_cap = False
+    admission_watermark = False
+    vllm_preemption = False
+    catch_up_cache = True
+
