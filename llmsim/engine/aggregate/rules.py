@@ -13,8 +13,8 @@ from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
 ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
 #: The switches of :class:`VLLMV1Scheduler` these rules read from the policy's class (the engine sets them up from
-#: it): a policy that is vLLM V1 with only these changed (TensorRT-LLM's max-utilization, Sarathi-Serve) runs here
-#: from its own statement.
+#: it): a policy that is vLLM V1 with only these changed (Sarathi-Serve, Orca, TensorRT-LLM's two schedulers) runs
+#: here from its own statement.
 POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "chunked_prefill_switch",
                    "reserve_whole_length", "token_budget")
 #: Switches that change nothing in the configurations this engine runs: FCFS victims from the running list's tail
