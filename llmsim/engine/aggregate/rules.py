@@ -292,6 +292,7 @@ class VLLMV1Rules:
         P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
         pooled, p_base, p_final = self.pool.member, self.pool.base, self.pool.final
         last_slot = self.max_model_len - 1
+        reserves = self.reserves  # (a local: read for every running request)
         scheduled: list[tuple[int, int]] = []
         schedule = scheduled.append
         # Pool members scheduled before anyone outside the pool go to _finish_plan as a count and a context sum
@@ -309,7 +310,7 @@ class VLLMV1Rules:
                     continue
                 c = p_base[i] + s
                 num_new = 1
-                need = 1 if c % bs == 0 and not self.reserves else 0
+                need = 1 if c % bs == 0 and not reserves else 0
             else:
                 # SchedulerBase._schedule_running's rule on this engine's arrays (the equivalence suite keeps
                 # the two in step).
@@ -327,7 +328,7 @@ class VLLMV1Rules:
                 if num_new <= 0:
                     index += 1
                     continue
-                need = 0 if self.reserves else -(-(c + num_new) // bs) - (-(-c // bs))
+                need = 0 if reserves else -(-(c + num_new) // bs) - (-(-c // bs))
             if need > free:
                 self.free = free
                 preempted_self = False

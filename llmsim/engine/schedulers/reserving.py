@@ -1,7 +1,7 @@
-"""Shared plumbing of the policies that reserve a request's maximum length when they admit it.
+"""Shared plumbing of the reserving policies whose steps are not vLLM V1's: FasterTransformer's static batching and TGI.
 
-Orca, FasterTransformer's static batching, TGI and TensorRT-LLM's ``GUARANTEED_NO_EVICT`` give a request KV
-space for its prompt plus all the tokens it may generate at admission. A running request therefore never
+Those, like Orca and TensorRT-LLM's ``GUARANTEED_NO_EVICT`` (vLLM V1's class with ``reserve_whole_length``), give a
+request KV space for its prompt plus all the tokens it may generate at admission (``SchedulerBase._reserve``). A running request therefore never
 needs memory that is not already its own, so these policies never preempt: ``scheduler.preemption`` has no
 effect on them, and they admit fewer requests than the paged policies that reserve only the current need.
 
@@ -40,11 +40,9 @@ class ReservingScheduler(SchedulerBase):
             budget -= num_new
         return budget
 
-    def _admit_reserved(self, plan: StepPlan, budget: int, chunked: bool) -> int:
-        """Admit waiting requests FCFS while their whole length fits; stop at the first that does not.
-
-        ``chunked``: a prompt longer than the remaining budget gets a first chunk (else it waits).
-        """
+    def _admit_reserved(self, plan: StepPlan, budget: int) -> int:
+        """Admit waiting requests FCFS, each with its whole prompt, while their whole length fits; stop at the first
+        that does not (or whose prompt exceeds what is left of ``budget``)."""
         cfg = self.config
         waiting = self.waiting
         while waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
@@ -52,9 +50,7 @@ class ReservingScheduler(SchedulerBase):
             hit = self._prefix_hit(request)
             num_new = self._tokens_to_feed(request) - hit * self.kv_cache.block_size
             if num_new > budget:
-                if not chunked:
-                    break
-                num_new = budget
+                break
             if not self._reserve(request, plan, hit):
                 break
             self._admit(waiting, plan, num_new)

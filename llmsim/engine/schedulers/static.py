@@ -26,7 +26,7 @@ class StaticBatchScheduler(ReservingScheduler):
         if self.running:
             self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
         else:
-            self._admit_reserved(plan, UNLIMITED_TOKENS, chunked=False)
+            self._admit_reserved(plan, UNLIMITED_TOKENS)
         return self._finish_plan(plan)
 
     def decode_token_budget(self) -> int:

@@ -32,7 +32,7 @@ class TGIScheduler(ReservingScheduler):
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
         if self.waiting and self._admissible_count() >= self._min_prefill_size():
-            self._admit_reserved(plan, self.prefill_budget, chunked=False)
+            self._admit_reserved(plan, self.prefill_budget)
         if plan.scheduled:
             self.decode_steps_since_prefill = 0
         else:
