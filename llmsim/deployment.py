@@ -8,7 +8,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from llmsim.config import SimConfig
-from llmsim.engine.hybrid_kv import is_sliding, kv_cache_groups
+from llmsim.engine.hybrid_kv import is_sliding, kv_cache_groups, sliding_admission_cap
+from llmsim.engine.kv_cache import cdiv
 from llmsim.engine.server import Ingress, solve_ingress
 from llmsim.errors import ConfigError
 from llmsim.hardware.execution import Execution, vllm_capture_sizes
@@ -87,9 +88,61 @@ def build_deployment(config: SimConfig) -> Deployment:
             num_blocks = num_blocks * full_layers // group_size
             details["num_gpu_blocks"] = num_blocks
         details["kv_groups"] = kv_groups
+    if sched.num_gpu_blocks is None:
+        check_one_request_fits(num_blocks, max_model_len, sched, kv_groups,
+                               f"{model.name} on {gpu.name} at tp={hw.tp}, pp={hw.pp}")
     return Deployment(num_blocks, max_model_len, timing.step_time, details,
                       swap_s_per_block=swap_time(gpu, block_bytes), num_cpu_blocks=num_cpu_blocks, timing=timing,
                       num_offload_blocks=num_offload_blocks, kv_groups=kv_groups, residuals=gpu.residuals)
+
+
+class KVCacheBelowMaxModelLen(ConfigError):
+    """vLLM refuses to start: its KV cache cannot hold one request of ``max_model_len`` tokens.
+
+    ``blocks_needed`` is the least ``num_gpu_blocks`` (the null block included) that would start."""
+
+    def __init__(self, message: str, blocks_needed: int) -> None:
+        super().__init__(message)
+        self.blocks_needed = blocks_needed
+
+
+def blocks_for_one_request(num_tokens: int, block_size: int, kv_groups: Optional[list],
+                           max_in_flight_tokens: int, max_model_len: int) -> int:
+    """Blocks one request of ``num_tokens`` tokens may take at most: vLLM's ``max_memory_usage_bytes`` in blocks
+    (a full-attention group every block of the sequence, a sliding group at most its admission cap)."""
+    full = cdiv(num_tokens, block_size)
+    if not kv_groups:
+        return full
+    return sum(full if window is None
+               else min(full, sliding_admission_cap(window, max_in_flight_tokens, max_model_len, block_size))
+               for window in kv_groups)
+
+
+def check_one_request_fits(num_blocks: int, max_model_len: int, sched, kv_groups: Optional[list],
+                           deployment: str) -> None:
+    """vLLM's start-up check (``check_enough_kv_cache_memory``): the KV cache, less the null block, must hold one
+    request of ``max_model_len`` tokens, or the engine refuses to start and names the longest length that fits.
+    Only for a cache sized by the memory model: a ``num_gpu_blocks`` override is taken as given."""
+    in_flight = sched.max_num_batched_tokens * (2 if sched.async_scheduling else 1)
+
+    def need(length: int) -> int:
+        return blocks_for_one_request(length, sched.block_size, kv_groups, in_flight, length)
+
+    needed = need(max_model_len)
+    usable = num_blocks - 1
+    if usable >= needed:
+        return
+    low, high = 0, max_model_len  # the longest length whose one request fits: need() grows with the length
+    while low < high:
+        mid = (low + high + 1) // 2
+        if need(mid) <= usable:
+            low = mid
+        else:
+            high = mid - 1
+    raise KVCacheBelowMaxModelLen(
+        f"{deployment}: the KV cache holds {usable:,} blocks but one request of max_model_len {max_model_len:,} "
+        f"tokens needs {needed:,}, so vLLM would refuse to start; set scheduler.max_model_len to at most {low:,}, "
+        f"or raise scheduler.gpu_memory_utilization, hardware.tp or hardware.pp", needed + 1)
 
 
 def execution_of(config: SimConfig) -> Execution:

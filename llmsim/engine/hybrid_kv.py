@@ -74,6 +74,14 @@ def kv_cache_groups(layer_types: Sequence[str], sliding_window: Optional[int]) -
     return groups, group_size
 
 
+def sliding_admission_cap(window: int, max_in_flight_tokens: int, max_model_len: Optional[int],
+                          block_size: int) -> int:
+    """vLLM's ``SlidingWindowSpec.max_admission_blocks_per_request``: the most blocks a sliding group holds for one
+    request: the window (less its last token) plus every token in flight, one more for a window that starts
+    mid-block."""
+    return cdiv(min(window - 1 + max_in_flight_tokens, max_model_len or 1 << 62), block_size) + 1
+
+
 class WholeBlockRefusals:
     """What neither hybrid manager (with or without prefix caching) models: blocks moved as a whole count."""
 
@@ -107,7 +115,7 @@ class HybridKVCacheManager(WholeBlockRefusals, KVCacheManager):
         # mid-block; the full-sequence admission check charges a sliding group at most that.
         self.admission_caps: list[Optional[int]] = [
             None if w is None or max_in_flight_tokens is None
-            else cdiv(min(w - 1 + max_in_flight_tokens, max_model_len or 1 << 62), block_size) + 1
+            else sliding_admission_cap(w, max_in_flight_tokens, max_model_len, block_size)
             for w in self.groups]
         self._group_blocks: dict[str, list[int]] = {}  # request id → real (non-null) blocks held per group
         self._group_len: dict[str, int] = {}  # request id → block slots per group (null ones included)

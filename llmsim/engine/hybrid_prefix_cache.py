@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from llmsim.engine.hybrid_kv import WholeBlockRefusals
+from llmsim.engine.hybrid_kv import WholeBlockRefusals, sliding_admission_cap
 from llmsim.engine.kv_cache import cdiv
 from llmsim.engine.prefix_cache import PrefixCachingKVCacheManager
 from llmsim.engine.request import Request
@@ -54,7 +54,7 @@ class HybridPrefixCachingKVCacheManager(WholeBlockRefusals, PrefixCachingKVCache
         self.need = cdiv(self.window - 1, block_size)  # consecutive blocks a sliding-group hit ends on
         self.admission_caps: list[Optional[int]] = [
             None if w is None or max_in_flight_tokens is None
-            else cdiv(min(w - 1 + max_in_flight_tokens, max_model_len or 1 << 62), block_size) + 1
+            else sliding_admission_cap(w, max_in_flight_tokens, max_model_len, block_size)
             for w in self.groups]
         self._tables: dict[str, list[list[int]]] = {}  # request id → block ids per group (0: the null block)
         self._gcached: dict[str, list[int]] = {}  # request id → leading block slots registered, per group

@@ -129,6 +129,38 @@ def test_a_deployment_with_no_usable_kv_block_is_refused_up_front(monkeypatch):
         build_deployment(load_config())
 
 
+def test_a_kv_cache_below_one_max_model_len_request_is_refused_as_vllm_refuses_to_start(monkeypatch):
+    import dataclasses
+
+    import llmsim.deployment as deployment
+
+    config = load_config(None, ["scheduler.max_model_len=4096"])  # 256 blocks of 16 tokens
+    real = deployment.kv_cache_capacity
+    for blocks, starts in ((257, True), (256, False)):  # block 0 is the null block: 256 usable, then 255
+        monkeypatch.setattr(deployment, "kv_cache_capacity",
+                            lambda *a, blocks=blocks, **k: dataclasses.replace(real(*a, **k), num_gpu_blocks=blocks))
+        if starts:
+            assert build_deployment(config).num_gpu_blocks == blocks
+            continue
+        with pytest.raises(deployment.KVCacheBelowMaxModelLen,
+                           match=r"holds 255 blocks but one request of max_model_len 4,096 tokens needs 256, so vLLM "
+                                 r"would refuse to start; set scheduler.max_model_len to at most 4,080") as caught:
+            build_deployment(config)
+        assert caught.value.blocks_needed == 257
+    # vLLM checks the memory it profiled; a num_gpu_blocks override is taken as given, as the goldens need.
+    assert build_deployment(load_config(None, ["scheduler.max_model_len=4096",
+                                               "scheduler.num_gpu_blocks=64"])).num_gpu_blocks == 64
+
+
+def test_the_start_up_check_charges_a_sliding_group_its_admission_cap_only():
+    from llmsim.deployment import blocks_for_one_request
+
+    # 8,192 tokens: 512 blocks in the full group; the sliding group at most ceil((128 - 1 + 2,048) / 16) + 1 = 137
+    assert blocks_for_one_request(8192, 16, [128, None], 2048, 8192) == 137 + 512
+    assert blocks_for_one_request(8192, 16, None, 2048, 8192) == 512
+    assert blocks_for_one_request(100, 16, [128, None], 2048, 100) == 7 + 7  # a short request: no cap reached
+
+
 @pytest.mark.parametrize("mode", ["fast", "reference"])
 def test_an_empty_prompt_is_refused_per_request_never_finished_with_ttft_zero(mode):
     frame = canonical_frame({"arrival_s": np.array([0.0, 0.1, 0.2]), "prompt_tokens": np.array([0, 12, 30]),
