@@ -122,9 +122,26 @@ def build_setup(point: BenchmarkPoint) -> PointSetup:
         data["speculative"] = speculative
     try:
         config = build_config(data, source=f"point {point.id}")
+        config = _started(config, notes)
     except UserError as exc:
         raise SkipPoint(str(exc)) from None
     return PointSetup(point, config, workload, online, notes)
+
+
+def _started(config, notes: list[str]):
+    """The config, with at least the KV blocks vLLM's start-up check asks for: the published server ran, so its
+    cache held one request of ``max_model_len``, whatever the memory model says (a lower bound, noted)."""
+    from llmsim.deployment import KVCacheBelowMaxModelLen, build_deployment
+
+    try:
+        build_deployment(config)
+    except KVCacheBelowMaxModelLen as exc:
+        notes.append(f"the memory model leaves fewer KV blocks than one max_model_len request needs, yet the "
+                     f"server started: simulated with the {exc.blocks_needed:,} blocks that start needs (a lower "
+                     f"bound)")
+        scheduler = config.scheduler.model_copy(update={"num_gpu_blocks": exc.blocks_needed})
+        return config.model_copy(update={"scheduler": scheduler})
+    return config
 
 
 #: vLLM's proposer names -> llmsim's speculative.method (any "*mtp" method is a multi-token-prediction head).

@@ -275,3 +275,16 @@ def test_fit_e2e_refuses_an_unwritable_profile_path_before_fitting(tmp_path, cap
     code = main(["calibrate", "fit-e2e", str(points), *gpu, "-o", str(tmp_path / out)])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and "-o" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_published_server_that_started_had_room_for_one_max_model_len_request(tmp_path):
+    # At this utilization the memory model leaves Llama-3-8B fewer blocks than its 8,192-token max_model_len
+    # needs, so vLLM would refuse to start; the published server ran, so the cache held at least that.
+    tight = build_setup(read_points(_csv(tmp_path, _row(flags="--gpu-memory-utilization 0.26")))[0])
+    assert tight.config.scheduler.num_gpu_blocks == 8192 // 16 + 1  # one request's blocks and the null block
+    assert any("fewer KV blocks than one max_model_len request" in note for note in tight.notes)
+    roomy = build_setup(read_points(_csv(tmp_path, _row(), name="roomy.csv"))[0])
+    assert roomy.config.scheduler.num_gpu_blocks is None and not any("max_model_len" in n for n in roomy.notes)
+    with pytest.raises(UserError, match="vLLM would refuse to start"):  # a run of that config is refused
+        simulate(tight.config.model_copy(update={"scheduler": tight.config.scheduler.model_copy(
+            update={"num_gpu_blocks": None})}), workload=tight.workload)
