@@ -22,6 +22,7 @@ Method (deterministic, a few dozen simulations per GPU):
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ class Evaluator:
     base_yaml: dict
     points: list[BenchmarkPoint]
     jobs: int = 1
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmsim-fit-")))
+    workdir: Optional[Path] = None  # made on the first pass, removed by close(): the variants are scratch
     evaluations: int = 0
     on_evaluation: Optional[Callable[[int], None]] = None
     _executor: Optional[object] = field(default=None, repr=False)  # one worker pool for every pass
@@ -127,6 +128,9 @@ class Evaluator:
         if self._executor is not None:
             self._executor.close()
             self._executor = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def profile_yaml(self, theta: dict[str, float]) -> dict:
         return profile_with(self.base_yaml, theta)
@@ -136,6 +140,8 @@ class Evaluator:
 
         points = self.points if points is None else points
         self.evaluations += 1
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="llmsim-fit-"))
         path = self.workdir / f"gpu-{self.evaluations}.yaml"
         path.write_text(yaml.safe_dump(self.profile_yaml(theta), sort_keys=False))
         out: list[dict] = [{} for _ in points]

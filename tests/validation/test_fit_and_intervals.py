@@ -169,3 +169,14 @@ def test_a_profile_fitted_end_to_end_stops_borrowing_and_starts_from_its_own_ker
     assert start["api_server.request_overhead_ms"] != load_gpu("A100-80GB").api_server.request_overhead_s * 1e3
     fitted = profile_with(base, {"api_server.request_overhead_ms": 9.0})
     assert "end_to_end_from" not in fitted and fitted["api_server"]["request_overhead_ms"] == 9.0
+
+
+def test_the_fits_profile_variants_are_scratch_removed_when_the_evaluator_closes():
+    """Every simulation pass writes a profile variant; a fit of hundreds of passes must not leave them in /tmp."""
+    evaluator = Evaluator({"name": "fake", "efficiency": {"linear_mfu": 0.8}}, [_point(0, "a", 1)])
+    assert evaluator.workdir is None  # nothing is made before the first pass
+    evaluator.predict({"efficiency.linear_mfu": 0.5})
+    workdir = evaluator.workdir
+    assert (workdir / "gpu-1.yaml").is_file()
+    evaluator.close()
+    assert not workdir.exists() and evaluator.workdir is None
