@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from llmsim.config import SimConfig
 from llmsim.engine.aggregate import aggregate_engine_blockers
 from llmsim.engine.aggregate.rules import states_rules_of
@@ -13,12 +15,15 @@ from llmsim.hardware.profiles import load_model
 from llmsim.metrics.listeners import active_listeners
 
 
-def engine_mode(config: SimConfig) -> str:
+def engine_mode(config: SimConfig, workload=None, aggregate_abandoned: Optional[str] = None) -> str:
     """Which engine ran, for the summary: ``fast`` (the aggregate engine), ``fast (event-skipping loop: why)``
-    or ``reference`` / ``reference (fast path off: why)``."""
+    or ``reference`` / ``reference (fast path off: why)``. ``aggregate_abandoned``: why the aggregate engine
+    gave the run up part-way (it was then run again on the event-skipping loop)."""
     if config.engine.mode == "reference":
         return "reference"
-    aggregate_off = aggregate_blockers(config)
+    aggregate_off = aggregate_blockers(config, workload)
+    if not aggregate_off and aggregate_abandoned:
+        aggregate_off = [aggregate_abandoned]
     if not aggregate_off:
         return "fast"
     blockers = fast_path_blockers(config)
@@ -29,14 +34,16 @@ def engine_mode(config: SimConfig) -> str:
     return "fast (event-skipping loop: " + ", ".join(aggregate_off) + ")"
 
 
-def aggregate_blockers(config: SimConfig) -> list[str]:
-    """Why the aggregate engine (:mod:`llmsim.engine.aggregate`) cannot run this config (empty: it runs).
+def aggregate_blockers(config: SimConfig, workload=None) -> list[str]:
+    """Why the aggregate engine (:mod:`llmsim.engine.aggregate`) cannot run this config (empty: it runs) on
+    ``workload`` (None: any workload the config may get).
 
     Any router is served (a state-reading one in lockstep, see :mod:`llmsim.cluster.lockstep`), but replicas
     must interact only through routing, retries are not modelled, and no per-step listener may be attached
     (the timeline export wants every step's plan)."""
     reasons = (_aggregate_policy_blockers(config.scheduler) + scheduler_blockers(config.scheduler)
                + _feature_blockers(config) + _interaction_blockers(config))
+    reasons += _prefix_cache_blockers(config.scheduler, workload)
     pps = {group.pp or config.hardware.pp for group in config.cluster.replica_groups()}
     reasons += aggregate_engine_blockers(config.scheduler, max(pps, default=1))
     if config.client.max_retries > 0:
@@ -56,11 +63,35 @@ def _aggregate_policy_blockers(cfg) -> list[str]:
         reasons.append(f"queue order {cfg.queue}")
     if cfg.preemption != "recompute":
         reasons.append(f"preemption {cfg.preemption}")
-    if cfg.enable_prefix_caching:
-        reasons.append("prefix caching")
     if cfg.max_queue_time_s is not None:
         reasons.append("queue timeouts")
     return reasons
+
+
+def _prefix_cache_blockers(cfg, workload) -> list[str]:
+    """Prefix caching on the aggregate engine, which keeps block counts, not block contents.
+
+    A block is found in the cache only under a key some earlier block was registered with. Without shared
+    prefixes in the workload (no conversation with a second turn, no Mooncake hash ids) every key is private to
+    its request, so a request admitted for the first time never hits, and the cache changes no decision: what
+    is free, cached or not, is counted alike. Only a request preempted by recompute can find its own blocks
+    again when it resumes; the engine gives such a run up at its first preemption (``PreemptedWithPrefixCache``)
+    and the event-skipping loop, which keeps every block's content, runs it."""
+    if not cfg.enable_prefix_caching:
+        return []
+    if cfg.kv_offload_gib:
+        return ["prefix caching with KV offload"]
+    if workload is None or workload_shares_blocks(workload.df):
+        return ["prefix caching"]
+    return []
+
+
+def workload_shares_blocks(df) -> bool:
+    """Whether two requests of ``df`` may hold blocks under the same key: a session with a second turn (its
+    prompt starts with the previous turn's), or Mooncake prefix hash ids (llmsim.engine.prefix_cache)."""
+    if "prefix_hashes" in df.columns and df["prefix_hashes"].notna().any():
+        return True
+    return "session_id" in df.columns and bool(df["session_id"].dropna().duplicated().any())
 
 
 def _has_sliding_layers(model_name: str) -> bool:

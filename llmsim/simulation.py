@@ -24,6 +24,7 @@ from llmsim.engine.client import Client, ConcurrencyLimit
 from llmsim.aggregate_run import request_factory, run_aggregate
 from llmsim.deployment import Deployment, build_deployment, server_config, server_ingress, server_processes
 from llmsim.engine.admission import unservable_reason
+from llmsim.engine.aggregate.rules import PreemptedWithPrefixCache
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.server import Ingress, ServerQueue, client_view
@@ -193,8 +194,13 @@ def simulate(
         client_arrivals = workload.df["arrival_s"].to_numpy(dtype=np.float64)
         workload = dataclasses.replace(workload, df=workload.df.assign(arrival_s=ingress.handoff_s))
     client = (ingress, client_arrivals)
-    if config.engine.mode == "fast" and not aggregate_blockers(config):
-        return _simulate_aggregate(config, workload, deployment, progress, client)
+    abandoned = None
+    if config.engine.mode == "fast" and not aggregate_blockers(config, workload):
+        try:
+            return _simulate_aggregate(config, workload, deployment, progress, client)
+        except PreemptedWithPrefixCache:
+            # Run again from the start on the event-skipping loop, which keeps every block's content.
+            abandoned = "prefix caching and a recompute preemption"
     env = simpy.Environment()
     recorder = make_recorder(config)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))
@@ -208,7 +214,7 @@ def simulate(
     cluster.fail_unfinished("stalled")
     if closed_loop is not None:
         client = closed_loop.client()
-    return _collect(config, recorder, deployment, cluster, client)
+    return _collect(config, recorder, deployment, cluster, client, engine_mode(config, workload, abandoned))
 
 
 def _as_config(config: "SimConfig | str | Path | None") -> SimConfig:
@@ -241,8 +247,12 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     cluster = build_cluster(config, env, recorder, len(workload.df), lambda gpu, model, tp, pp: build_deployment(
         config.model_copy(update={"hardware": config.hardware.model_copy(
             update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})})), lambda *_: None)
-    run_aggregate(config, workload.df, recorder, cluster, progress)
-    return _collect(config, recorder, deployment, cluster, client)
+    try:
+        run_aggregate(config, workload.df, recorder, cluster, progress)
+    except PreemptedWithPrefixCache:
+        recorder.discard_stream()  # the run is given up: none of what it wrote stays behind
+        raise
+    return _collect(config, recorder, deployment, cluster, client, "fast")
 
 
 def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Recorder, num_requests: int) -> Cluster:
@@ -283,7 +293,7 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
 
 
 def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster,
-             client=(None, None)) -> Result:
+             client=(None, None), mode: str = "fast") -> Result:
     # The gaps are summarised first and let go of: held with the requests table they made the peak memory.
     itl = itl_distribution(*recorder.itl_samples(), config.metrics.percentiles)
     recorder.clear_itl()
@@ -296,7 +306,7 @@ def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, clus
     steps = None if steps_file is not None else recorder.steps_frame()
     info = recorder.step_stats()
     info["deployment"] = deployment.details
-    info["engine_mode"] = engine_mode(config)
+    info["engine_mode"] = mode
     summary = summarize(requests, None, None, info, config.slo, config.metrics.percentiles, itl=itl)
     add_intervals(summary, deployment.residuals)
     summary["seed"] = config.seed

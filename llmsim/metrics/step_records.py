@@ -8,7 +8,9 @@ the buffers and aggregates are initialised by ``Recorder.__init__``.
 
 from __future__ import annotations
 
+import shutil
 from array import array
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -116,6 +118,15 @@ class StepRecords:
         self._stream_writer.close()
         self._stream_writer = None
         return self.stream_path
+
+    def discard_stream(self) -> None:
+        """Close and delete the streamed step file and its private folder (a run given up part-way)."""
+        if self.stream_path is None:
+            return
+        if self._stream_writer is not None:
+            self._stream_writer.close()
+            self._stream_writer = None
+        shutil.rmtree(Path(self.stream_path).parent, ignore_errors=True)
 
     def step_rows(self, replica: int, rows) -> None:
         """A few steps' records as tuples of :meth:`step_values`'s arguments after ``replica`` (a short decode

@@ -216,7 +216,7 @@ def test_aggregate_engine_actually_aggregates() -> None:
     assert 0 < calls["general"] < result.summary["num_steps"] / 3
 
 
-def _count_runs(overrides: list[str]):
+def _count_runs(overrides: list[str], workload=None):
     """Run in fast mode counting committed decode runs and the engine ticks they covered."""
     from llmsim.engine import replica as replica_module
 
@@ -230,7 +230,7 @@ def _count_runs(overrides: list[str]):
 
     replica_module.commit_run = counting
     try:
-        result = _run("fast", overrides)
+        result = simulate(load_config(None, ["engine.mode=fast", *overrides]), workload=workload)
     finally:
         replica_module.commit_run = original
     return result, calls
@@ -382,7 +382,8 @@ def test_prefix_caching_decode_runs_agree(policy: str, async_scheduling: bool) -
 
 
 def test_prefix_caching_skips_decode_steps() -> None:
-    result, calls = _count_runs(["workload.num_requests=300", "workload.rate=3", "scheduler.enable_prefix_caching=true"])
+    """Over shared prefixes (which keep the aggregate engine off) the event-skipping loop still skips decodes."""
+    result, calls = _count_runs(["scheduler.enable_prefix_caching=true"], workload=_shared_prefix_workload(4))
     assert result.summary["engine_mode"] == "fast (event-skipping loop: prefix caching)"
     assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
 
@@ -462,19 +463,21 @@ def test_every_policy_agrees_on_random_workloads(rows, knobs, policy, queue, pre
     replicas=st.sampled_from([1, 2, 3]),
     router=st.sampled_from(sorted(ROUTERS)),
     queue_cap=st.sampled_from([None, None, 3]),
+    caching=st.sampled_from([False, False, True]),
 )
-def test_aggregate_engine_agrees_on_random_workloads(rows, knobs, replicas, router, queue_cap) -> None:
+def test_aggregate_engine_agrees_on_random_workloads(rows, knobs, replicas, router, queue_cap, caching) -> None:
     """The same across every router (state-reading ones run the replicas in lockstep) and admission control;
     small KV pools make preemption common, a per-request prefill cap leaves several prefills going on at
-    once, zero gaps make several arrivals share a routing instant."""
+    once, zero gaps make several arrivals share a routing instant; with prefix caching (no shared prefixes) a
+    preemption hands the run to the event-skipping loop."""
     workload = make_workload(rows)
-    knobs = dict(knobs, max_waiting_requests=queue_cap)
+    knobs = dict(knobs, max_waiting_requests=queue_cap, enable_prefix_caching=caching)
     results = []
     for mode in ("reference", "fast"):
         config = SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
                                            "cluster": {"replicas": replicas, "router": router}})
         results.append(simulate(config, workload=workload))
-    assert not aggregate_blockers(results[1].config)
+    assert not aggregate_blockers(results[1].config, workload)
     reference, fast = results
     _assert_frames_equal(reference.requests, fast.requests, "requests")
     _assert_frames_equal(reference.steps, fast.steps, "steps")

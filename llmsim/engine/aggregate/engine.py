@@ -33,6 +33,9 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.full_prompt_check = policy.full_prompt_check
         self.prefill_cap_tokens = sched_cfg.long_prefill_token_threshold if policy.prefill_cap else 0
         self.whole_prompts = policy.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
+        # Prefix caching on a workload that shares no block (llmsim.engine_modes): it changes nothing until a
+        # recompute preemption, where the engine gives the run up (PreemptedWithPrefixCache).
+        self.prefix_caching = sched_cfg.enable_prefix_caching
         self.reserves = policy.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
         # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
         self.step_budget = sched_cfg.max_num_batched_tokens if policy.token_budget else ANY >> 1

@@ -26,6 +26,11 @@ _CLASS_ATTRIBUTES = frozenset(("__module__", "__qualname__", "__doc__", "__first
                                "name", *POLICY_SWITCHES, *_MOOT_SWITCHES))
 
 
+class PreemptedWithPrefixCache(Exception):
+    """A recompute preemption with prefix caching on: the victim may find its own blocks in the cache when it
+    resumes, which block counts cannot tell (:func:`llmsim.engine_modes._prefix_cache_blockers`)."""
+
+
 def states_rules_of(policy: type | None) -> bool:
     """Whether these rules are ``policy``'s: vLLM V1's class, or a subclass that sets nothing but its name and the
     switches above (any method it overrode would be a rule this module does not state)."""
@@ -362,6 +367,8 @@ class VLLMV1Rules:
 
     def _preempt(self, i: int, plan: AggregatePlan) -> None:
         """Recompute preemption: drop the victim's blocks and put it at the head of the waiting queue."""
+        if self.prefix_caching:
+            raise PreemptedWithPrefixCache(f"replica {self.replica_id}: request {i} preempted at step {self.step_index}")
         self.npre[i] += 1
         self.was_preempted[i] = True
         plan.preempted += 1
