@@ -181,7 +181,7 @@ def _compact(outcome):
     """The outcome with its per-request lists as arrays (a list of a million Python floats pickles slowly)."""
     for name in ("first_scheduled_s", "first_token_s", "last_token_s", "finish_s"):
         setattr(outcome, name, _as_float(getattr(outcome, name)))
-    for name in ("num_output_tokens", "num_preemptions", "scheduled_tokens", "recomputed_tokens"):
+    for name in ("num_output_tokens", "num_preemptions", "scheduled_tokens", "recomputed_tokens", "cached_tokens"):
         setattr(outcome, name, np.asarray(getattr(outcome, name), dtype=np.int64))
     return outcome
 
@@ -278,7 +278,8 @@ def _scatter_outcome(columns: dict, rows: np.ndarray, outcome, replica_id: int) 
                          ("finish_s", outcome.finish_s), ("last_token_s", outcome.last_token_s)):
         columns[name][rows] = _as_float(values)
     for name, values in (("num_output_tokens", outcome.num_output_tokens), ("num_preemptions", outcome.num_preemptions),
-                         ("scheduled_tokens", outcome.scheduled_tokens), ("recomputed_tokens", outcome.recomputed_tokens)):
+                         ("scheduled_tokens", outcome.scheduled_tokens), ("recomputed_tokens", outcome.recomputed_tokens),
+                         ("cached_tokens", outcome.cached_tokens)):
         columns[name][rows] = np.asarray(values, dtype=np.int64)
     columns["status"][rows] = np.asarray(outcome.status, dtype=object)
     columns["reason"][rows] = np.asarray(outcome.reason, dtype=object)

@@ -73,10 +73,10 @@ def _prefix_cache_blockers(cfg, workload) -> list[str]:
 
     A block is found in the cache only under a key some earlier block was registered with. Without shared
     prefixes in the workload (no conversation with a second turn, no Mooncake hash ids) every key is private to
-    its request, so a request admitted for the first time never hits, and the cache changes no decision: what
-    is free, cached or not, is counted alike. Only a request preempted by recompute can find its own blocks
-    again when it resumes; the engine gives such a run up at its first preemption (``PreemptedWithPrefixCache``)
-    and the event-skipping loop, which keeps every block's content, runs it."""
+    its request, so a request admitted for the first time never hits. Only a request preempted by recompute can
+    find its own blocks again when it resumes, and which are left follows from the free queue's counts
+    (:mod:`llmsim.engine.aggregate.prefix`). In a state those counts do not follow the engine gives the run up
+    (``PreemptedWithPrefixCache``) and the event-skipping loop, which keeps every block's content, runs it."""
     if not cfg.enable_prefix_caching:
         return []
     if cfg.kv_offload_gib:

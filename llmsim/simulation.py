@@ -199,8 +199,9 @@ def simulate(
         try:
             return _simulate_aggregate(config, workload, deployment, progress, client)
         except PreemptedWithPrefixCache:
-            # Run again from the start on the event-skipping loop, which keeps every block's content.
-            abandoned = "prefix caching and a recompute preemption"
+            # A state its block counts do not follow (llmsim.engine.aggregate.prefix): run again from the start on
+            # the event-skipping loop, which keeps every block's content.
+            abandoned = "prefix caching and a resumed request's blocks"
     env = simpy.Environment()
     recorder = make_recorder(config)
     cluster = assemble_cluster(config, env, recorder, len(workload.df))

@@ -1,10 +1,12 @@
-"""Prefix caching on the aggregate engine: exact while no two requests can share a block, given up at the first
-recompute preemption (the victim may find its own blocks again), kept off where the workload shares prefixes."""
+"""Prefix caching on the aggregate engine, exact when no two requests can share a block: a request preempted by
+recompute finds what is left of its own blocks when it resumes; a state the counts do not follow gives the run up
+to the event-skipping loop; a workload that shares prefixes keeps the event-skipping loop."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from llmsim.config import load_config
 from llmsim.engine_modes import workload_shares_blocks
@@ -35,24 +37,66 @@ def test_without_shared_prefixes_and_preemptions_the_aggregate_engine_runs_it_ex
         _agree(reference, fast)
 
 
-def test_a_recompute_preemption_hands_the_run_to_the_event_skipping_loop():
-    """A small KV pool preempts; a resumed request then finds some of its own blocks still cached (the hit rate
-    is not zero), which block counts cannot know: the whole run is made again on the event-skipping loop."""
-    for router in ("round-robin", "least-outstanding"):
-        reference, fast = _both(BASE + ["scheduler.num_gpu_blocks=300", f"cluster.router={router}"])
-        assert fast.summary["engine_mode"] == "fast (event-skipping loop: prefix caching and a recompute preemption)"
+PRESSURE = ["scheduler.num_gpu_blocks=300"]
+
+
+def test_a_preempted_request_finds_what_is_left_of_its_own_blocks():
+    """A small KV pool preempts; a resumed request finds the leading blocks the pool has not evicted meanwhile (the
+    hit rate is not zero), counted from the free queue's order, as the reference engine finds them block by
+    block: in the async and the sync loop, behind a router that reads no state and one that does, for vLLM V1 and
+    a policy written as its class with switches."""
+    for extra in (["cluster.router=round-robin"], ["cluster.router=least-outstanding"],
+                  ["scheduler.async_scheduling=false"], ["scheduler.policy=sarathi", "cluster.router=least-kv"]):
+        reference, fast = _both(BASE + PRESSURE + extra)
+        assert fast.summary["engine_mode"] == "fast", fast.summary["engine_mode"]
         assert reference.summary["preemptions"] > 0 and reference.summary["prefix_cache_hit_rate"] > 0
         _agree(reference, fast)
+
+
+def _giving_up(monkeypatch):
+    """Make every resume a state the counts do not follow."""
+    from llmsim.engine.aggregate.prefix import OwnBlockCache
+    from llmsim.engine.aggregate.rules import PreemptedWithPrefixCache
+
+    def give_up(self, i):
+        raise PreemptedWithPrefixCache(f"request {i}")
+
+    monkeypatch.setattr(OwnBlockCache, "_own_hits", give_up)
+
+
+def test_a_run_the_counts_cannot_follow_is_made_again_on_the_event_skipping_loop(monkeypatch):
+    _giving_up(monkeypatch)
+    reference, fast = _both(BASE + PRESSURE)
+    assert fast.summary["engine_mode"] == "fast (event-skipping loop: prefix caching and a resumed request's blocks)"
+    _agree(reference, fast)
 
 
 def test_a_given_up_run_leaves_no_streamed_step_file_behind(tmp_path, monkeypatch):
     import tempfile
 
+    _giving_up(monkeypatch)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    result = simulate(load_config(None, BASE + ["scheduler.num_gpu_blocks=300", "metrics.stream_steps=true"]))
+    result = simulate(load_config(None, BASE + PRESSURE + ["metrics.stream_steps=true"]))
     assert result.summary["engine_mode"].startswith("fast (event-skipping loop:")
     folders = list(tmp_path.glob("llmsim-steps-*"))
     assert folders == [result.steps_file.parent]
+
+
+def test_a_resume_that_would_leave_a_cached_copy_behind_gives_the_run_up():
+    """A request whose tokens end on a block boundary keeps its last full block out of the hit (one token is always
+    computed); that block's second copy is not counted, so the engine gives the run up rather than guess."""
+    from llmsim.engine.aggregate.prefix import OwnBlockCache
+    from llmsim.engine.aggregate.rules import PreemptedWithPrefixCache
+
+    cache = OwnBlockCache()
+    cache._init_own_block_cache(True)
+    cache.replica_id, cache.bs, cache.P, cache.out, cache.comp, cache.ph, cache.depth = 0, 16, [64], [0], [64], [0], 1
+    cache._cache_release(0, 0)  # preempted with 4 full blocks registered
+    assert cache.cached_total == 4 and cache.own_segment[0][0] == 4
+    with pytest.raises(PreemptedWithPrefixCache):
+        cache._own_hits(0)  # 64 tokens: at most (64 − 1) // 16 = 3 blocks hit
+    cache._cache_take(1, 4)  # one block handed out when the 4 free blocks are all cached: its tail block goes
+    assert cache._own_hits(0) == 3 and cache.cached_total == 3
 
 
 def _frame(**columns) -> Workload:
@@ -70,3 +114,42 @@ def test_a_workload_shares_blocks_only_through_a_second_turn_or_prefix_hashes():
     shared = _frame(session_id=np.array([7, 7]))
     result = simulate(load_config(None, ["scheduler.enable_prefix_caching=true"]), workload=shared)
     assert result.summary["engine_mode"] == "fast (event-skipping loop: prefix caching)"
+
+
+# -- random pressure: small pools make preemptions, and so resumed requests' hits, common --------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llmsim.config import SimConfig  # noqa: E402
+from tests.engine.test_invariants import make_workload  # noqa: E402
+
+
+@pytest.mark.slow
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.tuples(st.sampled_from([0.0, 0.02, 0.1, 0.3]), st.integers(1, 500), st.integers(1, 200)),
+                  min_size=5, max_size=100),
+    blocks=st.integers(40, 300),
+    block_size=st.sampled_from([8, 16]),
+    async_scheduling=st.booleans(),
+    policy=st.sampled_from(["vllm-v1", "sarathi", "trtllm-max-utilization"]),
+    budget=st.sampled_from([256, 512, 2048]),
+    max_seqs=st.sampled_from([8, 32, 256]),
+    cap=st.sampled_from([0, 0, 32, 128]),
+    replicas_router=st.sampled_from([(1, "round-robin"), (2, "round-robin"), (2, "least-kv"), (3, "least-outstanding"),
+                                     (3, "random")]),
+)
+def test_resumed_requests_hit_as_in_the_reference_on_random_pressure(rows, blocks, block_size, async_scheduling,
+                                                                     policy, budget, max_seqs, cap, replicas_router):
+    workload = make_workload(rows)
+    knobs = {"enable_prefix_caching": True, "num_gpu_blocks": blocks, "block_size": block_size,
+             "async_scheduling": async_scheduling, "policy": policy, "max_num_batched_tokens": budget,
+             "max_num_seqs": max_seqs, "long_prefill_token_threshold": cap}
+    replicas, router = replicas_router
+    results = [simulate(SimConfig.model_validate({"scheduler": knobs, "engine": {"mode": mode},
+                                                  "cluster": {"replicas": replicas, "router": router},
+                                                  "metrics": {"step_detail": True}}), workload=workload)
+               for mode in ("reference", "fast")]
+    reference, fast = results
+    assert fast.summary["engine_mode"].startswith("fast"), fast.summary["engine_mode"]
+    _agree(reference, fast)

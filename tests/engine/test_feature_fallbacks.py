@@ -11,8 +11,6 @@ from llmsim.config import load_config
 from llmsim.simulation import simulate
 
 FEATURES = {
-    # no prefix is shared, but a recompute preemption lets a resumed request find its own blocks
-    "prefix caching, preempted": ["scheduler.enable_prefix_caching=true", "scheduler.num_gpu_blocks=150"],
     "queue order priority": ["scheduler.queue=priority"],
     "speculative decoding": ["speculative.method=eagle", "scheduler.async_scheduling=false"],
     "prefix caching, kv offload": ["scheduler.enable_prefix_caching=true", "scheduler.kv_offload_gib=2",

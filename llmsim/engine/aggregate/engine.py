@@ -11,6 +11,7 @@ import numpy as np
 from llmsim.engine.admission import rejection_reason
 from llmsim.engine.aggregate.outcome import ReplicaOutcome, StepRecording
 from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, AggregatePlan
+from llmsim.engine.aggregate.prefix import OwnBlockCache
 from llmsim.engine.aggregate.quiet import QuietSteps
 from llmsim.engine.aggregate.rules import ANY, VLLMV1Rules
 from llmsim.engine.pool import DecodePool
@@ -19,7 +20,7 @@ from llmsim.metrics.recorder import ITL_WEIGHT_CODE
 from llmsim.metrics.step_records import STEP_COLUMNS
 
 
-class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
+class AggregateReplica(QuietSteps, VLLMV1Rules, OwnBlockCache, StepRecording):
     """Runs vLLM V1 on one replica over its arrivals (``arrival_s`` sorted), as the package docstring describes."""
 
     def __init__(self, replica_id: int, sched_cfg, num_gpu_blocks: int, max_model_len: int, timing,
@@ -33,9 +34,8 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.full_prompt_check = policy.full_prompt_check
         self.prefill_cap_tokens = sched_cfg.long_prefill_token_threshold if policy.prefill_cap else 0
         self.whole_prompts = policy.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
-        # Prefix caching on a workload that shares no block (llmsim.engine_modes): it changes nothing until a
-        # recompute preemption, where the engine gives the run up (PreemptedWithPrefixCache).
-        self.prefix_caching = sched_cfg.enable_prefix_caching
+        # Prefix caching on a workload that shares no block (llmsim.engine_modes, .prefix).
+        self._init_own_block_cache(sched_cfg.enable_prefix_caching)
         self.reserves = policy.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
         # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
         self.step_budget = sched_cfg.max_num_batched_tokens if policy.token_budget else ANY >> 1
@@ -62,6 +62,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.npre = [0] * n
         self.sched_total = [0] * n
         self.recomputed = [0] * n
+        self.cached_tok = [0] * n
         self.first_sched: list = [None] * n
         self.first_tok: list = [None] * n
         self.last_tok: list = [None] * n
@@ -121,7 +122,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         """Append a request routed here during the run (lockstep); returns its local index."""
         for values, value in ((self.arr, arrival_s), (self.P, prompt_tokens), (self.O, output_tokens)):
             values.append(value)
-        for values in (self.comp, self.out, self.ph, self.npre, self.sched_total, self.recomputed):
+        for values in (self.comp, self.out, self.ph, self.npre, self.sched_total, self.recomputed, self.cached_tok):
             values.append(0)
         for values in (self.first_sched, self.first_tok, self.last_tok, self.finish_s):
             values.append(None)
@@ -324,6 +325,8 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, StepRecording):
         self.reason[i] = "length"
         self.finish_s[i] = end
         # Its blocks: those of what it computed (P + O − 1 tokens by now: a reserving policy's whole reservation).
+        if self.prefix_caching:
+            self._cache_release(i, -1)
         self.free += -(-self.comp[i] // self.bs)
         self.finished_pending = True
         self.outstanding -= 1

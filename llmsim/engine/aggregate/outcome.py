@@ -27,6 +27,7 @@ class ReplicaOutcome:
     num_preemptions: list
     scheduled_tokens: list
     recomputed_tokens: list
+    cached_tokens: list
     status: list
     reason: list
     steps: dict = field(default_factory=dict)  # step-table columns (typed arrays), when kept
@@ -105,7 +106,7 @@ class StepRecording:
         return ReplicaOutcome(
             first_scheduled_s=self.first_sched, first_token_s=self.first_tok, last_token_s=self.last_tok,
             finish_s=self.finish_s, num_output_tokens=self.out, num_preemptions=self.npre,
-            scheduled_tokens=self.sched_total, recomputed_tokens=self.recomputed,
+            scheduled_tokens=self.sched_total, recomputed_tokens=self.recomputed, cached_tokens=self.cached_tok,
             status=[STATUS_NAMES[x] for x in self.status], reason=self.reason, steps=self.steps,
             itl_values=self.itl_values, itl_weights=self.itl_weights,
             num_steps=self.num_steps, busy_s=self.busy_s, kv_usage_s=self.kv_usage_s,

@@ -33,6 +33,7 @@ class QuietSteps:
         plan = pending  # the general step's plan still to update (async: it is, until the first quiet step is out)
         # Hot state in locals; written back before any call that reads it, and at the end.
         s, free, gpu_free = self.step_index, self.free, self.gpu_free
+        prefix = self.prefix_caching
         pool_n, pool_a = pool.n, pool.a
         last_step, last_end = self.last_update_step, self.last_update_end
         num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
@@ -69,6 +70,8 @@ class QuietSteps:
                 if (not lowest <= budget - pool_n <= highest or free - need > most_free
                         or seqs_full and num_running < max_seqs):
                     break
+            if need and prefix:
+                self._cache_take(need, free)
             free -= need
             if pool_n != consts_n:
                 consts_n = pool_n

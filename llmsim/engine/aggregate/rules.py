@@ -27,8 +27,8 @@ _CLASS_ATTRIBUTES = frozenset(("__module__", "__qualname__", "__doc__", "__first
 
 
 class PreemptedWithPrefixCache(Exception):
-    """A recompute preemption with prefix caching on: the victim may find its own blocks in the cache when it
-    resumes, which block counts cannot tell (:func:`llmsim.engine_modes._prefix_cache_blockers`)."""
+    """Prefix caching in a state the aggregate engine's counts do not follow (:mod:`.prefix`): the run is made
+    again on the event-skipping loop (:func:`llmsim.engine_modes._prefix_cache_blockers`)."""
 
 
 def states_rules_of(policy: type | None) -> bool:
@@ -140,6 +140,8 @@ class VLLMV1Rules:
                 budget -= num_new
         if need > self.free:
             return False
+        if self.prefix_caching and need:
+            self._cache_take(need, self.free)
         self.free -= need
         if self.waiting:
             if budget > 0:
@@ -178,6 +180,10 @@ class VLLMV1Rules:
                 self.admission_blocked = (i, -ANY, ANY, ANY, True)
                 break
             c = comp[i]
+            hits = 0
+            if self.prefix_caching and not c and self.was_preempted[i]:
+                hits = self._own_hits(i)  # its own blocks still cached: they count as computed
+                c = hits * bs
             num_new = P[i] + out[i] + ph[i] - c
             if threshold and num_new > threshold:
                 num_new = threshold
@@ -187,7 +193,7 @@ class VLLMV1Rules:
             if num_new > budget:
                 num_new = budget
             watermark = self.watermark_blocks if running else 0
-            held = -(-c // bs)
+            held = -(-comp[i] // bs)  # (hit blocks are not held yet: taking them off the queue uses free ones)
             if (self.full_prompt_check and cfg.scheduler_reserve_full_isl
                     and -(-(P[i] + out[i]) // bs) - held + watermark > self.free):
                 self.admission_blocked = (i, -ANY, ANY, self.free, False)
@@ -196,8 +202,16 @@ class VLLMV1Rules:
             need = -(-((P[i] + O[i] - 1) if self.reserves else (c + num_new)) // bs) - held
             if need + watermark > self.free:
                 # A budget of at least num_new gives it at least as many tokens, so at least as many blocks.
-                self.admission_blocked = (i, num_new, ANY, self.free, False)
+                # (Not with hits: evictions may take them away while it waits.)
+                self.admission_blocked = None if hits else (i, num_new, ANY, self.free, False)
                 break
+            if hits:
+                self._take_hits(i, hits)
+                comp[i] = c
+                self.cached_tok[i] += c
+                self._cache_take(need - hits, self.free - hits)
+            elif self.prefix_caching and need:
+                self._cache_take(need, self.free)
             self.free -= need
             waiting.popleft()
             self.status[i] = RUNNING
@@ -348,6 +362,8 @@ class VLLMV1Rules:
                 free = self.free
                 if preempted_self:
                     break
+            if need and self.prefix_caching:
+                self._cache_take(need, free)
             free -= need
             if leading and pooled[i]:
                 lead_n += 1
@@ -367,12 +383,12 @@ class VLLMV1Rules:
 
     def _preempt(self, i: int, plan: AggregatePlan) -> None:
         """Recompute preemption: drop the victim's blocks and put it at the head of the waiting queue."""
-        if self.prefix_caching:
-            raise PreemptedWithPrefixCache(f"replica {self.replica_id}: request {i} preempted at step {self.step_index}")
         self.npre[i] += 1
         self.was_preempted[i] = True
         plan.preempted += 1
         c = self.comp[i]
+        if self.prefix_caching:
+            self._cache_release(i, i)
         self.free += -(-c // self.bs)
         self.recomputed[i] += c
         self.comp[i] = 0
