@@ -170,7 +170,7 @@ def profile_with(base: dict, theta: dict[str, float]) -> dict:
 def current_values(base: dict, parameters: tuple[FitParameter, ...]) -> dict[str, float]:
     """Each parameter's value before any end-to-end fit: the profile's ``validation.prior`` when it was fitted
     already (so a refit is the same fit), else its value in the profile, else the schema's default."""
-    from llmsim.hardware.profiles import APIServerYAML, EfficiencyYAML
+    from llmsim.hardware.profile_schema import APIServerYAML, EfficiencyYAML
 
     defaults = {"efficiency": EfficiencyYAML().model_dump(), "api_server": APIServerYAML().model_dump()}
     prior = (base.get("validation") or {}).get("prior") or {}  # a profile already fitted: its pre-fit values
