@@ -76,7 +76,7 @@ def _prefix_cache_blockers(cfg, workload) -> list[str]:
     its request, so a request admitted for the first time never hits. Only a request preempted by recompute can
     find its own blocks again when it resumes, and which are left follows from the free queue's counts
     (:mod:`llmsim.engine.aggregate.prefix`). In a state those counts do not follow the engine gives the run up
-    (``PreemptedWithPrefixCache``) and the event-skipping loop, which keeps every block's content, runs it."""
+    (``BlockContentsNeeded``) and the event-skipping loop, which keeps every block's content, runs it."""
     if not cfg.enable_prefix_caching:
         return []
     if cfg.kv_offload_gib:

@@ -24,7 +24,7 @@ from llmsim.engine.client import Client, ConcurrencyLimit
 from llmsim.aggregate_run import request_factory, run_aggregate
 from llmsim.deployment import Deployment, build_deployment, server_config, server_ingress, server_processes
 from llmsim.engine.admission import unservable_reason
-from llmsim.engine.aggregate.rules import PreemptedWithPrefixCache
+from llmsim.engine.aggregate.rules import BlockContentsNeeded
 from llmsim.engine.replica import Replica
 from llmsim.engine.request import Request, RequestStatus
 from llmsim.engine.server import Ingress, ServerQueue, client_view
@@ -198,7 +198,7 @@ def simulate(
     if config.engine.mode == "fast" and not aggregate_blockers(config, workload):
         try:
             return _simulate_aggregate(config, workload, deployment, progress, client)
-        except PreemptedWithPrefixCache:
+        except BlockContentsNeeded:
             # A state its block counts do not follow (llmsim.engine.aggregate.prefix): run again from the start on
             # the event-skipping loop, which keeps every block's content.
             abandoned = "prefix caching and a resumed request's blocks"
@@ -250,7 +250,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
             update={"gpu": gpu, "model": model, "tp": tp, "pp": pp})})), lambda *_: None)
     try:
         run_aggregate(config, workload.df, recorder, cluster, progress)
-    except PreemptedWithPrefixCache:
+    except BlockContentsNeeded:
         recorder.discard_stream()  # the run is given up: none of what it wrote stays behind
         raise
     return _collect(config, recorder, deployment, cluster, client, "fast")

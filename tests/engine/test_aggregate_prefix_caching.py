@@ -56,10 +56,10 @@ def test_a_preempted_request_finds_what_is_left_of_its_own_blocks():
 def _giving_up(monkeypatch):
     """Make every resume a state the counts do not follow."""
     from llmsim.engine.aggregate.prefix import OwnBlockCache
-    from llmsim.engine.aggregate.rules import PreemptedWithPrefixCache
+    from llmsim.engine.aggregate.rules import BlockContentsNeeded
 
     def give_up(self, i):
-        raise PreemptedWithPrefixCache(f"request {i}")
+        raise BlockContentsNeeded(f"request {i}")
 
     monkeypatch.setattr(OwnBlockCache, "_own_hits", give_up)
 
@@ -86,14 +86,14 @@ def test_a_resume_that_would_leave_a_cached_copy_behind_gives_the_run_up():
     """A request whose tokens end on a block boundary keeps its last full block out of the hit (one token is always
     computed); that block's second copy is not counted, so the engine gives the run up rather than guess."""
     from llmsim.engine.aggregate.prefix import OwnBlockCache
-    from llmsim.engine.aggregate.rules import PreemptedWithPrefixCache
+    from llmsim.engine.aggregate.rules import BlockContentsNeeded
 
     cache = OwnBlockCache()
     cache._init_own_block_cache(True)
     cache.replica_id, cache.bs, cache.P, cache.out, cache.comp, cache.ph, cache.depth = 0, 16, [64], [0], [64], [0], 1
     cache._cache_release(0, 0)  # preempted with 4 full blocks registered
     assert cache.cached_total == 4 and cache.own_segment[0][0] == 4
-    with pytest.raises(PreemptedWithPrefixCache):
+    with pytest.raises(BlockContentsNeeded):
         cache._own_hits(0)  # 64 tokens: at most (64 − 1) // 16 = 3 blocks hit
     cache._cache_take(1, 4)  # one block handed out when the 4 free blocks are all cached: its tail block goes
     assert cache._own_hits(0) == 3 and cache.cached_total == 3

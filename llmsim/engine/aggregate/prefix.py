@@ -9,18 +9,18 @@ first and what survives is a run of its leading blocks. The queue is kept as seg
 eviction order: the registered blocks of a finished request (``owner`` −1: nobody will look them up again) or of a
 preempted one (its index, until it resumes or finishes).
 
-Blocks registered when a request is freed: every full block of its computed tokens that are known (vLLM
-registers a block when the allocation that fills it is made, or when the async update delivers its last token),
-``min(computed, prompt + delivered outputs) // block_size``. A hit takes the segment's blocks off the queue; a
-hit that would leave some of them behind (a request whose tokens end on a block boundary keeps its last full
-block out of the hit) gives the run up (``PreemptedWithPrefixCache``): two copies of one key are not counted.
+Blocks registered when a request is freed (:meth:`OwnBlockCache._registered`): the full blocks vLLM registered at
+the request's last allocation and, in the async loop, at the last update that delivered it a token. A hit takes
+the segment's blocks off the queue; a hit that would leave some of them behind (a request whose tokens end on a
+block boundary keeps its last full block out of the hit) gives the run up (``BlockContentsNeeded``): two copies of
+one key are not counted.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from llmsim.engine.aggregate.rules import PreemptedWithPrefixCache
+from llmsim.engine.aggregate.rules import BlockContentsNeeded
 
 
 class OwnBlockCache:
@@ -55,6 +55,7 @@ class OwnBlockCache:
         request's last schedule knew one token fewer than now when the update since delivered one to it."""
         c, known = self.comp[i], self.P[i] + self.out[i]
         if self.depth == 2:
+            # (the last update delivered to it exactly when its last token's instant is that update's end)
             delivered_since = 1 if self.out[i] and self.last_tok[i] == self.last_update_end else 0
             allocated = min(c, known - delivered_since)
             updated = c - self.ph[i]
@@ -87,7 +88,7 @@ class OwnBlockCache:
             return 0
         limit = (self.P[i] + self.out[i] - 1) // self.bs
         if segment[0] > limit:
-            raise PreemptedWithPrefixCache(f"replica {self.replica_id}: request {i} would leave a cached copy")
+            raise BlockContentsNeeded(f"replica {self.replica_id}: request {i} would leave a cached copy")
         return segment[0]
 
     def _take_hits(self, i: int, hits: int) -> None:
