@@ -28,7 +28,8 @@ _CLASS_ATTRIBUTES = frozenset(("__module__", "__qualname__", "__doc__", "__first
 
 class BlockContentsNeeded(Exception):
     """Prefix caching in a state where the aggregate engine's block counts do not say what is cached
-    (:mod:`.prefix`): the run is made again on the event-skipping loop (:func:`llmsim.engine_modes._prefix_cache_blockers`)."""
+    (:mod:`.prefix`): the run is made again on the event-skipping loop
+    (:func:`llmsim.engine_modes._prefix_cache_blockers`)."""
 
 
 def states_rules_of(policy: type | None) -> bool:
