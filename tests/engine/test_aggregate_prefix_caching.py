@@ -82,9 +82,10 @@ def test_a_given_up_run_leaves_no_streamed_step_file_behind(tmp_path, monkeypatc
     assert folders == [result.steps_file.parent]
 
 
-def test_a_resume_that_would_leave_a_cached_copy_behind_gives_the_run_up():
+def test_what_a_resume_leaves_behind_is_an_older_copy_that_a_later_lookup_may_not_reach():
     """A request whose tokens end on a block boundary keeps its last full block out of the hit (one token is always
-    computed); that block's second copy is not counted, so the engine gives the run up rather than guess."""
+    computed); that block stays cached as an older copy of a key the request registers again. A later resume whose
+    lookup reaches that key would take the older copy wherever it stands, so the engine gives the run up there."""
     from llmsim.engine.aggregate.prefix import OwnBlockCache
     from llmsim.engine.aggregate.rules import BlockContentsNeeded
 
@@ -93,27 +94,18 @@ def test_a_resume_that_would_leave_a_cached_copy_behind_gives_the_run_up():
     cache.replica_id, cache.bs, cache.P, cache.out, cache.comp, cache.ph, cache.depth = 0, 16, [64], [0], [64], [0], 1
     cache._cache_release(0, 0)  # preempted with 4 full blocks registered
     assert cache.cached_total == 4 and cache.own_segment[0][0] == 4
+    assert cache._own_hits(0) == 3  # 64 tokens: at most (64 − 1) // 16 = 3 blocks hit
+    cache._take_hits(0, 3)
+    assert cache.cached_total == 1 and [(copy[0], key) for copy, key in cache.older_copies[0]] == [(1, 3)]
+    cache.out[0], cache.comp[0] = 20, 84  # it ran on, and is preempted again with 5 full blocks registered
+    cache._cache_release(0, 0)
+    assert cache.cached_total == 6
     with pytest.raises(BlockContentsNeeded):
-        cache._own_hits(0)  # 64 tokens: at most (64 − 1) // 16 = 3 blocks hit
-    cache._cache_take(1, 4)  # one block handed out when the 4 free blocks are all cached: its tail block goes
-    assert cache._own_hits(0) == 3 and cache.cached_total == 3
-
-
-def _frame(**columns) -> Workload:
-    n = len(next(iter(columns.values())))
-    return Workload(pd.DataFrame({"arrival_s": np.arange(n, dtype=float), "prompt_tokens": np.full(n, 64),
-                                  "output_tokens": np.full(n, 8), **columns}))
-
-
-def test_a_workload_shares_blocks_only_through_a_second_turn_or_prefix_hashes():
-    assert not workload_shares_blocks(_frame(arrival_s=np.zeros(3)).df)
-    assert not workload_shares_blocks(_frame(session_id=np.array([1, 2, 3])).df)  # every conversation one turn
-    assert workload_shares_blocks(_frame(session_id=np.array([1, 2, 1])).df)
-    hashes = pd.Series([None, (4, 5), None], dtype=object)
-    assert workload_shares_blocks(_frame(prefix_hashes=hashes).df)
-    shared = _frame(session_id=np.array([7, 7]))
-    result = simulate(load_config(None, ["scheduler.enable_prefix_caching=true"]), workload=shared)
-    assert result.summary["engine_mode"] == "fast (event-skipping loop: prefix caching)"
+        cache._own_hits(0)  # 84 tokens: the lookup goes up to key 4, past the older copy of key 3
+    cache._cache_take(1, 6)  # nothing uncached is free: the older copy, first in the queue, is evicted
+    assert cache._own_hits(0) == 5 and cache.cached_total == 5
+    cache._cache_release(0, -1)  # it finishes: nobody will look its blocks up again
+    assert 0 not in cache.older_copies and 0 not in cache.own_segment
 
 
 # -- random pressure: small pools make preemptions, and so resumed requests' hits, common --------------------------

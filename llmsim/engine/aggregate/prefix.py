@@ -11,9 +11,10 @@ preempted one (its index, until it resumes or finishes).
 
 Blocks registered when a request is freed (:meth:`OwnBlockCache._registered`): the full blocks vLLM registered at
 the request's last allocation and, in the async loop, at the last update that delivered it a token. A hit takes
-the segment's blocks off the queue; a hit that would leave some of them behind (a request whose tokens end on a
-block boundary keeps its last full block out of the hit) gives the run up (``BlockContentsNeeded``): two copies of
-one key are not counted.
+the segment's blocks off the queue. What a resume leaves of its segment (a request whose tokens end on a block
+boundary keeps its last full block out of the hit, one token being always computed) stays cached as an older copy
+of a key the request will register again; a later lookup of that key would take the older copy, wherever it
+stands in the queue, so a resume whose lookup reaches such a key gives the run up (``BlockContentsNeeded``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class OwnBlockCache:
         self.cached_total = 0  # free blocks that hold cached content
         self.cached_queue: deque[list] = deque()  # [count, owner] in eviction order
         self.own_segment: dict[int, list] = {}  # preempted request → its segment (it may hit it on resuming)
+        self.older_copies: dict[int, list] = {}  # request → [(segment, key index)] its resumes left cached
 
     def _cache_take(self, count: int, free_before: int) -> None:
         """``count`` blocks handed out when ``free_before`` were free: uncached ones first, then the front of the
@@ -68,6 +70,8 @@ class OwnBlockCache:
         own = self.own_segment.pop(i, None)
         if own is not None:  # a request that finishes while preempted: nobody will look its blocks up again
             own[1] = -1
+        if owner < 0:
+            self.older_copies.pop(i, None)  # nor its older copies
         if not registered:
             return
         self.cached_total += registered
@@ -84,16 +88,21 @@ class OwnBlockCache:
         """Leading blocks a resuming request finds: what is left of its segment, at most ``(tokens − 1) //
         block_size`` (one token is always computed)."""
         segment = self.own_segment.get(i)
-        if segment is None or not segment[0]:
-            return 0
+        left = segment[0] if segment is not None else 0
         limit = (self.P[i] + self.out[i] - 1) // self.bs
-        if segment[0] > limit:
-            raise BlockContentsNeeded(f"replica {self.replica_id}: request {i} would leave a cached copy")
-        return segment[0]
+        for copy, key in self.older_copies.get(i, ()):
+            if copy[0] and key < limit and key <= left:  # the lookup would reach a key with an older copy
+                raise BlockContentsNeeded(f"replica {self.replica_id}: request {i} would hit an older copy")
+        return left if left < limit else limit
 
     def _take_hits(self, i: int, hits: int) -> None:
-        """The resuming request takes its hit blocks off the queue (its segment, wherever it stands)."""
-        segment = self.own_segment.pop(i)
+        """The resuming request takes its hit blocks off the queue (its segment, wherever it stands); what is left
+        of the segment stays cached as an older copy of the keys from ``hits`` on (at most one block)."""
+        segment = self.own_segment.pop(i, None)
+        if segment is None:
+            return
         segment[0] -= hits
         self.cached_total -= hits
+        if segment[0]:
+            self.older_copies.setdefault(i, []).append((segment, hits))
         # an emptied segment stays in the queue until it reaches the front (_cache_take pops it there)

@@ -182,7 +182,8 @@ class VLLMV1Rules:
                 break
             c = comp[i]
             hits = 0
-            if self.prefix_caching and not c and self.was_preempted[i]:
+            resuming = self.prefix_caching and not c and self.was_preempted[i]
+            if resuming:
                 hits = self._own_hits(i)  # its own blocks still cached: they count as computed
                 c = hits * bs
             num_new = P[i] + out[i] + ph[i] - c
@@ -206,7 +207,7 @@ class VLLMV1Rules:
                 # (Not with hits: evictions may take them away while it waits.)
                 self.admission_blocked = None if hits else (i, num_new, ANY, self.free, False)
                 break
-            if hits:
+            if resuming:
                 self._take_hits(i, hits)
                 comp[i] = c
                 self.cached_tok[i] += c
