@@ -215,7 +215,7 @@ def simulate(
     cluster.fail_unfinished("stalled")
     if closed_loop is not None:
         client = closed_loop.client()
-    return _collect(config, recorder, deployment, cluster, client, engine_mode(config, workload, abandoned))
+    return _collect(config, recorder, deployment, cluster, client, mode=engine_mode(config, workload, abandoned))
 
 
 def _as_config(config: "SimConfig | str | Path | None") -> SimConfig:
@@ -253,7 +253,7 @@ def _simulate_aggregate(config: SimConfig, workload: Workload, deployment: Deplo
     except BlockContentsNeeded:
         recorder.discard_stream()  # the run is given up: none of what it wrote stays behind
         raise
-    return _collect(config, recorder, deployment, cluster, client, "fast")
+    return _collect(config, recorder, deployment, cluster, client, mode="fast")  # the aggregate engine ran
 
 
 def assemble_cluster(config: SimConfig, env: simpy.Environment, recorder: Recorder, num_requests: int) -> Cluster:
@@ -294,7 +294,7 @@ def _run_with_progress(env: simpy.Environment, cluster: Cluster, recorder: Recor
 
 
 def _collect(config: SimConfig, recorder: Recorder, deployment: Deployment, cluster: Cluster,
-             client=(None, None), mode: str = "fast") -> Result:
+             client=(None, None), *, mode: str) -> Result:
     # The gaps are summarised first and let go of: held with the requests table they made the peak memory.
     itl = itl_distribution(*recorder.itl_samples(), config.metrics.percentiles)
     recorder.clear_itl()
