@@ -54,7 +54,7 @@ def test_router_reads_the_reference_engines_state_at_every_arrival(async_schedul
     {"policy": "vllm-v1", "enable_prefix_caching": True, "kv_offload_gib": 1},
     {"policy": "tgi", "async_scheduling": False, "max_queue_time_s": 0.5},
     {"policy": "sglang", "enable_prefix_caching": True},
-    {"policy": "static", "async_scheduling": False},
+    {"policy": "static", "async_scheduling": False, "max_queue_time_s": 1.0},
     {"policy": "vllm-v0", "preemption": "swap", "async_scheduling": False},
 ])
 def test_router_reads_the_reference_state_in_the_middle_of_decode_runs(scheduler: dict) -> None:

@@ -106,6 +106,11 @@ SCENARIOS["trtllm_no_evict_memory_pressure_sync_whole_prompts"] = SCENARIOS["mem
     "scheduler.max_num_batched_tokens=4096"]
 # Orca: no token budget, whole lengths reserved, whole prompts in one iteration.
 SCENARIOS["orca_memory_pressure"] = SCENARIOS["memory_pressure"] + ["scheduler.policy=orca"]
+# Static batching: Orca's rules, joining only an empty engine; small batches under memory pressure, sync and async.
+SCENARIOS["static_small_batches_pressure"] = SCENARIOS["memory_pressure"] + ["scheduler.policy=static",
+                                                                            "scheduler.max_num_seqs=8"]
+SCENARIOS["static_small_batches_pressure_sync_least_kv"] = SCENARIOS["memory_pressure_sync"] + [
+    "scheduler.policy=static", "scheduler.max_num_seqs=8", "cluster.replicas=3", "cluster.router=least-kv"]
 SCENARIOS["orca_memory_pressure_sync_small_budget"] = SCENARIOS["memory_pressure_sync"] + [
     "scheduler.policy=orca", "scheduler.max_num_batched_tokens=256", "scheduler.max_num_seqs=32"]
 # Sarathi is vLLM V1 with every switch flipped: settings vLLM honours and Sarathi ignores (a watermark, a per-request
@@ -261,7 +266,22 @@ def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -
 
     assert states_rules_of(OnlyASwitch) and not states_rules_of(ANewRule)
     assert [name for name, cls in SCHEDULERS.items() if states_rules_of(cls)] == [
-        "vllm-v1", "orca", "sarathi", "trtllm-guaranteed-no-evict", "trtllm-max-utilization"]
+        "vllm-v1", "orca", "sarathi", "static", "trtllm-guaranteed-no-evict", "trtllm-max-utilization"]
+
+
+def test_static_batching_runs_on_the_aggregate_engine_and_no_one_joins_a_running_batch() -> None:
+    """Static batching is Orca's rules plus one switch (``joins_running_batch``): the aggregate engine reads it, so a
+    request waits for the whole batch to finish there as in the reference (the scenarios above compare every table);
+    ignoring the switch would be Orca, which admits into a running batch."""
+    overrides = SCENARIOS["memory_pressure"] + ["scheduler.max_num_seqs=8"]
+    static, orca = (_run("fast", overrides + [f"scheduler.policy={policy}"]) for policy in ("static", "orca"))
+    assert static.summary["engine_mode"] == orca.summary["engine_mode"] == "fast"
+    # A step that prefills decodes nobody (the batch it starts is all there is); Orca mixes them.
+    mixed = {name: int(((r.steps["prefill_tokens"] > 0) & (r.steps["decode_tokens"] > 0)).sum())
+             for name, r in (("static", static), ("orca", orca))}
+    assert mixed["static"] == 0 < mixed["orca"]
+    assert (static.steps["prefill_tokens"] > 0).sum() > 10
+    assert not np.allclose(static.requests["first_scheduled_s"], orca.requests["first_scheduled_s"], equal_nan=True)
 
 
 def test_decodes_first_with_a_per_request_cap_keeps_the_event_skipping_loop(monkeypatch) -> None:

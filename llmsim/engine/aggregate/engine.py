@@ -36,6 +36,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, OwnBlockCache, StepRecording):
         self.whole_prompts = policy.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
         # Prefix caching on a workload that shares no block (llmsim.engine_modes, .prefix).
         self._init_own_block_cache(sched_cfg.enable_prefix_caching)
+        self.joins_running = policy.joins_running_batch  # False: only an empty engine admits (static batching)
         self.reserves = policy.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
         # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
         self.step_budget = sched_cfg.max_num_batched_tokens if policy.token_budget else ANY >> 1

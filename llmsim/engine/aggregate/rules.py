@@ -13,10 +13,10 @@ from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
 ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
 #: The switches of :class:`VLLMV1Scheduler` these rules read from the policy's class (the engine sets them up from
-#: it): a policy that is vLLM V1 with only these changed (Sarathi-Serve, Orca, TensorRT-LLM's two schedulers) runs
-#: here from its own statement.
+#: it): a policy that is vLLM V1 with only these changed (Sarathi-Serve, Orca, static batching, TensorRT-LLM's two
+#: schedulers) runs here from its own statement.
 POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "chunked_prefill_switch",
-                   "reserve_whole_length", "token_budget")
+                   "reserve_whole_length", "token_budget", "joins_running_batch")
 #: Switches that change nothing in the configurations this engine runs: FCFS victims from the running list's tail
 #: (``vllm_preemption``), no prefix cache (``catch_up_cache``), and ``decodes_first`` without a per-request cap:
 #: a prompt's chunk then takes what is left of the budget, so at most one prefill is going on, the last admitted,
@@ -172,6 +172,11 @@ class VLLMV1Rules:
         bs = self.bs
         P, O, out, ph, comp = self.P, self.O, self.out, self.ph, self.comp
         self.admission_blocked = None
+        if running and not self.joins_running:
+            # Static batching: nobody joins a running batch. Blocked under any budget and free blocks; the quiet loop
+            # stops once the pool is empty, and a general step then asks again.
+            self.admission_blocked = (waiting[0], -ANY, ANY, ANY, False)
+            return
         while waiting:
             i = waiting[0]
             if budget <= 0:

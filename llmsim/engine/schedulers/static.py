@@ -6,35 +6,19 @@ prompts in one step, then decodes. A request that finishes early leaves, but nob
 empty, so short requests wait for long ones (the inefficiency Orca's iteration-level scheduling removes).
 FasterTransformer has no per-step token budget, so ``max_num_batched_tokens`` does not apply; it never
 preempts.
+
+These are Orca's rules (:mod:`llmsim.engine.schedulers.orca`: vLLM V1's step with no token budget and each request's
+whole length reserved at admission) with one more switch: a waiting request joins only an empty engine.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
-from llmsim.engine.decode_runs import RunRules
-from llmsim.engine.step import StepPlan
-from llmsim.engine.scheduler import UNLIMITED_TOKENS
-from llmsim.engine.schedulers.reserving import ReservingScheduler
+from llmsim.engine.schedulers.vllm_v1 import V1CoreScheduler
 
 
-class StaticBatchScheduler(ReservingScheduler):
+class StaticBatchScheduler(V1CoreScheduler):
     name = "static"
-
-    def schedule(self) -> StepPlan:
-        plan = self._begin_step()
-        if self.running:
-            self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
-        else:
-            self._admit_reserved(plan, UNLIMITED_TOKENS)
-        return self._finish_plan(plan)
-
-    def decode_token_budget(self) -> int:
-        return UNLIMITED_TOKENS
-
-    def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
-        # While the batch runs nobody joins: neither a finish nor an arrival changes a decode step, so a run
-        # goes on until the batch's last request is done (the caller stops there), whoever waits.
-        if self.running:
-            return RunRules(truncate_on_arrival=False)
-        return None
+    token_budget = False
+    reserve_whole_length = True
+    chunked_prefill_switch = False  # (without a budget every prompt fits its step anyway)
+    joins_running_batch = False

@@ -9,6 +9,12 @@ at the first request that exceeds the remaining ``max_batch_prefill_tokens`` (ll
 ``scheduler.max_num_batched_tokens``, raised to ``max_model_len`` as TGI requires it to cover the longest
 input) or the remaining ``max_batch_total_tokens`` (llmsim: the replica's KV blocks). TGI's
 ``max_concurrent_requests`` (128) is llmsim's ``scheduler.max_waiting_requests``.
+
+Like Orca and static batching (vLLM V1's class with ``reserve_whole_length``), an admission reserves the request's
+prompt plus all the tokens it may generate (``SchedulerBase._reserve``), so a running request never needs memory that
+is not already its own: ``scheduler.preemption`` has no effect. llmsim's requests ask for exactly their output
+length (``max_tokens`` = output length, as with ``ignore_eos``), so a reservation is exactly what the request will
+use; real clients often ask for more.
 """
 
 from __future__ import annotations
@@ -17,11 +23,10 @@ from typing import Optional
 
 from llmsim.engine.decode_runs import RunRules
 from llmsim.engine.step import StepPlan
-from llmsim.engine.scheduler import UNLIMITED_TOKENS
-from llmsim.engine.schedulers.reserving import ReservingScheduler
+from llmsim.engine.scheduler import UNLIMITED_TOKENS, SchedulerBase
 
 
-class TGIScheduler(ReservingScheduler):
+class TGIScheduler(SchedulerBase):
     name = "tgi"
 
     def __init__(self, config, kv_cache, max_model_len: int) -> None:
@@ -82,3 +87,40 @@ class TGIScheduler(ReservingScheduler):
                 break
             free, budget, count = free - need, budget - prompt, count + 1
         return count
+
+    def _schedule_reserved_running(self, plan: StepPlan, budget: int) -> int:
+        """Every running request gets its next tokens (decode, or the next prefill chunk) within ``budget``.
+
+        Its blocks were reserved at admission, so the allocation cannot fail.
+        """
+        kv = self.kv_cache
+        for request in self.running:
+            if budget <= 0:
+                break
+            if self._last_token_in_flight(request):
+                continue
+            num_new = min(self._tokens_to_feed(request), budget)
+            if num_new <= 0:
+                continue
+            if not kv.allocate_slots(request, num_new):
+                raise AssertionError(f"{self.name}: request {request.request_id} outgrew its reservation")
+            plan.scheduled.append((request, num_new))
+            budget -= num_new
+        return budget
+
+    def _admit_reserved(self, plan: StepPlan, budget: int) -> int:
+        """Admit waiting requests FCFS, each with its whole prompt, while their whole length fits; stop at the first
+        that does not (or whose prompt exceeds what is left of ``budget``)."""
+        cfg = self.config
+        waiting = self.waiting
+        while waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
+            request = waiting[0]
+            hit = self._prefix_hit(request)
+            num_new = self._tokens_to_feed(request) - hit * self.kv_cache.block_size
+            if num_new > budget:
+                break
+            if not self._reserve(request, plan, hit):
+                break
+            self._admit(waiting, plan, num_new)
+            budget -= num_new
+        return budget

@@ -18,7 +18,10 @@ with preemption ``none`` a request that cannot grow waits; prefix-cache hits sta
 
 from __future__ import annotations
 
+from typing import Optional
+
 from llmsim.engine.config import SchedulerConfig, vllm_version_tuple
+from llmsim.engine.decode_runs import RunRules
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.step import StepPlan
@@ -39,6 +42,7 @@ class VLLMV1Scheduler(SchedulerBase):
     reserve_whole_length = False  # admission allocates the whole request (prompt + outputs), so nobody preempts
     token_budget = True  # ``max_num_batched_tokens`` bounds a step (Orca's iterations have no such budget)
     catch_up_cache = False  # blocks are registered where vLLM registers them, nowhere else
+    joins_running_batch = True  # a waiting request may join while others run (static batching: only an empty engine)
 
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager, max_model_len: int) -> None:
         super().__init__(config, kv_cache, max_model_len)
@@ -67,13 +71,20 @@ class VLLMV1Scheduler(SchedulerBase):
         stalled: list[Request] = []
         budget = self._schedule_running(plan, budget, stalled, threshold)  # rules 1 and 5
         # Rule 6: a step that preempted admits nobody, not even the victims.
-        if not plan.preempted:
+        if not plan.preempted and (self.joins_running_batch or not running):
             self._schedule_waiting(plan, budget, threshold)
         self._fail_if_deadlocked(plan, stalled)
         return self._finish_plan(plan)
 
     def decode_token_budget(self) -> int:
         return self.config.max_num_batched_tokens if self.token_budget else UNLIMITED_TOKENS
+
+    def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
+        if self.joins_running_batch:
+            return super().decode_run_rules(head_refused)
+        # While a batch runs nobody joins: neither a finish nor an arrival changes a decode step, so a run goes on
+        # until the batch's last request is done (the caller stops there), whoever waits.
+        return RunRules(truncate_on_arrival=False) if self.running else None
 
     # Rule 3 and rule 4.
     def _schedule_waiting(self, plan: StepPlan, budget: int, threshold: int) -> None:
