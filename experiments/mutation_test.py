@@ -53,8 +53,10 @@ MUTATIONS = [
              "if len(self.running) + len(self.waiting) == 1:", "if False:",
              RULE_TESTS, r"long_prefill_threshold"),
     Mutation("rule-3-fcfs-stops-at-first-misfit", "vllm-v1 rule", V1,
-             "if not cfg.enable_chunked_prefill and num_new > budget - draft_slots:\n                break",
-             "if not cfg.enable_chunked_prefill and num_new > budget - draft_slots:\n                waiting.rotate(-1); break",
+             "if self.chunked_prefill_switch and not cfg.enable_chunked_prefill and num_new > budget - draft_slots:\n"
+             "                break",
+             "if self.chunked_prefill_switch and not cfg.enable_chunked_prefill and num_new > budget - draft_slots:\n"
+             "                waiting.rotate(-1); break",
              RULE_TESTS, r"rule_3|fcfs_admission"),
     Mutation("rule-4-full-isl-check", "vllm-v1 rule", V1,
              "if self.full_prompt_check and cfg.scheduler_reserve_full_isl:", "if False:",
@@ -77,7 +79,8 @@ MUTATIONS = [
              "if len(self.running) >= cfg.max_num_seqs:", "if len(self.running) > cfg.max_num_seqs:",
              RULE_TESTS, r"max_num_seqs"),
     Mutation("rule-watermark-only-while-running", "vllm-v1 rule", V1,
-             "watermark = kv.watermark_blocks if self.running else 0", "watermark = kv.watermark_blocks",
+             "watermark = kv.watermark_blocks if self.running and self.admission_watermark else 0",
+             "watermark = kv.watermark_blocks if self.admission_watermark else 0",
              RULE_TESTS, r"watermark"),
     Mutation("policy-static-no-joining", "policy", "llmsim/engine/schedulers/static.py",
              "    joins_running_batch = False", "    joins_running_batch = True",
