@@ -6,7 +6,7 @@ from typing import Optional
 
 from llmsim.config import SimConfig
 from llmsim.engine.aggregate import aggregate_engine_blockers
-from llmsim.engine.aggregate.rules import states_rules_of
+from llmsim.engine.aggregate.policies import serves_policy
 from llmsim.engine.schedulers import SCHEDULERS
 from llmsim.engine.fastpath import scheduler_blockers
 from llmsim.engine.hybrid_kv import is_sliding
@@ -55,9 +55,10 @@ def aggregate_blockers(config: SimConfig, workload=None) -> list[str]:
 
 def _aggregate_policy_blockers(cfg) -> list[str]:
     """The aggregate engine restates vLLM V1's FCFS, recompute rules on arrays (and policies that are those rules
-    with a switch it reads from their class: :func:`llmsim.engine.aggregate.rules.states_rules_of`)."""
+    with a switch it reads from their class), and runs vLLM V0's step with V0's own admission pass
+    (:func:`llmsim.engine.aggregate.policies.serves_policy`)."""
     reasons = []
-    if not states_rules_of(SCHEDULERS.get(cfg.policy)):
+    if not serves_policy(SCHEDULERS.get(cfg.policy)):
         reasons.append(f"policy {cfg.policy}")
     if cfg.queue != "fcfs":
         reasons.append(f"queue order {cfg.queue}")

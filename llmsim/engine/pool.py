@@ -1,5 +1,9 @@
 """The pool of steady decodes: the requests of one replica whose state is a linear function of the step index.
 
+The step index here is the pool's own clock: it counts the steps in which the pool decodes. Under vLLM V1's rules
+that is every step; a policy whose newcomers' prompts run in a step of their own (vLLM V0) leaves the clock where it
+is for that step, and everything below holds on it unchanged.
+
 A request is *steady* from the step it starts decoding one token per step until the step that samples its last
 token. A member that joins before step ``entry`` with ``context`` tokens in its KV cache has, before any step s
 up to its ``final`` step, a context of ``base + s`` where ``base = context − entry``, needs a new KV block at

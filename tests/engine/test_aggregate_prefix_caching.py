@@ -124,7 +124,7 @@ from tests.engine.test_invariants import make_workload  # noqa: E402
     blocks=st.integers(40, 300),
     block_size=st.sampled_from([8, 16]),
     async_scheduling=st.booleans(),
-    policy=st.sampled_from(["vllm-v1", "sarathi", "trtllm-max-utilization", "static"]),
+    policy=st.sampled_from(["vllm-v1", "sarathi", "trtllm-max-utilization", "static", "vllm-v0"]),
     budget=st.sampled_from([256, 512, 2048]),
     max_seqs=st.sampled_from([8, 32, 256]),
     cap=st.sampled_from([0, 0, 32, 128]),

@@ -106,6 +106,14 @@ SCENARIOS["trtllm_no_evict_memory_pressure_sync_whole_prompts"] = SCENARIOS["mem
     "scheduler.max_num_batched_tokens=4096"]
 # Orca: no token budget, whole lengths reserved, whole prompts in one iteration.
 SCENARIOS["orca_memory_pressure"] = SCENARIOS["memory_pressure"] + ["scheduler.policy=orca"]
+# vLLM V0 on the aggregate engine (its own admission pass; prefill-only steps leave the pool's clock): memory pressure
+# with preemptions, async and sync, behind a state-reading router, and prefix caching with resumes that hit.
+SCENARIOS["vllm_v0_memory_pressure"] = SCENARIOS["memory_pressure"] + ["scheduler.policy=vllm-v0"]
+SCENARIOS["vllm_v0_memory_pressure_sync_least_kv"] = SCENARIOS["memory_pressure_sync"] + [
+    "scheduler.policy=vllm-v0", "cluster.replicas=3", "cluster.router=least-kv", "workload.rate=10"]
+SCENARIOS["vllm_v0_prefix_caching_pressure_watermark"] = SCENARIOS["memory_pressure"] + [
+    "scheduler.policy=vllm-v0", "scheduler.enable_prefix_caching=true", "scheduler.watermark=0.05",
+    "scheduler.max_num_seqs=24"]
 # Static batching: Orca's rules, joining only an empty engine; small batches under memory pressure, sync and async.
 SCENARIOS["static_small_batches_pressure"] = SCENARIOS["memory_pressure"] + ["scheduler.policy=static",
                                                                             "scheduler.max_num_seqs=8"]
@@ -246,7 +254,7 @@ def test_a_policy_that_is_vllm_v1_with_a_switch_runs_on_the_aggregate_engine() -
     differently from vLLM V1 there
     (so the switches are read, not ignored; the scenarios above hold them to the reference); a subclass that
     overrides a method states a rule the aggregate engine does not, and is kept off it."""
-    from llmsim.engine.aggregate.rules import states_rules_of
+    from llmsim.engine.aggregate.policies import states_rules_of
     from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
     runs = {policy: _run("fast", SCENARIOS["memory_pressure"] + [f"scheduler.policy={policy}"])
@@ -284,11 +292,52 @@ def test_static_batching_runs_on_the_aggregate_engine_and_no_one_joins_a_running
     assert not np.allclose(static.requests["first_scheduled_s"], orca.requests["first_scheduled_s"], equal_nan=True)
 
 
+def test_vllm_v0_runs_on_the_aggregate_engine_which_asks_its_class_who_to_admit(monkeypatch) -> None:
+    """The aggregate engine runs vLLM V0's step and calls the policy class's own admission pass: a subclass whose pass
+    admits one request per prefill step runs there too, decides differently from V0, and still matches the reference
+    exactly. A subclass that overrides any other method keeps the event-skipping loop."""
+    from llmsim.engine.aggregate.policies import asks_prefill_pass, serves_policy
+    from llmsim.engine.schedulers.vllm_v0 import VLLMV0Scheduler
+
+    class OneAtATimeV0(VLLMV0Scheduler):
+        name = "v0-one-at-a-time"
+
+        def _schedule_prefills(self, plan) -> None:
+            waiting = self.waiting
+            if waiting and len(self.running) < self.config.max_num_seqs:
+                request = waiting[0]
+                hit = self._prefix_hit(request)
+                num_new = self._tokens_to_feed(request) - hit * self.kv_cache.block_size
+                if num_new <= self.prefill_budget and self._allocate(request, num_new, plan, self._watermark(), hit):
+                    self._admit(waiting, plan, num_new)
+
+    class OwnStep(VLLMV0Scheduler):
+        name = "v0-own-step"
+
+        def schedule(self):
+            return super().schedule()
+
+    assert serves_policy(VLLMV0Scheduler) and asks_prefill_pass(OneAtATimeV0) and not serves_policy(OwnStep)
+    monkeypatch.setitem(SCHEDULERS, "v0-one-at-a-time", OneAtATimeV0)
+    monkeypatch.setitem(SCHEDULERS, "v0-own-step", OwnStep)
+    overrides = SCENARIOS["memory_pressure"] + ["workload.rate=6"]
+    v0 = _run("fast", overrides + ["scheduler.policy=vllm-v0"])
+    reference, fast = (_run(mode, overrides + ["scheduler.policy=v0-one-at-a-time"]) for mode in ("reference", "fast"))
+    assert v0.summary["engine_mode"] == fast.summary["engine_mode"] == "fast"
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    assert (fast.steps["prefill_tokens"] > 0).sum() > (v0.steps["prefill_tokens"] > 0).sum()
+    # V0's steps prefill alone: no step both prefills and decodes.
+    assert not ((v0.steps["prefill_tokens"] > 0) & (v0.steps["decode_tokens"] > 0)).any()
+    own = _run("fast", overrides + ["scheduler.policy=v0-own-step", "workload.num_requests=50"])
+    assert own.summary["engine_mode"] == "fast (event-skipping loop: policy v0-own-step)"
+
+
 def test_decodes_first_with_a_per_request_cap_keeps_the_event_skipping_loop(monkeypatch) -> None:
     """Sarathi's decodes-first order is moot in the aggregate engine only because it has no per-request cap (one
     prefill at a time, last); a policy that is vLLM V1 with decodes first and the cap has several prefills going
     on, a running order the aggregate engine does not restate: it keeps the event-skipping loop, exactly."""
-    from llmsim.engine.aggregate.rules import states_rules_of
+    from llmsim.engine.aggregate.policies import states_rules_of
     from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
     class DecodesFirstV1(VLLMV1Scheduler):
@@ -345,10 +394,10 @@ def test_decode_runs_engage_behind_state_reading_routers(router: str) -> None:
     decode_run_state.MidRun.__init__ = counting
     try:
         result, calls = _count_runs(["workload.num_requests=400", "workload.rate=8", "cluster.replicas=4",
-                                     f"cluster.router={router}", "scheduler.policy=vllm-v0"])
+                                     f"cluster.router={router}", "scheduler.policy=sglang"])
     finally:
         decode_run_state.MidRun.__init__ = original
-    assert result.summary["engine_mode"] == "fast (event-skipping loop: policy vllm-v0)"
+    assert result.summary["engine_mode"] == "fast (event-skipping loop: policy sglang)"
     assert calls["ticks"] > result.summary["num_steps"] / 2, (calls, result.summary["num_steps"])
     assert built["mid_run_views"] > calls["runs"] / 4, (built, calls)
 

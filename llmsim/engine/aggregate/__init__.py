@@ -37,6 +37,6 @@ The package, by responsibility: :mod:`.engine` (the replica's state, its loop, a
 
 from llmsim.engine.aggregate.engine import AggregateReplica
 from llmsim.engine.aggregate.outcome import ReplicaOutcome, ReplicaTail
-from llmsim.engine.aggregate.rules import aggregate_engine_blockers
+from llmsim.engine.aggregate.policies import aggregate_engine_blockers
 
 __all__ = ["AggregateReplica", "ReplicaOutcome", "ReplicaTail", "aggregate_engine_blockers"]

@@ -10,17 +10,19 @@ import numpy as np
 
 from llmsim.engine.admission import rejection_reason
 from llmsim.engine.aggregate.outcome import ReplicaOutcome, StepRecording
-from llmsim.engine.aggregate.plan import FINISHED, REJECTED, RUNNING, WAITING, AggregatePlan
+from llmsim.engine.aggregate.plan import ANY, FINISHED, REJECTED, RUNNING, WAITING, AggregatePlan
+from llmsim.engine.aggregate.prefill_first import PrefillFirstSteps
 from llmsim.engine.aggregate.prefix import OwnBlockCache
 from llmsim.engine.aggregate.quiet import QuietSteps
-from llmsim.engine.aggregate.rules import ANY, VLLMV1Rules
+from llmsim.engine.aggregate.rules import VLLMV1Rules
 from llmsim.engine.pool import DecodePool
 from llmsim.engine.schedulers import SCHEDULERS
+from llmsim.engine.schedulers.vllm_v1 import V1CoreScheduler, VLLMV1Scheduler
 from llmsim.metrics.recorder import ITL_WEIGHT_CODE
 from llmsim.metrics.step_records import STEP_COLUMNS
 
 
-class AggregateReplica(QuietSteps, VLLMV1Rules, OwnBlockCache, StepRecording):
+class AggregateReplica(QuietSteps, VLLMV1Rules, PrefillFirstSteps, OwnBlockCache, StepRecording):
     """Runs vLLM V1 on one replica over its arrivals (``arrival_s`` sorted), as the package docstring describes."""
 
     def __init__(self, replica_id: int, sched_cfg, num_gpu_blocks: int, max_model_len: int, timing,
@@ -29,24 +31,27 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, OwnBlockCache, StepRecording):
                  step_sink_rows: int = 1_000_000) -> None:
         self.replica_id = replica_id
         self.cfg = sched_cfg
-        # The policy's own switches on vLLM V1's rules (aggregate.rules.POLICY_SWITCHES), read from its class.
+        # The policy's own switches on vLLM V1's rules (aggregate.policies.POLICY_SWITCHES), read from its class; vLLM V0's
+        # kind runs its own admission pass (.prefill_first) and otherwise the running pass with none of vLLM V1's extras.
         policy = SCHEDULERS[sched_cfg.policy]
-        self.full_prompt_check = policy.full_prompt_check
-        self.prefill_cap_tokens = sched_cfg.long_prefill_token_threshold if policy.prefill_cap else 0
-        self.whole_prompts = policy.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
+        switches = policy if issubclass(policy, VLLMV1Scheduler) else V1CoreScheduler
+        self.full_prompt_check = switches.full_prompt_check
+        self.prefill_cap_tokens = sched_cfg.long_prefill_token_threshold if switches.prefill_cap else 0
+        self.whole_prompts = switches.chunked_prefill_switch and not sched_cfg.enable_chunked_prefill
         # Prefix caching on a workload that shares no block (llmsim.engine_modes, .prefix).
         self._init_own_block_cache(sched_cfg.enable_prefix_caching)
-        self.joins_running = policy.joins_running_batch  # False: only an empty engine admits (static batching)
-        self.reserves = policy.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
+        self.joins_running = switches.joins_running_batch  # False: only an empty engine admits (static batching)
+        self.reserves = switches.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
         # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
-        self.step_budget = sched_cfg.max_num_batched_tokens if policy.token_budget else ANY >> 1
+        self.step_budget = sched_cfg.max_num_batched_tokens if switches.token_budget else ANY >> 1
         self.timing = timing
         self.depth = 2 if sched_cfg.async_scheduling else 1
         self.bs = sched_cfg.block_size
         self.usable = num_gpu_blocks - 1  # block 0 is vLLM's reserved null block
         self.free = self.usable
-        self.watermark_blocks = int(sched_cfg.watermark * num_gpu_blocks) if policy.admission_watermark else 0
+        self.watermark_blocks = int(sched_cfg.watermark * num_gpu_blocks) if switches.admission_watermark else 0
         self.max_model_len = max_model_len
+        self._init_prefill_first(policy, sched_cfg, num_gpu_blocks, max_model_len)
         self.keep_steps = keep_steps
         self.step_sample_every = step_sample_every
         self.sample_interval_s = sample_interval_s
@@ -76,15 +81,24 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, OwnBlockCache, StepRecording):
         self.loose = False  # some running request fits neither the pool nor the simple shape
         # Where the last waiting pass stopped at its head, the range under which it stops there again
         # (VLLMV1Rules._schedule_waiting); None when it did not, or when the step was built request by request.
-        self.admission_blocked: Optional[tuple[int, int, int, int, bool]] = None
+        self.admission_blocked: Optional[tuple[int, int, int, int, int]] = None
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.in_flight: deque[AggregatePlan] = deque()
         self._quiet_invariants: Optional[tuple] = None  # QuietSteps._invariants, once the quiet loop first runs
         self.step_index = 0
+        # The decode pool's clock (llmsim.engine.pool): the steps in which its members decode. Every step of the rules
+        # stated here decodes them, so it equals step_index; it is kept apart so that the pool's arithmetic never
+        # reads the step table's index.
+        self.pool_step = 0
         self.finished_pending = False
-        self.last_update_step = -1
+        self.last_update_pool_step = -1
         self.last_update_end: Optional[float] = None
+        # When the pool's members got their last token: the last update's end, except after a step in which the pool
+        # waited (vLLM V0's prefill-only steps), so their gaps run from here. In a step that follows a prefill-only
+        # one, a request whose first token that step sampled joins the pool only once its tokens come with the pool's.
+        self.pool_last_end: Optional[float] = None
+        self.pool_decoded_last = True  # whether the last step scheduled decoded the pool
         self.gpu_free = 0.0
         self.outstanding = 0
         self.pending_prefill = 0
@@ -271,12 +285,13 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, OwnBlockCache, StepRecording):
         """Deliver the step's tokens (pool members in aggregate), finish who is done, record the step."""
         end = plan.end
         previous = self.last_update_end
-        same = plan.pool_n
+        pool_previous = self.pool_last_end
+        same = plan.pool_n if pool_previous == previous else 0
         finished = 0
         out, ph, last_tok = self.out, self.ph, self.last_tok
-        self.last_update_step = plan.step
-        if plan.pool_n and plan.step in self.pool.finish_at:
-            finished = self._finish_pool_members(plan.step, end)
+        self.last_update_pool_step = plan.pool_step
+        if plan.pool_n and plan.pool_step in self.pool.finish_at:
+            finished = self._finish_pool_members(plan.pool_step, end)
         for i in plan.sampling:
             if self.status[i] >= FINISHED:
                 continue
@@ -300,12 +315,17 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, OwnBlockCache, StepRecording):
         if same:
             self.itl_values.append(end - previous)
             self.itl_weights.append(same)
+        if plan.pool_n and pool_previous != previous:  # the pool waited through the last update: its own gap
+            self.itl_values.append(end - pool_previous)
+            self.itl_weights.append(plan.pool_n)
         if plan.tokens:
             self.last_update_end = end
+            if plan.pool_decodes:
+                self.pool_last_end = end
             self._record_step(plan, finished)
 
     def _finish_pool_members(self, step: int, end: float) -> int:
-        """Pool members whose last token step ``step`` delivered: write their totals back and finish them."""
+        """Pool members whose last token the pool's step ``step`` delivered: write their totals back and finish them."""
         pool = self.pool
         done = pool.pop_finishing(step)
         for i in done:

@@ -25,17 +25,22 @@ class QuietSteps:
         invariants = self._quiet_invariants
         if invariants is None:
             invariants = self._quiet_invariants = self._invariants()
-        (budget, max_seqs, bs, pool, phase, finish_at, retire_at, decode_consts, per_unit, flops_rate, kv_bytes,
+        (budget, bs, pool, phase, finish_at, retire_at, decode_consts, per_unit, flops_rate, kv_bytes,
          bytes_rate, layers, overhead, kv_bound, arr, usable, running, waiting, itl_value, itl_weight, keep,
          every) = invariants
         consts_n, base, qo_bytes, floor, add = -1, 0.0, 0.0, 0.0, 0.0
         pending = in_flight[0] if async_mode else None  # the step in flight (async): an AggregatePlan or a quiet tuple
         plan = pending  # the general step's plan still to update (async: it is, until the first quiet step is out)
-        # Hot state in locals; written back before any call that reads it, and at the end.
-        s, free, gpu_free = self.step_index, self.free, self.gpu_free
+        # Hot state in locals; written back before any call that reads it, and at the end. ``s`` is the pool's clock
+        # (every quiet step decodes the pool); the step table's index is ``s + offset`` throughout the loop.
+        s, free, gpu_free = self.pool_step, self.free, self.gpu_free
+        offset = self.step_index - s
         prefix = self.prefix_caching
         pool_n, pool_a = pool.n, pool.a
-        last_step, last_end = self.last_update_step, self.last_update_end
+        # ``last_end``: when the pool's members got their last token (engine.py: pool_last_end); once a quiet step is
+        # updated it is also the last update's end.
+        last_step, last_end = self.last_update_pool_step, self.pool_last_end
+        first_step = s
         num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
         peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
         next_due = self._next_due()
@@ -66,9 +71,9 @@ class QuietSteps:
                 blocked = self.admission_blocked
                 if blocked is None or blocked[0] != waiting[0]:
                     break
-                _, lowest, highest, most_free, seqs_full = blocked
+                _, lowest, highest, most_free, fewest_running = blocked
                 if (not lowest <= budget - pool_n <= highest or free - need > most_free
-                        or seqs_full and num_running < max_seqs):
+                        or num_running < fewest_running):
                     break
             if need and prefix:
                 self._cache_take(need, free)
@@ -132,12 +137,13 @@ class QuietSteps:
                     max_batch = u_n
                 if u_waiting > max_waiting:
                     max_waiting = u_waiting
-                if keep and not u_step % every:
-                    self._keep_quiet_step(to_update, usable, finished)
+                if keep and not (u_step + offset) % every:
+                    self._keep_quiet_step(to_update, offset, usable, finished)
             else:
                 plan = None
-                self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
-                self.last_update_step, self.last_update_end = last_step, last_end
+                self.pool_step, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
+                self.step_index = s + offset
+                self._quiet_updates_done(last_step, last_end, s != first_step)
                 self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
                 self.peak_kv_usage, self.max_batch_size, self.max_num_waiting = peak, max_batch, max_waiting
                 if to_update.end > now:
@@ -148,18 +154,27 @@ class QuietSteps:
                     self._advance(now)
                 self._update(to_update)
                 finished_pending = self.finished_pending
-                free, last_step, last_end = self.free, self.last_update_step, self.last_update_end
+                free, last_step, last_end = self.free, self.last_update_pool_step, self.pool_last_end
                 num_steps, busy, kv_s, kv_t = self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s
                 peak, max_batch, max_waiting = self.peak_kv_usage, self.max_batch_size, self.max_num_waiting
                 next_due = self._next_due()
                 num_running, num_waiting = len(running), len(waiting)
-        self.step_index, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
-        self.last_update_step, self.last_update_end = last_step, last_end
+        self.pool_step, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
+        self.step_index = s + offset
+        self._quiet_updates_done(last_step, last_end, s != first_step)
         self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
         self.peak_kv_usage, self.max_batch_size, self.max_num_waiting = peak, max_batch, max_waiting
         if async_mode and plan is None:  # a quiet step is in flight
-            in_flight[0] = self._quiet_plan(pending)
+            in_flight[0] = self._quiet_plan(pending, offset)
         return now
+
+    def _quiet_updates_done(self, last_step: int, last_end: float, scheduled: bool) -> None:
+        """Write back what the quiet updates changed: the last one's pool step and end, when any came."""
+        if last_step != self.last_update_pool_step:
+            self.last_update_pool_step = last_step
+            self.last_update_end = self.pool_last_end = last_end
+        if scheduled:
+            self.pool_decoded_last = True
 
     def _invariants(self) -> tuple:
         """What the quiet loop reads of the engine that never changes (the same objects all run long): fetched
@@ -173,14 +188,14 @@ class QuietSteps:
         # context token's bytes outweigh its FLOPs by more than rounding can blur (real GPUs, by orders of magnitude),
         # the reads win at every context, and the max is the memory term: same float, without computing the other.
         kv_bound = kv_bytes / bytes_rate > 2 * per_unit / flops_rate * (1 + 1e-9)
-        return (self.step_budget, self.cfg.max_num_seqs, self.bs, pool, pool.phase, pool.finish_at,
+        return (self.step_budget, self.bs, pool, pool.phase, pool.finish_at,
                 pool.retire_at, self.timing.decode_consts, per_unit, flops_rate, kv_bytes, bytes_rate, layers, overhead,
                 kv_bound, self.arr, self.usable, self.running, self.waiting, self.itl_values.append,
                 self.itl_weights.append, self.keep_steps, self.step_sample_every)
 
-    def _quiet_plan(self, step: tuple) -> AggregatePlan:
+    def _quiet_plan(self, step: tuple, offset: int) -> AggregatePlan:
         s, start, end, n, free, num_running, num_waiting = step
-        plan = AggregatePlan(s)
+        plan = AggregatePlan(s + offset, s)
         plan.start, plan.end = start, end
         plan.tokens = plan.batch = plan.pool_n = n
         plan.free_after, plan.num_running, plan.num_waiting = free, num_running, num_waiting

@@ -3,28 +3,13 @@
 A mixin of :class:`~llmsim.engine.aggregate.engine.AggregateReplica` (the engine's state is ``self``). These
 are the rules of :mod:`llmsim.engine.schedulers.vllm_v1` and :class:`~llmsim.engine.scheduler.SchedulerBase`
 restated on arrays; the equivalence suite (tests/engine/test_fast_path_equivalence.py) holds the two together.
-The switches a policy class may flip on top of vLLM V1's rules (:data:`POLICY_SWITCHES`) are read from the class.
+The switches a policy class may flip on top of vLLM V1's rules (:data:`.policies.POLICY_SWITCHES`) are read from the
+class.
 """
 
 from __future__ import annotations
 
-from llmsim.engine.aggregate.plan import PREEMPTED, RUNNING, AggregatePlan
-from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
-
-ANY = 1 << 62  # an unbounded side of an ``admission_blocked`` range
-#: The switches of :class:`VLLMV1Scheduler` these rules read from the policy's class (the engine sets them up from
-#: it): a policy that is vLLM V1 with only these changed (Sarathi-Serve, Orca, static batching, TensorRT-LLM's two
-#: schedulers) runs here from its own statement.
-POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "chunked_prefill_switch",
-                   "reserve_whole_length", "token_budget", "joins_running_batch")
-#: Switches that change nothing in the configurations this engine runs: FCFS victims from the running list's tail
-#: (``vllm_preemption``), no prefix cache (``catch_up_cache``), and ``decodes_first`` without a per-request cap:
-#: a prompt's chunk then takes what is left of the budget, so at most one prefill is going on, the last admitted,
-#: and admission order already puts the decodes first (:func:`states_rules_of` requires it).
-_MOOT_SWITCHES = ("vllm_preemption", "catch_up_cache", "decodes_first")
-_CLASS_ATTRIBUTES = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__",
-                               "name", *POLICY_SWITCHES, *_MOOT_SWITCHES))
-
+from llmsim.engine.aggregate.plan import ANY, PREEMPTED, RUNNING, AggregatePlan
 
 class BlockContentsNeeded(Exception):
     """Prefix caching in a state where the aggregate engine's block counts do not say what is cached
@@ -32,37 +17,17 @@ class BlockContentsNeeded(Exception):
     (:func:`llmsim.engine_modes._prefix_cache_blockers`)."""
 
 
-def states_rules_of(policy: type | None) -> bool:
-    """Whether these rules are ``policy``'s: vLLM V1's class, or a subclass that sets nothing but its name and the
-    switches above (any method it overrode would be a rule this module does not state)."""
-    if policy is None or not issubclass(policy, VLLMV1Scheduler):
-        return False
-    own = policy.__mro__[: policy.__mro__.index(VLLMV1Scheduler)]
-    if not all(set(vars(klass)) <= _CLASS_ATTRIBUTES for klass in own):
-        return False
-    return not (policy.decodes_first and policy.prefill_cap)  # several prefills at once: the order matters
-
-
-def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
-    """What the aggregate engine does not model on top of what decode runs need
-    (:func:`llmsim.engine.fastpath.scheduler_blockers`, which the caller adds): empty when it may run."""
-    reasons = []
-    if sched_cfg.victim not in ("auto", "most-recent"):
-        reasons.append(f"victim rule {sched_cfg.victim}")
-    if pp > 1:
-        reasons.append("pipeline parallelism")
-    return reasons
-
-
 class VLLMV1Rules:
     """The running pass, the waiting pass, pricing and preemption of one step (see the package docstring)."""
 
     def _schedule(self) -> AggregatePlan:
-        s = self.step_index
-        self.step_index = s + 1
+        plan = AggregatePlan(self.step_index)
+        self.step_index += 1
+        # The pool's own clock (engine.py: pool_step) counts the steps in which its members decode: every step here.
+        s = plan.pool_step = self.pool_step
+        self.pool_step = s + 1
         self.finished_pending = False
         self.admission_blocked = None
-        plan = AggregatePlan(s)
         self.pool.retire(s)
         if self.dirty:
             self._classify(s)
@@ -71,6 +36,9 @@ class VLLMV1Rules:
                 if not self._enter_pool(i, s) and not self._final_in_flight(i):
                     self.loose = True
             self.completers = []
+        self.pool_decoded_last = True
+        if self._prefill_pass is not None and self.waiting and self._prefill_step(plan, s):
+            return plan  # vLLM V0: newcomers' prompts alone
         if self.loose or not self._schedule_fast(plan, s):
             self._schedule_explicit(plan, s)
             self.dirty = True
@@ -86,11 +54,12 @@ class VLLMV1Rules:
         """Make running request ``i`` a pool member from step ``s`` if it is a steady decode; else False."""
         out, p, c = self.out[i], self.ph[i], self.comp[i]
         if self.depth == 2:
-            # Its token of step s−1 is in flight (delivered, same gap, by the explicit update of s−1).
-            steady = p == 1 and c == self.P[i] + out
+            # Its token of step s−1 is in flight (delivered, same gap, by the explicit update of s−1, if the pool decoded
+            # in s−1 too).
+            steady = p == 1 and c == self.P[i] + out and self.pool_decoded_last
         else:
             steady = (p == 0 and out >= 1 and c == self.P[i] + out - 1
-                      and self.last_tok[i] is not None and self.last_tok[i] == self.last_update_end)
+                      and self.last_tok[i] is not None and self.last_tok[i] == self.pool_last_end)
         remaining = self.O[i] - out - p  # tokens still to sample, from step s on
         if not steady or remaining < 1:
             return False
@@ -144,7 +113,7 @@ class VLLMV1Rules:
         if self.prefix_caching and need:
             self._cache_take(need, self.free)
         self.free -= need
-        if self.waiting:
+        if self.waiting and self._prefill_pass is None:  # (vLLM V0 tried its admission pass first)
             if budget > 0:
                 self._schedule_waiting(plan, budget, scheduled, threshold)
             else:
@@ -164,7 +133,7 @@ class VLLMV1Rules:
         """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow.
 
         Where it stops at a head it leaves ``admission_blocked`` = (head, lowest budget, highest budget, most
-        free blocks, needs max_num_seqs reached) under which the head fails again: the quiet loop runs steps
+        free blocks, fewest running requests) under which the head fails again: the quiet loop runs steps
         with requests waiting while that holds (free blocks only shrink and nobody is admitted while nobody
         finishes), without the pass."""
         cfg = self.cfg
@@ -175,15 +144,15 @@ class VLLMV1Rules:
         if running and not self.joins_running:
             # Static batching: nobody joins a running batch. Blocked under any budget and free blocks; the quiet loop
             # stops once the pool is empty, and a general step then asks again.
-            self.admission_blocked = (waiting[0], -ANY, ANY, ANY, False)
+            self.admission_blocked = (waiting[0], -ANY, ANY, ANY, 0)
             return
         while waiting:
             i = waiting[0]
             if budget <= 0:
-                self.admission_blocked = (i, -ANY, 0, ANY, False)
+                self.admission_blocked = (i, -ANY, 0, ANY, 0)
                 break
             if len(running) >= cfg.max_num_seqs:
-                self.admission_blocked = (i, -ANY, ANY, ANY, True)
+                self.admission_blocked = (i, -ANY, ANY, ANY, cfg.max_num_seqs)
                 break
             c = comp[i]
             hits = 0
@@ -195,7 +164,7 @@ class VLLMV1Rules:
             if threshold and num_new > threshold:
                 num_new = threshold
             if self.whole_prompts and num_new > budget:
-                self.admission_blocked = (i, -ANY, num_new - 1, ANY, False)
+                self.admission_blocked = (i, -ANY, num_new - 1, ANY, 0)
                 break
             if num_new > budget:
                 num_new = budget
@@ -203,30 +172,40 @@ class VLLMV1Rules:
             held = -(-comp[i] // bs)  # (hit blocks are not held yet: taking them off the queue uses free ones)
             if (self.full_prompt_check and cfg.scheduler_reserve_full_isl
                     and -(-(P[i] + out[i]) // bs) - held + watermark > self.free):
-                self.admission_blocked = (i, -ANY, ANY, self.free, False)
+                self.admission_blocked = (i, -ANY, ANY, self.free, 0)
                 break
             # A reserving policy takes the whole request now (prompt and every output token but the last).
             need = -(-((P[i] + O[i] - 1) if self.reserves else (c + num_new)) // bs) - held
             if need + watermark > self.free:
                 # A budget of at least num_new gives it at least as many tokens, so at least as many blocks.
                 # (Not with hits: evictions may take them away while it waits.)
-                self.admission_blocked = None if hits else (i, num_new, ANY, self.free, False)
+                self.admission_blocked = None if hits else (i, num_new, ANY, self.free, 0)
                 break
-            if resuming:
-                self._take_hits(i, hits)
-                comp[i] = c
-                self.cached_tok[i] += c
-                self._cache_take(need - hits, self.free - hits)
-            elif self.prefix_caching and need:
-                self._cache_take(need, self.free)
-            self.free -= need
-            waiting.popleft()
-            self.status[i] = RUNNING
-            running.append(i)
-            if not self.was_preempted[i]:
-                plan.new.append(i)
-            scheduled.append((i, num_new))
+            self._take_blocks(i, need, hits if resuming else None)
+            self._start_running(waiting, plan, scheduled, num_new)
             budget -= num_new
+
+    def _take_blocks(self, i: int, need: int, hits) -> None:
+        """Admission of waiting request ``i``: ``need`` blocks off the free count, ``hits`` of them (None: it is not
+        resuming with prefix caching) its own blocks still cached, which count as computed."""
+        if hits is not None:
+            c = hits * self.bs
+            self._take_hits(i, hits)
+            self.comp[i] = c
+            self.cached_tok[i] += c
+            self._cache_take(need - hits, self.free - hits)
+        elif self.prefix_caching and need:
+            self._cache_take(need, self.free)
+        self.free -= need
+
+    def _start_running(self, queue, plan: AggregatePlan, scheduled: list, num_new: int) -> None:
+        """The head of ``queue`` joins the running list with ``num_new`` tokens in this step."""
+        i = queue.popleft()
+        self.status[i] = RUNNING
+        self.running.append(i)
+        if not self.was_preempted[i]:
+            plan.new.append(i)
+        scheduled.append((i, num_new))
 
     def _finish_plan(self, plan: AggregatePlan, scheduled: list, pool_n: int, pool_ctx: int, s: int) -> None:
         """Advance the scheduled requests, decide who samples, and price the step. ``pool_n`` pool members
@@ -293,16 +272,16 @@ class VLLMV1Rules:
         pool = self.pool
         entry, final = pool.entry[i], pool.final[i]
         scheduled = pool.steps_between(i, entry, s - 1)
-        delivered = pool.steps_between(i, entry, self.last_update_step)
+        delivered = pool.steps_between(i, entry, self.last_update_pool_step)
         self.comp[i] += scheduled
         self.sched_total[i] += scheduled
         self.out[i] += delivered
         self.ph[i] += scheduled - delivered
         if delivered:
-            self.last_tok[i] = self.last_update_end
+            self.last_tok[i] = self.pool_last_end
         pool.remove(i, s)
         for plan in self.in_flight:
-            if plan.pool_n and entry <= plan.step <= final:
+            if plan.pool_n and entry <= plan.pool_step <= final:
                 plan.pool_n -= 1
                 plan.sampling.append(i)
 
@@ -384,7 +363,7 @@ class VLLMV1Rules:
         for i in running[index:]:
             if pooled[i] and p_final[i] >= s:
                 self._unpool(i, s)  # the budget ran out before it: it does not decode this step
-        if not plan.preempted and self.waiting and budget > 0:
+        if not plan.preempted and self.waiting and budget > 0 and self._prefill_pass is None:
             self._schedule_waiting(plan, budget, scheduled, threshold)
         self._finish_plan(plan, scheduled, lead_n, lead_ctx, s)
 

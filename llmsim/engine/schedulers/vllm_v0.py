@@ -33,9 +33,19 @@ class VLLMV0Scheduler(SchedulerBase):
 
     def __init__(self, config, kv_cache, max_model_len: int) -> None:
         super().__init__(config, kv_cache, max_model_len)
+        self.watermark_blocks = self.watermark_blocks_for(config, kv_cache.num_gpu_blocks)
+        self.prefill_budget = self.prefill_budget_for(config, max_model_len)
+
+    # The two settings V0 derives from the config, as functions: the aggregate engine, which runs this class's own
+    # admission pass over its arrays (llmsim.engine.aggregate.prefill_first), sets itself up from them.
+    @staticmethod
+    def watermark_blocks_for(config, num_gpu_blocks: int) -> int:
         fraction = config.watermark if config.watermark > 0 else V0_DEFAULT_WATERMARK
-        self.watermark_blocks = int(fraction * kv_cache.num_gpu_blocks)
-        self.prefill_budget = max(config.max_num_batched_tokens, max_model_len)
+        return int(fraction * num_gpu_blocks)
+
+    @staticmethod
+    def prefill_budget_for(config, max_model_len: int) -> int:
+        return max(config.max_num_batched_tokens, max_model_len)
 
     def _requeue(self, victim: Request) -> None:
         if victim.status == RequestStatus.SWAPPED:

@@ -32,7 +32,7 @@ class VLLMV1Scheduler(SchedulerBase):
     name = "vllm-v1"
     # Switches: a policy that is these rules with some of vLLM's own turned off says so in a subclass that sets
     # them and nothing else (TensorRT-LLM's two schedulers, Sarathi-Serve, Orca); the aggregate engine reads the
-    # same class attributes (llmsim.engine.aggregate.rules.POLICY_SWITCHES).
+    # same class attributes (llmsim.engine.aggregate.policies.POLICY_SWITCHES).
     full_prompt_check = True  # rule 3's full-ISL check (``scheduler_reserve_full_isl``)
     prefill_cap = True  # rule 2: ``long_prefill_token_threshold`` caps a request's chunk
     admission_watermark = True  # rule 3: admissions keep ``watermark`` blocks free while some request runs
