@@ -167,6 +167,11 @@ class SchedulerBase(DecodeRunRules, OutputProcessing):
         )
 
     @staticmethod
+    def _max_total_tokens(request: Request) -> int:
+        """Prompt plus every output token the request may produce (what a reserving policy holds for it)."""
+        return request.max_total_tokens
+
+    @staticmethod
     def _tokens_to_feed(request: Request) -> int:
         """Tokens not yet in the KV cache: a prefill (chunk), a recompute, or 1 for a decode."""
         return request.num_tokens + request.num_output_placeholders - request.num_computed_tokens

@@ -114,6 +114,16 @@ SCENARIOS["vllm_v0_memory_pressure_sync_least_kv"] = SCENARIOS["memory_pressure_
 SCENARIOS["vllm_v0_prefix_caching_pressure_watermark"] = SCENARIOS["memory_pressure"] + [
     "scheduler.policy=vllm-v0", "scheduler.enable_prefix_caching=true", "scheduler.watermark=0.05",
     "scheduler.max_num_seqs=24"]
+# TGI on the aggregate engine (its own admission methods; its refused head stays refused until an arrival, a finish or
+# max_waiting_tokens decode steps): reservations under memory pressure, sync behind a state-reading router, eager and
+# patient prefills, and prefix caching.
+SCENARIOS["tgi_memory_pressure_patient"] = SCENARIOS["memory_pressure"] + [
+    "scheduler.policy=tgi", "scheduler.waiting_served_ratio=1.0", "scheduler.max_waiting_tokens=50"]
+SCENARIOS["tgi_memory_pressure_sync_least_kv"] = SCENARIOS["memory_pressure_sync"] + [
+    "scheduler.policy=tgi", "cluster.replicas=3", "cluster.router=least-kv", "workload.rate=10",
+    "scheduler.max_waiting_tokens=5"]
+SCENARIOS["tgi_prefix_caching_pressure"] = SCENARIOS["memory_pressure"] + [
+    "scheduler.policy=tgi", "scheduler.enable_prefix_caching=true"]
 # Static batching: Orca's rules, joining only an empty engine; small batches under memory pressure, sync and async.
 SCENARIOS["static_small_batches_pressure"] = SCENARIOS["memory_pressure"] + ["scheduler.policy=static",
                                                                             "scheduler.max_num_seqs=8"]
@@ -296,7 +306,7 @@ def test_vllm_v0_runs_on_the_aggregate_engine_which_asks_its_class_who_to_admit(
     """The aggregate engine runs vLLM V0's step and calls the policy class's own admission pass: a subclass whose pass
     admits one request per prefill step runs there too, decides differently from V0, and still matches the reference
     exactly. A subclass that overrides any other method keeps the event-skipping loop."""
-    from llmsim.engine.aggregate.policies import asks_prefill_pass, serves_policy
+    from llmsim.engine.aggregate.policies import prefill_first_kind, serves_policy
     from llmsim.engine.schedulers.vllm_v0 import VLLMV0Scheduler
 
     class OneAtATimeV0(VLLMV0Scheduler):
@@ -317,7 +327,7 @@ def test_vllm_v0_runs_on_the_aggregate_engine_which_asks_its_class_who_to_admit(
         def schedule(self):
             return super().schedule()
 
-    assert serves_policy(VLLMV0Scheduler) and asks_prefill_pass(OneAtATimeV0) and not serves_policy(OwnStep)
+    assert serves_policy(VLLMV0Scheduler) and prefill_first_kind(OneAtATimeV0) is VLLMV0Scheduler and not serves_policy(OwnStep)
     monkeypatch.setitem(SCHEDULERS, "v0-one-at-a-time", OneAtATimeV0)
     monkeypatch.setitem(SCHEDULERS, "v0-own-step", OwnStep)
     overrides = SCENARIOS["memory_pressure"] + ["workload.rate=6"]
@@ -331,6 +341,33 @@ def test_vllm_v0_runs_on_the_aggregate_engine_which_asks_its_class_who_to_admit(
     assert not ((v0.steps["prefill_tokens"] > 0) & (v0.steps["decode_tokens"] > 0)).any()
     own = _run("fast", overrides + ["scheduler.policy=v0-own-step", "workload.num_requests=50"])
     assert own.summary["engine_mode"] == "fast (event-skipping loop: policy v0-own-step)"
+
+
+def test_tgi_runs_on_the_aggregate_engine_which_asks_its_class_who_to_admit_and_for_how_long(monkeypatch) -> None:
+    """TGI's admission methods are called from its class: a subclass that prefills as soon as anyone fits runs on the
+    aggregate engine too, decides differently, and matches the reference exactly; the quiet steps with requests
+    waiting end where TGI's own decode_run_rules says its refusal may end (an arrival, a finish, the step count)."""
+    from llmsim.engine.aggregate.policies import prefill_first_kind
+    from llmsim.engine.schedulers.tgi import TGIScheduler
+
+    class EagerTGI(TGIScheduler):
+        name = "tgi-eager"
+
+        def _min_prefill_size(self) -> int:
+            return 1
+
+    assert prefill_first_kind(EagerTGI) is TGIScheduler
+    monkeypatch.setitem(SCHEDULERS, "tgi-eager", EagerTGI)
+    overrides = SCENARIOS["memory_pressure"] + ["workload.rate=6", "scheduler.waiting_served_ratio=1.0"]
+    tgi, general = _run_counting_general_steps(overrides + ["scheduler.policy=tgi"])
+    reference, fast = (_run(mode, overrides + ["scheduler.policy=tgi-eager"]) for mode in ("reference", "fast"))
+    assert tgi.summary["engine_mode"] == fast.summary["engine_mode"] == "fast"
+    _assert_frames_equal(reference.requests, fast.requests, "requests")
+    _assert_frames_equal(reference.steps, fast.steps, "steps")
+    assert (fast.steps["prefill_tokens"] > 0).sum() > (tgi.steps["prefill_tokens"] > 0).sum()
+    # TGI waits for enough queued requests through quiet steps: most steps are not built request by request.
+    assert (tgi.steps["num_waiting"] > 0).sum() > tgi.summary["num_steps"] / 10
+    assert general < tgi.summary["num_steps"] / 2, (general, tgi.summary["num_steps"])
 
 
 def test_decodes_first_with_a_per_request_cap_keeps_the_event_skipping_loop(monkeypatch) -> None:

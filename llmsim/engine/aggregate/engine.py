@@ -31,8 +31,9 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, PrefillFirstSteps, OwnBlockCache
                  step_sink_rows: int = 1_000_000) -> None:
         self.replica_id = replica_id
         self.cfg = sched_cfg
-        # The policy's own switches on vLLM V1's rules (aggregate.policies.POLICY_SWITCHES), read from its class; vLLM V0's
-        # kind runs its own admission pass (.prefill_first) and otherwise the running pass with none of vLLM V1's extras.
+        # The policy's own switches on vLLM V1's rules (aggregate.policies.POLICY_SWITCHES), read from its class; a
+        # policy of a prefill-first kind (.prefill_first) has vLLM V1's running pass without its extras, unless its
+        # class says otherwise (TGI's reserves each request's whole length and has no token budget).
         policy = SCHEDULERS[sched_cfg.policy]
         switches = policy if issubclass(policy, VLLMV1Scheduler) else V1CoreScheduler
         self.full_prompt_check = switches.full_prompt_check
@@ -41,9 +42,10 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, PrefillFirstSteps, OwnBlockCache
         # Prefix caching on a workload that shares no block (llmsim.engine_modes, .prefix).
         self._init_own_block_cache(sched_cfg.enable_prefix_caching)
         self.joins_running = switches.joins_running_batch  # False: only an empty engine admits (static batching)
-        self.reserves = switches.reserve_whole_length  # admission takes the whole request's blocks; nothing else does
+        self.reserves = getattr(policy, "reserve_whole_length", switches.reserve_whole_length)  # admission takes the whole request's blocks; nothing else does
         # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
-        self.step_budget = sched_cfg.max_num_batched_tokens if switches.token_budget else ANY >> 1
+        self.step_budget = (sched_cfg.max_num_batched_tokens if getattr(policy, "token_budget", switches.token_budget)
+                            else ANY >> 1)
         self.timing = timing
         self.depth = 2 if sched_cfg.async_scheduling else 1
         self.bs = sched_cfg.block_size
@@ -81,7 +83,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, PrefillFirstSteps, OwnBlockCache
         self.loose = False  # some running request fits neither the pool nor the simple shape
         # Where the last waiting pass stopped at its head, the range under which it stops there again
         # (VLLMV1Rules._schedule_waiting); None when it did not, or when the step was built request by request.
-        self.admission_blocked: Optional[tuple[int, int, int, int, int]] = None
+        self.admission_blocked: Optional[tuple[int, int, int, int, int, int, int]] = None
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.in_flight: deque[AggregatePlan] = deque()

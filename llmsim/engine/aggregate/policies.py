@@ -1,12 +1,13 @@
 """Which batching policies the aggregate engine runs, read from their classes.
 
 Two kinds: vLLM V1's class with switches (:func:`states_rules_of`; :mod:`.rules` states those rules on arrays and
-reads the switches), and vLLM V0's class, whose own admission pass the engine calls (:func:`asks_prefill_pass`,
-:mod:`.prefill_first`). Everything else runs on the event-skipping loop (:mod:`llmsim.engine_modes`).
+reads the switches), and the classes whose steps prefill newcomers alone, vLLM V0's and TGI's, whose own admission
+methods the engine calls (:func:`prefill_first_kind`, :mod:`.prefill_first`). Everything else runs on the event-skipping loop (:mod:`llmsim.engine_modes`).
 """
 
 from __future__ import annotations
 
+from llmsim.engine.schedulers.tgi import TGIScheduler
 from llmsim.engine.schedulers.vllm_v0 import VLLMV0Scheduler
 from llmsim.engine.schedulers.vllm_v1 import VLLMV1Scheduler
 
@@ -46,21 +47,27 @@ def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
     return reasons
 
 
-#: What a subclass of vLLM V0's class may define and still run here: its name, and the admission methods the engine
-#: calls from the class.
-_ASKED = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__", "name",
-                    "_schedule_prefills", "_watermark"))
+_BASICS = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__", "name"))
+#: The policies whose steps prefill newcomers alone (or else decode every running request), with the methods the
+#: engine calls from their class (:mod:`.prefill_first`): a subclass may restate those, and nothing else.
+PREFILL_FIRST = {
+    VLLMV0Scheduler: ("admit_prefills", "_schedule_prefills", "_watermark"),
+    TGIScheduler: ("admit_prefills", "_admissible_count", "_min_prefill_size", "_admit_reserved", "decode_run_rules",
+                   "note_steps", "advance_decode_run"),
+}
 
 
-def asks_prefill_pass(policy: type | None) -> bool:
-    """Whether ``policy`` is vLLM V0's class, or a subclass that changes only its admission pass (which the engine
-    calls, whatever it says); any other method it overrode would be a rule the engine does not follow."""
-    if policy is None or not issubclass(policy, VLLMV0Scheduler):
-        return False
-    own = policy.__mro__[: policy.__mro__.index(VLLMV0Scheduler)]
-    return all(set(vars(klass)) <= _ASKED for klass in own)
+def prefill_first_kind(policy: type | None) -> type | None:
+    """The class of :data:`PREFILL_FIRST` that ``policy`` is, or a subclass of that changes only the methods the engine
+    calls (whatever they say); None otherwise (any other method it overrode would be a rule the engine does not
+    follow)."""
+    for kind, asked in PREFILL_FIRST.items():
+        if policy is not None and issubclass(policy, kind):
+            own = policy.__mro__[: policy.__mro__.index(kind)]
+            return kind if all(set(vars(klass)) <= _BASICS | set(asked) for klass in own) else None
+    return None
 
 
 def serves_policy(policy: type | None) -> bool:
     """Whether the aggregate engine runs ``policy`` (either kind above)."""
-    return states_rules_of(policy) or asks_prefill_pass(policy)
+    return states_rules_of(policy) or prefill_first_kind(policy) is not None

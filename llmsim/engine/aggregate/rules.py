@@ -39,10 +39,13 @@ class VLLMV1Rules:
         self.pool_decoded_last = True
         if self._prefill_pass is not None and self.waiting and self._prefill_step(plan, s):
             return plan  # vLLM V0: newcomers' prompts alone
-        if self.loose or not self._schedule_fast(plan, s):
+        built_fast = not self.loose and self._schedule_fast(plan, s)
+        if not built_fast:
             self._schedule_explicit(plan, s)
             self.dirty = True
             self.admission_blocked = None  # the next step classifies the running list first
+        if self._prefill_pass is not None:
+            self._after_decode_step(s, built_fast)
         return plan
 
     def _final_in_flight(self, i: int) -> bool:
@@ -117,7 +120,7 @@ class VLLMV1Rules:
             if budget > 0:
                 self._schedule_waiting(plan, budget, scheduled, threshold)
             else:
-                self.admission_blocked = (self.waiting[0], -ANY, 0, ANY, False)
+                self.admission_blocked = (self.waiting[0], -ANY, 0, ANY, 0, ANY, ANY)
             if threshold != self.prefill_cap_tokens:
                 self.admission_blocked = None  # a quiet step (someone running, someone waiting) applies the cap
         self._finish_plan(plan, scheduled, n, pool.a + n * s, s)
@@ -133,7 +136,8 @@ class VLLMV1Rules:
         """vLLM V1's waiting pass: admit FCFS while the budget, max_num_seqs and the free blocks allow.
 
         Where it stops at a head it leaves ``admission_blocked`` = (head, lowest budget, highest budget, most
-        free blocks, fewest running requests) under which the head fails again: the quiet loop runs steps
+        free blocks, fewest running requests, most waiting requests, first pool step it may pass) under which the head
+        fails again: the quiet loop runs steps
         with requests waiting while that holds (free blocks only shrink and nobody is admitted while nobody
         finishes), without the pass."""
         cfg = self.cfg
@@ -144,15 +148,15 @@ class VLLMV1Rules:
         if running and not self.joins_running:
             # Static batching: nobody joins a running batch. Blocked under any budget and free blocks; the quiet loop
             # stops once the pool is empty, and a general step then asks again.
-            self.admission_blocked = (waiting[0], -ANY, ANY, ANY, 0)
+            self.admission_blocked = (waiting[0], -ANY, ANY, ANY, 0, ANY, ANY)
             return
         while waiting:
             i = waiting[0]
             if budget <= 0:
-                self.admission_blocked = (i, -ANY, 0, ANY, 0)
+                self.admission_blocked = (i, -ANY, 0, ANY, 0, ANY, ANY)
                 break
             if len(running) >= cfg.max_num_seqs:
-                self.admission_blocked = (i, -ANY, ANY, ANY, cfg.max_num_seqs)
+                self.admission_blocked = (i, -ANY, ANY, ANY, cfg.max_num_seqs, ANY, ANY)
                 break
             c = comp[i]
             hits = 0
@@ -164,7 +168,7 @@ class VLLMV1Rules:
             if threshold and num_new > threshold:
                 num_new = threshold
             if self.whole_prompts and num_new > budget:
-                self.admission_blocked = (i, -ANY, num_new - 1, ANY, 0)
+                self.admission_blocked = (i, -ANY, num_new - 1, ANY, 0, ANY, ANY)
                 break
             if num_new > budget:
                 num_new = budget
@@ -172,14 +176,14 @@ class VLLMV1Rules:
             held = -(-comp[i] // bs)  # (hit blocks are not held yet: taking them off the queue uses free ones)
             if (self.full_prompt_check and cfg.scheduler_reserve_full_isl
                     and -(-(P[i] + out[i]) // bs) - held + watermark > self.free):
-                self.admission_blocked = (i, -ANY, ANY, self.free, 0)
+                self.admission_blocked = (i, -ANY, ANY, self.free, 0, ANY, ANY)
                 break
             # A reserving policy takes the whole request now (prompt and every output token but the last).
             need = -(-((P[i] + O[i] - 1) if self.reserves else (c + num_new)) // bs) - held
             if need + watermark > self.free:
                 # A budget of at least num_new gives it at least as many tokens, so at least as many blocks.
                 # (Not with hits: evictions may take them away while it waits.)
-                self.admission_blocked = None if hits else (i, num_new, ANY, self.free, 0)
+                self.admission_blocked = None if hits else (i, num_new, ANY, self.free, 0, ANY, ANY)
                 break
             self._take_blocks(i, need, hits if resuming else None)
             self._start_running(waiting, plan, scheduled, num_new)

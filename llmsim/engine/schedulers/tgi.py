@@ -29,21 +29,38 @@ from llmsim.engine.scheduler import UNLIMITED_TOKENS, SchedulerBase
 class TGIScheduler(SchedulerBase):
     name = "tgi"
 
+    # Its running pass reserves nothing new and has no token budget (Orca's, in vLLM V1's switches): the aggregate
+    # engine, which runs that pass itself and calls the admission methods below, reads these two.
+    reserve_whole_length = True
+    token_budget = False
+
     def __init__(self, config, kv_cache, max_model_len: int) -> None:
         super().__init__(config, kv_cache, max_model_len)
-        self.prefill_budget = max(config.max_num_batched_tokens, max_model_len)
+        self.prefill_budget = self.prefill_budget_for(config, max_model_len)
         self.decode_steps_since_prefill = 0
+
+    @staticmethod
+    def prefill_budget_for(config, max_model_len: int) -> int:
+        return max(config.max_num_batched_tokens, max_model_len)
 
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
-        if self.waiting and self._admissible_count() >= self._min_prefill_size():
-            self._admit_reserved(plan, self.prefill_budget)
+        self.admit_prefills(plan)
         if plan.scheduled:
-            self.decode_steps_since_prefill = 0
+            self.note_steps(prefill=True)
         else:
             self._schedule_reserved_running(plan, UNLIMITED_TOKENS)
-            self.decode_steps_since_prefill += 1
+            self.note_steps(prefill=False, decodes=1)
         return self._finish_plan(plan)
+
+    def admit_prefills(self, plan: StepPlan) -> None:
+        """A prefill of newcomers, run alone, when enough of them can join (the step is theirs if anyone joins)."""
+        if self.waiting and self._admissible_count() >= self._min_prefill_size():
+            self._admit_reserved(plan, self.prefill_budget)
+
+    def note_steps(self, prefill: bool, decodes: int = 0) -> None:
+        """The counter TGI's admission reads: a prefill resets it, each decode step adds one."""
+        self.decode_steps_since_prefill = 0 if prefill else self.decode_steps_since_prefill + decodes
 
     def decode_token_budget(self) -> int:
         return UNLIMITED_TOKENS
@@ -68,7 +85,7 @@ class TGIScheduler(SchedulerBase):
         return RunRules(max_steps=steps_left, stop_before_finish=True, truncate_on_arrival=True)
 
     def advance_decode_run(self, ticks: int) -> None:
-        self.decode_steps_since_prefill += ticks  # every tick of a run is a decode step
+        self.note_steps(prefill=False, decodes=ticks)  # every tick of a run is a decode step
 
     def _min_prefill_size(self) -> int:
         if not self.running or self.decode_steps_since_prefill >= self.config.max_waiting_tokens:
@@ -81,7 +98,7 @@ class TGIScheduler(SchedulerBase):
         free, budget, count = kv.num_free_blocks, self.prefill_budget, 0
         slots = self.config.max_num_seqs - len(self.running)
         for request in self.waiting:
-            need = kv.blocks_for_tokens(request.max_total_tokens - 1)
+            need = kv.blocks_for_tokens(self._max_total_tokens(request) - 1)
             prompt = self._tokens_to_feed(request)
             if count >= slots or need > free or prompt > budget:
                 break

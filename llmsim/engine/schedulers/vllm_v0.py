@@ -55,8 +55,7 @@ class VLLMV0Scheduler(SchedulerBase):
 
     def schedule(self) -> StepPlan:
         plan = self._begin_step()
-        if not self.swapped:
-            self._schedule_prefills(plan)
+        self.admit_prefills(plan)
         if not plan.scheduled:
             stalled: list[Request] = []
             budget = self._schedule_running(plan, self.config.max_num_batched_tokens, stalled)
@@ -64,6 +63,11 @@ class VLLMV0Scheduler(SchedulerBase):
                 self._schedule_swapped(plan, budget)
             self._fail_if_deadlocked(plan, stalled)
         return self._finish_plan(plan)
+
+    def admit_prefills(self, plan: StepPlan) -> None:
+        """Newcomers' whole prompts, run alone in this step if anyone joins (not while a request is swapped out)."""
+        if not self.swapped:
+            self._schedule_prefills(plan)
 
     def _watermark(self) -> int:
         return self.watermark_blocks if (self.running or self.swapped) else 0
