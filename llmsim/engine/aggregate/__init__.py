@@ -1,4 +1,4 @@
-"""The aggregate engine: vLLM V1 on one replica with its steadily decoding requests held in aggregate.
+"""The aggregate engine: a batching policy on one replica with its steadily decoding requests held in aggregate.
 
 The reference engine (``engine.mode: reference``) visits every running request in every step. But in most
 steps most of the batch is *steady*: each request decodes one token, its context grows by one and it needs
@@ -13,7 +13,10 @@ modulo the block size: one lookup); and when each samples its last token.
 Every step still runs vLLM V1's rules — the running pass, the waiting pass with its full-prompt and
 watermark checks, chunked prefill and the per-request cap, the async loop's one-step lag, vLLM's empty
 bookkeeping steps — but only requests that are *not* steady (a prefill chunk, an admission, a first token,
-a finish) are visited one by one. Three kinds of step, cheapest first:
+a finish) are visited one by one. Policies that are vLLM V1's class with switches run those rules here; vLLM V0
+and TGI, whose steps prefill newcomers alone, run their own classes' admission methods over this engine's state
+(:mod:`.prefill_first`), and a prefill-only step leaves the pool's clock where it was. Three kinds of step,
+cheapest first:
 
 * a *quiet* step (the pool alone: nobody waits, blocks suffice) is a few arithmetic operations
   (:mod:`~llmsim.engine.aggregate.quiet`); new decodes join and finished ones leave the pool inline;
@@ -27,12 +30,14 @@ a finish) are visited one by one. Three kinds of step, cheapest first:
 The engine runs one replica without simpy: its clock moves from one tick of the engine loop to the next.
 Its loop is a generator, so a replica can run alone over arrivals routed up front (round-robin, random) or
 in lockstep with the others, pausing at each routing instant (:mod:`llmsim.cluster.lockstep`).
-:func:`aggregate_engine_blockers` says which configurations it serves; the equivalence tests check that it
+:mod:`.policies` says which policies and configurations it serves; the equivalence tests check that it
 gives the reference engine's per-request results, step table, time series and summary.
 
 The package, by responsibility: :mod:`.engine` (the replica's state, its loop, arrivals and deliveries),
-:mod:`.rules` (vLLM V1's scheduling decisions on that state), :mod:`.quiet` (the quiet-step loop),
-:mod:`.outcome` (step records and what a finished run hands back), :mod:`.plan` (one scheduled step).
+:mod:`.rules` (vLLM V1's scheduling decisions on that state), :mod:`.prefill_first` (vLLM V0's and TGI's steps,
+their admission asked of their classes), :mod:`.prefix` (prefix caching by block counts), :mod:`.quiet` (the
+quiet-step loop), :mod:`.outcome` (step records and what a finished run hands back), :mod:`.plan` (one scheduled
+step), :mod:`.policies` (which policies it runs).
 """
 
 from llmsim.engine.aggregate.engine import AggregateReplica

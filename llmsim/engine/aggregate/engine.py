@@ -23,7 +23,9 @@ from llmsim.metrics.step_records import STEP_COLUMNS
 
 
 class AggregateReplica(QuietSteps, VLLMV1Rules, PrefillFirstSteps, OwnBlockCache, StepRecording):
-    """Runs vLLM V1 on one replica over its arrivals (``arrival_s`` sorted), as the package docstring describes."""
+    """Runs a batching policy on one replica over its arrivals (``arrival_s`` sorted), as the package docstring
+    describes: vLLM V1's rules with the policy's switches (:mod:`.rules`), or a prefill-first policy's own admission
+    (:mod:`.prefill_first`)."""
 
     def __init__(self, replica_id: int, sched_cfg, num_gpu_blocks: int, max_model_len: int, timing,
                  arrival_s, prompt_tokens, output_tokens, *, keep_steps: bool = True, step_sample_every: int = 1,
@@ -42,7 +44,8 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, PrefillFirstSteps, OwnBlockCache
         # Prefix caching on a workload that shares no block (llmsim.engine_modes, .prefix).
         self._init_own_block_cache(sched_cfg.enable_prefix_caching)
         self.joins_running = switches.joins_running_batch  # False: only an empty engine admits (static batching)
-        self.reserves = getattr(policy, "reserve_whole_length", switches.reserve_whole_length)  # admission takes the whole request's blocks; nothing else does
+        # Admission takes the whole request's blocks; nothing else does.
+        self.reserves = getattr(policy, "reserve_whole_length", switches.reserve_whole_length)
         # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
         self.step_budget = (sched_cfg.max_num_batched_tokens if getattr(policy, "token_budget", switches.token_budget)
                             else ANY >> 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from llmsim.engine.aggregate.plan import ANY, PREEMPTED, RUNNING, AggregatePlan
 
+
 class BlockContentsNeeded(Exception):
     """Prefix caching in a state where the aggregate engine's block counts do not say what is cached
     (:mod:`.prefix`): the run is made again on the event-skipping loop
@@ -38,7 +39,7 @@ class VLLMV1Rules:
             self.completers = []
         self.pool_decoded_last = True
         if self._prefill_pass is not None and self.waiting and self._prefill_step(plan, s):
-            return plan  # vLLM V0: newcomers' prompts alone
+            return plan  # vLLM V0 or TGI: newcomers' prompts alone
         built_fast = not self.loose and self._schedule_fast(plan, s)
         if not built_fast:
             self._schedule_explicit(plan, s)
@@ -116,7 +117,7 @@ class VLLMV1Rules:
         if self.prefix_caching and need:
             self._cache_take(need, self.free)
         self.free -= need
-        if self.waiting and self._prefill_pass is None:  # (vLLM V0 tried its admission pass first)
+        if self.waiting and self._prefill_pass is None:  # (a prefill-first policy tried its admission first)
             if budget > 0:
                 self._schedule_waiting(plan, budget, scheduled, threshold)
             else:
