@@ -113,6 +113,7 @@ class PrefillFirstSteps:
 
     def _quiet_decodes_done(self, count: int) -> None:
         """``count`` quiet steps decoded the pool (TGI counts them)."""
+        self.pool_decoded_last = True
         if self._note_steps is not None:
             self._note_steps(prefill=False, decodes=count)
 

@@ -143,7 +143,11 @@ class QuietSteps:
                 plan = None
                 self.pool_step, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
                 self.step_index = s + offset
-                self._quiet_updates_done(last_step, last_end, s - first_step)
+                if last_step != self.last_update_pool_step:
+                    self.last_update_pool_step = last_step
+                    self.last_update_end = self.pool_last_end = last_end
+                if self._prefill_pass is not None and s != first_step:
+                    self._quiet_decodes_done(s - first_step)
                 first_step = s
                 self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
                 self.peak_kv_usage, self.max_batch_size, self.max_num_waiting = peak, max_batch, max_waiting
@@ -162,23 +166,16 @@ class QuietSteps:
                 num_running, num_waiting = len(running), len(waiting)
         self.pool_step, self.free, self.gpu_free, pool.n, pool.a = s, free, gpu_free, pool_n, pool_a
         self.step_index = s + offset
-        self._quiet_updates_done(last_step, last_end, s - first_step)
+        if last_step != self.last_update_pool_step:  # (quiet updates came: the last one's pool step and end)
+            self.last_update_pool_step = last_step
+            self.last_update_end = self.pool_last_end = last_end
+        if self._prefill_pass is not None and s != first_step:
+            self._quiet_decodes_done(s - first_step)
         self.num_steps, self.busy_s, self.kv_usage_s, self.kv_usage_time_s = num_steps, busy, kv_s, kv_t
         self.peak_kv_usage, self.max_batch_size, self.max_num_waiting = peak, max_batch, max_waiting
         if async_mode and plan is None:  # a quiet step is in flight
             in_flight[0] = self._quiet_plan(pending, offset)
         return now
-
-    def _quiet_updates_done(self, last_step: int, last_end: float, scheduled: int) -> None:
-        """Write back what the quiet steps changed: the last update's pool step and end, when any came, and that
-        ``scheduled`` more steps decoded the pool."""
-        if last_step != self.last_update_pool_step:
-            self.last_update_pool_step = last_step
-            self.last_update_end = self.pool_last_end = last_end
-        if scheduled:
-            self.pool_decoded_last = True
-            if self._prefill_pass is not None:
-                self._quiet_decodes_done(scheduled)
 
     def _invariants(self) -> tuple:
         """What the quiet loop reads of the engine that never changes (the same objects all run long): fetched

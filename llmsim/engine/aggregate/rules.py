@@ -37,16 +37,22 @@ class VLLMV1Rules:
                 if not self._enter_pool(i, s) and not self._final_in_flight(i):
                     self.loose = True
             self.completers = []
+        if self._prefill_pass is None:
+            if self.loose or not self._schedule_fast(plan, s):
+                self._schedule_explicit(plan, s)
+                self.dirty = True
+                self.admission_blocked = None  # the next step classifies the running list first
+            return plan
+        # vLLM V0 or TGI: newcomers' prompts alone, or else a decode step.
         self.pool_decoded_last = True
-        if self._prefill_pass is not None and self.waiting and self._prefill_step(plan, s):
-            return plan  # vLLM V0 or TGI: newcomers' prompts alone
+        if self.waiting and self._prefill_step(plan, s):
+            return plan
         built_fast = not self.loose and self._schedule_fast(plan, s)
         if not built_fast:
             self._schedule_explicit(plan, s)
             self.dirty = True
-            self.admission_blocked = None  # the next step classifies the running list first
-        if self._prefill_pass is not None:
-            self._after_decode_step(s, built_fast)
+            self.admission_blocked = None
+        self._after_decode_step(s, built_fast)
         return plan
 
     def _final_in_flight(self, i: int) -> bool:
