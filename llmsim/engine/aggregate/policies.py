@@ -21,8 +21,9 @@ POLICY_SWITCHES = ("full_prompt_check", "prefill_cap", "admission_watermark", "c
 #: a prompt's chunk then takes what is left of the budget, so at most one prefill is going on, the last admitted,
 #: and admission order already puts the decodes first (:func:`states_rules_of` requires it).
 _MOOT_SWITCHES = ("vllm_preemption", "catch_up_cache", "decodes_first")
-_CLASS_ATTRIBUTES = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__",
-                               "name", *POLICY_SWITCHES, *_MOOT_SWITCHES))
+#: What any policy class states besides its rules.
+_BASICS = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__", "name"))
+_CLASS_ATTRIBUTES = _BASICS | frozenset((*POLICY_SWITCHES, *_MOOT_SWITCHES))
 
 
 def states_rules_of(policy: type | None) -> bool:
@@ -47,7 +48,6 @@ def aggregate_engine_blockers(sched_cfg, pp: int) -> list[str]:
     return reasons
 
 
-_BASICS = frozenset(("__module__", "__qualname__", "__doc__", "__firstlineno__", "__static_attributes__", "name"))
 #: The policies whose steps prefill newcomers alone (or else decode every running request), with the methods the
 #: engine calls from their class (:mod:`.prefill_first`): a subclass may restate those, and nothing else.
 PREFILL_FIRST = {
