@@ -11,8 +11,11 @@ a policy overrides it only where its rules differ (static batching, TGI, SGLang)
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+UNLIMITED_TOKENS = sys.maxsize  # for engines whose steps have no token budget (Orca, FasterTransformer, TGI)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +46,13 @@ class DecodeRunRules:
         """Settings under which this policy's decode runs are not modelled (empty: they may be skipped)."""
         return []
 
+    #: Whether ``max_num_batched_tokens`` bounds a step; a policy without a budget (Orca, static batching, TGI) says
+    #: False, and the aggregate engine reads the same attribute.
+    token_budget = True
+
     def decode_token_budget(self) -> int:
         """Tokens one step may schedule (a run needs one per running request)."""
-        return self.config.max_num_batched_tokens
+        return self.config.max_num_batched_tokens if self.token_budget else UNLIMITED_TOKENS
 
     def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
         """Whether the next ticks may be a decode run as far as the queues go, and what cuts it (None: the

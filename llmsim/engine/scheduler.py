@@ -5,7 +5,6 @@ the replica drives and the step's plan and outcome are in :mod:`llmsim.engine.st
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from typing import Optional
 
@@ -21,7 +20,6 @@ from llmsim.engine.step_output import OutputProcessing
 from llmsim.errors import ConfigError, did_you_mean
 
 PREEMPTION_MODES = ("recompute", "swap", "none")
-UNLIMITED_TOKENS = sys.maxsize  # for engines whose steps have no token budget (Orca, FasterTransformer)
 
 
 class SchedulerBase(DecodeRunRules, OutputProcessing):

@@ -47,8 +47,7 @@ class AggregateReplica(QuietSteps, VLLMV1Rules, PrefillFirstSteps, OwnBlockCache
         # Admission takes the whole request's blocks; nothing else does.
         self.reserves = getattr(policy, "reserve_whole_length", switches.reserve_whole_length)
         # A step's token budget; without one (Orca) a bound no step reaches, below ANY (the blocked ranges' "no bound").
-        self.step_budget = (sched_cfg.max_num_batched_tokens if getattr(policy, "token_budget", switches.token_budget)
-                            else ANY >> 1)
+        self.step_budget = sched_cfg.max_num_batched_tokens if policy.token_budget else ANY >> 1
         self.timing = timing
         self.depth = 2 if sched_cfg.async_scheduling else 1
         self.bs = sched_cfg.block_size

@@ -49,7 +49,8 @@ class StepRecording:
 
     def _keep_quiet_step(self, step: tuple, offset: int, usable: int, finished: int) -> None:
         s, start, end, n, free, num_running, num_waiting = step  # (s: the pool's clock; the table's index is s + offset)
-        self._keep_step(s + offset, start, end - start, n, 0, n, free, usable - free, num_running, num_waiting, 0, finished)
+        self._keep_step(s + offset, start, end - start, n, 0, n, free, usable - free, num_running, num_waiting, 0,
+                        finished)
 
     def _keep_step(self, step, start, duration, batch, prefill, decode, free, used, running, waiting, preempted,
                    finished) -> None:

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from llmsim.engine.decode_runs import RunRules
+from llmsim.engine.decode_runs import UNLIMITED_TOKENS, RunRules
 from llmsim.engine.step import StepPlan
-from llmsim.engine.scheduler import UNLIMITED_TOKENS, SchedulerBase
+from llmsim.engine.scheduler import SchedulerBase
 
 
 class TGIScheduler(SchedulerBase):
     name = "tgi"
 
-    # Its running pass reserves nothing new and has no token budget (Orca's, in vLLM V1's switches): the aggregate
-    # engine, which runs that pass itself and calls the admission methods below, reads these two.
+    # Its running pass reserves nothing new and has no token budget (Orca's, in vLLM V1's switches); the aggregate
+    # engine, which runs that pass itself and calls the admission methods below, reads both.
     reserve_whole_length = True
     token_budget = False
 
@@ -61,9 +61,6 @@ class TGIScheduler(SchedulerBase):
     def note_steps(self, prefill: bool, decodes: int = 0) -> None:
         """The counter TGI's admission reads: a prefill resets it, each decode step adds one."""
         self.decode_steps_since_prefill = 0 if prefill else self.decode_steps_since_prefill + decodes
-
-    def decode_token_budget(self) -> int:
-        return UNLIMITED_TOKENS
 
     def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
         """TGI decides afresh each step whether to prefill, from the free blocks and a decode-step counter, so

@@ -25,7 +25,7 @@ from llmsim.engine.decode_runs import RunRules
 from llmsim.engine.kv_cache import KVCacheManager
 from llmsim.engine.request import Request
 from llmsim.engine.step import StepPlan
-from llmsim.engine.scheduler import UNLIMITED_TOKENS, SchedulerBase
+from llmsim.engine.scheduler import SchedulerBase
 
 
 class VLLMV1Scheduler(SchedulerBase):
@@ -75,9 +75,6 @@ class VLLMV1Scheduler(SchedulerBase):
             self._schedule_waiting(plan, budget, threshold)
         self._fail_if_deadlocked(plan, stalled)
         return self._finish_plan(plan)
-
-    def decode_token_budget(self) -> int:
-        return self.config.max_num_batched_tokens if self.token_budget else UNLIMITED_TOKENS
 
     def decode_run_rules(self, head_refused: bool) -> Optional[RunRules]:
         if self.joins_running_batch:
